@@ -1,0 +1,137 @@
+//! Command line: `serve`, `check`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config;
+use crate::gateway::Gateway;
+use crate::telemetry::LogFormat;
+
+/// REST/JSON gateway for gRPC services, driven by protobuf descriptors at run time.
+#[derive(Debug, Parser)]
+#[command(name = "protogate", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "PROTOGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the gateway.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
+        config: PathBuf,
+        /// Listen address, overriding `server.listen`.
+        #[arg(long, env = "PROTOGATE_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate the config and descriptors and print the route table.
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// Runs a parsed command line.
+///
+/// # Errors
+/// Whatever stopped the command; `main` prints it and exits non-zero.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let mut config = config::load(&config)?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            let addr = config.listen;
+            let gateway = Gateway::load(config)?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            let bound = listener.local_addr()?;
+            tracing::info!(
+                routes = gateway.routes().routes().len(),
+                "protogate listening on http://{bound}"
+            );
+            crate::server::serve(listener, gateway, shutdown_signal()).await?;
+            tracing::info!("protogate stopped");
+            Ok(())
+        }
+        Command::Check { config } => {
+            let config = config::load(&config)?;
+            let gateway = Gateway::load(config)?;
+            let mut out = std::io::stdout().lock();
+            print_routes(&gateway, &mut out)?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the route table: HTTP method, template, gRPC method, backend.
+///
+/// # Errors
+/// Write errors.
+pub fn print_routes(gateway: &Gateway, out: &mut impl Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 4]> = gateway
+        .routes()
+        .routes()
+        .iter()
+        .map(|r| {
+            [
+                r.http_method.to_string(),
+                r.template.source.clone(),
+                r.method.full_name().to_owned(),
+                r.backend_name.clone(),
+            ]
+        })
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0).max(6), width(1).max(4), width(2).max(6));
+    writeln!(
+        out,
+        "{:w0$}  {:w1$}  {:w2$}  BACKEND",
+        "METHOD", "PATH", "TARGET"
+    )?;
+    for [m, t, g, b] in &rows {
+        writeln!(out, "{m:w0$}  {t:w1$}  {g:w2$}  {b}")?;
+    }
+    writeln!(
+        out,
+        "{} routes, config {} is valid",
+        rows.len(),
+        gateway.config().source.display()
+    )
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,449 @@
+//! Configuration: `gateway.yaml` read, checked and given defaults.
+//!
+//! [`load`] parses the file ([`file`] mirrors it) and validates it into a
+//! [`Config`] whose every field is ready to use. Errors name the file, the key
+//! and what is wrong. Relative paths are relative to the file's directory.
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use http::HeaderName;
+use http::Uri;
+
+pub use file::UnknownFields;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default upstream deadline when neither the method, the backend nor the client sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default cap on a client's `Grpc-Timeout`.
+pub const DEFAULT_MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default largest request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default connect timeout to a backend.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub source: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Descriptor sources, paths made absolute.
+    pub descriptors: DescriptorSources,
+    /// Backends in file order (sorted by name).
+    pub backends: Vec<BackendConfig>,
+    /// Transcoding options.
+    pub transcode: TranscodeOptions,
+    /// Metadata forwarding.
+    pub metadata: MetadataOptions,
+    /// Per-method overrides keyed by `package.Service.Method`.
+    pub methods: HashMap<String, MethodOverrides>,
+    /// Cap on a client's `Grpc-Timeout`. Default 300s.
+    pub max_grpc_timeout: Duration,
+}
+
+/// Where descriptors are loaded from.
+#[derive(Debug, Clone, Default)]
+pub struct DescriptorSources {
+    /// Include directories, searched in order.
+    pub include: Vec<PathBuf>,
+    /// Proto files, relative to an include directory.
+    pub protos: Vec<PathBuf>,
+    /// Binary `FileDescriptorSet` files.
+    pub descriptor_sets: Vec<PathBuf>,
+}
+
+/// One backend.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// The name used in `gateway.yaml`.
+    pub name: String,
+    /// `http://host:port`.
+    pub address: Uri,
+    /// Which services it serves.
+    pub services: Vec<ServicePattern>,
+    /// Default deadline. Default 30s.
+    pub timeout: Duration,
+    /// Connect timeout. Default 5s.
+    pub connect_timeout: Duration,
+}
+
+/// A service selector from `backends.<name>.services`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicePattern {
+    /// A full service name.
+    Exact(String),
+    /// `pkg.*`: every service in `pkg` and its sub-packages.
+    Package(String),
+}
+
+impl ServicePattern {
+    fn parse(s: &str) -> Option<Self> {
+        let valid = |name: &str| {
+            !name.is_empty()
+                && name.split('.').all(|p| {
+                    !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                })
+        };
+        match s.strip_suffix(".*") {
+            Some(pkg) if valid(pkg) => Some(Self::Package(pkg.to_owned())),
+            None if valid(s) => Some(Self::Exact(s.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// Whether the full service name matches.
+    pub fn matches(&self, service: &str) -> bool {
+        match self {
+            Self::Exact(name) => name == service,
+            Self::Package(pkg) => service
+                .strip_prefix(pkg.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+        }
+    }
+}
+
+impl std::fmt::Display for ServicePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(s) => f.write_str(s),
+            Self::Package(p) => write!(f, "{p}.*"),
+        }
+    }
+}
+
+/// JSON output options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonOptions {
+    /// Write default-valued fields. Default false.
+    pub emit_unpopulated: bool,
+    /// Use proto field names. Default false (lowerCamelCase JSON names).
+    pub use_proto_names: bool,
+    /// Enums as numbers. Default false (names).
+    pub enums_as_ints: bool,
+}
+
+/// Request/response transcoding options.
+#[derive(Debug, Clone, Copy)]
+pub struct TranscodeOptions {
+    /// JSON output.
+    pub json: JsonOptions,
+    /// Query parameters naming no field. Default reject.
+    pub unknown_query_parameters: UnknownFields,
+    /// JSON fields naming no field. Default reject.
+    pub unknown_json_fields: UnknownFields,
+    /// Largest request body. Default 4 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for TranscodeOptions {
+    fn default() -> Self {
+        Self {
+            json: JsonOptions::default(),
+            unknown_query_parameters: UnknownFields::Reject,
+            unknown_json_fields: UnknownFields::Reject,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Header ⇄ metadata forwarding.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataOptions {
+    /// Request headers forwarded as metadata of the same name (besides `Grpc-Metadata-*`).
+    pub forward_request_headers: Vec<HeaderName>,
+}
+
+/// Per-method overrides.
+#[derive(Debug, Clone, Default)]
+pub struct MethodOverrides {
+    /// Deadline.
+    pub timeout: Option<Duration>,
+    /// Overrides the global policy for query parameters.
+    pub unknown_query_parameters: Option<UnknownFields>,
+    /// Overrides the global policy for JSON fields.
+    pub unknown_json_fields: Option<UnknownFields>,
+}
+
+/// Reads and validates a config file.
+///
+/// # Errors
+/// A message naming the file, the key and the problem.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `path` names it in errors and anchors relative paths.
+///
+/// # Errors
+/// A message naming the file, the key and the problem.
+pub fn parse(text: &str, path: &Path) -> anyhow::Result<Config> {
+    // serde_norway's messages already start with the key path and end with the line.
+    let raw: file::FileConfig =
+        serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    validate(raw, path)
+}
+
+fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
+    let err = |key: &str, msg: String| anyhow::anyhow!("{}: {key}: {msg}", path.display());
+    let base = path.parent().unwrap_or(Path::new("."));
+    let anchor = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let listen_text = raw.server.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse().map_err(|e| {
+        err(
+            "server.listen",
+            format!("{listen_text:?} is not host:port ({e})"),
+        )
+    })?;
+
+    let d = raw.descriptors;
+    if d.protos.is_empty() && d.descriptor_sets.is_empty() {
+        bail!(err(
+            "descriptors",
+            "name at least one file in `protos` or `descriptor_sets`".into()
+        ));
+    }
+    let descriptors = DescriptorSources {
+        include: d.include.iter().map(anchor).collect(),
+        protos: d.protos,
+        descriptor_sets: d.descriptor_sets.iter().map(anchor).collect(),
+    };
+
+    if raw.backends.is_empty() {
+        bail!(err("backends", "define at least one backend".into()));
+    }
+    let mut backends = Vec::new();
+    for (name, b) in raw.backends {
+        let key = format!("backends.{name}");
+        let address: Uri = b.address.parse().map_err(|e| {
+            err(
+                &format!("{key}.address"),
+                format!("{:?} is not a URL ({e})", b.address),
+            )
+        })?;
+        match address.scheme_str() {
+            Some("http") if address.authority().is_some() => {}
+            Some("https") => bail!(err(
+                &format!("{key}.address"),
+                "TLS to backends is not supported yet; use http://".into()
+            )),
+            _ => bail!(err(
+                &format!("{key}.address"),
+                format!("{:?} must look like http://host:port", b.address)
+            )),
+        }
+        if b.services.is_empty() {
+            bail!(err(
+                &format!("{key}.services"),
+                "list at least one service".into()
+            ));
+        }
+        let services = b
+            .services
+            .iter()
+            .map(|s| {
+                ServicePattern::parse(s).ok_or_else(|| {
+                    err(
+                        &format!("{key}.services"),
+                        format!("{s:?} is not a service name or `package.*`"),
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        backends.push(BackendConfig {
+            name,
+            address,
+            services,
+            timeout: nonzero(b.timeout, &format!("{key}.timeout"), &err)?
+                .unwrap_or(DEFAULT_TIMEOUT),
+            connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), &err)?
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        });
+    }
+
+    let t = raw.transcoding;
+    let max_body_bytes = t.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        bail!(err(
+            "transcoding.max_body_bytes",
+            "must be greater than 0".into()
+        ));
+    }
+    let transcode = TranscodeOptions {
+        json: JsonOptions {
+            emit_unpopulated: t.json.emit_unpopulated,
+            use_proto_names: t.json.use_proto_names,
+            enums_as_ints: t.json.enums_as_ints,
+        },
+        unknown_query_parameters: t.unknown_query_parameters,
+        unknown_json_fields: t.unknown_json_fields,
+        max_body_bytes,
+    };
+
+    let forward_request_headers = raw
+        .metadata
+        .forward_request_headers
+        .iter()
+        .map(|h| {
+            HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
+                err(
+                    "metadata.forward_request_headers",
+                    format!("{h:?} is not a valid header name"),
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut methods = HashMap::new();
+    for (name, m) in raw.methods {
+        let key = format!("methods.{name}");
+        // Accept the gRPC path form too: package.Service/Method.
+        let full = name.trim_start_matches('/').replace('/', ".");
+        if full.split('.').count() < 2 || full.split('.').any(str::is_empty) {
+            bail!(err(
+                &key,
+                "expected a method name like package.Service.Method".into()
+            ));
+        }
+        methods.insert(
+            full,
+            MethodOverrides {
+                timeout: nonzero(m.timeout, &format!("{key}.timeout"), &err)?,
+                unknown_query_parameters: m.unknown_query_parameters,
+                unknown_json_fields: m.unknown_json_fields,
+            },
+        );
+    }
+
+    Ok(Config {
+        source: path.to_owned(),
+        listen,
+        descriptors,
+        backends,
+        transcode,
+        metadata: MetadataOptions {
+            forward_request_headers,
+        },
+        methods,
+        max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
+            .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
+    })
+}
+
+fn nonzero(
+    d: Option<Duration>,
+    key: &str,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Option<Duration>> {
+    match d {
+        Some(d) if d.is_zero() => Err(err(key, "must be greater than 0".into())),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+descriptors:
+  include: [protos]
+  protos: [a.proto]
+backends:
+  users:
+    address: http://127.0.0.1:50051
+    services: [shop.user.v1.UserService]
+";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL, Path::new("/etc/pg/gateway.yaml")).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.descriptors.include, vec![PathBuf::from("/etc/pg/protos")]);
+        assert_eq!(c.backends[0].timeout, DEFAULT_TIMEOUT);
+        assert_eq!(c.transcode.unknown_query_parameters, UnknownFields::Reject);
+        assert_eq!(c.transcode.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        for (text, want) in [
+            (
+                MINIMAL.replace("address:", "adress:"),
+                "gateway.yaml: backends.users: unknown field `adress`",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:50051", "127.0.0.1:50051"),
+                "gateway.yaml: backends.users.address: \"127.0.0.1:50051\" must look like http://host:port",
+            ),
+            (
+                format!("{MINIMAL}server:\n  listen: nowhere\n"),
+                "gateway.yaml: server.listen: \"nowhere\" is not host:port",
+            ),
+            (
+                format!("{MINIMAL}transcoding:\n  unknown_query_parameters: maybe\n"),
+                "gateway.yaml: transcoding.unknown_query_parameters: unknown variant `maybe`",
+            ),
+            (
+                MINIMAL.replace("shop.user.v1.UserService", "shop..User"),
+                "gateway.yaml: backends.users.services: \"shop..User\" is not a service name",
+            ),
+            (
+                format!(
+                    "{MINIMAL}  orders:\n    address: http://127.0.0.1:1\n    services: [a.B]\n    timeout: 0s\n"
+                ),
+                "gateway.yaml: backends.orders.timeout: must be greater than 0",
+            ),
+            (
+                format!("{MINIMAL}methods:\n  a.B.C:\n    timeout: soon\n"),
+                "gateway.yaml: methods.a.B.C.timeout:",
+            ),
+            (
+                "backends: {}\ndescriptors:\n  protos: [a.proto]\n".to_owned(),
+                "gateway.yaml: backends: define at least one backend",
+            ),
+        ] {
+            let got = parse(&text, Path::new("gateway.yaml"))
+                .unwrap_err()
+                .to_string();
+            assert!(got.starts_with(want), "got {got:?}\nwant prefix {want:?}");
+        }
+    }
+
+    #[test]
+    fn service_patterns_match() {
+        for (pattern, service, want) in [
+            ("shop.user.v1.UserService", "shop.user.v1.UserService", true),
+            (
+                "shop.user.v1.UserService",
+                "shop.user.v1.UserServiceX",
+                false,
+            ),
+            ("shop.user.v1.*", "shop.user.v1.UserService", true),
+            ("shop.*", "shop.user.v1.UserService", true),
+            ("shop.*", "shopping.Cart", false),
+        ] {
+            let p = ServicePattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(service), want, "{pattern} vs {service}");
+        }
+        for bad in ["", "*", "a..b", "a.*.b", "a b"] {
+            assert!(ServicePattern::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The one error type of the request path and its one HTTP rendering.
+//!
+//! Every failure, the gateway's own or a backend's, answers with the
+//! `google.rpc.Status` JSON shape `{"code", "message", "details"}` and the HTTP
+//! status from [`http_status`]. Internal causes are logged, not sent.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tonic::Code;
+
+use crate::http_rule::LookupError;
+use crate::transcode::TranscodeError;
+
+/// `Content-Type` of every JSON answer.
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A failed request, ready to be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route, wrong method, or a path the gateway refuses.
+    #[error(transparent)]
+    Route(#[from] LookupError),
+    /// The request could not be turned into a message.
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
+    /// A request header has a bad value.
+    #[error("invalid {header} header: {reason}")]
+    BadHeader {
+        header: &'static str,
+        reason: String,
+    },
+    /// The body is larger than allowed.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    /// The body could not be read from the client.
+    #[error("cannot read the request body: {0}")]
+    BodyRead(String),
+    /// The route exists but its call mode is not served yet.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// The backend answered with a non-OK status.
+    #[error("backend returned {}: {}", .0.code, .0.message)]
+    Upstream(Box<UpstreamStatus>),
+    /// The backend could not be reached.
+    #[error("backend {backend} is unavailable: {cause}")]
+    Unavailable { backend: String, cause: String },
+    /// The deadline passed before the backend answered.
+    #[error("deadline of {timeout:?} exceeded calling backend {backend}")]
+    DeadlineExceeded {
+        backend: String,
+        timeout: std::time::Duration,
+    },
+    /// A bug or an impossible state; the cause is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A backend's status, already rendered for the client.
+#[derive(Debug)]
+pub struct UpstreamStatus {
+    /// The gRPC code.
+    pub code: Code,
+    /// The gRPC message.
+    pub message: String,
+    /// `details` decoded from `grpc-status-details-bin`, as a JSON array.
+    pub details: Option<Box<RawValue>>,
+    /// `Grpc-Metadata-*` / `Grpc-Trailer-*` headers from the backend's metadata.
+    pub headers: HeaderMap,
+}
+
+/// HTTP status for a gRPC code: the table grpc-gateway, Envoy and Google APIs share.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        // 499 is nginx's "client closed request"; there is no standard constant.
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        // The system is not in a state for this call; the client must change
+        // something first, so it is the client's error, not a conflict.
+        Code::FailedPrecondition => StatusCode::BAD_REQUEST,
+        // Concurrency conflicts (e.g. a lost read-modify-write race).
+        Code::Aborted => StatusCode::CONFLICT,
+        Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl GatewayError {
+    /// The gRPC code this error reports.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Route(LookupError::NotFound { .. }) => Code::NotFound,
+            Self::Route(LookupError::MethodNotAllowed { .. }) => Code::Unimplemented,
+            Self::Route(LookupError::DotSegment { .. }) => Code::InvalidArgument,
+            Self::Transcode(e) if e.is_internal() => Code::Internal,
+            Self::Transcode(_) | Self::BadHeader { .. } | Self::BodyRead(_) => {
+                Code::InvalidArgument
+            }
+            Self::BodyTooLarge { .. } => Code::ResourceExhausted,
+            Self::Unimplemented(_) => Code::Unimplemented,
+            Self::Upstream(s) => s.code,
+            Self::Unavailable { .. } => Code::Unavailable,
+            Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            // More precise than the code table for these two gateway errors.
+            Self::Route(LookupError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            other => http_status(other.code()),
+        }
+    }
+
+    /// The message sent to the client: never internal causes.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Upstream(s) => s.message.clone(),
+            Self::Unavailable { backend, .. } => format!("backend {backend} is unavailable"),
+            Self::Internal(_) => "internal error".to_owned(),
+            Self::Transcode(e) if e.is_internal() => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: i32,
+    message: &'a str,
+    details: Details<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Details<'a> {
+    Raw(&'a RawValue),
+    Empty([(); 0]),
+}
+
+#[derive(Serialize)]
+struct BadRequest<'a> {
+    #[serde(rename = "@type")]
+    type_url: &'static str,
+    #[serde(rename = "fieldViolations")]
+    field_violations: [FieldViolation<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct FieldViolation<'a> {
+    field: &'a str,
+    description: &'a str,
+}
+
+/// Renders `{"code", "message", "details"}`; `details` is `[]` when absent.
+pub fn status_body(code: Code, message: &str, details: Option<&RawValue>) -> Vec<u8> {
+    let body = Body {
+        code: code as i32,
+        message,
+        details: details.map_or(Details::Empty([]), Details::Raw),
+    };
+    serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"code":13,"message":"internal error","details":[]}"#.to_vec())
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let message = self.client_message();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, JSON);
+        let details = match &self {
+            Self::Upstream(s) => {
+                headers.extend(s.headers.clone());
+                s.details.as_deref().map(|d| d.to_owned())
+            }
+            Self::Transcode(e) => e.field().and_then(|field| {
+                let detail = [BadRequest {
+                    type_url: "type.googleapis.com/google.rpc.BadRequest",
+                    field_violations: [FieldViolation {
+                        field,
+                        description: &message,
+                    }],
+                }];
+                serde_json::value::to_raw_value(&detail).ok()
+            }),
+            Self::Route(LookupError::MethodNotAllowed { allowed, .. }) => {
+                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                    headers.insert(ALLOW, v);
+                }
+                None
+            }
+            _ => None,
+        };
+        let body = status_body(code, &message, details.as_deref());
+        (status, headers, body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_map_to_http_statuses() {
+        for (code, want) in [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::Unauthenticated, 401),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+        ] {
+            assert_eq!(http_status(code).as_u16(), want, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn gateway_errors_have_their_own_statuses() {
+        let not_allowed = GatewayError::Route(LookupError::MethodNotAllowed {
+            method: "DELETE".into(),
+            path: "/v1/x".into(),
+            allowed: vec!["GET".into(), "POST".into()],
+        });
+        assert_eq!(
+            (not_allowed.status().as_u16(), not_allowed.code()),
+            (405, Code::Unimplemented)
+        );
+        let resp = not_allowed.into_response();
+        assert_eq!(resp.headers()[ALLOW], "GET, POST");
+        let too_large = GatewayError::BodyTooLarge { limit: 10 };
+        assert_eq!(
+            (too_large.status().as_u16(), too_large.code()),
+            (413, Code::ResourceExhausted)
+        );
+        let internal = GatewayError::Internal("secret cause".into());
+        assert_eq!(internal.client_message(), "internal error");
+        let down = GatewayError::Unavailable {
+            backend: "users".into(),
+            cause: "tcp connect error 10.0.0.1".into(),
+        };
+        assert_eq!(
+            (down.status().as_u16(), down.client_message().as_str()),
+            (503, "backend users is unavailable")
+        );
+    }
+
+    #[test]
+    fn status_body_has_the_rpc_status_shape() {
+        let body = status_body(Code::NotFound, "no \"x\"", None);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 5, "message": "no \"x\"", "details": []})
+        );
+    }
+}

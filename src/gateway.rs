@@ -1,0 +1,71 @@
+//! The loaded gateway: config, descriptors, routes and channels, built once.
+//!
+//! Everything per-route is computed here at startup; requests only read it.
+//! The whole value sits behind one `Arc` so it can later be swapped as a unit.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prost_reflect::DescriptorPool;
+
+use crate::config::Config;
+use crate::descriptor;
+use crate::http_rule::RouteTable;
+use crate::upstream::Upstreams;
+
+/// Shared, immutable gateway state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    pool: DescriptorPool,
+    routes: RouteTable,
+    upstreams: Upstreams,
+}
+
+impl Gateway {
+    /// Loads descriptors, builds the route table and creates the backend channels.
+    ///
+    /// # Errors
+    /// Descriptor, route or backend errors, with the config file named.
+    pub fn load(config: Config) -> anyhow::Result<Self> {
+        let source = config.source.display().to_string();
+        let pool = descriptor::load(&config.descriptors)
+            .with_context(|| format!("{source}: cannot load descriptors"))?;
+        let routes = RouteTable::build(&pool, &config)
+            .with_context(|| format!("{source}: invalid routes"))?;
+        let upstreams = Upstreams::connect(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                routes,
+                upstreams,
+            }),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The descriptor pool every route's types come from.
+    pub fn pool(&self) -> &DescriptorPool {
+        &self.inner.pool
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.inner.routes
+    }
+
+    /// The backend channels.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.inner.upstreams
+    }
+}

@@ -1,0 +1,543 @@
+//! The route table: every HTTP binding compiled once into a segment trie.
+//!
+//! [`RouteTable::build`] reads each served method's `google.api.http` rule,
+//! checks its template and fields against the descriptors and inserts it;
+//! [`RouteTable::lookup`] matches a request. Precedence, segment by segment
+//! from the left: a literal beats `*`, which beats `**`; a binding with a
+//! custom verb beats one without; an exact HTTP method beats a `*` custom
+//! kind. Two bindings of the same shape, method and verb are a startup error.
+//! The table is immutable once built, so it can be swapped as a whole.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::uri::PathAndQuery;
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor};
+
+use super::field_path::{FieldPath, FieldPathError};
+use super::rule::{Binding, RuleError, method_rule};
+use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment, split_path};
+use crate::config::{Config, UnknownFields};
+
+/// Which HTTP methods a route answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MethodMatch {
+    /// One method.
+    Exact(Method),
+    /// Any method (`custom { kind: "*" }`).
+    Any,
+}
+
+impl std::fmt::Display for MethodMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Exact(m) => f.write_str(m.as_str()),
+            Self::Any => f.write_str("*"),
+        }
+    }
+}
+
+/// Where the request body goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRule {
+    /// No body allowed.
+    None,
+    /// `body: "*"`: the whole request message.
+    Whole,
+    /// `body: "field"`: one field.
+    Field(FieldPath),
+}
+
+/// One HTTP binding of a gRPC method, with everything a request needs precomputed.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The gRPC method.
+    pub method: MethodDescriptor,
+    /// The HTTP method(s).
+    pub http_method: MethodMatch,
+    /// The path template.
+    pub template: PathTemplate,
+    /// Resolved fields, one per `template.variables` entry.
+    pub path_fields: Vec<FieldPath>,
+    /// The body mapping.
+    pub body: BodyRule,
+    /// `response_body`, when set.
+    pub response_body: Option<FieldPath>,
+    /// `/package.Service/Method`.
+    pub grpc_path: PathAndQuery,
+    /// Index into the config's backends.
+    pub backend: usize,
+    /// The backend's name.
+    pub backend_name: String,
+    /// Default deadline.
+    pub timeout: Duration,
+    /// Policy for query parameters naming no field.
+    pub unknown_query_parameters: UnknownFields,
+    /// Policy for JSON fields naming no field.
+    pub unknown_json_fields: UnknownFields,
+    /// 0 for the main rule, 1.. for additional bindings.
+    pub binding: usize,
+}
+
+impl Route {
+    /// Whether either side of the method streams.
+    pub fn is_streaming(&self) -> bool {
+        self.method.is_client_streaming() || self.method.is_server_streaming()
+    }
+}
+
+/// A successful lookup.
+#[derive(Debug)]
+pub struct RouteMatch<'a> {
+    /// The route.
+    pub route: &'a Arc<Route>,
+    /// Captured values, parallel to `route.path_fields`.
+    pub values: Vec<String>,
+}
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No template matches the path.
+    #[error("no route for {path}")]
+    NotFound { path: String },
+    /// Some template matches, but not for this method.
+    #[error("method {method} is not allowed for {path}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: Vec<String>,
+    },
+    /// The path has `.` or `..` segments.
+    #[error("path {path} has '.' or '..' segments")]
+    DotSegment { path: String },
+}
+
+/// Why the table could not be built. Every variant names the method and template.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The rule itself is malformed.
+    #[error("{method}: {source}")]
+    Rule { method: String, source: RuleError },
+    /// The template does not parse.
+    #[error("{method}: {source}")]
+    Template {
+        method: String,
+        source: TemplateError,
+    },
+    /// A field named by the binding is wrong.
+    #[error("{method}: {http_method} {template}: {what}: {source}")]
+    Field {
+        method: String,
+        http_method: String,
+        template: String,
+        what: String,
+        source: FieldPathError,
+    },
+    /// A field is there but cannot be used that way.
+    #[error("{method}: {http_method} {template}: {message}")]
+    Binding {
+        method: String,
+        http_method: String,
+        template: String,
+        message: String,
+    },
+    /// Two bindings answer the same requests.
+    #[error("conflicting routes: {first} and {second} match the same requests")]
+    Conflict { first: String, second: String },
+    /// A configured service or method is not in the descriptors.
+    #[error("{key}: {name} is not in the loaded descriptors")]
+    Unknown { key: String, name: String },
+    /// A service is claimed by two backends.
+    #[error("service {service} is matched by backends {first} and {second}")]
+    TwoBackends {
+        service: String,
+        first: String,
+        second: String,
+    },
+    /// An HTTP method name that is not a token.
+    #[error("{method}: invalid HTTP method {kind:?}")]
+    BadHttpMethod { method: String, kind: String },
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<String, Node>,
+    wildcard: Option<Box<Node>>,
+    deep: Option<Box<Node>>,
+    ends: Vec<End>,
+}
+
+#[derive(Debug)]
+struct End {
+    verb: Option<String>,
+    method: MethodMatch,
+    route: usize,
+}
+
+/// The compiled, immutable set of routes.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    root: Node,
+    verbs: Vec<String>,
+    methods: Vec<Method>,
+}
+
+impl RouteTable {
+    /// Builds the table for every service that a backend serves.
+    ///
+    /// # Errors
+    /// A [`RouteError`] naming the method and template at fault.
+    pub fn build(pool: &DescriptorPool, config: &Config) -> Result<Self, RouteError> {
+        for (i, backend) in config.backends.iter().enumerate() {
+            for pattern in &backend.services {
+                if let crate::config::ServicePattern::Exact(name) = pattern
+                    && pool.get_service_by_name(name).is_none()
+                {
+                    return Err(RouteError::Unknown {
+                        key: format!("backends.{}.services", config.backends[i].name),
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+        for name in config.methods.keys() {
+            let found = name
+                .rsplit_once('.')
+                .and_then(|(svc, m)| pool.get_service_by_name(svc).map(|s| (s, m)))
+                .is_some_and(|(s, m)| s.methods().any(|x| x.name() == m));
+            if !found {
+                return Err(RouteError::Unknown {
+                    key: format!("methods.{name}"),
+                    name: name.clone(),
+                });
+            }
+        }
+
+        let mut table = Self::default();
+        for service in pool.services() {
+            let mut backends = config
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.services.iter().any(|p| p.matches(service.full_name())));
+            let Some((backend, backend_cfg)) = backends.next() else {
+                tracing::debug!(
+                    service = service.full_name(),
+                    "no backend serves this service"
+                );
+                continue;
+            };
+            if let Some((_, other)) = backends.next() {
+                return Err(RouteError::TwoBackends {
+                    service: service.full_name().to_owned(),
+                    first: backend_cfg.name.clone(),
+                    second: other.name.clone(),
+                });
+            }
+            for method in service.methods() {
+                let name = method.full_name().to_owned();
+                let rule = method_rule(pool, &method).map_err(|source| RouteError::Rule {
+                    method: name.clone(),
+                    source,
+                })?;
+                let Some(rule) = rule else {
+                    tracing::debug!(method = %name, "no google.api.http rule");
+                    continue;
+                };
+                let bindings = rule.bindings().map_err(|source| RouteError::Rule {
+                    method: name.clone(),
+                    source,
+                })?;
+                let overrides = config.methods.get(&name);
+                for binding in bindings {
+                    let route = compile(&method, &binding, backend, config, overrides)?;
+                    table.insert(route)?;
+                }
+            }
+        }
+        Ok(table)
+    }
+
+    /// All routes in insertion order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// Matches a request's method and raw (percent-encoded) path.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`] when no template matches,
+    /// [`LookupError::MethodNotAllowed`] with the allowed methods when only
+    /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments.
+    pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, LookupError> {
+        let not_found = || LookupError::NotFound {
+            path: path.to_owned(),
+        };
+        let (segments, _) = split_path(path, None).ok_or_else(not_found)?;
+        if segments.iter().any(|s| is_dot_segment(s)) {
+            return Err(LookupError::DotSegment {
+                path: path.to_owned(),
+            });
+        }
+        if let Some(found) = self.find(method, path) {
+            return Ok(found);
+        }
+        let allowed: BTreeSet<String> = self
+            .methods
+            .iter()
+            .filter(|m| *m != method && self.find(m, path).is_some())
+            .map(|m| m.as_str().to_owned())
+            .collect();
+        if allowed.is_empty() {
+            Err(not_found())
+        } else {
+            Err(LookupError::MethodNotAllowed {
+                method: method.as_str().to_owned(),
+                path: path.to_owned(),
+                allowed: allowed.into_iter().collect(),
+            })
+        }
+    }
+
+    fn find(&self, method: &Method, path: &str) -> Option<RouteMatch<'_>> {
+        // Bindings with a verb first: "/v1/x:cancel" is the verb, not part of "{id}".
+        let attempts = self
+            .verbs
+            .iter()
+            .map(|v| Some(v.as_str()))
+            .chain(std::iter::once(None));
+        for verb in attempts {
+            let Some((segments, found)) = split_path(path, verb) else {
+                continue;
+            };
+            if found != verb {
+                continue;
+            }
+            if let Some(idx) = search(&self.root, &segments, 0, verb, method) {
+                let route = &self.routes[idx];
+                let values = route
+                    .template
+                    .variables
+                    .iter()
+                    .map(|v| route.template.capture_value(v, &segments))
+                    .collect();
+                return Some(RouteMatch { route, values });
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, route: Route) -> Result<(), RouteError> {
+        let mut node = &mut self.root;
+        for segment in &route.template.segments {
+            node = match segment {
+                Segment::Literal(lit) => node.literal.entry(lit.clone()).or_default(),
+                Segment::Wildcard => node.wildcard.get_or_insert_with(Default::default),
+                Segment::DeepWildcard => node.deep.get_or_insert_with(Default::default),
+            };
+        }
+        if let Some(existing) = node
+            .ends
+            .iter()
+            .find(|e| e.verb == route.template.verb && e.method == route.http_method)
+        {
+            return Err(RouteError::Conflict {
+                first: describe(&self.routes[existing.route]),
+                second: describe(&route),
+            });
+        }
+        node.ends.push(End {
+            verb: route.template.verb.clone(),
+            method: route.http_method.clone(),
+            route: self.routes.len(),
+        });
+        if let Some(v) = &route.template.verb
+            && !self.verbs.contains(v)
+        {
+            self.verbs.push(v.clone());
+        }
+        if let MethodMatch::Exact(m) = &route.http_method
+            && !self.methods.contains(m)
+        {
+            self.methods.push(m.clone());
+        }
+        self.routes.push(Arc::new(route));
+        Ok(())
+    }
+}
+
+fn describe(route: &Route) -> String {
+    format!(
+        "{} {} ({})",
+        route.http_method,
+        route.template,
+        route.method.full_name()
+    )
+}
+
+fn search(
+    node: &Node,
+    segments: &[&str],
+    i: usize,
+    verb: Option<&str>,
+    method: &Method,
+) -> Option<usize> {
+    if i == segments.len() {
+        if let Some(found) = end_for(node, verb, method) {
+            return Some(found);
+        }
+    } else {
+        let seg = segments[i];
+        if let Some(child) = node.literal.get(decode(seg).as_ref())
+            && let Some(found) = search(child, segments, i + 1, verb, method)
+        {
+            return Some(found);
+        }
+        if !seg.is_empty()
+            && let Some(child) = &node.wildcard
+            && let Some(found) = search(child, segments, i + 1, verb, method)
+        {
+            return Some(found);
+        }
+    }
+    // `**` takes whatever is left, including nothing.
+    node.deep
+        .as_deref()
+        .and_then(|deep| end_for(deep, verb, method))
+}
+
+fn end_for(node: &Node, verb: Option<&str>, method: &Method) -> Option<usize> {
+    let mut any = None;
+    for end in node.ends.iter().filter(|e| e.verb.as_deref() == verb) {
+        match &end.method {
+            MethodMatch::Exact(m) if m == method => return Some(end.route),
+            MethodMatch::Any => any = Some(end.route),
+            MethodMatch::Exact(_) => {}
+        }
+    }
+    any
+}
+
+fn compile(
+    method: &MethodDescriptor,
+    binding: &Binding,
+    backend: usize,
+    config: &Config,
+    overrides: Option<&crate::config::MethodOverrides>,
+) -> Result<Route, RouteError> {
+    let name = method.full_name().to_owned();
+    let template = PathTemplate::parse(&binding.path).map_err(|source| RouteError::Template {
+        method: name.clone(),
+        source,
+    })?;
+    let http_method =
+        if binding.http_method == "*" {
+            MethodMatch::Any
+        } else {
+            MethodMatch::Exact(Method::from_bytes(binding.http_method.as_bytes()).map_err(
+                |_| RouteError::BadHttpMethod {
+                    method: name.clone(),
+                    kind: binding.http_method.clone(),
+                },
+            )?)
+        };
+    let input = method.input();
+    let field_err = |what: String, source| RouteError::Field {
+        method: name.clone(),
+        http_method: binding.http_method.clone(),
+        template: binding.path.clone(),
+        what,
+        source,
+    };
+    let binding_err = |message: String| RouteError::Binding {
+        method: name.clone(),
+        http_method: binding.http_method.clone(),
+        template: binding.path.clone(),
+        message,
+    };
+
+    let mut path_fields = Vec::new();
+    for var in &template.variables {
+        let dotted = var.field_path_string();
+        let path = FieldPath::resolve(&input, &dotted)
+            .map_err(|e| field_err(format!("path variable {dotted:?}"), e))?;
+        let leaf = path.leaf();
+        if leaf.is_list() || leaf.is_map() || matches!(leaf.kind(), Kind::Message(_)) {
+            return Err(binding_err(format!(
+                "path variable {dotted:?} must name a singular scalar or enum field"
+            )));
+        }
+        path_fields.push(path);
+    }
+
+    let body = match binding.body.as_str() {
+        "" => BodyRule::None,
+        "*" => BodyRule::Whole,
+        field => BodyRule::Field(
+            FieldPath::resolve(&input, field)
+                .map_err(|e| field_err(format!("body {field:?}"), e))?,
+        ),
+    };
+    if !binding.body.is_empty()
+        && matches!(
+            http_method,
+            MethodMatch::Exact(ref m) if *m == Method::GET || *m == Method::DELETE
+        )
+    {
+        tracing::warn!(method = %name, template = %template, "a request body on GET or DELETE is unusual; some clients cannot send one");
+    }
+
+    let response_body = match binding.response_body.as_str() {
+        "" => None,
+        field => Some(
+            FieldPath::resolve(&method.output(), field)
+                .map_err(|e| field_err(format!("response_body {field:?}"), e))?,
+        ),
+    };
+
+    let grpc_path = PathAndQuery::try_from(format!(
+        "/{}/{}",
+        method.parent_service().full_name(),
+        method.name()
+    ))
+    .map_err(|e| binding_err(format!("cannot form the gRPC path: {e}")))?;
+    let backend_cfg = &config.backends[backend];
+    Ok(Route {
+        method: method.clone(),
+        http_method,
+        template,
+        path_fields,
+        body,
+        response_body,
+        grpc_path,
+        backend,
+        backend_name: backend_cfg.name.clone(),
+        timeout: overrides
+            .and_then(|o| o.timeout)
+            .unwrap_or(backend_cfg.timeout),
+        unknown_query_parameters: overrides
+            .and_then(|o| o.unknown_query_parameters)
+            .unwrap_or(config.transcode.unknown_query_parameters),
+        unknown_json_fields: overrides
+            .and_then(|o| o.unknown_json_fields)
+            .unwrap_or(config.transcode.unknown_json_fields),
+        binding: binding.index,
+    })
+}
+
+/// Whether `field` is bound by the route's path or body, so the query may not set it.
+pub fn is_bound(route: &Route, fields: &[FieldDescriptor]) -> bool {
+    let by_body = match &route.body {
+        BodyRule::None => false,
+        BodyRule::Whole => true,
+        BodyRule::Field(path) => path.contains(fields),
+    };
+    by_body || route.path_fields.iter().any(|p| p.contains(fields))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! The request pipeline, top to bottom: route match → deadline → body →
+//! message building → upstream call → response JSON.
+//!
+//! Each step hands its result to the next; any failure becomes a
+//! [`GatewayError`] rendered in one place and logged with the route.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tracing::{Instrument, field::Empty};
+
+use crate::error::{GatewayError, JSON, UpstreamStatus};
+use crate::gateway::Gateway;
+use crate::http_rule::Route;
+use crate::transcode;
+use crate::upstream::CallError;
+use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
+
+/// Handles every request that is not a gateway endpoint.
+pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let span = tracing::info_span!(
+        "request",
+        method = %parts.method,
+        route = Empty,
+        upstream = Empty,
+        grpc_code = Empty,
+    );
+    async move {
+        let result = pipeline(&gw, &parts, body).await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(response) => {
+                tracing::Span::current().record("grpc_code", 0);
+                tracing::info!(status = response.status().as_u16(), latency_ms, "request done");
+                response
+            }
+            Err(error) => {
+                let status = error.status();
+                tracing::Span::current().record("grpc_code", error.code() as i32);
+                if status.is_server_error() {
+                    tracing::warn!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error, "request failed");
+                } else {
+                    tracing::info!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error, "request rejected");
+                }
+                error.into_response()
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, GatewayError> {
+    let found = gw.routes().lookup(&parts.method, parts.uri.path())?;
+    let route = found.route;
+    let span = tracing::Span::current();
+    span.record("route", route.template.source.as_str());
+    span.record("upstream", route.backend_name.as_str());
+    if route.is_streaming() {
+        return Err(GatewayError::Unimplemented(format!(
+            "{} is a streaming method; streaming over HTTP is not supported yet",
+            route.method.full_name()
+        )));
+    }
+    let timeout = deadline(parts, route, gw.config().max_grpc_timeout)?;
+    let body = read_body(parts, body, gw.config().transcode.max_body_bytes).await?;
+    let input = transcode::request(route, &found.values, parts.uri.query(), &body)?;
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let metadata = request_metadata(&parts.headers, &gw.config().metadata, client);
+    let reply = gw
+        .upstreams()
+        .unary(route, Bytes::from(input), metadata, timeout)
+        .await
+        .map_err(|e| call_error(gw, route, e))?;
+    let json = transcode::response(route, &reply.message, &gw.config().transcode.json)?;
+    let mut headers = response_headers(&reply.headers, reply.trailers.as_ref());
+    headers.insert(CONTENT_TYPE, JSON);
+    Ok((StatusCode::OK, headers, json).into_response())
+}
+
+/// The call deadline: the client's `Grpc-Timeout` (capped), else the route's default.
+fn deadline(parts: &Parts, route: &Route, cap: Duration) -> Result<Duration, GatewayError> {
+    let Some(value) = parts.headers.get("grpc-timeout") else {
+        return Ok(route.timeout);
+    };
+    let bad = |reason: String| GatewayError::BadHeader {
+        header: "Grpc-Timeout",
+        reason,
+    };
+    let text = value.to_str().map_err(|_| bad("not ASCII".to_owned()))?;
+    let asked = parse_grpc_timeout(text).map_err(bad)?;
+    Ok(asked.min(cap))
+}
+
+async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
+    match error {
+        CallError::Status(status) => {
+            let details = (!status.details().is_empty())
+                .then(|| {
+                    transcode::status::details(
+                        gw.pool(),
+                        status.details(),
+                        &gw.config().transcode.json,
+                    )
+                })
+                .flatten();
+            GatewayError::Upstream(Box::new(UpstreamStatus {
+                code: status.code(),
+                message: status.message().to_owned(),
+                details,
+                headers: response_headers(status.metadata(), None),
+            }))
+        }
+        CallError::Unreachable(cause) => GatewayError::Unavailable {
+            backend: route.backend_name.clone(),
+            cause,
+        },
+        CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
+            backend: route.backend_name.clone(),
+            timeout,
+        },
+    }
+}

@@ -1,0 +1,26 @@
+//! The HTTP side: the router, the request pipeline and the listener loop.
+
+pub mod handler;
+pub mod router;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+
+/// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests.
+///
+/// # Errors
+/// I/O errors from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

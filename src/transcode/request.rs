@@ -1,0 +1,151 @@
+//! Request message building: body, then path variables, then query parameters.
+//!
+//! The body is deserialized straight from bytes into a `DynamicMessage`
+//! (no `serde_json::Value` step). Path variables then set their fields, so
+//! the path wins over the body; the query may only set fields neither binds.
+
+use prost::Message;
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor, Value,
+};
+
+use super::{TranscodeError, query, value};
+use crate::config::UnknownFields;
+use crate::http_rule::{BodyRule, Route};
+
+/// Builds and encodes the request message for `route`.
+///
+/// `values` are the captured path values (parallel to `route.path_fields`),
+/// `query` the raw query string and `body` the raw body.
+///
+/// # Errors
+/// A [`TranscodeError`] naming the parameter, variable or JSON field at fault.
+pub fn request(
+    route: &Route,
+    values: &[String],
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<u8>, TranscodeError> {
+    let input = route.method.input();
+    let body = trim_ascii(body);
+    let mut message = match &route.body {
+        BodyRule::None if !body.is_empty() => return Err(TranscodeError::UnexpectedBody),
+        BodyRule::None => DynamicMessage::new(input),
+        BodyRule::Whole if body.is_empty() => DynamicMessage::new(input),
+        BodyRule::Whole => deserialize(input, body, route.unknown_json_fields, "")?,
+        BodyRule::Field(path) => {
+            let mut message = DynamicMessage::new(input);
+            if !body.is_empty() {
+                let (parents, leaf) = path.fields().split_at(path.fields().len() - 1);
+                let value =
+                    body_field_value(&leaf[0], body, route.unknown_json_fields, &path.dotted())?;
+                slot(&mut message, parents)?.set_field(&leaf[0], value);
+            }
+            message
+        }
+    };
+
+    for (path, raw) in route.path_fields.iter().zip(values) {
+        let (parents, leaf) = path.fields().split_at(path.fields().len() - 1);
+        let parsed =
+            value::parse(&leaf[0], raw).map_err(|reason| TranscodeError::InvalidPathValue {
+                field: path.dotted(),
+                value: raw.clone(),
+                reason,
+            })?;
+        slot(&mut message, parents)?.set_field(&leaf[0], parsed);
+    }
+
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        query::apply(&mut message, route, query)?;
+    }
+    Ok(message.encode_to_vec())
+}
+
+/// The message that holds the last field of a path, creating parents on the way.
+pub(super) fn slot<'a>(
+    message: &'a mut DynamicMessage,
+    parents: &[FieldDescriptor],
+) -> Result<&'a mut DynamicMessage, TranscodeError> {
+    let mut current = message;
+    for field in parents {
+        current = match current.get_field_mut(field) {
+            Value::Message(m) => m,
+            // Route building only resolves paths through singular message fields.
+            _ => {
+                return Err(TranscodeError::InvalidBody {
+                    field: Some(field.name().to_owned()),
+                    reason: "not a message field".to_owned(),
+                });
+            }
+        };
+    }
+    Ok(current)
+}
+
+/// Parses the body as the value of one field (`body: "field"`).
+fn body_field_value(
+    leaf: &FieldDescriptor,
+    body: &[u8],
+    unknown: UnknownFields,
+    dotted: &str,
+) -> Result<Value, TranscodeError> {
+    if let prost_reflect::Kind::Message(m) = leaf.kind()
+        && !leaf.is_list()
+        && !leaf.is_map()
+    {
+        return Ok(Value::Message(deserialize(m, body, unknown, dotted)?));
+    }
+    // Repeated, map and scalar fields have no standalone deserializer: parse
+    // `{"<field>": <body>}` into the parent type and take the field back out.
+    let mut wrapped = Vec::with_capacity(body.len() + leaf.name().len() + 5);
+    wrapped.extend_from_slice(b"{\"");
+    wrapped.extend_from_slice(leaf.name().as_bytes());
+    wrapped.extend_from_slice(b"\":");
+    wrapped.extend_from_slice(body);
+    wrapped.push(b'}');
+    let parent_prefix = dotted.rsplit_once('.').map_or("", |(p, _)| p);
+    let parent = deserialize(
+        leaf.parent_message().clone(),
+        &wrapped,
+        unknown,
+        parent_prefix,
+    )?;
+    Ok(parent.get_field(leaf).into_owned())
+}
+
+fn deserialize(
+    desc: MessageDescriptor,
+    body: &[u8],
+    unknown: UnknownFields,
+    prefix: &str,
+) -> Result<DynamicMessage, TranscodeError> {
+    let options = DeserializeOptions::new().deny_unknown_fields(unknown == UnknownFields::Reject);
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let result = DynamicMessage::deserialize_with_options(
+        desc,
+        serde_path_to_error::Deserializer::new(&mut json, &mut track),
+        &options,
+    )
+    .and_then(|m| json.end().map(|()| m));
+    result.map_err(|e| {
+        let path = track.path().to_string();
+        let field = match (prefix, path.as_str()) {
+            (p, ".") => (!p.is_empty()).then(|| p.to_owned()),
+            ("", path) => Some(path.to_owned()),
+            (p, path) => Some(format!("{p}.{path}")),
+        };
+        TranscodeError::InvalidBody {
+            reason: match &field {
+                Some(f) => format!("{f}: {e}"),
+                None => e.to_string(),
+            },
+            field,
+        }
+    })
+}
+
+fn trim_ascii(body: &[u8]) -> &[u8] {
+    body.trim_ascii()
+}

@@ -1,0 +1,64 @@
+//! `grpc-status-details-bin` rendered as the `details` JSON array.
+//!
+//! The bytes are a `google.rpc.Status`; each `Any` detail is resolved
+//! through the descriptor pool (the bundled `google/rpc` types are always
+//! there) and written with its `@type`. A detail whose type the pool does not
+//! know is written as `{"@type", "value"}` with the raw bytes in base64.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde_json::value::RawValue;
+
+use crate::config::JsonOptions;
+
+/// The `details` array from encoded `google.rpc.Status` bytes; `None` when they do not decode.
+pub fn details(
+    pool: &DescriptorPool,
+    status_bin: &[u8],
+    json: &JsonOptions,
+) -> Option<Box<RawValue>> {
+    let status = RpcStatus::decode(status_bin).ok()?;
+    let options = SerializeOptions::new()
+        .use_proto_field_name(json.use_proto_names)
+        .use_enum_numbers(json.enums_as_ints);
+    let any_desc = pool.get_message_by_name("google.protobuf.Any")?;
+    let mut out = Vec::with_capacity(status_bin.len() * 2);
+    out.push(b'[');
+    for (i, detail) in status.details.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let type_name = detail.type_url.rsplit('/').next().unwrap_or_default();
+        let known = pool.get_message_by_name(type_name).is_some();
+        let written = known
+            && DynamicMessage::decode(any_desc.clone(), detail.encode_to_vec().as_slice())
+                .ok()
+                .and_then(|any| {
+                    let mut buf = Vec::new();
+                    any.serialize_with_options(&mut serde_json::Serializer::new(&mut buf), &options)
+                        .ok()
+                        .map(|()| buf)
+                })
+                .map(|buf| out.extend_from_slice(&buf))
+                .is_some();
+        if !written {
+            let raw = serde_json::json!({"@type": detail.type_url, "value": STANDARD.encode(&detail.value)});
+            out.extend_from_slice(raw.to_string().as_bytes());
+        }
+    }
+    out.push(b']');
+    RawValue::from_string(String::from_utf8(out).ok()?).ok()
+}
+
+/// `google.rpc.Status`, enough of it to reach the details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}

@@ -1,0 +1,187 @@
+//! HTTP headers ⇄ gRPC metadata.
+//!
+//! Requests: headers on the configured allowlist keep their name,
+//! `Grpc-Metadata-<name>` becomes `<name>` (grpc-gateway's convention), and
+//! `X-Forwarded-For` / `X-Forwarded-Host` are set. Replies: header metadata
+//! comes back as `Grpc-Metadata-<name>`, trailers as `Grpc-Trailer-<name>`.
+//! Names reserved by gRPC or HTTP/2 never cross in either direction.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{HOST, HeaderName, HeaderValue};
+use tonic::metadata::MetadataMap;
+
+use crate::config::MetadataOptions;
+
+const METADATA_PREFIX: &str = "grpc-metadata-";
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether gRPC or HTTP/2 owns this name, so it must not be copied.
+fn is_reserved(name: &str) -> bool {
+    name.starts_with("grpc-")
+        || name.starts_with(':')
+        || matches!(
+            name,
+            "content-type"
+                | "content-length"
+                | "te"
+                | "host"
+                | "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "upgrade"
+                | "trailer"
+                | "proxy-connection"
+                | "user-agent"
+        )
+}
+
+/// gRPC metadata for the upstream call.
+pub fn request_metadata(
+    headers: &HeaderMap,
+    options: &MetadataOptions,
+    client: Option<SocketAddr>,
+) -> MetadataMap {
+    let mut out = HeaderMap::new();
+    for name in &options.forward_request_headers {
+        if is_reserved(name.as_str()) {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in headers {
+        if let Some(stripped) = name.as_str().strip_prefix(METADATA_PREFIX)
+            && !is_reserved(stripped)
+            && let Ok(target) = HeaderName::from_bytes(stripped.as_bytes())
+        {
+            out.append(target, value.clone());
+        }
+    }
+    if let Some(client) = client {
+        let ip = client.ip().to_string();
+        let forwarded = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+            out.insert(FORWARDED_FOR, v);
+        }
+    }
+    if let Some(host) = headers.get(HOST) {
+        out.insert(FORWARDED_HOST, host.clone());
+    }
+    MetadataMap::from_headers(out)
+}
+
+/// HTTP headers for the reply: `Grpc-Metadata-*` from header metadata and `Grpc-Trailer-*` from trailers.
+pub fn response_headers(headers: &MetadataMap, trailers: Option<&MetadataMap>) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    copy_prefixed(&mut out, headers, "grpc-metadata-");
+    if let Some(trailers) = trailers {
+        copy_prefixed(&mut out, trailers, "grpc-trailer-");
+    }
+    out
+}
+
+fn copy_prefixed(out: &mut HeaderMap, from: &MetadataMap, prefix: &str) {
+    for (name, value) in from.as_ref() {
+        if is_reserved(name.as_str()) {
+            continue;
+        }
+        if let Ok(target) = HeaderName::from_bytes(format!("{prefix}{name}").as_bytes()) {
+            out.append(target, value.clone());
+        }
+    }
+}
+
+/// Parses a `Grpc-Timeout` value: up to 8 digits and a unit (`H M S m u n`).
+///
+/// # Errors
+/// A reason when the value is not in that form.
+pub fn parse_grpc_timeout(value: &str) -> Result<Duration, String> {
+    let bad = || format!("{value:?} is not a gRPC timeout such as 500m or 5S");
+    let (digits, unit) = value.split_at(value.len().saturating_sub(1));
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    Ok(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        for (text, want) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("100m", Some(Duration::from_millis(100))),
+            ("2H", Some(Duration::from_secs(7200))),
+            ("1M", Some(Duration::from_secs(60))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("99999999S", Some(Duration::from_secs(99_999_999))),
+            ("123456789S", None),
+            ("S", None),
+            ("", None),
+            ("5", None),
+            ("5s", None),
+            ("-5S", None),
+            ("1.5S", None),
+        ] {
+            assert_eq!(parse_grpc_timeout(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn request_metadata_follows_allowlist_and_prefix() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("r1"));
+        h.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        h.insert("grpc-metadata-tenant", HeaderValue::from_static("acme"));
+        h.insert("grpc-metadata-grpc-status", HeaderValue::from_static("0"));
+        h.insert("grpc-metadata-trace-bin", HeaderValue::from_static("AAE="));
+        h.insert("host", HeaderValue::from_static("api.example.com"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let opts = MetadataOptions {
+            forward_request_headers: vec![HeaderName::from_static("x-request-id")],
+        };
+        let md =
+            request_metadata(&h, &opts, Some("127.0.0.1:5000".parse().unwrap())).into_headers();
+        assert_eq!(md.get("x-request-id").unwrap(), "r1");
+        assert_eq!(md.get("tenant").unwrap(), "acme");
+        assert_eq!(md.get("trace-bin").unwrap(), "AAE=");
+        assert!(md.get("authorization").is_none(), "not on the allowlist");
+        assert!(md.get("grpc-status").is_none(), "reserved");
+        assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(md.get("x-forwarded-host").unwrap(), "api.example.com");
+    }
+
+    #[test]
+    fn response_headers_are_prefixed() {
+        let mut headers = MetadataMap::new();
+        headers.insert("x-served-by", "users-1".parse().unwrap());
+        headers.insert("content-type", "application/grpc".parse().unwrap());
+        let mut trailers = MetadataMap::new();
+        trailers.insert("x-cost", "3".parse().unwrap());
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let out = response_headers(&headers, Some(&trailers));
+        assert_eq!(out.get("grpc-metadata-x-served-by").unwrap(), "users-1");
+        assert_eq!(out.get("grpc-trailer-x-cost").unwrap(), "3");
+        assert_eq!(out.len(), 2, "{out:?}");
+    }
+}
