@@ -75,3 +75,6 @@ impl TranscodeError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

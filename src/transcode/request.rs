@@ -131,8 +131,10 @@ fn deserialize(
     .and_then(|m| json.end().map(|()| m));
     result.map_err(|e| {
         let path = track.path().to_string();
-        let field = match (prefix, path.as_str()) {
-            (p, ".") => (!p.is_empty()).then(|| p.to_owned()),
+        // serde_path_to_error writes "?" for a key it has not read yet.
+        let path = path.trim_end_matches(".?");
+        let field = match (prefix, path) {
+            (p, "." | "?") => (!p.is_empty()).then(|| p.to_owned()),
             ("", path) => Some(path.to_owned()),
             (p, path) => Some(format!("{p}.{path}")),
         };

@@ -50,8 +50,12 @@ fn config_for(services: &str) -> config::Config {
     config::parse(&text, Path::new("gateway.yaml")).unwrap()
 }
 
-fn table() -> RouteTable {
+static TABLE: std::sync::LazyLock<RouteTable> = std::sync::LazyLock::new(|| {
     RouteTable::build(&pool_from_source(PROTO), &config_for("t.v1.Things")).unwrap()
+});
+
+fn table() -> &'static RouteTable {
+    &TABLE
 }
 
 #[test]

@@ -1,0 +1,469 @@
+use std::path::Path;
+
+use http::Method;
+use prost_reflect::DynamicMessage;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{self, JsonOptions};
+use crate::descriptor::pool_from_source;
+use crate::http_rule::RouteTable;
+
+const PROTO: &str = r#"
+syntax = "proto3";
+package t.v1;
+import "google/api/annotations.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/field_mask.proto";
+import "google/protobuf/wrappers.proto";
+
+enum Kind { KIND_UNSPECIFIED = 0; KIND_A = 1; KIND_B = 2; }
+message Page { int32 size = 1; string token = 2; }
+message Item { string name = 1; int64 id = 2; Kind kind = 3; repeated string tags = 4; }
+message Req {
+  string name = 1;
+  int64 id = 2;
+  Page page = 3;
+  repeated string tag = 4;
+  Kind kind = 5;
+  google.protobuf.Timestamp after = 6;
+  google.protobuf.Duration ttl = 7;
+  google.protobuf.FieldMask update_mask = 8;
+  google.protobuf.Int32Value limit = 9;
+  Item item = 10;
+  repeated Item items = 11;
+  map<string, string> labels = 12;
+  bool flag = 13;
+  double ratio = 14;
+  bytes blob = 15;
+  oneof choice { string left = 16; string right = 17; }
+  string display_name = 18;
+  repeated int64 ids = 19;
+}
+message Resp { string name = 1; repeated Item items = 2; map<string, int32> counts = 3; int64 total = 4; Item first = 5; repeated int64 ids = 6; Kind kind = 7; }
+
+service S {
+  rpc Get(Req) returns (Resp) { option (google.api.http) = { get: "/v1/items/{id}" }; }
+  rpc GetNested(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{name=shelves/*}/items/{item.id}" }; }
+  rpc Create(Req) returns (Resp) { option (google.api.http) = { post: "/v1/items" body: "item" }; }
+  rpc CreateAll(Req) returns (Resp) { option (google.api.http) = { post: "/v1/all/{name}" body: "*" }; }
+  rpc Tags(Req) returns (Resp) { option (google.api.http) = { put: "/v1/tags" body: "tag" }; }
+  rpc List(Req) returns (Resp) { option (google.api.http) = { get: "/v1/list" response_body: "items" }; }
+  rpc Counts(Req) returns (Resp) { option (google.api.http) = { get: "/v1/counts" response_body: "counts" }; }
+  rpc Total(Req) returns (Resp) { option (google.api.http) = { get: "/v1/total" response_body: "total" }; }
+  rpc First(Req) returns (Resp) { option (google.api.http) = { get: "/v1/first" response_body: "first" }; }
+}
+"#;
+
+struct Fixture {
+    table: RouteTable,
+}
+
+fn fixture(extra_config: &str) -> Fixture {
+    let text = format!(
+        "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [t.v1.S]\n{extra_config}"
+    );
+    let config = config::parse(&text, Path::new("gateway.yaml")).unwrap();
+    Fixture {
+        table: RouteTable::build(&pool_from_source(PROTO), &config).unwrap(),
+    }
+}
+
+impl Fixture {
+    /// Builds the request for `method path?query` with `body`, decoded back to JSON.
+    fn build(&self, method: &str, target: &str, body: &str) -> Result<Value, TranscodeError> {
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let found = self.table.lookup(&m, path).unwrap();
+        let bytes = request(found.route, &found.values, query, body.as_bytes())?;
+        let msg = DynamicMessage::decode(found.route.method.input(), bytes.as_slice()).unwrap();
+        Ok(serde_json::to_value(&msg).unwrap())
+    }
+}
+
+#[test]
+fn builds_request_messages() {
+    let f = fixture("");
+    for (method, target, body, want) in [
+        ("GET", "/v1/items/42", "", json!({"id": "42"})),
+        (
+            "GET",
+            "/v1/shelves/s%201/items/7",
+            "",
+            json!({"name": "shelves/s 1", "item": {"id": "7"}}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?page.size=10&page.token=abc",
+            "",
+            json!({"id": "1", "page": {"size": 10, "token": "abc"}}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?tag=a&tag=b",
+            "",
+            json!({"id": "1", "tag": ["a", "b"]}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?ids=1&ids=2",
+            "",
+            json!({"id": "1", "ids": ["1", "2"]}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?kind=KIND_B",
+            "",
+            json!({"id": "1", "kind": "KIND_B"}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?kind=1",
+            "",
+            json!({"id": "1", "kind": "KIND_A"}),
+        ),
+        // JSON names work too, and `+` is a space.
+        (
+            "GET",
+            "/v1/items/1?displayName=Ada+L&display_name_unused=",
+            "",
+            json!("error"),
+        ),
+        (
+            "GET",
+            "/v1/items/1?displayName=Ada+L",
+            "",
+            json!({"id": "1", "displayName": "Ada L"}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?after=2026-01-15T09:30:00Z&ttl=90s&limit=5",
+            "",
+            json!({"id": "1", "after": "2026-01-15T09:30:00Z", "ttl": "90s", "limit": 5}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?update_mask=displayName,page.size",
+            "",
+            json!({"id": "1", "updateMask": "displayName,page.size"}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?flag=true&ratio=0.5&blob=aGk%3D",
+            "",
+            json!({"id": "1", "flag": true, "ratio": 0.5, "blob": "aGk="}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?item.tags=x",
+            "",
+            json!({"id": "1", "item": {"tags": ["x"]}}),
+        ),
+        (
+            "POST",
+            "/v1/items?name=n",
+            r#"{"name": "i", "id": "5", "kind": "KIND_A"}"#,
+            json!({"name": "n", "item": {"name": "i", "id": "5", "kind": "KIND_A"}}),
+        ),
+        // Proto field names are accepted in the body as well as JSON names.
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"display_name": "d", "page": {"size": 3}}"#,
+            json!({"name": "x", "displayName": "d", "page": {"size": 3}}),
+        ),
+        // The path wins over the body.
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"name": "other"}"#,
+            json!({"name": "x"}),
+        ),
+        ("POST", "/v1/all/x", "", json!({"name": "x"})),
+        (
+            "PUT",
+            "/v1/tags",
+            r#"["a", "b"]"#,
+            json!({"tag": ["a", "b"]}),
+        ),
+        (
+            "GET",
+            "/v1/items/1?left=l",
+            "",
+            json!({"id": "1", "left": "l"}),
+        ),
+    ] {
+        let got = f.build(method, target, body);
+        match (&got, &want) {
+            (Err(_), Value::String(s)) if s == "error" => {}
+            (Ok(got), want) => assert_eq!(got, want, "{method} {target} {body}"),
+            (Err(e), _) => panic!("{method} {target} {body}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_input_naming_the_field() {
+    let f = fixture("");
+    for (method, target, body, want_field, want_message) in [
+        (
+            "GET",
+            "/v1/items/abc",
+            "",
+            Some("id"),
+            r#"invalid value "abc" for path variable "id": expected int64"#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?nope=1",
+            "",
+            Some("nope"),
+            r#"unknown query parameter "nope""#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?page.nope=1",
+            "",
+            Some("page.nope"),
+            r#"unknown query parameter "page.nope""#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?id=2",
+            "",
+            Some("id"),
+            r#"query parameter "id" sets a field already bound by the path"#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?page.size=ten",
+            "",
+            Some("page.size"),
+            r#"invalid value "ten" for query parameter "page.size": expected int32"#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?kind=KIND_C",
+            "",
+            Some("kind"),
+            r#"unknown value "KIND_C" for enum t.v1.Kind"#,
+        ),
+        (
+            "GET",
+            "/v1/items/1?items.name=x",
+            "",
+            Some("items.name"),
+            "is not a singular message field",
+        ),
+        (
+            "GET",
+            "/v1/items/1?items=x",
+            "",
+            Some("items"),
+            "repeated message fields cannot be set from the query",
+        ),
+        (
+            "GET",
+            "/v1/items/1?page=x",
+            "",
+            Some("page"),
+            "message fields cannot be set from the query",
+        ),
+        (
+            "GET",
+            "/v1/items/1?labels=x",
+            "",
+            Some("labels"),
+            "map fields cannot be set from the query",
+        ),
+        (
+            "GET",
+            "/v1/items/1?name=a&name=b",
+            "",
+            Some("name"),
+            "given more than once",
+        ),
+        (
+            "GET",
+            "/v1/items/1?left=a&right=b",
+            "",
+            Some("right"),
+            "both are in oneof \"choice\"",
+        ),
+        (
+            "GET",
+            "/v1/items/1?after=yesterday",
+            "",
+            Some("after"),
+            "expected an RFC 3339 timestamp",
+        ),
+        (
+            "GET",
+            "/v1/items/1",
+            "{}",
+            None,
+            "this method does not take a request body",
+        ),
+        (
+            "POST",
+            "/v1/items",
+            "{",
+            Some("item"),
+            "invalid JSON body: item: EOF while parsing",
+        ),
+        ("POST", "/v1/items", r#"{"nope": 1}"#, Some("item"), "nope"),
+        (
+            "POST",
+            "/v1/items",
+            r#"{"id": "x"}"#,
+            Some("item.id"),
+            "invalid JSON body: item.id:",
+        ),
+        (
+            "POST",
+            "/v1/items",
+            r#"{"kind": "KIND_Z"}"#,
+            Some("item.kind"),
+            "invalid JSON body: item.kind:",
+        ),
+        (
+            "POST",
+            "/v1/items",
+            r#"{} trailing"#,
+            Some("item"),
+            "trailing characters",
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"page": {"size": "big"}}"#,
+            Some("page.size"),
+            "invalid JSON body: page.size:",
+        ),
+        (
+            "POST",
+            "/v1/all/x?tag=a",
+            "",
+            Some("tag"),
+            "already bound by the body",
+        ),
+        ("POST", "/v1/all/x", r#"[1]"#, None, "invalid JSON body"),
+        (
+            "PUT",
+            "/v1/tags",
+            r#"[1]"#,
+            Some("tag[0]"),
+            "invalid JSON body: tag[0]",
+        ),
+    ] {
+        let err = f
+            .build(method, target, body)
+            .map(|v| format!("built {v}"))
+            .unwrap_err_string();
+        let (field, message) = err;
+        assert!(
+            message.contains(want_message),
+            "{method} {target} {body}\n got: {message}\nwant: {want_message}"
+        );
+        assert_eq!(
+            field.as_deref(),
+            want_field,
+            "{method} {target} {body}: {message}"
+        );
+    }
+}
+
+trait UnwrapErrString {
+    fn unwrap_err_string(self) -> (Option<String>, String);
+}
+
+impl UnwrapErrString for Result<String, TranscodeError> {
+    fn unwrap_err_string(self) -> (Option<String>, String) {
+        match self {
+            Ok(built) => panic!("expected an error, {built}"),
+            Err(e) => (e.field().map(str::to_owned), e.to_string()),
+        }
+    }
+}
+
+#[test]
+fn ignore_policy_drops_unknown_input() {
+    let f = fixture(
+        "transcoding:\n  unknown_query_parameters: ignore\n  unknown_json_fields: ignore\n",
+    );
+    assert_eq!(
+        f.build("GET", "/v1/items/1?nope=1", "").unwrap(),
+        json!({"id": "1"})
+    );
+    assert_eq!(
+        f.build("POST", "/v1/items", r#"{"nope": 1, "name": "n"}"#)
+            .unwrap(),
+        json!({"item": {"name": "n"}})
+    );
+    // Bound fields stay protected under the ignore policy.
+    assert!(f.build("GET", "/v1/items/1?id=2", "").is_err());
+
+    let per_method = fixture("methods:\n  t.v1.S.Get:\n    unknown_query_parameters: ignore\n");
+    assert_eq!(
+        per_method.build("GET", "/v1/items/1?nope=1", "").unwrap(),
+        json!({"id": "1"})
+    );
+    assert!(per_method.build("GET", "/v1/list?nope=1", "").is_err());
+}
+
+fn render(f: &Fixture, path: &str, reply: &str, json: JsonOptions) -> Value {
+    let found = f.table.lookup(&Method::GET, path).unwrap();
+    let out = found.route.method.output();
+    let mut de = serde_json::Deserializer::from_str(reply);
+    let msg = DynamicMessage::deserialize(out, &mut de).unwrap();
+    let bytes = prost::Message::encode_to_vec(&msg);
+    let rendered = response(found.route, &bytes, &json).unwrap();
+    serde_json::from_slice(&rendered).unwrap()
+}
+
+#[test]
+fn renders_responses_and_response_body() {
+    let f = fixture("");
+    let reply = r#"{"name": "n", "items": [{"name": "a", "id": "1"}, {"name": "b", "kind": "KIND_B"}], "counts": {"x": 1}, "total": "9007199254740993", "first": {"name": "a"}, "ids": ["1"], "kind": "KIND_A"}"#;
+    let plain = JsonOptions::default();
+    assert_eq!(
+        render(&f, "/v1/items/1", reply, plain)["total"],
+        json!("9007199254740993")
+    );
+    for (path, want) in [
+        (
+            "/v1/list",
+            json!([{"name": "a", "id": "1"}, {"name": "b", "kind": "KIND_B"}]),
+        ),
+        ("/v1/counts", json!({"x": 1})),
+        ("/v1/total", json!("9007199254740993")),
+        ("/v1/first", json!({"name": "a"})),
+    ] {
+        assert_eq!(render(&f, path, reply, plain), want, "{path}");
+    }
+    let options = JsonOptions {
+        emit_unpopulated: true,
+        use_proto_names: true,
+        enums_as_ints: true,
+    };
+    let got = render(&f, "/v1/items/1", r#"{"kind": "KIND_B"}"#, options);
+    assert_eq!(got["kind"], json!(2));
+    assert_eq!(got["items"], json!([]));
+    assert_eq!(got["total"], json!("0"));
+    let got = render(&f, "/v1/list", reply, options);
+    assert_eq!(
+        got[1],
+        json!({"name": "b", "id": "0", "kind": 2, "tags": []})
+    );
+}
+
+#[test]
+fn undecodable_reply_is_internal() {
+    let f = fixture("");
+    let found = f.table.lookup(&Method::GET, "/v1/items/1").unwrap();
+    let err = response(found.route, &[0xff, 0xff, 0xff], &JsonOptions::default()).unwrap_err();
+    assert!(err.is_internal(), "{err}");
+}
