@@ -1,0 +1,84 @@
+//! The `protogate` binary's commands and startup errors.
+
+use std::process::Command;
+
+use crate::support::root;
+
+fn protogate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("protogate runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_the_route_table() {
+    let (ok, stdout, stderr) = protogate(&["check", "--config", "gateway.yaml"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["METHOD", "PATH", "TARGET", "BACKEND"]);
+    assert!(lines.contains(&vec![
+        "POST",
+        "/v1/{name=users/*/orders/*}:cancel",
+        "shop.order.v1.OrderService.CancelOrder",
+        "orders"
+    ]));
+    assert!(lines.contains(&vec![
+        "GET",
+        "/v1/customers/{id}",
+        "shop.user.v1.UserService.GetUser",
+        "users"
+    ]));
+    assert!(
+        stdout
+            .trim_end()
+            .ends_with("14 routes, config gateway.yaml is valid"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_config_names_file_and_key_and_exits_non_zero() {
+    let dir = std::env::temp_dir().join(format!("protogate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "typo.yaml",
+            "descriptors:\n  protos: [a.proto]\nbackends:\n  users:\n    adress: http://127.0.0.1:1\n    services: [a.B]\n",
+            "typo.yaml: backends.users: unknown field `adress`",
+        ),
+        (
+            "missing-proto.yaml",
+            "descriptors:\n  include: [.]\n  protos: [nope.proto]\nbackends:\n  users:\n    address: http://127.0.0.1:1\n    services: [a.B]\n",
+            "cannot compile nope.proto",
+        ),
+        (
+            "unknown-service.yaml",
+            &format!(
+                "descriptors:\n  include: [{}]\n  protos: [shop/user/v1/user.proto]\nbackends:\n  users:\n    address: http://127.0.0.1:1\n    services: [shop.user.v1.UserServise]\n",
+                root().join("protos").display()
+            ),
+            "backends.users.services: shop.user.v1.UserServise is not in the loaded descriptors",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, stderr) = protogate(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!ok, "{name} should fail");
+        assert!(stderr.contains(want), "{name}: {stderr}");
+    }
+    let (ok, _, stderr) =
+        protogate(&["serve", "--config", dir.join("typo.yaml").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("unknown field `adress`"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real example backends (tonic, on ephemeral
+//! loopback ports) behind the real gateway, called over HTTP.
+
+mod support;
+
+mod cli;
+mod errors;
+mod metadata;
+mod readme;
+mod transcoding;

@@ -1,0 +1,1 @@
+//! Header and metadata forwarding.

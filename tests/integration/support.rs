@@ -1,0 +1,154 @@
+//! Starts the example backends and the gateway on `127.0.0.1:0` for one test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use protogate::Gateway;
+use protogate::config::{self, Config};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The repository's `gateway.yaml`, with backend addresses pointing at `backends`.
+pub fn default_config(backends: &shop::Backends) -> Config {
+    let mut config = config::load(&root().join("gateway.yaml")).expect("gateway.yaml loads");
+    for backend in &mut config.backends {
+        let addr = match backend.name.as_str() {
+            "users" => backends.users,
+            "orders" => backends.orders,
+            "inventory" => backends.inventory,
+            other => panic!("unexpected backend {other} in gateway.yaml"),
+        };
+        backend.address = format!("http://{addr}").parse().unwrap();
+    }
+    config
+}
+
+/// Backends plus a gateway, stopped when dropped.
+pub struct Stack {
+    pub backends: shop::Backends,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts everything with the default config.
+pub async fn start() -> Stack {
+    start_with(|_| {}).await
+}
+
+/// Starts everything after `edit` adjusts the config.
+pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
+    let backends = shop::spawn_ephemeral().await.expect("backends start");
+    let mut config = default_config(&backends);
+    edit(&mut config);
+    let (addr, stop) = serve(config).await;
+    Stack {
+        backends,
+        addr,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+    }
+}
+
+/// Serves a gateway for `config` on an ephemeral port.
+pub async fn serve(config: Config) -> (SocketAddr, oneshot::Sender<()>) {
+    let gateway = Gateway::load(config).expect("gateway loads");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(protogate::server::serve(listener, gateway, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// A response with its JSON body parsed.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Stack {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{status}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Reply {
+            status,
+            headers,
+            json,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call("GET", path, None).await
+    }
+}
+
+/// Sends `GET path` exactly as written (no client-side normalization) and
+/// returns the status and body. Uses `Connection: close` to read to the end.
+pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

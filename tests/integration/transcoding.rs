@@ -1,0 +1,216 @@
+//! Every kind of binding of the example services, end to end.
+
+use serde_json::json;
+
+use crate::support::start;
+
+#[tokio::test]
+async fn get_with_path_variable_renders_proto3_json() {
+    let stack = start().await;
+    let reply = stack.get("/v1/users/1").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(
+        reply.json,
+        json!({
+            "id": "1",
+            "email": "ada@example.com",
+            "displayName": "Ada Lovelace",
+            "role": "ROLE_ADMIN",
+            "createTime": "2026-01-15T09:30:00Z",
+            "updateTime": "2026-01-15T09:30:00Z",
+            "labels": {"tier": "gold"},
+            "address": {"street": "12 St James's Square", "city": "London", "postalCode": "SW1Y 4JH", "country": "GB"},
+            "phone": "+44 20 7946 0000"
+        })
+    );
+}
+
+#[tokio::test]
+async fn additional_binding_reaches_the_same_method() {
+    let stack = start().await;
+    let main = stack.get("/v1/users/2").await;
+    let extra = stack.get("/v1/customers/2").await;
+    assert_eq!(extra.status, 200);
+    assert_eq!(main.json, extra.json);
+    assert_eq!(extra.json["slackHandle"], "@grace");
+}
+
+#[tokio::test]
+async fn query_parameters_page_and_filter() {
+    let stack = start().await;
+    let reply = stack.get("/v1/users?pageSize=1&role=ROLE_CUSTOMER").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    let users = reply.json["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["id"], "2");
+    let token = reply.json["nextPageToken"].as_str().unwrap().to_owned();
+    // Proto names work as well as JSON names.
+    let next = stack
+        .get(&format!("/v1/users?page_size=1&role=1&page_token={token}"))
+        .await;
+    assert_eq!(next.json["users"][0]["id"], "3", "{:?}", next.json);
+}
+
+#[tokio::test]
+async fn post_body_field_then_get_it_back() {
+    let stack = start().await;
+    let created = stack
+        .call(
+            "POST",
+            "/v1/users",
+            Some(r#"{"email": "katherine@example.com", "displayName": "Katherine Johnson", "role": "ROLE_CUSTOMER", "labels": {"team": "nasa"}}"#),
+        )
+        .await;
+    assert_eq!(created.status, 200, "{:?}", created.json);
+    assert_eq!(created.json["id"], "4");
+    assert_eq!(created.json["labels"], json!({"team": "nasa"}));
+    let fetched = stack.get("/v1/users/4").await;
+    assert_eq!(fetched.json, created.json);
+}
+
+#[tokio::test]
+async fn patch_with_field_mask_from_query() {
+    let stack = start().await;
+    let reply = stack
+        .call(
+            "PATCH",
+            "/v1/users/3?updateMask=displayName,address",
+            Some(r#"{"displayName": "A. M. Turing", "email": "ignored@example.com", "address": {"city": "Wilmslow"}}"#),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["displayName"], "A. M. Turing");
+    assert_eq!(reply.json["email"], "alan@example.com", "not in the mask");
+    assert_eq!(reply.json["address"], json!({"city": "Wilmslow"}));
+    assert_ne!(reply.json["updateTime"], reply.json["createTime"]);
+}
+
+#[tokio::test]
+async fn delete_returns_empty_object() {
+    let stack = start().await;
+    let reply = stack.call("DELETE", "/v1/users/3", None).await;
+    assert_eq!((reply.status.as_u16(), &reply.json), (200, &json!({})));
+    assert_eq!(stack.get("/v1/users/3").await.status, 404);
+}
+
+#[tokio::test]
+async fn nested_path_variables_and_custom_verb() {
+    let stack = start().await;
+    let order = stack.get("/v1/users/1/orders/1002").await;
+    assert_eq!(order.status, 200, "{:?}", order.json);
+    assert_eq!(order.json["name"], "users/1/orders/1002");
+    assert_eq!(order.json["status"], "ORDER_STATUS_PENDING");
+
+    let cancelled = stack
+        .call(
+            "POST",
+            "/v1/users/1/orders/1002:cancel",
+            Some(r#"{"reason": "changed my mind"}"#),
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.json);
+    assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED");
+    assert_eq!(cancelled.json["cancelReason"], "changed my mind");
+}
+
+#[tokio::test]
+async fn list_filters_from_query_including_repeated_nested_and_timestamp() {
+    let stack = start().await;
+    let all = stack.get("/v1/orders").await;
+    assert_eq!(all.status, 200, "{:?}", all.json);
+    assert_eq!(all.json["orders"].as_array().unwrap().len(), 3);
+
+    let tagged = stack
+        .get("/v1/users/1/orders?tags=gift&status=ORDER_STATUS_PAID")
+        .await;
+    let names: Vec<_> = tagged.json["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        vec![json!("users/1/orders/1001")],
+        "{:?}",
+        tagged.json
+    );
+
+    let paged = stack.get("/v1/orders?page.size=2").await;
+    assert_eq!(
+        paged.json["orders"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        paged.json
+    );
+    assert!(paged.json["nextPageToken"].is_string());
+
+    let later = stack
+        .get("/v1/orders?createdAfter=2100-01-01T00:00:00Z")
+        .await;
+    assert_eq!(later.status, 200);
+    assert_eq!(later.json, json!({}), "no orders after 2100");
+}
+
+#[tokio::test]
+async fn int64_money_and_oneof_message_render() {
+    let stack = start().await;
+    let order = stack.get("/v1/users/1/orders/1001").await;
+    assert!(
+        order.json["total"]["units"].is_string(),
+        "int64 as string: {:?}",
+        order.json
+    );
+    assert!(
+        order.json["card"].is_object(),
+        "oneof message member: {:?}",
+        order.json
+    );
+    assert!(order.json["items"].as_array().is_some_and(|i| i.len() == 2));
+}
+
+#[tokio::test]
+async fn inventory_batch_get_and_reserve_with_duration() {
+    let stack = start().await;
+    let batch = stack
+        .get("/v1/inventory:batchGet?skus=sku-espresso&skus=sku-grinder")
+        .await;
+    assert_eq!(batch.status, 200, "{:?}", batch.json);
+    let skus: Vec<_> = batch.json["stocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sku"].clone())
+        .collect();
+    assert_eq!(skus, vec![json!("sku-espresso"), json!("sku-grinder")]);
+
+    let reserved = stack
+        .call(
+            "POST",
+            "/v1/inventory/sku-espresso:reserve",
+            Some(r#"{"quantity": 3, "ttl": "60s", "orderName": "users/1/orders/1002"}"#),
+        )
+        .await;
+    assert_eq!(reserved.status, 200, "{:?}", reserved.json);
+    assert_eq!(reserved.json["quantity"], 3);
+    assert_eq!(reserved.json["sku"], "sku-espresso");
+    let stock = stack.get("/v1/inventory/sku-espresso").await;
+    assert_eq!(stock.json["available"], "117");
+    assert_eq!(stock.json["reserved"], "3");
+}
+
+#[tokio::test]
+async fn json_output_options_apply() {
+    let stack = crate::support::start_with(|c| {
+        c.transcode.json.use_proto_names = true;
+        c.transcode.json.enums_as_ints = true;
+        c.transcode.json.emit_unpopulated = true;
+    })
+    .await;
+    let reply = stack.get("/v1/users/3").await;
+    assert_eq!(reply.json["display_name"], "Alan Turing");
+    assert_eq!(reply.json["role"], 1);
+    assert_eq!(reply.json["labels"], json!({}));
+    assert_eq!(reply.json["address"], json!(null));
+}
