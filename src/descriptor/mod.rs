@@ -94,6 +94,34 @@ fn read_descriptor_set(path: &Path) -> anyhow::Result<(Vec<String>, DescriptorSe
     Ok((names, set))
 }
 
+/// Compiles one in-memory proto file (plus the bundled files) for unit tests.
+#[cfg(test)]
+pub fn pool_from_source(source: &str) -> DescriptorPool {
+    struct One(String);
+    impl protox::file::FileResolver for One {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            if name == "test.proto" {
+                protox::file::File::from_source(name, &self.0)
+            } else {
+                Err(protox::Error::file_not_found(name))
+            }
+        }
+    }
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(One(source.to_owned()));
+    resolver.add(embedded::EmbeddedFileResolver);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = Compiler::with_file_resolver(resolver);
+    compiler.include_source_info(true);
+    compiler
+        .open_file("test.proto")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for name in ALWAYS {
+        compiler.open_file(name).unwrap();
+    }
+    compiler.descriptor_pool()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,32 +168,4 @@ mod tests {
         assert!(msg.contains("bad.proto"), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
-}
-
-/// Compiles one in-memory proto file (plus the bundled files) for unit tests.
-#[cfg(test)]
-pub fn pool_from_source(source: &str) -> DescriptorPool {
-    struct One(String);
-    impl protox::file::FileResolver for One {
-        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-            if name == "test.proto" {
-                protox::file::File::from_source(name, &self.0)
-            } else {
-                Err(protox::Error::file_not_found(name))
-            }
-        }
-    }
-    let mut resolver = ChainFileResolver::new();
-    resolver.add(One(source.to_owned()));
-    resolver.add(embedded::EmbeddedFileResolver);
-    resolver.add(GoogleFileResolver::new());
-    let mut compiler = Compiler::with_file_resolver(resolver);
-    compiler.include_source_info(true);
-    compiler
-        .open_file("test.proto")
-        .unwrap_or_else(|e| panic!("{e}"));
-    for name in ALWAYS {
-        compiler.open_file(name).unwrap();
-    }
-    compiler.descriptor_pool()
 }

@@ -127,16 +127,7 @@ pub enum RouteError {
         method: String,
         source: TemplateError,
     },
-    /// A field named by the binding is wrong.
-    #[error("{method}: {http_method} {template}: {what}: {source}")]
-    Field {
-        method: String,
-        http_method: String,
-        template: String,
-        what: String,
-        source: FieldPathError,
-    },
-    /// A field is there but cannot be used that way.
+    /// A field named by the binding is missing or cannot be used that way.
     #[error("{method}: {http_method} {template}: {message}")]
     Binding {
         method: String,
@@ -446,19 +437,13 @@ fn compile(
             )?)
         };
     let input = method.input();
-    let field_err = |what: String, source| RouteError::Field {
-        method: name.clone(),
-        http_method: binding.http_method.clone(),
-        template: binding.path.clone(),
-        what,
-        source,
-    };
     let binding_err = |message: String| RouteError::Binding {
         method: name.clone(),
         http_method: binding.http_method.clone(),
         template: binding.path.clone(),
         message,
     };
+    let field_err = |what: String, source: FieldPathError| binding_err(format!("{what}: {source}"));
 
     let mut path_fields = Vec::new();
     for var in &template.variables {

@@ -31,7 +31,8 @@ pub fn default_config(backends: &shop::Backends) -> Config {
 
 /// Backends plus a gateway, stopped when dropped.
 pub struct Stack {
-    pub backends: shop::Backends,
+    /// Kept so the backends live as long as the gateway in front of them.
+    _backends: shop::Backends,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -57,7 +58,7 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
     edit(&mut config);
     let (addr, stop) = serve(config).await;
     Stack {
-        backends,
+        _backends: backends,
         addr,
         client: reqwest::Client::new(),
         stop: Some(stop),

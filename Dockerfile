@@ -1,0 +1,17 @@
+# Multi-stage build: compile the release binary, then run it from a small
+# distroless image as a non-root user. The example config and protos are
+# baked in at /etc/protogate; mount your own gateway.yaml (and protos) there.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked -p protogate
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/protogate /usr/local/bin/protogate
+COPY gateway.yaml /etc/protogate/gateway.yaml
+COPY protos /etc/protogate/protos
+WORKDIR /etc/protogate
+EXPOSE 8080
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/protogate"]
+CMD ["serve", "--config", "/etc/protogate/gateway.yaml", "--listen", "0.0.0.0:8080"]
