@@ -146,6 +146,9 @@ fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
             backend: route.backend_name.clone(),
             cause,
         },
+        CallError::Protocol(cause) => {
+            GatewayError::Internal(format!("backend {}: {cause}", route.backend_name))
+        }
         CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
             backend: route.backend_name.clone(),
             timeout,

@@ -121,6 +121,27 @@ pub fn parse_grpc_timeout(value: &str) -> Result<Duration, String> {
     })
 }
 
+/// Formats a deadline as `Grpc-Timeout`: the finest unit whose value fits in 8 digits.
+pub fn format_grpc_timeout(timeout: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    for (unit, per) in [
+        ("n", 1),
+        ("u", 1_000),
+        ("m", 1_000_000),
+        ("S", 1_000_000_000),
+        ("M", 60_000_000_000),
+        ("H", 3_600_000_000_000),
+    ] {
+        // Round up so the backend never gets less time than the gateway waits.
+        let value = nanos.div_ceil(per);
+        if value <= MAX {
+            return format!("{value}{unit}");
+        }
+    }
+    format!("{MAX}H")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +165,24 @@ mod tests {
             ("1.5S", None),
         ] {
             assert_eq!(parse_grpc_timeout(text).ok(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_format_and_round_trip() {
+        for (timeout, want) in [
+            (Duration::from_nanos(5), "5n"),
+            (Duration::from_millis(50), "50000000n"),
+            (Duration::from_millis(200), "200000u"),
+            (Duration::from_secs(3), "3000000u"),
+            (Duration::from_secs(300), "300000m"),
+            (Duration::from_secs(200_000), "200000S"),
+            (Duration::from_secs(3600 * 200_000), "12000000M"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ] {
+            let got = format_grpc_timeout(timeout);
+            assert_eq!(got, want, "{timeout:?}");
+            assert!(parse_grpc_timeout(&got).is_ok(), "{got}");
         }
     }
 

@@ -43,6 +43,8 @@ pub enum CallError {
     Status(Status),
     /// No answer: the backend could not be reached or the connection failed.
     Unreachable(String),
+    /// The backend broke the gRPC contract (e.g. two replies to a unary call).
+    Protocol(String),
     /// The deadline passed.
     Timeout(Duration),
 }
@@ -85,13 +87,17 @@ impl Upstreams {
         timeout: Duration,
     ) -> Result<UnaryReply, CallError> {
         let Some(channel) = self.channels.get(route.backend) else {
-            return Err(CallError::Status(Status::internal(
-                "route names an unknown backend",
-            )));
+            return Err(CallError::Protocol(
+                "route names an unknown backend".to_owned(),
+            ));
         };
         let mut request = tonic::Request::new(message);
         *request.metadata_mut() = metadata;
-        request.set_timeout(timeout);
+        // Written by hand rather than with `set_timeout`, whose client-side
+        // enforcement answers CANCELLED; the deadline is enforced below.
+        if let Ok(value) = metadata::format_grpc_timeout(timeout).parse() {
+            request.metadata_mut().insert("grpc-timeout", value);
+        }
         let call = async {
             let mut grpc = tonic::client::Grpc::new(channel.clone());
             grpc.ready()
@@ -104,13 +110,14 @@ impl Upstreams {
                 .await
                 .map_err(classify)?;
             let (headers, mut stream, _) = response.into_parts();
-            let message = stream.message().await.map_err(classify)?.ok_or_else(|| {
-                CallError::Status(Status::internal("backend sent no reply message"))
-            })?;
+            let message =
+                stream.message().await.map_err(classify)?.ok_or_else(|| {
+                    CallError::Protocol("backend sent no reply message".to_owned())
+                })?;
             if stream.message().await.map_err(classify)?.is_some() {
-                return Err(CallError::Status(Status::internal(
-                    "backend sent more than one reply message",
-                )));
+                return Err(CallError::Protocol(
+                    "backend sent more than one reply message".to_owned(),
+                ));
             }
             let trailers = stream.trailers().await.map_err(classify)?;
             Ok::<_, CallError>(UnaryReply {
@@ -119,7 +126,15 @@ impl Upstreams {
                 trailers,
             })
         };
+        let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, call).await {
+            // Servers that enforce grpc-timeout themselves may answer CANCELLED
+            // (tonic does) a moment before our own timer fires.
+            Ok(Err(CallError::Status(s)))
+                if s.code() == Code::Cancelled && started.elapsed() >= timeout =>
+            {
+                Err(CallError::Timeout(timeout))
+            }
             Ok(result) => result,
             Err(_) => Err(CallError::Timeout(timeout)),
         }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real example backends (tonic, on ephemeral
 //! loopback ports) behind the real gateway, called over HTTP.
 
+mod probe;
 mod support;
 
 mod cli;

@@ -32,7 +32,7 @@ pub fn default_config(backends: &shop::Backends) -> Config {
 /// Backends plus a gateway, stopped when dropped.
 pub struct Stack {
     /// Kept so the backends live as long as the gateway in front of them.
-    _backends: shop::Backends,
+    _backends: Option<shop::Backends>,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -58,7 +58,7 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
     edit(&mut config);
     let (addr, stop) = serve(config).await;
     Stack {
-        _backends: backends,
+        _backends: Some(backends),
         addr,
         client: reqwest::Client::new(),
         stop: Some(stop),
@@ -86,6 +86,16 @@ pub struct Reply {
 }
 
 impl Stack {
+    /// Wraps a gateway started by [`serve`] in front of other backends.
+    pub fn for_gateway(addr: SocketAddr, stop: oneshot::Sender<()>) -> Self {
+        Stack {
+            _backends: None,
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
