@@ -5,6 +5,7 @@ mod probe;
 mod support;
 
 mod cli;
+mod descriptor_set;
 mod errors;
 mod metadata;
 mod readme;
