@@ -1,0 +1,58 @@
+//! Runs the three shop backends until Ctrl-C:
+//!
+//! ```text
+//! cargo run -p shop -- [--users 127.0.0.1:50051] [--orders 127.0.0.1:50052] [--inventory 127.0.0.1:50053]
+//! ```
+//!
+//! Log verbosity follows `RUST_LOG` (default `info`).
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Example gRPC backends (users, orders, inventory) for protogate.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address of shop.user.v1.UserService.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
+    users: SocketAddr,
+    /// Address of shop.order.v1.OrderService.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50052")]
+    orders: SocketAddr,
+    /// Address of shop.inventory.v1.InventoryService.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50053")]
+    inventory: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let backends = shop::spawn(args.users, args.orders, args.inventory).await?;
+    println!("shop.user.v1.UserService           on {}", backends.users);
+    println!("shop.order.v1.OrderService         on {}", backends.orders);
+    println!(
+        "shop.inventory.v1.InventoryService on {}",
+        backends.inventory
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    backends.shutdown().await
+}
