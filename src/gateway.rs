@@ -38,7 +38,7 @@ impl Gateway {
             .with_context(|| format!("{source}: cannot load descriptors"))?;
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
-        let upstreams = Upstreams::connect(&config)?;
+        let upstreams = Upstreams::connect(&config);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

@@ -27,7 +27,7 @@ pub fn request(
     body: &[u8],
 ) -> Result<Vec<u8>, TranscodeError> {
     let input = route.method.input();
-    let body = trim_ascii(body);
+    let body = body.trim_ascii();
     let mut message = match &route.body {
         BodyRule::None if !body.is_empty() => return Err(TranscodeError::UnexpectedBody),
         BodyRule::None => DynamicMessage::new(input),
@@ -146,8 +146,4 @@ fn deserialize(
             field,
         }
     })
-}
-
-fn trim_ascii(body: &[u8]) -> &[u8] {
-    body.trim_ascii()
 }

@@ -467,3 +467,44 @@ fn undecodable_reply_is_internal() {
     let err = response(found.route, &[0xff, 0xff, 0xff], &JsonOptions::default()).unwrap_err();
     assert!(err.is_internal(), "{err}");
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static FIXTURE: std::sync::LazyLock<Fixture> = std::sync::LazyLock::new(|| fixture(""));
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn on_arbitrary_query_strings(query in "[a-zA-Z_.=&%0-9+]{0,60}") {
+            let found = FIXTURE.table.lookup(&Method::GET, "/v1/items/1").unwrap();
+            let _ = request(found.route, &found.values, Some(&query), b"");
+        }
+
+        #[test]
+        fn on_arbitrary_bodies(body in proptest::collection::vec(any::<u8>(), 0..80)) {
+            for path in ["/v1/items", "/v1/all/x", "/v1/tags"] {
+                let method = if path == "/v1/tags" { Method::PUT } else { Method::POST };
+                let found = FIXTURE.table.lookup(&method, path).unwrap();
+                let _ = request(found.route, &found.values, None, &body);
+            }
+        }
+
+        #[test]
+        fn on_json_shaped_bodies(body in r#"\{("(name|id|kind|tags|page|x)": ?(1|"a"|\[\]|\{\}|null|true|-0|1e999|"KIND_A"),? ?){0,4}\}"#) {
+            let found = FIXTURE.table.lookup(&Method::POST, "/v1/all/x").unwrap();
+            let _ = request(found.route, &found.values, None, body.as_bytes());
+        }
+
+        #[test]
+        fn on_arbitrary_replies(reply in proptest::collection::vec(any::<u8>(), 0..80)) {
+            for path in ["/v1/items/1", "/v1/list", "/v1/counts", "/v1/total"] {
+                let found = FIXTURE.table.lookup(&Method::GET, path).unwrap();
+                let _ = response(found.route, &reply, &JsonOptions::default());
+            }
+        }
+    }
+}

@@ -51,10 +51,7 @@ pub enum CallError {
 
 impl Upstreams {
     /// Creates one lazily connecting channel per configured backend.
-    ///
-    /// # Errors
-    /// When a backend address cannot form an endpoint.
-    pub fn connect(config: &Config) -> anyhow::Result<Self> {
+    pub fn connect(config: &Config) -> Self {
         let channels = config
             .backends
             .iter()
@@ -68,7 +65,7 @@ impl Upstreams {
                 endpoint.connect_lazy()
             })
             .collect();
-        Ok(Self { channels })
+        Self { channels }
     }
 
     /// Calls a unary method with an encoded request and returns the encoded reply.
