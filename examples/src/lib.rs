@@ -32,6 +32,14 @@ mod pagination;
 mod status;
 pub mod users;
 
+/// Locks a service's state. Handlers never panic while holding a lock and
+/// leave the state consistent between statements, so a poisoned lock is usable.
+pub(crate) fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub use backends::{Backends, spawn, spawn_ephemeral};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the shop protos and all

@@ -15,7 +15,7 @@ use crate::pb::shop::order::v1::{
 };
 use crate::{clock, status, users};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::{Request, Response, Status};
 use tonic_types::{FieldViolation, PreconditionViolation};
 
@@ -78,9 +78,7 @@ impl Orders {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Handlers never panic while holding the lock, and the book stays
-        // consistent between statements anyway, so a poisoned lock is usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::pb::shop::user::v1::{
 };
 use crate::{clock, status};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tonic::{Request, Response, Status};
 use tonic_types::FieldViolation;
 
@@ -65,9 +65,7 @@ impl Users {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Handlers never panic while holding the lock, and the table stays
-        // consistent between statements anyway, so a poisoned lock is usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 }
 

@@ -357,6 +357,15 @@ fn nonzero(
     }
 }
 
+/// A config with one backend `b` serving `services`, plus `extra` YAML, for unit tests.
+#[cfg(test)]
+pub fn for_test(services: &str, extra: &str) -> Config {
+    let text = format!(
+        "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [{services}]\n{extra}"
+    );
+    parse(&text, Path::new("gateway.yaml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

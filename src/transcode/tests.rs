@@ -1,5 +1,3 @@
-use std::path::Path;
-
 use http::Method;
 use prost_reflect::DynamicMessage;
 use serde_json::{Value, json};
@@ -61,10 +59,7 @@ struct Fixture {
 }
 
 fn fixture(extra_config: &str) -> Fixture {
-    let text = format!(
-        "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [t.v1.S]\n{extra_config}"
-    );
-    let config = config::parse(&text, Path::new("gateway.yaml")).unwrap();
+    let config = config::for_test("t.v1.S", extra_config);
     Fixture {
         table: RouteTable::build(&pool_from_source(PROTO), &config).unwrap(),
     }

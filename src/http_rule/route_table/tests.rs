@@ -1,5 +1,3 @@
-use std::path::Path;
-
 use http::Method;
 use proptest::prelude::*;
 
@@ -44,10 +42,7 @@ service Things {
 "#;
 
 fn config_for(services: &str) -> config::Config {
-    let text = format!(
-        "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [{services}]\n"
-    );
-    config::parse(&text, Path::new("gateway.yaml")).unwrap()
+    config::for_test(services, "")
 }
 
 static TABLE: std::sync::LazyLock<RouteTable> = std::sync::LazyLock::new(|| {
