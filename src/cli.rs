@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config;
 use crate::gateway::Gateway;
+use crate::openapi::Format;
 use crate::telemetry::LogFormat;
 
 /// REST/JSON gateway for gRPC services, driven by protobuf descriptors at run time.
@@ -40,6 +41,15 @@ pub enum Command {
         /// Config file.
         #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
         config: PathBuf,
+    },
+    /// Print the OpenAPI document without starting a server.
+    Openapi {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
     },
 }
 
@@ -73,6 +83,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let gateway = Gateway::load(config)?;
             let mut out = std::io::stdout().lock();
             print_routes(&gateway, &mut out)?;
+            Ok(())
+        }
+        Command::Openapi { config, format } => {
+            let gateway = Gateway::load(config::load(&config)?)?;
+            let docs = gateway.openapi();
+            let text = match format {
+                Format::Json => &docs.json,
+                Format::Yaml => &docs.yaml,
+            };
+            let mut out = std::io::stdout().lock();
+            out.write_all(text)?;
+            if !text.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
             Ok(())
         }
     }

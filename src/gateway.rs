@@ -6,11 +6,13 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use bytes::Bytes;
 use prost_reflect::DescriptorPool;
 
 use crate::config::Config;
 use crate::descriptor;
 use crate::http_rule::RouteTable;
+use crate::openapi::{self, Format};
 use crate::upstream::Upstreams;
 
 /// Shared, immutable gateway state; cheap to clone.
@@ -25,6 +27,16 @@ struct Inner {
     pool: DescriptorPool,
     routes: RouteTable,
     upstreams: Upstreams,
+    openapi: OpenApiDocs,
+}
+
+/// The OpenAPI document, rendered once.
+#[derive(Debug)]
+pub struct OpenApiDocs {
+    /// `/openapi.json`.
+    pub json: Bytes,
+    /// `/openapi.yaml`.
+    pub yaml: Bytes,
 }
 
 impl Gateway {
@@ -39,12 +51,18 @@ impl Gateway {
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
         let upstreams = Upstreams::connect(&config);
+        let document = openapi::document(&routes, &pool, &config);
+        let openapi = OpenApiDocs {
+            json: openapi::render(&document, Format::Json)?.into(),
+            yaml: openapi::render(&document, Format::Yaml)?.into(),
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
                 pool,
                 routes,
                 upstreams,
+                openapi,
             }),
         })
     }
@@ -62,6 +80,11 @@ impl Gateway {
     /// The route table.
     pub fn routes(&self) -> &RouteTable {
         &self.inner.routes
+    }
+
+    /// The rendered OpenAPI document.
+    pub fn openapi(&self) -> &OpenApiDocs {
+        &self.inner.openapi
     }
 
     /// The backend channels.

@@ -13,6 +13,7 @@ pub mod descriptor;
 pub mod error;
 pub mod gateway;
 pub mod http_rule;
+pub mod openapi;
 pub mod server;
 pub mod telemetry;
 pub mod transcode;

@@ -29,6 +29,26 @@ pub struct FileConfig {
     /// Per-method overrides keyed by `package.Service.Method`.
     #[serde(default)]
     pub methods: BTreeMap<String, MethodSection>,
+    /// The generated OpenAPI document and docs UI.
+    #[serde(default)]
+    pub openapi: OpenApiSection,
+}
+
+/// `openapi:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApiSection {
+    /// Serve `/openapi.json`, `/openapi.yaml` and `/docs`.
+    pub enabled: Option<bool>,
+    /// `info.title`.
+    pub title: Option<String>,
+    /// `info.version`.
+    pub version: Option<String>,
+    /// `info.description`.
+    pub description: Option<String>,
+    /// `servers[].url`; none means the page's own origin.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 /// `server:`
@@ -99,6 +119,8 @@ pub struct TranscodingSection {
     pub unknown_json_fields: UnknownFields,
     /// Largest accepted request body.
     pub max_body_bytes: Option<usize>,
+    /// Retry an unmatched path with `%2F` decoded to `/`.
+    pub match_encoded_slashes: Option<bool>,
 }
 
 /// `transcoding.json:`

@@ -47,6 +47,35 @@ pub struct Config {
     pub methods: HashMap<String, MethodOverrides>,
     /// Cap on a client's `Grpc-Timeout`. Default 300s.
     pub max_grpc_timeout: Duration,
+    /// The OpenAPI document and docs UI.
+    pub openapi: OpenApiOptions,
+}
+
+/// OpenAPI document options.
+#[derive(Debug, Clone)]
+pub struct OpenApiOptions {
+    /// Serve `/openapi.json`, `/openapi.yaml` and `/docs`. Default true.
+    pub enabled: bool,
+    /// `info.title`. Default "protogate".
+    pub title: String,
+    /// `info.version`. Default "1.0.0".
+    pub version: String,
+    /// `info.description`. Default none.
+    pub description: Option<String>,
+    /// `servers[].url`. Default none: clients use the page's own origin.
+    pub servers: Vec<String>,
+}
+
+impl Default for OpenApiOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            title: "protogate".to_owned(),
+            version: "1.0.0".to_owned(),
+            description: None,
+            servers: Vec::new(),
+        }
+    }
 }
 
 /// Where descriptors are loaded from.
@@ -141,6 +170,10 @@ pub struct TranscodeOptions {
     pub unknown_json_fields: UnknownFields,
     /// Largest request body. Default 4 MiB.
     pub max_body_bytes: usize,
+    /// When no route matches a path containing `%2F`, retry with it decoded
+    /// to `/`. OpenAPI clients such as Swagger UI encode the slashes of
+    /// multi-segment path parameters (`users/1/orders/2`). Default true.
+    pub match_encoded_slashes: bool,
 }
 
 impl Default for TranscodeOptions {
@@ -150,6 +183,7 @@ impl Default for TranscodeOptions {
             unknown_query_parameters: UnknownFields::Reject,
             unknown_json_fields: UnknownFields::Reject,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            match_encoded_slashes: true,
         }
     }
 }
@@ -294,6 +328,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         unknown_query_parameters: t.unknown_query_parameters,
         unknown_json_fields: t.unknown_json_fields,
         max_body_bytes,
+        match_encoded_slashes: t.match_encoded_slashes.unwrap_or(true),
     };
 
     let forward_request_headers = raw
@@ -343,6 +378,32 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         methods,
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
+        openapi: openapi(raw.openapi, &err)?,
+    })
+}
+
+fn openapi(
+    raw: file::OpenApiSection,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<OpenApiOptions> {
+    let defaults = OpenApiOptions::default();
+    for (i, server) in raw.servers.iter().enumerate() {
+        if !(server.starts_with('/')
+            || server.starts_with("http://")
+            || server.starts_with("https://"))
+        {
+            return Err(err(
+                &format!("openapi.servers[{i}]"),
+                format!("{server:?} must be an http(s) URL or a path starting with '/'"),
+            ));
+        }
+    }
+    Ok(OpenApiOptions {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        title: raw.title.unwrap_or(defaults.title),
+        version: raw.version.unwrap_or(defaults.version),
+        description: raw.description,
+        servers: raw.servers,
     })
 }
 

@@ -172,6 +172,7 @@ struct End {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    match_encoded_slashes: bool,
     root: Node,
     verbs: Vec<String>,
     methods: Vec<Method>,
@@ -208,7 +209,10 @@ impl RouteTable {
             }
         }
 
-        let mut table = Self::default();
+        let mut table = Self {
+            match_encoded_slashes: config.transcode.match_encoded_slashes,
+            ..Self::default()
+        };
         for service in pool.services() {
             let mut backends = config
                 .backends
@@ -277,10 +281,30 @@ impl RouteTable {
         if let Some(found) = self.find(method, path) {
             return Ok(found);
         }
+        // OpenAPI clients encode the slashes of multi-segment path parameters.
+        let unescaped = (self.match_encoded_slashes
+            && (path.contains("%2F") || path.contains("%2f")))
+        .then(|| path.replace("%2F", "/").replace("%2f", "/"));
+        if let Some(unescaped) = &unescaped {
+            if unescaped.split('/').any(is_dot_segment) {
+                return Err(LookupError::DotSegment {
+                    path: path.to_owned(),
+                });
+            }
+            if let Some(found) = self.find(method, unescaped) {
+                return Ok(found);
+            }
+        }
         let allowed: BTreeSet<String> = self
             .methods
             .iter()
-            .filter(|m| *m != method && self.find(m, path).is_some())
+            .filter(|m| *m != method)
+            .filter(|m| {
+                self.find(m, path).is_some()
+                    || unescaped
+                        .as_deref()
+                        .is_some_and(|u| self.find(m, u).is_some())
+            })
             .map(|m| m.as_str().to_owned())
             .collect();
         if allowed.is_empty() {

@@ -1,5 +1,6 @@
 //! The HTTP side: the router, the request pipeline and the listener loop.
 
+pub mod docs;
 pub mod handler;
 pub mod router;
 

@@ -8,5 +8,6 @@ mod cli;
 mod descriptor_set;
 mod errors;
 mod metadata;
+mod openapi;
 mod readme;
 mod transcoding;

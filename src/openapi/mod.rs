@@ -1,0 +1,550 @@
+//! OpenAPI 3.1 generated from the route table and the descriptor pool.
+//!
+//! The document is built from the same routes the gateway serves, so docs
+//! and behaviour cannot drift: one operation per HTTP binding, path and query
+//! parameters from the fields each binding leaves to them, request and
+//! response bodies from the body rules, and `google.rpc.Status` for errors.
+//! It is built once at startup; serving it and the docs UI is `server`'s job.
+
+pub mod comments;
+pub mod schema;
+
+use std::collections::{HashMap, HashSet};
+
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, Deprecated, InfoBuilder, OpenApi, OpenApiBuilder,
+    PathsBuilder, RefOr, Required, ServerBuilder,
+};
+
+use self::comments::{Comments, summary_and_description};
+use self::schema::Schemas;
+use crate::config::Config;
+use crate::http_rule::route_table::is_bound;
+use crate::http_rule::template::Segment;
+use crate::http_rule::{BodyRule, MethodMatch, Route, RouteTable};
+use crate::transcode::value::is_scalar_like;
+
+/// How deep nested messages are expanded into dotted query parameters.
+const MAX_QUERY_DEPTH: usize = 4;
+
+/// Builds the document for every route in `routes`.
+pub fn document(routes: &RouteTable, pool: &DescriptorPool, config: &Config) -> OpenApi {
+    let comments = Comments::index(pool);
+    let mut schemas = Schemas::new(pool, &comments, config.transcode.json);
+    let tags = TagNames::new(routes);
+    let mut paths: Vec<(String, HttpMethod, utoipa::openapi::path::Operation)> = Vec::new();
+    let mut taken: HashSet<(String, String)> = HashSet::new();
+
+    for route in routes.routes() {
+        let Some(method) = http_method(&route.http_method) else {
+            tracing::debug!(method = route.method.full_name(), kind = %route.http_method, "HTTP method has no OpenAPI operation; left out of the document");
+            continue;
+        };
+        let mut path = openapi_path(route, false);
+        // OpenAPI treats paths that differ only in parameter names as one; spell the variables out.
+        let spelled = !taken.insert((normalized(&path), route.http_method.to_string()));
+        if spelled {
+            path = openapi_path(route, true);
+            taken.insert((normalized(&path), route.http_method.to_string()));
+        }
+        let operation = operation(route, spelled, &tags, &mut schemas, &comments);
+        paths.push((path, method, operation));
+    }
+
+    let mut builder = PathsBuilder::new();
+    let mut items: Vec<(String, PathItem)> = Vec::new();
+    for (path, method, op) in paths {
+        match items.iter_mut().find(|(p, _)| *p == path) {
+            Some((_, item)) => item.merge_operations(PathItem::new(method, op)),
+            None => items.push((path, PathItem::new(method, op))),
+        }
+    }
+    for (path, item) in items {
+        builder = builder.path(path, item);
+    }
+
+    // Registered even when no route refers to it, so error responses always resolve.
+    schemas.status();
+    let components = schemas
+        .into_components()
+        .into_iter()
+        .fold(ComponentsBuilder::new(), |b, (name, schema)| {
+            b.schema(name, schema)
+        })
+        .build();
+    let options = &config.openapi;
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(options.title.clone())
+                .version(options.version.clone())
+                .description(options.description.clone())
+                .build(),
+        )
+        .servers((!options.servers.is_empty()).then(|| {
+            options
+                .servers
+                .iter()
+                .map(|s| ServerBuilder::new().url(s.clone()).build())
+        }))
+        .tags(Some(tags.tags(routes, &comments)))
+        .paths(builder.build())
+        .components(Some(components))
+        .build()
+}
+
+/// Renders the document as JSON or YAML text.
+///
+/// # Errors
+/// Serialization errors, which a well-formed document does not produce.
+pub fn render(document: &OpenApi, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(document)?,
+        Format::Yaml => serde_norway::to_string(document)?,
+    })
+}
+
+/// Document text formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+fn http_method(m: &MethodMatch) -> Option<HttpMethod> {
+    let MethodMatch::Exact(m) = m else {
+        return None;
+    };
+    Some(match m.as_str() {
+        "GET" => HttpMethod::Get,
+        "PUT" => HttpMethod::Put,
+        "POST" => HttpMethod::Post,
+        "DELETE" => HttpMethod::Delete,
+        "PATCH" => HttpMethod::Patch,
+        "HEAD" => HttpMethod::Head,
+        "OPTIONS" => HttpMethod::Options,
+        "TRACE" => HttpMethod::Trace,
+        _ => return None,
+    })
+}
+
+/// The OpenAPI path of a route: `{field.path}` per variable (or, when
+/// `spelled`, the variable's literals with one parameter per wildcard).
+fn openapi_path(route: &Route, spelled: bool) -> String {
+    let t = &route.template;
+    let mut parts = Vec::new();
+    let mut i = 0;
+    let mut anonymous = 0;
+    while i < t.segments.len() {
+        if let Some(var) = t.variables.iter().find(|v| v.start == i) {
+            let name = var.field_path_string();
+            if spelled && t.is_multi_segment(var) {
+                for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
+                    parts.push(match seg {
+                        Segment::Literal(l) => l.clone(),
+                        _ => format!("{{{name}.{n}}}"),
+                    });
+                }
+            } else {
+                parts.push(format!("{{{name}}}"));
+            }
+            i = var.end;
+            continue;
+        }
+        parts.push(match &t.segments[i] {
+            Segment::Literal(l) => l.clone(),
+            Segment::Wildcard | Segment::DeepWildcard => {
+                anonymous += 1;
+                format!("{{segment{anonymous}}}")
+            }
+        });
+        i += 1;
+    }
+    let mut path = format!("/{}", parts.join("/"));
+    if let Some(verb) = &t.verb {
+        path.push(':');
+        path.push_str(verb);
+    }
+    path
+}
+
+/// A path with parameter names blanked, to find paths OpenAPI considers equal.
+fn normalized(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                out.push_str("{}");
+            }
+            '}' => depth -= 1,
+            _ if depth > 0 => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn operation(
+    route: &Route,
+    spelled: bool,
+    tags: &TagNames,
+    schemas: &mut Schemas<'_>,
+    comments: &Comments,
+) -> utoipa::openapi::path::Operation {
+    let method = &route.method;
+    let service = method.parent_service();
+    let (summary, description) =
+        summary_and_description(comments.get(method.parent_file().name(), method.path()));
+    let deprecated = method
+        .method_descriptor_proto()
+        .options
+        .as_ref()
+        .and_then(|o| o.deprecated)
+        == Some(true);
+    let short = tags.name(service.full_name());
+    let operation_id = match route.binding {
+        0 => format!("{short}_{}", method.name()),
+        n => format!("{short}_{}{}", method.name(), n + 1),
+    };
+
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .tag(short)
+        .summary(summary)
+        .description(description)
+        .deprecated(deprecated.then_some(Deprecated::True));
+
+    for param in path_parameters(route, spelled, schemas) {
+        op = op.parameter(param);
+    }
+    let mut query = Vec::new();
+    query_parameters(
+        route,
+        &method.input(),
+        &mut Vec::new(),
+        "",
+        schemas,
+        &mut query,
+    );
+    for param in query {
+        op = op.parameter(param);
+    }
+
+    let content_type = if method.is_client_streaming() {
+        "application/x-ndjson"
+    } else {
+        "application/json"
+    };
+    let body_schema = match &route.body {
+        BodyRule::None => None,
+        BodyRule::Whole => Some(whole_body_schema(route, schemas)),
+        BodyRule::Field(path) => Some(schemas.field(path.leaf())),
+    };
+    if let Some(schema) = body_schema {
+        let mut body = RequestBodyBuilder::new().content(
+            content_type,
+            ContentBuilder::new().schema(Some(schema)).build(),
+        );
+        if !method.is_client_streaming() {
+            body = body.required(Some(Required::True));
+        } else {
+            body = body.description(Some("One JSON message per line (NDJSON)."));
+        }
+        op = op.request_body(Some(body.build()));
+    }
+
+    let reply = match &route.response_body {
+        None => schemas.message(&method.output()),
+        Some(path) => schemas.field(path.leaf()),
+    };
+    let ok = if method.is_server_streaming() {
+        ResponseBuilder::new()
+            .description("A stream of messages: one JSON object per line (NDJSON), or Server-Sent Events with `Accept: text/event-stream`.")
+            .content("application/x-ndjson", ContentBuilder::new().schema(Some(reply.clone())).build())
+            .content("text/event-stream", ContentBuilder::new().schema(Some(reply)).build())
+    } else {
+        ResponseBuilder::new().description("OK").content(
+            "application/json",
+            ContentBuilder::new().schema(Some(reply)).build(),
+        )
+    };
+    let error = ResponseBuilder::new()
+        .description(
+            "An error, in the google.rpc.Status shape; the HTTP status follows the gRPC code.",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schemas.status())).build(),
+        );
+    op.response("200", ok.build())
+        .response("default", error.build())
+        .build()
+}
+
+/// The body schema for `body: "*"`: the input message, without top-level fields the path binds.
+fn whole_body_schema(route: &Route, schemas: &mut Schemas<'_>) -> RefOr<Schema> {
+    let input = route.method.input();
+    let bound: Vec<&FieldDescriptor> = route
+        .path_fields
+        .iter()
+        .filter(|p| p.fields().len() == 1)
+        .map(|p| p.leaf())
+        .collect();
+    if bound.is_empty() {
+        return schemas.message(&input);
+    }
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(schemas.comment(input.parent_file().name(), input.path()));
+    for field in input.fields().filter(|f| !bound.contains(&f)) {
+        let name = schemas.field_name(&field);
+        let schema = schemas.field(&field);
+        object = object.property(name.clone(), schema);
+        if schemas.is_required(&field) {
+            object = object.required(name);
+        }
+    }
+    RefOr::T(Schema::Object(object.build()))
+}
+
+fn path_parameters(
+    route: &Route,
+    spelled: bool,
+    schemas: &mut Schemas<'_>,
+) -> Vec<utoipa::openapi::path::Parameter> {
+    let t = &route.template;
+    let mut out = Vec::new();
+    for (var, field) in t.variables.iter().zip(&route.path_fields) {
+        let name = var.field_path_string();
+        let leaf = field.leaf();
+        let description = schemas.comment(leaf.parent_file().name(), leaf.path());
+        if spelled && t.is_multi_segment(var) {
+            for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
+                if !matches!(seg, Segment::Literal(_)) {
+                    let schema = ObjectBuilder::new().schema_type(Type::String).build();
+                    let text = format!("Segment {n} of `{name}`.");
+                    out.push(param(
+                        &format!("{name}.{n}"),
+                        ParameterIn::Path,
+                        text,
+                        RefOr::T(Schema::Object(schema)),
+                    ));
+                }
+            }
+        } else if t.is_multi_segment(var) {
+            let segments = &t.segments[var.start..var.end];
+            let pattern = format!(
+                "^{}$",
+                segments
+                    .iter()
+                    .map(segment_regex)
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            let shape = segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => l.as_str(),
+                    Segment::Wildcard => "*",
+                    Segment::DeepWildcard => "**",
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let text = format!(
+                "{}\n\nA resource name of the form `{shape}`.",
+                description.unwrap_or_default()
+            );
+            let schema = ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+                .build();
+            out.push(param(
+                &name,
+                ParameterIn::Path,
+                text.trim().to_owned(),
+                RefOr::T(Schema::Object(schema)),
+            ));
+        } else {
+            out.push(param(
+                &name,
+                ParameterIn::Path,
+                description.unwrap_or_default(),
+                schemas.kind(&leaf.kind()),
+            ));
+        }
+    }
+    let mut anonymous = 0;
+    for (i, seg) in t.segments.iter().enumerate() {
+        if matches!(seg, Segment::Wildcard | Segment::DeepWildcard)
+            && !t.variables.iter().any(|v| v.start <= i && i < v.end)
+        {
+            anonymous += 1;
+            let schema = ObjectBuilder::new().schema_type(Type::String).build();
+            out.push(param(
+                &format!("segment{anonymous}"),
+                ParameterIn::Path,
+                "Any path segment.".to_owned(),
+                RefOr::T(Schema::Object(schema)),
+            ));
+        }
+    }
+    out
+}
+
+fn segment_regex(segment: &Segment) -> String {
+    match segment {
+        Segment::Literal(l) => l
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect(),
+        Segment::Wildcard => "[^/]+".to_owned(),
+        Segment::DeepWildcard => ".*".to_owned(),
+    }
+}
+
+fn param(
+    name: &str,
+    location: ParameterIn,
+    description: String,
+    schema: RefOr<Schema>,
+) -> utoipa::openapi::path::Parameter {
+    let required = if location == ParameterIn::Path {
+        Required::True
+    } else {
+        Required::False
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(location)
+        .required(required)
+        .description((!description.is_empty()).then_some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// Every field the query may set: scalars, enums, repeated scalars and
+/// scalar-like well-known types, nested singular messages by dotted names.
+fn query_parameters(
+    route: &Route,
+    message: &MessageDescriptor,
+    prefix: &mut Vec<FieldDescriptor>,
+    prefix_name: &str,
+    schemas: &mut Schemas<'_>,
+    out: &mut Vec<utoipa::openapi::path::Parameter>,
+) {
+    for field in message.fields() {
+        prefix.push(field.clone());
+        let bound = is_bound(route, prefix);
+        let name = format!("{prefix_name}{}", schemas.field_name(&field));
+        if !bound && !field.is_map() {
+            match field.kind() {
+                Kind::Message(m) if !is_scalar_like(&m) => {
+                    // Stop at cycles, and at well-known types the query cannot spell (Struct, Any, ...).
+                    let cycle = prefix[..prefix.len() - 1]
+                        .iter()
+                        .any(|f| f.kind() == field.kind())
+                        || m == *message;
+                    let well_known = m.package_name() == "google.protobuf";
+                    if !field.is_list() && !cycle && !well_known && prefix.len() < MAX_QUERY_DEPTH {
+                        query_parameters(route, &m, prefix, &format!("{name}."), schemas, out);
+                    }
+                }
+                kind => {
+                    let description = schemas
+                        .comment(field.parent_file().name(), field.path())
+                        .unwrap_or_default();
+                    let single = schemas.kind(&kind);
+                    let schema = if field.is_list() {
+                        RefOr::T(Schema::Array(ArrayBuilder::new().items(single).build()))
+                    } else {
+                        single
+                    };
+                    out.push(param(&name, ParameterIn::Query, description, schema));
+                }
+            }
+        }
+        prefix.pop();
+    }
+}
+
+/// Tag (and operationId prefix) per service: the short name, or the full
+/// name where two served services share a short name.
+struct TagNames {
+    names: HashMap<String, String>,
+}
+
+impl TagNames {
+    fn new(routes: &RouteTable) -> Self {
+        let mut full: Vec<String> = routes
+            .routes()
+            .iter()
+            .map(|r| r.method.parent_service().full_name().to_owned())
+            .collect();
+        full.sort();
+        full.dedup();
+        let short = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for s in &full {
+            *counts.entry(short(s)).or_default() += 1;
+        }
+        let names = full
+            .into_iter()
+            .map(|s| {
+                let name = if counts[&short(&s)] > 1 {
+                    s.replace('.', "_")
+                } else {
+                    short(&s)
+                };
+                (s, name)
+            })
+            .collect();
+        Self { names }
+    }
+
+    fn name(&self, service: &str) -> String {
+        self.names
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| service.replace('.', "_"))
+    }
+
+    fn tags(&self, routes: &RouteTable, comments: &Comments) -> Vec<utoipa::openapi::tag::Tag> {
+        let mut seen = HashSet::new();
+        routes
+            .routes()
+            .iter()
+            .map(|r| r.method.parent_service())
+            .filter(|s| seen.insert(s.full_name().to_owned()))
+            .map(|s| {
+                let description = comments
+                    .get(s.parent_file().name(), s.path())
+                    .map(str::to_owned);
+                TagBuilder::new()
+                    .name(self.name(s.full_name()))
+                    .description(description)
+                    .build()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config;
+use crate::descriptor::pool_from_source;
+
+const PROTO: &str = r#"
+syntax = "proto3";
+package t.v1;
+import "google/api/annotations.proto";
+import "google/api/field_behavior.proto";
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/duration.proto";
+import "google/protobuf/wrappers.proto";
+import "google/protobuf/struct.proto";
+import "google/protobuf/any.proto";
+import "google/protobuf/empty.proto";
+import "google/protobuf/field_mask.proto";
+
+// A node of a tree.
+message Node {
+  // Its name.
+  string name = 1 [(google.api.field_behavior) = REQUIRED];
+  // Children, recursively.
+  repeated Node children = 2;
+  int64 id = 3 [(google.api.field_behavior) = OUTPUT_ONLY];
+  string secret = 4 [(google.api.field_behavior) = INPUT_ONLY, deprecated = true];
+  Color color = 5;
+  bytes blob = 6;
+  map<string, int32> counts = 7;
+  oneof pick { string a = 8; int32 b = 9; }
+  google.protobuf.Timestamp at = 10;
+  google.protobuf.Duration ttl = 11;
+  google.protobuf.Int32Value limit = 12;
+  google.protobuf.Struct extra = 13;
+  google.protobuf.Value any_value = 14;
+  google.protobuf.Any detail = 15;
+  google.protobuf.FieldMask mask = 16;
+  uint64 big = 17;
+  double ratio = 18;
+  Node parent = 19;
+}
+// Colors.
+enum Color {
+  COLOR_UNSPECIFIED = 0;
+  // Red.
+  RED = 1;
+  GREEN = 2 [deprecated = true];
+}
+message GetReq { string name = 1; Page page = 2; repeated string tags = 3; Color color = 4; Node filter = 5; }
+message Page { int32 size = 1; string token = 2; }
+message ListResp { repeated Node nodes = 1; }
+
+// Manages nodes.
+service Nodes {
+  // Gets a node.
+  //
+  // Long description.
+  rpc Get(GetReq) returns (Node) {
+    option (google.api.http) = {
+      get: "/v1/{name=trees/*/nodes/*}"
+      additional_bindings { get: "/v1/nodes/{name}" }
+    };
+  }
+  rpc Update(Node) returns (Node) { option (google.api.http) = { patch: "/v1/nodes/{name}:touch" body: "*" }; }
+  rpc List(GetReq) returns (ListResp) { option (google.api.http) = { get: "/v1/trees/{name}/nodes" response_body: "nodes" }; }
+  rpc Delete(GetReq) returns (google.protobuf.Empty) {
+    option deprecated = true;
+    option (google.api.http) = { delete: "/v1/{name=trees/*/nodes/*}" };
+  }
+  rpc Other(GetReq) returns (Node) { option (google.api.http) = { get: "/v1/{name=forests/*/nodes/*}" }; }
+  rpc Watch(GetReq) returns (stream Node) { option (google.api.http) = { get: "/v1/nodes:watch" }; }
+}
+"#;
+
+fn doc(extra: &str) -> Value {
+    let pool = pool_from_source(PROTO);
+    let config = config::for_test("t.v1.Nodes", extra);
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    serde_json::to_value(document(&routes, &pool, &config)).unwrap()
+}
+
+#[test]
+fn operations_follow_the_bindings() {
+    let d = doc("");
+    assert_eq!(d["openapi"], "3.1.0");
+    let get = &d["paths"]["/v1/{name}"]["get"];
+    assert_eq!(get["operationId"], "Nodes_Get");
+    assert_eq!(get["tags"], json!(["Nodes"]));
+    assert_eq!(get["summary"], "Gets a node.");
+    assert_eq!(get["description"], "Long description.");
+    let name = &get["parameters"][0];
+    assert_eq!(name["in"], "path");
+    assert_eq!(name["schema"]["pattern"], "^trees/[^/]+/nodes/[^/]+$");
+    let query: Vec<&str> = get["parameters"].as_array().unwrap()[1..]
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        query.contains(&"page.size") && query.contains(&"tags") && query.contains(&"filter.name"),
+        "{query:?}"
+    );
+    assert!(
+        !query
+            .iter()
+            .any(|q| q.starts_with("filter.children") || *q == "filter.counts"),
+        "{query:?}"
+    );
+    assert!(
+        !query.iter().any(|q| q.starts_with("filter.parent.")),
+        "recursion stops: {query:?}"
+    );
+    assert!(
+        !query
+            .iter()
+            .any(|q| q.starts_with("filter.anyValue") || q.starts_with("filter.detail")),
+        "{query:?}"
+    );
+    assert!(
+        query.contains(&"filter.at") && query.contains(&"filter.limit"),
+        "{query:?}"
+    );
+    assert_eq!(
+        get["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "tags")
+            .unwrap()["schema"],
+        json!({"type": "array", "items": {"type": "string"}})
+    );
+    assert_eq!(
+        d["paths"]["/v1/nodes/{name}"]["get"]["operationId"],
+        "Nodes_Get2"
+    );
+    // Colliding paths are spelled out.
+    let other = &d["paths"]["/v1/forests/{name.1}/nodes/{name.3}"]["get"];
+    assert_eq!(other["operationId"], "Nodes_Other", "{}", d["paths"]);
+    assert_eq!(d["paths"]["/v1/{name}"]["delete"]["deprecated"], true);
+    assert_eq!(
+        d["paths"]["/v1/{name}"]["delete"]["responses"]["200"]["content"]["application/json"]["schema"],
+        json!({"type": "object"})
+    );
+    let touch = &d["paths"]["/v1/nodes/{name}:touch"]["patch"];
+    let body = &touch["requestBody"]["content"]["application/json"]["schema"];
+    assert!(
+        body["properties"].get("name").is_none(),
+        "path-bound field left out of the body: {body}"
+    );
+    assert!(body["properties"].get("children").is_some());
+    assert_eq!(
+        d["paths"]["/v1/trees/{name}/nodes"]["get"]["responses"]["200"]["content"]["application/json"]
+            ["schema"],
+        json!({"type": "array", "items": {"$ref": "#/components/schemas/t.v1.Node"}})
+    );
+    let watch = &d["paths"]["/v1/nodes:watch"]["get"]["responses"]["200"]["content"];
+    assert!(
+        watch.get("application/x-ndjson").is_some() && watch.get("text/event-stream").is_some(),
+        "{watch}"
+    );
+    assert_eq!(
+        get["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/google.rpc.Status"
+    );
+    assert_eq!(
+        d["tags"],
+        json!([{"name": "Nodes", "description": "Manages nodes."}])
+    );
+}
+
+#[test]
+fn schemas_use_proto3_json_forms() {
+    let d = doc("");
+    let node = &d["components"]["schemas"]["t.v1.Node"];
+    let p = &node["properties"];
+    assert_eq!(
+        node["description"].as_str().unwrap().lines().next(),
+        Some("A node of a tree.")
+    );
+    assert!(
+        node["description"]
+            .as_str()
+            .unwrap()
+            .contains("At most one of `a`, `b` is set (oneof `pick`).")
+    );
+    assert_eq!(node["required"], json!(["name"]));
+    assert_eq!(
+        p["name"],
+        json!({"type": "string", "description": "Its name."})
+    );
+    assert_eq!(
+        p["children"]["items"],
+        json!({"$ref": "#/components/schemas/t.v1.Node"})
+    );
+    assert_eq!(
+        p["id"],
+        json!({"type": "string", "format": "int64", "readOnly": true})
+    );
+    assert_eq!(p["secret"]["writeOnly"], true);
+    assert_eq!(p["secret"]["deprecated"], true);
+    assert_eq!(p["color"]["$ref"], "#/components/schemas/t.v1.Color");
+    assert_eq!(p["blob"], json!({"type": "string", "format": "byte"}));
+    assert_eq!(
+        p["counts"],
+        json!({"type": "object", "additionalProperties": {"type": "integer", "format": "int32"}})
+    );
+    assert_eq!(p["at"]["format"], "date-time");
+    assert_eq!(p["ttl"]["type"], "string");
+    assert_eq!(p["limit"], json!({"type": "integer", "format": "int32"}));
+    assert_eq!(p["extra"]["type"], "object");
+    assert!(
+        p["anyValue"].get("type").is_none(),
+        "any JSON value: {}",
+        p["anyValue"]
+    );
+    assert_eq!(p["detail"]["required"], json!(["@type"]));
+    assert_eq!(p["mask"]["type"], "string");
+    assert_eq!(p["big"], json!({"type": "string", "format": "uint64"}));
+    assert_eq!(p["ratio"], json!({"type": "number", "format": "double"}));
+    let color = &d["components"]["schemas"]["t.v1.Color"];
+    assert_eq!(color["enum"], json!(["COLOR_UNSPECIFIED", "RED", "GREEN"]));
+    assert_eq!(
+        color["description"],
+        "Colors.\n- `COLOR_UNSPECIFIED`\n- `RED`: Red.\n- `GREEN` (deprecated)"
+    );
+    assert!(d["components"]["schemas"]["google.rpc.Status"]["properties"]["details"].is_object());
+}
+
+#[test]
+fn options_change_names_enums_and_info() {
+    let d = doc(
+        "transcoding:\n  json:\n    use_proto_names: true\n    enums_as_ints: true\nopenapi:\n  title: Trees\n  version: 2.0.0\n  servers: [https://api.example.com]\n",
+    );
+    let node = &d["components"]["schemas"]["t.v1.Node"];
+    assert!(node["properties"].get("any_value").is_some());
+    assert_eq!(
+        d["components"]["schemas"]["t.v1.Color"]["enum"],
+        json!([0, 1, 2])
+    );
+    assert_eq!(d["info"]["title"], "Trees");
+    assert_eq!(d["info"]["version"], "2.0.0");
+    assert_eq!(d["servers"], json!([{"url": "https://api.example.com"}]));
+}

@@ -1,0 +1,126 @@
+//! The OpenAPI document of the example API: golden file, serving, CLI, docs UI.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{root, start};
+
+const GOLDEN: &str = "tests/golden/shop.openapi.json";
+
+#[tokio::test]
+async fn served_document_matches_the_golden_file() {
+    let stack = start().await;
+    let resp = stack
+        .client
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let text = resp.text().await.unwrap();
+    let path = root().join(GOLDEN);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, format!("{text}\n")).unwrap();
+    }
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file exists")).unwrap();
+    let served: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        golden == served,
+        "{GOLDEN} is stale; rerun with UPDATE_GOLDEN=1 and review the diff"
+    );
+}
+
+#[tokio::test]
+async fn yaml_document_is_the_same_document() {
+    let stack = start().await;
+    let json: Value = stack
+        .client
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = stack
+        .client
+        .get(stack.url("/openapi.yaml"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/yaml");
+    let yaml: Value = serde_norway::from_str(&resp.text().await.unwrap()).unwrap();
+    assert_eq!(json, yaml);
+}
+
+#[tokio::test]
+async fn docs_ui_is_served_offline() {
+    let stack = start().await;
+    let page = stack.client.get(stack.url("/docs/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui"), "{html}");
+    // Assets come from the gateway itself, not a CDN.
+    assert!(!html.contains("https://"), "{html}");
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-initializer.js",
+    ] {
+        let resp = stack.client.get(stack.url(asset)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{asset}");
+        let body = resp.text().await.unwrap();
+        assert!(body.len() > 100, "{asset}");
+        if asset.ends_with("initializer.js") {
+            assert!(body.contains("/openapi.json"), "{body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn docs_can_be_turned_off() {
+    let stack = crate::support::start_with(|c| c.openapi.enabled = false).await;
+    assert_eq!(stack.get("/openapi.json").await.status, 404);
+}
+
+#[tokio::test]
+async fn multi_segment_parameters_work_with_encoded_slashes() {
+    // What Swagger UI sends for name = "users/1/orders/1001".
+    let stack = start().await;
+    let reply = stack.get("/v1/users%2F1%2Forders%2F1001").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.json);
+    assert_eq!(reply.json["name"], "users/1/orders/1001");
+    let strict = crate::support::start_with(|c| c.transcode.match_encoded_slashes = false).await;
+    assert_eq!(
+        strict.get("/v1/users%2F1%2Forders%2F1001").await.status,
+        404
+    );
+    let (status, _) = crate::support::raw_get(stack.addr, "/v1/users%2F..%2Fx").await;
+    assert_eq!(status, 400);
+}
+
+#[test]
+fn cli_prints_the_same_document() {
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+            .args(["openapi", "--config", "gateway.yaml", "--format", format])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&run("json")).unwrap();
+    let yaml: Value = serde_norway::from_str(&run("yaml")).unwrap();
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join(GOLDEN)).unwrap()).unwrap();
+    assert_eq!(json, golden);
+    assert_eq!(yaml, golden);
+}
