@@ -147,12 +147,12 @@ fn openapi_path(route: &Route, spelled: bool) -> String {
     let mut anonymous = 0;
     while i < t.segments.len() {
         if let Some(var) = t.variables.iter().find(|v| v.start == i) {
-            let name = var.field_path_string();
+            let name = param_name(var);
             if spelled && t.is_multi_segment(var) {
                 for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
                     parts.push(match seg {
                         Segment::Literal(l) => l.clone(),
-                        _ => format!("{{{name}.{n}}}"),
+                        _ => format!("{{{name}_{n}}}"),
                     });
                 }
             } else {
@@ -327,9 +327,16 @@ fn path_parameters(
     let t = &route.template;
     let mut out = Vec::new();
     for (var, field) in t.variables.iter().zip(&route.path_fields) {
-        let name = var.field_path_string();
+        let name = param_name(var);
         let leaf = field.leaf();
-        let description = schemas.comment(leaf.parent_file().name(), leaf.path());
+        let mut description = schemas.comment(leaf.parent_file().name(), leaf.path());
+        if var.field_path.len() > 1 {
+            let note = format!("Sets `{}`.", var.field_path_string());
+            description = Some(match description {
+                Some(d) => format!("{d}\n\n{note}"),
+                None => note,
+            });
+        }
         if spelled && t.is_multi_segment(var) {
             for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
                 if !matches!(seg, Segment::Literal(_)) {
@@ -401,6 +408,12 @@ fn path_parameters(
         }
     }
     out
+}
+
+/// A variable's parameter name: its field path with `_` for `.`, since
+/// tools that fill templates with Python's `str.format` read `.` as attribute access.
+fn param_name(var: &crate::http_rule::template::Variable) -> String {
+    var.field_path.join("_")
 }
 
 fn segment_regex(segment: &Segment) -> String {

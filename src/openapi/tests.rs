@@ -134,7 +134,7 @@ fn operations_follow_the_bindings() {
         "Nodes_Get2"
     );
     // Colliding paths are spelled out.
-    let other = &d["paths"]["/v1/forests/{name.1}/nodes/{name.3}"]["get"];
+    let other = &d["paths"]["/v1/forests/{name_1}/nodes/{name_3}"]["get"];
     assert_eq!(other["operationId"], "Nodes_Other", "{}", d["paths"]);
     assert_eq!(d["paths"]["/v1/{name}"]["delete"]["deprecated"], true);
     assert_eq!(
