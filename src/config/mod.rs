@@ -172,7 +172,8 @@ pub struct TranscodeOptions {
     pub max_body_bytes: usize,
     /// When no route matches a path containing `%2F`, retry with it decoded
     /// to `/`. OpenAPI clients such as Swagger UI encode the slashes of
-    /// multi-segment path parameters (`users/1/orders/2`). Default true.
+    /// multi-segment path parameters (`users/1/orders/2`). Default false:
+    /// per `http.proto` an encoded slash belongs to its segment.
     pub match_encoded_slashes: bool,
 }
 
@@ -183,7 +184,7 @@ impl Default for TranscodeOptions {
             unknown_query_parameters: UnknownFields::Reject,
             unknown_json_fields: UnknownFields::Reject,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            match_encoded_slashes: true,
+            match_encoded_slashes: false,
         }
     }
 }
@@ -328,7 +329,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         unknown_query_parameters: t.unknown_query_parameters,
         unknown_json_fields: t.unknown_json_fields,
         max_body_bytes,
-        match_encoded_slashes: t.match_encoded_slashes.unwrap_or(true),
+        match_encoded_slashes: t.match_encoded_slashes.unwrap_or(false),
     };
 
     let forward_request_headers = raw

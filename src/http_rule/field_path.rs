@@ -58,17 +58,6 @@ impl FieldPath {
         Ok(Self(fields))
     }
 
-    /// Builds a path from already-resolved fields.
-    ///
-    /// # Errors
-    /// [`FieldPathError::Empty`] when `fields` is empty.
-    pub fn from_fields(fields: Vec<FieldDescriptor>) -> Result<Self, FieldPathError> {
-        if fields.is_empty() {
-            return Err(FieldPathError::Empty);
-        }
-        Ok(Self(fields))
-    }
-
     /// The fields, outermost first.
     pub fn fields(&self) -> &[FieldDescriptor] {
         &self.0

@@ -14,11 +14,13 @@ use std::time::Duration;
 
 use http::Method;
 use http::uri::PathAndQuery;
+use percent_encoding::percent_decode_str;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor};
 
 use super::field_path::{FieldPath, FieldPathError};
 use super::rule::{Binding, RuleError, method_rule};
-use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment, split_path};
+
+use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
 use crate::config::{Config, UnknownFields};
 
 /// Which HTTP methods a route answers.
@@ -113,6 +115,9 @@ pub enum LookupError {
     /// The path has `.` or `..` segments.
     #[error("path {path} has '.' or '..' segments")]
     DotSegment { path: String },
+    /// A percent-encoding in the path does not decode to UTF-8.
+    #[error("path {path} has percent-encoded bytes that are not UTF-8")]
+    BadEncoding { path: String },
 }
 
 /// Why the table could not be built. Every variant names the method and template.
@@ -269,46 +274,36 @@ impl RouteTable {
     /// [`LookupError::MethodNotAllowed`] with the allowed methods when only
     /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments.
     pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, LookupError> {
-        let not_found = || LookupError::NotFound {
-            path: path.to_owned(),
-        };
-        let (segments, _) = split_path(path, None).ok_or_else(not_found)?;
-        if segments.iter().any(|s| is_dot_segment(s)) {
-            return Err(LookupError::DotSegment {
-                path: path.to_owned(),
-            });
-        }
-        if let Some(found) = self.find(method, path) {
+        let segments = split_segments(path)?;
+        if let Some(found) = self.find(method, &segments) {
             return Ok(found);
         }
         // OpenAPI clients encode the slashes of multi-segment path parameters.
         let unescaped = (self.match_encoded_slashes
             && (path.contains("%2F") || path.contains("%2f")))
         .then(|| path.replace("%2F", "/").replace("%2f", "/"));
-        if let Some(unescaped) = &unescaped {
-            if unescaped.split('/').any(is_dot_segment) {
-                return Err(LookupError::DotSegment {
-                    path: path.to_owned(),
-                });
-            }
-            if let Some(found) = self.find(method, unescaped) {
-                return Ok(found);
-            }
+        let unescaped_segments = unescaped.as_deref().map(split_segments).transpose()?;
+        if let Some(u) = &unescaped_segments
+            && let Some(found) = self.find(method, u)
+        {
+            return Ok(found);
         }
         let allowed: BTreeSet<String> = self
             .methods
             .iter()
             .filter(|m| *m != method)
             .filter(|m| {
-                self.find(m, path).is_some()
-                    || unescaped
+                self.find(m, &segments).is_some()
+                    || unescaped_segments
                         .as_deref()
                         .is_some_and(|u| self.find(m, u).is_some())
             })
             .map(|m| m.as_str().to_owned())
             .collect();
         if allowed.is_empty() {
-            Err(not_found())
+            Err(LookupError::NotFound {
+                path: path.to_owned(),
+            })
         } else {
             Err(LookupError::MethodNotAllowed {
                 method: method.as_str().to_owned(),
@@ -318,32 +313,41 @@ impl RouteTable {
         }
     }
 
-    fn find(&self, method: &Method, path: &str) -> Option<RouteMatch<'_>> {
-        // Bindings with a verb first: "/v1/x:cancel" is the verb, not part of "{id}".
-        let attempts = self
-            .verbs
-            .iter()
-            .map(|v| Some(v.as_str()))
-            .chain(std::iter::once(None));
-        for verb in attempts {
-            let Some((segments, found)) = split_path(path, verb) else {
-                continue;
-            };
-            if found != verb {
-                continue;
+    /// Matches split segments: first as `...:verb` when the last segment ends
+    /// in a known verb (so "/v1/x:cancel" is the verb, not part of `{id}`),
+    /// then as written.
+    fn find(&self, method: &Method, segments: &[&str]) -> Option<RouteMatch<'_>> {
+        if let Some((last, init)) = segments.split_last()
+            && let Some((head, verb)) = last.rsplit_once(':')
+            && self.verbs.iter().any(|v| v == verb)
+            && (!head.is_empty() || init.is_empty())
+        {
+            let mut stripped = init.to_vec();
+            if !head.is_empty() {
+                stripped.push(head);
             }
-            if let Some(idx) = search(&self.root, &segments, 0, verb, method) {
-                let route = &self.routes[idx];
-                let values = route
-                    .template
-                    .variables
-                    .iter()
-                    .map(|v| route.template.capture_value(v, &segments))
-                    .collect();
-                return Some(RouteMatch { route, values });
+            if let Some(found) = self.capture(method, &stripped, Some(verb)) {
+                return Some(found);
             }
         }
-        None
+        self.capture(method, segments, None)
+    }
+
+    fn capture(
+        &self,
+        method: &Method,
+        segments: &[&str],
+        verb: Option<&str>,
+    ) -> Option<RouteMatch<'_>> {
+        let idx = search(&self.root, segments, 0, verb, method)?;
+        let route = &self.routes[idx];
+        let values = route
+            .template
+            .variables
+            .iter()
+            .map(|v| route.template.capture_value(v, segments))
+            .collect();
+        Some(RouteMatch { route, values })
     }
 
     fn insert(&mut self, route: Route) -> Result<(), RouteError> {
@@ -383,6 +387,44 @@ impl RouteTable {
         self.routes.push(Arc::new(route));
         Ok(())
     }
+}
+
+/// Splits a raw path into segments, refusing `.`/`..` segments (also as the
+/// part before a `:verb`) and percent-encodings that are not UTF-8.
+fn split_segments(path: &str) -> Result<Vec<&str>, LookupError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(LookupError::NotFound {
+            path: path.to_owned(),
+        });
+    };
+    let segments: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('/').collect()
+    };
+    let before_verb = segments
+        .last()
+        .and_then(|l| l.rsplit_once(':'))
+        .map(|(head, _)| head);
+    if segments
+        .iter()
+        .copied()
+        .chain(before_verb)
+        .any(is_dot_segment)
+    {
+        return Err(LookupError::DotSegment {
+            path: path.to_owned(),
+        });
+    }
+    if segments
+        .iter()
+        .any(|s| s.contains('%') && percent_decode_str(s).decode_utf8().is_err())
+    {
+        return Err(LookupError::BadEncoding {
+            path: path.to_owned(),
+        });
+    }
+    Ok(segments)
 }
 
 fn describe(route: &Route) -> String {

@@ -145,8 +145,9 @@ impl PathTemplate {
         }
     }
 
-    /// Captures `field` from `path` when the template matches it. Test helper
-    /// and a reference for the route table's semantics.
+    /// Captures `field` from `path` when this one template matches it; tests
+    /// use it to pin down decoding without a route table.
+    #[cfg(test)]
     pub fn capture(&self, path: &str, field: &str) -> Option<String> {
         let (segments, verb) = split_path(path, self.verb.as_deref())?;
         if verb != self.verb.as_deref() || !self.matches(&segments) {
@@ -160,7 +161,8 @@ impl PathTemplate {
     }
 
     /// Whether raw request segments match this template (without the verb).
-    pub fn matches(&self, raw_segments: &[&str]) -> bool {
+    #[cfg(test)]
+    fn matches(&self, raw_segments: &[&str]) -> bool {
         let fixed = if self.is_deep() {
             self.segments.len() - 1
         } else {
@@ -187,11 +189,9 @@ impl std::fmt::Display for PathTemplate {
 }
 
 /// Splits a raw request path into segments, removing `:verb` from the last
+#[cfg(test)]
 /// segment when it equals `verb`. `None` if the path does not start with `/`.
-pub fn split_path<'a>(
-    path: &'a str,
-    verb: Option<&'a str>,
-) -> Option<(Vec<&'a str>, Option<&'a str>)> {
+fn split_path<'a>(path: &'a str, verb: Option<&'a str>) -> Option<(Vec<&'a str>, Option<&'a str>)> {
     let rest = path.strip_prefix('/')?;
     let (rest, found) = match verb {
         Some(v) => match rest.strip_suffix(v).and_then(|r| r.strip_suffix(':')) {

@@ -48,10 +48,14 @@ pub fn document(routes: &RouteTable, pool: &DescriptorPool, config: &Config) -> 
             tracing::debug!(method = route.method.full_name(), kind = %route.http_method, "HTTP method has no OpenAPI operation; left out of the document");
             continue;
         };
-        let mut path = openapi_path(route, false);
+        // Without the encoded-slash fallback, `{name}` filled with "users/1"
+        // would be sent as users%2F1 and miss, so variables are spelled out
+        // as literals and one parameter per wildcard.
+        let mut spelled = !config.transcode.match_encoded_slashes;
+        let mut path = openapi_path(route, spelled);
         // OpenAPI treats paths that differ only in parameter names as one; spell the variables out.
-        let spelled = !taken.insert((normalized(&path), route.http_method.to_string()));
-        if spelled {
+        if !taken.insert((normalized(&path), route.http_method.to_string())) && !spelled {
+            spelled = true;
             path = openapi_path(route, true);
             taken.insert((normalized(&path), route.http_method.to_string()));
         }
@@ -341,9 +345,9 @@ fn path_parameters(
             for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
                 if !matches!(seg, Segment::Literal(_)) {
                     let schema = ObjectBuilder::new().schema_type(Type::String).build();
-                    let text = format!("Segment {n} of `{name}`.");
+                    let text = format!("Segment {n} of `{}`.", var.field_path_string());
                     out.push(param(
-                        &format!("{name}.{n}"),
+                        &format!("{name}_{n}"),
                         ParameterIn::Path,
                         text,
                         RefOr::T(Schema::Object(schema)),

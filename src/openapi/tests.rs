@@ -80,9 +80,25 @@ fn doc(extra: &str) -> Value {
     serde_json::to_value(document(&routes, &pool, &config)).unwrap()
 }
 
+const ENCODED_SLASHES: &str = "transcoding:\n  match_encoded_slashes: true\n";
+
+#[test]
+fn multi_segment_variables_are_spelled_out_without_the_slash_fallback() {
+    let d = doc("");
+    let get = &d["paths"]["/v1/trees/{name_1}/nodes/{name_3}"]["get"];
+    assert_eq!(get["operationId"], "Nodes_Get", "{}", d["paths"]);
+    let names: Vec<&str> = get["parameters"].as_array().unwrap()[..2]
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["name_1", "name_3"]);
+    assert_eq!(get["parameters"][0]["in"], "path");
+    assert!(d["paths"].get("/v1/{name}").is_none());
+}
+
 #[test]
 fn operations_follow_the_bindings() {
-    let d = doc("");
+    let d = doc(ENCODED_SLASHES);
     assert_eq!(d["openapi"], "3.1.0");
     let get = &d["paths"]["/v1/{name}"]["get"];
     assert_eq!(get["operationId"], "Nodes_Get");
@@ -170,7 +186,7 @@ fn operations_follow_the_bindings() {
 
 #[test]
 fn schemas_use_proto3_json_forms() {
-    let d = doc("");
+    let d = doc(ENCODED_SLASHES);
     let node = &d["components"]["schemas"]["t.v1.Node"];
     let p = &node["properties"];
     assert_eq!(

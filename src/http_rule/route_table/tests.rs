@@ -110,6 +110,14 @@ fn lookup_errors() {
         ("GET", "/v1/things/../secret", "400"),
         ("GET", "/v1/files/a/%2e%2E/b", "400"),
         ("GET", "/v1/files/./b", "400"),
+        // Dot segments hidden in front of a verb are refused too (review finding).
+        ("POST", "/v1/files/a/..:undelete", "400"),
+        ("POST", "/v1/things/..:cancel", "400"),
+        ("POST", "/v1/things/.%2E:cancel", "400"),
+        ("GET", "/v1/things/%FF%FE", "400 encoding"),
+        ("GET", "/v1/things/%E2%9C%93", "200"),
+        // Encoded slashes stay inside their segment unless switched on.
+        ("GET", "/v1/shelves%2Fs1%2Fthings%2Ft1", "404"),
     ] {
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let got = match table.lookup(&m, path) {
@@ -119,7 +127,36 @@ fn lookup_errors() {
                 format!("405 {}", allowed.join(","))
             }
             Err(LookupError::DotSegment { .. }) => "400".to_owned(),
+            Err(LookupError::BadEncoding { .. }) => "400 encoding".to_owned(),
         };
+        assert_eq!(got, want, "{method} {path}");
+    }
+}
+
+#[test]
+fn encoded_slash_fallback_when_switched_on() {
+    let mut config = config_for("t.v1.Things");
+    config.transcode.match_encoded_slashes = true;
+    let table = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
+    for (method, path, want) in [
+        (
+            "GET",
+            "/v1/shelves%2Fs1%2Fthings%2Ft1",
+            Ok(vec!["shelves/s1/things/t1"]),
+        ),
+        // A direct match wins: `{id}` is single-segment and decodes %2F.
+        ("GET", "/v1/things/a%2Fb", Ok(vec!["a/b"])),
+        ("GET", "/v1/files%2F..%2Fx", Err("dot")),
+        ("DELETE", "/v1/shelves%2Fs1%2Fthings%2Ft1", Err("405")),
+    ] {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let got = match table.lookup(&m, path) {
+            Ok(found) => Ok(found.values),
+            Err(LookupError::DotSegment { .. }) => Err("dot"),
+            Err(LookupError::MethodNotAllowed { .. }) => Err("405"),
+            Err(e) => panic!("{path}: {e}"),
+        };
+        let want = want.map(|v| v.into_iter().map(str::to_owned).collect::<Vec<_>>());
         assert_eq!(got, want, "{method} {path}");
     }
 }
