@@ -145,6 +145,9 @@ pub struct MetadataSection {
     /// Request headers forwarded to backends as gRPC metadata under the same name.
     #[serde(default)]
     pub forward_request_headers: Vec<String>,
+    /// Append to a client's `X-Forwarded-For` rather than replace it.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
 }
 
 /// `methods.<package.Service.Method>:`

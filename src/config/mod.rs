@@ -194,6 +194,9 @@ impl Default for TranscodeOptions {
 pub struct MetadataOptions {
     /// Request headers forwarded as metadata of the same name (besides `Grpc-Metadata-*`).
     pub forward_request_headers: Vec<HeaderName>,
+    /// Append to the client's `X-Forwarded-For` instead of replacing it.
+    /// Default false: only behind a proxy that sets it is it trustworthy.
+    pub trust_forwarded_for: bool,
 }
 
 /// Per-method overrides.
@@ -337,12 +340,16 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         .forward_request_headers
         .iter()
         .map(|h| {
-            HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
-                err(
-                    "metadata.forward_request_headers",
-                    format!("{h:?} is not a valid header name"),
-                )
-            })
+            let key = "metadata.forward_request_headers";
+            let name = HeaderName::try_from(h.to_ascii_lowercase())
+                .map_err(|_| err(key, format!("{h:?} is not a valid header name")))?;
+            if crate::upstream::metadata::is_reserved(name.as_str()) {
+                return Err(err(
+                    key,
+                    format!("{h:?} is reserved by HTTP or gRPC and cannot be forwarded"),
+                ));
+            }
+            Ok(name)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
@@ -375,6 +382,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         transcode,
         metadata: MetadataOptions {
             forward_request_headers,
+            trust_forwarded_for: raw.metadata.trust_forwarded_for,
         },
         methods,
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
@@ -484,6 +492,10 @@ backends:
             (
                 format!("{MINIMAL}methods:\n  a.B.C:\n    timeout: soon\n"),
                 "gateway.yaml: methods.a.B.C.timeout:",
+            ),
+            (
+                format!("{MINIMAL}metadata:\n  forward_request_headers: [Content-Type]\n"),
+                "gateway.yaml: metadata.forward_request_headers: \"Content-Type\" is reserved",
             ),
             (
                 "backends: {}\ndescriptors:\n  protos: [a.proto]\n".to_owned(),

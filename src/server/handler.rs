@@ -79,7 +79,8 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let metadata = request_metadata(&parts.headers, &gw.config().metadata, client);
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
     let reply = gw
         .upstreams()
         .unary(route, Bytes::from(input), metadata, timeout)

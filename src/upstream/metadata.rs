@@ -2,9 +2,12 @@
 //!
 //! Requests: headers on the configured allowlist keep their name,
 //! `Grpc-Metadata-<name>` becomes `<name>` (grpc-gateway's convention), and
-//! `X-Forwarded-For` / `X-Forwarded-Host` are set. Replies: header metadata
-//! comes back as `Grpc-Metadata-<name>`, trailers as `Grpc-Trailer-<name>`.
-//! Names reserved by gRPC or HTTP/2 never cross in either direction.
+//! `X-Forwarded-For` / `X-Forwarded-Host` are set by the gateway. Replies:
+//! header metadata comes back as `Grpc-Metadata-<name>`, trailers as
+//! `Grpc-Trailer-<name>`. Names reserved by gRPC or HTTP/2 never cross in
+//! either direction; credentials and forwarding headers never come through
+//! the `Grpc-Metadata-` prefix, so a client cannot smuggle them past the
+//! allowlist or spoof what the gateway sets.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,8 +22,25 @@ const METADATA_PREFIX: &str = "grpc-metadata-";
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Names a client may not set through `Grpc-Metadata-`: credentials (only
+/// the allowlist forwards them) and what the gateway itself sets.
+fn is_protected(name: &str) -> bool {
+    is_reserved(name)
+        || matches!(
+            name,
+            "authorization"
+                | "proxy-authorization"
+                | "cookie"
+                | "forwarded"
+                | "x-forwarded-for"
+                | "x-forwarded-host"
+                | "x-forwarded-proto"
+                | "x-real-ip"
+        )
+}
+
 /// Whether gRPC or HTTP/2 owns this name, so it must not be copied.
-fn is_reserved(name: &str) -> bool {
+pub fn is_reserved(name: &str) -> bool {
     name.starts_with("grpc-")
         || name.starts_with(':')
         || matches!(
@@ -39,41 +59,52 @@ fn is_reserved(name: &str) -> bool {
         )
 }
 
-/// gRPC metadata for the upstream call.
+/// gRPC metadata for the upstream call. `authority` is the request URI's
+/// authority, which HTTP/2 clients send instead of a `Host` header.
 pub fn request_metadata(
     headers: &HeaderMap,
+    authority: Option<&str>,
     options: &MetadataOptions,
     client: Option<SocketAddr>,
 ) -> MetadataMap {
     let mut out = HeaderMap::new();
     for name in &options.forward_request_headers {
-        if is_reserved(name.as_str()) {
-            continue;
-        }
         for value in headers.get_all(name) {
             out.append(name.clone(), value.clone());
         }
     }
     for (name, value) in headers {
         if let Some(stripped) = name.as_str().strip_prefix(METADATA_PREFIX)
-            && !is_reserved(stripped)
+            && !is_protected(stripped)
             && let Ok(target) = HeaderName::from_bytes(stripped.as_bytes())
         {
             out.append(target, value.clone());
         }
     }
+    // The gateway's own view of the client, not a copy of what the client
+    // claims, unless the operator says a trusted proxy stands in front.
+    out.remove(&FORWARDED_FOR);
+    out.remove(&FORWARDED_HOST);
     if let Some(client) = client {
         let ip = client.ip().to_string();
-        let forwarded = match headers.get(&FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-            _ => ip,
+        let prior = headers
+            .get(&FORWARDED_FOR)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| options.trust_forwarded_for && !p.trim().is_empty());
+        let forwarded = match prior {
+            Some(prior) => format!("{prior}, {ip}"),
+            None => ip,
         };
         if let Ok(v) = HeaderValue::from_str(&forwarded) {
             out.insert(FORWARDED_FOR, v);
         }
     }
-    if let Some(host) = headers.get(HOST) {
-        out.insert(FORWARDED_HOST, host.clone());
+    let host = headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+    if let Some(host) = host {
+        out.insert(FORWARDED_HOST, host);
     }
     MetadataMap::from_headers(out)
 }
@@ -196,18 +227,59 @@ mod tests {
         h.insert("grpc-metadata-trace-bin", HeaderValue::from_static("AAE="));
         h.insert("host", HeaderValue::from_static("api.example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        let opts = MetadataOptions {
+        h.insert(
+            "grpc-metadata-authorization",
+            HeaderValue::from_static("Bearer forged"),
+        );
+        h.insert(
+            "grpc-metadata-cookie",
+            HeaderValue::from_static("session=1"),
+        );
+        h.insert(
+            "grpc-metadata-x-forwarded-host",
+            HeaderValue::from_static("evil.example"),
+        );
+        h.insert(
+            "grpc-metadata-x-forwarded-for",
+            HeaderValue::from_static("10.9.9.9"),
+        );
+        let mut opts = MetadataOptions {
             forward_request_headers: vec![HeaderName::from_static("x-request-id")],
+            trust_forwarded_for: false,
         };
-        let md =
-            request_metadata(&h, &opts, Some("127.0.0.1:5000".parse().unwrap())).into_headers();
+        let client = Some("127.0.0.1:5000".parse().unwrap());
+        let md = request_metadata(&h, None, &opts, client).into_headers();
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
         assert_eq!(md.get("tenant").unwrap(), "acme");
         assert_eq!(md.get("trace-bin").unwrap(), "AAE=");
-        assert!(md.get("authorization").is_none(), "not on the allowlist");
+        assert!(
+            md.get("authorization").is_none(),
+            "neither allowlisted nor through the prefix"
+        );
+        assert!(md.get("cookie").is_none());
         assert!(md.get("grpc-status").is_none(), "reserved");
-        assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+        assert_eq!(
+            md.get("x-forwarded-for").unwrap(),
+            "127.0.0.1",
+            "the client's claim is not trusted"
+        );
         assert_eq!(md.get("x-forwarded-host").unwrap(), "api.example.com");
+
+        opts.trust_forwarded_for = true;
+        let md = request_metadata(&h, None, &opts, client).into_headers();
+        assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
+
+        h.remove("host");
+        let md = request_metadata(&h, Some("api.example.com:443"), &opts, None).into_headers();
+        assert_eq!(
+            md.get("x-forwarded-host").unwrap(),
+            "api.example.com:443",
+            "HTTP/2 :authority"
+        );
+        assert!(
+            md.get("x-forwarded-for").is_none(),
+            "no client address, and no client claim either"
+        );
     }
 
     #[test]

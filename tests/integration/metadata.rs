@@ -48,6 +48,8 @@ async fn request_headers_become_metadata_by_allowlist_and_prefix() {
                 ("authorization", "Bearer secret"),
                 ("x-forwarded-for", "203.0.113.9"),
                 ("cookie", "session=1"),
+                ("grpc-metadata-authorization", "Bearer forged"),
+                ("grpc-metadata-x-forwarded-host", "evil.example"),
             ],
         )
         .await;
@@ -55,7 +57,10 @@ async fn request_headers_become_metadata_by_allowlist_and_prefix() {
     let md = &reply.json["metadata"];
     assert_eq!(md["x-request-id"], "req-1");
     assert_eq!(md["tenant"], "acme");
-    assert_eq!(md["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(
+        md["x-forwarded-for"], "127.0.0.1",
+        "the client's own X-Forwarded-For is not trusted by default"
+    );
     assert!(
         md["x-forwarded-host"]
             .as_str()
@@ -68,6 +73,18 @@ async fn request_headers_become_metadata_by_allowlist_and_prefix() {
     );
     assert!(md.get("cookie").is_none(), "{md}");
     assert!(md.get("grpc-metadata-tenant").is_none(), "{md}");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_appended_behind_a_trusted_proxy() {
+    let (stack, _) = start("  trust_forwarded_for: true\n").await;
+    let reply = stack
+        .echo(json!({}), &[("x-forwarded-for", "203.0.113.9")])
+        .await;
+    assert_eq!(
+        reply.json["metadata"]["x-forwarded-for"],
+        "203.0.113.9, 127.0.0.1"
+    );
 }
 
 #[tokio::test]
