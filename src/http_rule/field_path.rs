@@ -6,7 +6,10 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 
 /// A resolved path of fields, outermost first; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldPath(Vec<FieldDescriptor>);
+pub struct FieldPath {
+    fields: Vec<FieldDescriptor>,
+    dotted: String,
+}
 
 /// Why a field path does not resolve.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,37 +58,41 @@ impl FieldPath {
             }
             fields.push(field);
         }
-        Ok(Self(fields))
+        Ok(Self {
+            fields,
+            dotted: path.to_owned(),
+        })
     }
 
     /// The fields, outermost first.
     pub fn fields(&self) -> &[FieldDescriptor] {
-        &self.0
+        &self.fields
+    }
+
+    /// The fields before the last one.
+    pub fn parents(&self) -> &[FieldDescriptor] {
+        &self.fields[..self.fields.len() - 1]
     }
 
     /// The field the path ends at.
     pub fn leaf(&self) -> &FieldDescriptor {
-        // Invariant: constructors reject empty paths.
-        &self.0[self.0.len() - 1]
+        // Invariant: `resolve` rejects empty paths.
+        &self.fields[self.fields.len() - 1]
     }
 
     /// Whether `other` equals this path or lies inside it (this path is a prefix of it).
     pub fn contains(&self, other: &[FieldDescriptor]) -> bool {
-        other.len() >= self.0.len() && self.0.iter().zip(other).all(|(a, b)| a == b)
+        other.len() >= self.fields.len() && self.fields.iter().zip(other).all(|(a, b)| a == b)
     }
 
-    /// Proto names joined with dots.
-    pub fn dotted(&self) -> String {
-        self.0
-            .iter()
-            .map(FieldDescriptor::name)
-            .collect::<Vec<_>>()
-            .join(".")
+    /// Proto names joined with dots, as written in the rule.
+    pub fn dotted(&self) -> &str {
+        &self.dotted
     }
 }
 
 impl std::fmt::Display for FieldPath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.dotted())
+        f.write_str(&self.dotted)
     }
 }

@@ -27,6 +27,9 @@ pub enum TranscodeError {
     /// A query parameter names a field that cannot come from the query.
     #[error("query parameter {param:?}: {reason}")]
     UnsupportedQueryParameter { param: String, reason: String },
+    /// A query parameter is not valid percent-encoded UTF-8.
+    #[error("query parameter {param:?} is not valid percent-encoded UTF-8")]
+    QueryEncoding { param: String },
     /// A query parameter's value does not parse.
     #[error("invalid value {value:?} for query parameter {param:?}: {reason}")]
     InvalidQueryValue {
@@ -54,24 +57,28 @@ pub enum TranscodeError {
     /// The backend's reply does not decode as the declared output type.
     #[error("cannot decode the {message} reply: {reason}")]
     BadReply { message: String, reason: String },
+    /// A state route building rules out.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl TranscodeError {
     /// Whether the gateway or backend is at fault rather than the client.
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::BadReply { .. })
+        matches!(self, Self::BadReply { .. } | Self::Internal(_))
     }
 
     /// The request field the error is about, for `google.rpc.BadRequest` details.
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::UnknownQueryParameter { param }
+            | Self::QueryEncoding { param }
             | Self::BoundQueryParameter { param, .. }
             | Self::UnsupportedQueryParameter { param, .. }
             | Self::InvalidQueryValue { param, .. } => Some(param),
             Self::InvalidPathValue { field, .. } => Some(field),
             Self::InvalidBody { field, .. } => field.as_deref(),
-            Self::UnexpectedBody | Self::BadReply { .. } => None,
+            Self::UnexpectedBody | Self::BadReply { .. } | Self::Internal(_) => None,
         }
     }
 }

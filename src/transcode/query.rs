@@ -5,6 +5,9 @@
 //! the path or the body, maps, repeated messages and plain messages cannot be
 //! set from the query. Unknown names follow the route's policy.
 
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
@@ -26,7 +29,13 @@ pub fn apply(
 ) -> Result<(), TranscodeError> {
     let input = message.descriptor();
     let mut set_once: Vec<Vec<FieldDescriptor>> = Vec::new();
-    for (param, raw) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_param, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad_encoding = || TranscodeError::QueryEncoding {
+            param: raw_param.to_owned(),
+        };
+        let param = decode_component(raw_param).ok_or_else(bad_encoding)?;
+        let raw = decode_component(raw_value).ok_or_else(bad_encoding)?;
         let Some(fields) = resolve(&input, &param)? else {
             if route.unknown_query_parameters == UnknownFields::Reject {
                 return Err(TranscodeError::UnknownQueryParameter {
@@ -98,6 +107,22 @@ pub fn apply(
         set_once.push(fields);
     }
     Ok(())
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
+/// space, and percent-encodings must decode to UTF-8 (`None` otherwise), so
+/// no value is silently altered on the way to the backend.
+fn decode_component(raw: &str) -> Option<Cow<'_, str>> {
+    let spaced = if raw.contains('+') {
+        Cow::Owned(raw.replace('+', " "))
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if !spaced.contains('%') {
+        return Some(spaced);
+    }
+    let decoded = percent_decode_str(&spaced).decode_utf8().ok()?;
+    Some(Cow::Owned(decoded.into_owned()))
 }
 
 /// Resolves `a.b.c` by proto or JSON names; `None` when some part names no field.

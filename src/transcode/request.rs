@@ -36,24 +36,22 @@ pub fn request(
         BodyRule::Field(path) => {
             let mut message = DynamicMessage::new(input);
             if !body.is_empty() {
-                let (parents, leaf) = path.fields().split_at(path.fields().len() - 1);
                 let value =
-                    body_field_value(&leaf[0], body, route.unknown_json_fields, &path.dotted())?;
-                slot(&mut message, parents)?.set_field(&leaf[0], value);
+                    body_field_value(path.leaf(), body, route.unknown_json_fields, path.dotted())?;
+                slot(&mut message, path.parents())?.set_field(path.leaf(), value);
             }
             message
         }
     };
 
     for (path, raw) in route.path_fields.iter().zip(values) {
-        let (parents, leaf) = path.fields().split_at(path.fields().len() - 1);
         let parsed =
-            value::parse(&leaf[0], raw).map_err(|reason| TranscodeError::InvalidPathValue {
-                field: path.dotted(),
+            value::parse(path.leaf(), raw).map_err(|reason| TranscodeError::InvalidPathValue {
+                field: path.dotted().to_owned(),
                 value: raw.clone(),
                 reason,
             })?;
-        slot(&mut message, parents)?.set_field(&leaf[0], parsed);
+        slot(&mut message, path.parents())?.set_field(path.leaf(), parsed);
     }
 
     if let Some(query) = query.filter(|q| !q.is_empty()) {
@@ -73,10 +71,10 @@ pub(super) fn slot<'a>(
             Value::Message(m) => m,
             // Route building only resolves paths through singular message fields.
             _ => {
-                return Err(TranscodeError::InvalidBody {
-                    field: Some(field.name().to_owned()),
-                    reason: "not a message field".to_owned(),
-                });
+                return Err(TranscodeError::Internal(format!(
+                    "{} is not a message field",
+                    field.full_name()
+                )));
             }
         };
     }
@@ -98,6 +96,14 @@ fn body_field_value(
     }
     // Repeated, map and scalar fields have no standalone deserializer: parse
     // `{"<field>": <body>}` into the parent type and take the field back out.
+    // The body must first be one JSON value on its own, or `["a"], "x": 1`
+    // would smuggle a sibling field in.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err(TranscodeError::InvalidBody {
+            field: Some(dotted.to_owned()),
+            reason: format!("{dotted}: {e}"),
+        });
+    }
     let mut wrapped = Vec::with_capacity(body.len() + leaf.name().len() + 5);
     wrapped.extend_from_slice(b"{\"");
     wrapped.extend_from_slice(leaf.name().as_bytes());

@@ -104,6 +104,12 @@ fn builds_request_messages() {
         ),
         (
             "GET",
+            "/v1/items/1?tag=a%2Bb+c&tag=%E2%9C%93",
+            "",
+            json!({"id": "1", "tag": ["a+b c", "\u{2713}"]}),
+        ),
+        (
+            "GET",
             "/v1/items/1?ids=1&ids=2",
             "",
             json!({"id": "1", "ids": ["1", "2"]}),
@@ -283,6 +289,20 @@ fn rejects_bad_input_naming_the_field() {
         ),
         (
             "GET",
+            "/v1/items/1?name=%FF",
+            "",
+            Some("name"),
+            "is not valid percent-encoded UTF-8",
+        ),
+        (
+            "GET",
+            "/v1/items/1?ratio=1e999",
+            "",
+            Some("ratio"),
+            "expected a double",
+        ),
+        (
+            "GET",
             "/v1/items/1?left=a&right=b",
             "",
             Some("right"),
@@ -352,6 +372,14 @@ fn rejects_bad_input_naming_the_field() {
             r#"[1]"#,
             Some("tag[0]"),
             "invalid JSON body: tag[0]",
+        ),
+        // A sibling field smuggled in after the value of `body: "tag"`.
+        (
+            "PUT",
+            "/v1/tags",
+            r#"["a"], "name": "x""#,
+            Some("tag"),
+            "trailing characters at line 1 column 6",
         ),
     ] {
         let err = f

@@ -20,8 +20,10 @@ pub fn parse(field: &FieldDescriptor, text: &str) -> Result<Value, String> {
 fn parse_kind(kind: &Kind, text: &str) -> Result<Value, String> {
     let bad = |what: &str| format!("expected {what}");
     Ok(match kind {
-        Kind::Double => Value::F64(parse_float(text).ok_or_else(|| bad("a number"))?),
-        Kind::Float => Value::F32(parse_float(text).ok_or_else(|| bad("a number"))? as f32),
+        Kind::Double => Value::F64(parse_float(text, f64::MAX).ok_or_else(|| bad("a double"))?),
+        Kind::Float => {
+            Value::F32(parse_float(text, f64::from(f32::MAX)).ok_or_else(|| bad("a float"))? as f32)
+        }
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
             Value::I32(text.parse().map_err(|_| bad("int32"))?)
         }
@@ -58,8 +60,9 @@ fn parse_kind(kind: &Kind, text: &str) -> Result<Value, String> {
     })
 }
 
-/// proto3 JSON floats: decimal, exponent, `NaN`, `Infinity`, `-Infinity`.
-fn parse_float(text: &str) -> Option<f64> {
+/// proto3 JSON floats: decimal, exponent, `NaN`, `Infinity`, `-Infinity`;
+/// finite numbers beyond `max` are out of range rather than infinite.
+fn parse_float(text: &str, max: f64) -> Option<f64> {
     match text {
         "NaN" => Some(f64::NAN),
         "Infinity" => Some(f64::INFINITY),
@@ -71,7 +74,7 @@ fn parse_float(text: &str) -> Option<f64> {
         {
             None
         }
-        t => t.parse().ok(),
+        t => t.parse::<f64>().ok().filter(|f| f.abs() <= max),
     }
 }
 
@@ -134,9 +137,12 @@ fn parse_well_known(message: &MessageDescriptor, text: &str) -> Result<DynamicMe
 /// `displayName.firstPart` → `display_name.first_part`; snake_case is kept as is.
 fn snake_case_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 4);
-    for c in path.chars() {
+    for (i, c) in path.chars().enumerate() {
         if c.is_ascii_uppercase() {
-            out.push('_');
+            // Not before the first letter: "ID" is "i_d", never "_i_d".
+            if i > 0 {
+                out.push('_');
+            }
             out.push(c.to_ascii_lowercase());
         } else {
             out.push(c);
@@ -176,7 +182,10 @@ message All {
         for (field, text, want) in [
             ("d", "1.5", Ok("F64(1.5)")),
             ("d", "-Infinity", Ok("F64(-inf)")),
-            ("d", "inf", Err("expected a number")),
+            ("d", "inf", Err("expected a double")),
+            ("d", "1e999", Err("expected a double")),
+            ("f", "1e39", Err("expected a float")),
+            ("f", "-3.4e38", Ok("F32(-3.4e38)")),
             ("d", "1e3", Ok("F64(1000.0)")),
             ("f", "NaN", Ok("F32(NaN)")),
             ("i32", "-7", Ok("I32(-7)")),

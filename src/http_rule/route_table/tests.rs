@@ -178,10 +178,7 @@ fn precomputes_route_details() {
         .find(|r| r.method.name() == "List")
         .unwrap();
     assert_eq!(
-        list.response_body
-            .as_ref()
-            .map(FieldPath::dotted)
-            .as_deref(),
+        list.response_body.as_ref().map(FieldPath::dotted),
         Some("items")
     );
     assert_eq!(
