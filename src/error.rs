@@ -47,6 +47,15 @@ pub enum GatewayError {
     /// The backend could not be reached.
     #[error("backend {backend} is unavailable: {cause}")]
     Unavailable { backend: String, cause: String },
+    /// The backend's answer was not a valid gRPC reply of the declared type.
+    #[error("backend {backend} sent an invalid response: {cause}")]
+    BadBackend { backend: String, cause: String },
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {timeout:?}")]
+    BodyTimeout { timeout: std::time::Duration },
+    /// The body's content type is not JSON (or something curl sends for JSON).
+    #[error("unsupported content type {content_type:?}; send application/json")]
+    UnsupportedMediaType { content_type: String },
     /// The deadline passed before the backend answered.
     #[error("deadline of {timeout:?} exceeded calling backend {backend}")]
     DeadlineExceeded {
@@ -115,6 +124,9 @@ impl GatewayError {
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,
             Self::Unavailable { .. } => Code::Unavailable,
+            Self::BadBackend { .. } => Code::Internal,
+            Self::BodyTimeout { .. } => Code::DeadlineExceeded,
+            Self::UnsupportedMediaType { .. } => Code::InvalidArgument,
             Self::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             Self::Internal(_) => Code::Internal,
         }
@@ -126,7 +138,21 @@ impl GatewayError {
             // More precise than the code table for these two gateway errors.
             Self::Route(LookupError::MethodNotAllowed { .. }) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The backend broke the protocol: a bad gateway, not our own failure.
+            Self::BadBackend { .. } => StatusCode::BAD_GATEWAY,
+            // The client was too slow, not the backend.
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             other => http_status(other.code()),
+        }
+    }
+
+    /// The cause for the log: the full internal detail, but never values
+    /// taken from the request (they may carry tokens or personal data).
+    pub fn log_cause(&self) -> String {
+        match self {
+            Self::Transcode(e) => e.redacted(),
+            other => other.to_string(),
         }
     }
 
@@ -135,6 +161,9 @@ impl GatewayError {
         match self {
             Self::Upstream(s) => s.message.clone(),
             Self::Unavailable { backend, .. } => format!("backend {backend} is unavailable"),
+            Self::BadBackend { backend, .. } => {
+                format!("backend {backend} sent an invalid response")
+            }
             Self::Internal(_) => "internal error".to_owned(),
             Self::Transcode(e) if e.is_internal() => "internal error".to_owned(),
             other => other.to_string(),

@@ -91,6 +91,8 @@ pub struct BackendSection {
     /// Timeout for establishing a connection.
     #[serde(default, with = "humantime_serde")]
     pub connect_timeout: Option<Duration>,
+    /// Largest reply message accepted, in bytes.
+    pub max_response_bytes: Option<usize>,
 }
 
 /// What to do with request input that matches no field.
@@ -121,6 +123,9 @@ pub struct TranscodingSection {
     pub max_body_bytes: Option<usize>,
     /// Retry an unmatched path with `%2F` decoded to `/`.
     pub match_encoded_slashes: Option<bool>,
+    /// Pass `google.rpc.DebugInfo` error details on to clients.
+    #[serde(default)]
+    pub forward_debug_info: bool,
 }
 
 /// `transcoding.json:`

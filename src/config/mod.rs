@@ -25,6 +25,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default largest request body.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default largest reply message from a backend (gRPC's usual limit).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default connect timeout to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -102,6 +104,8 @@ pub struct BackendConfig {
     pub timeout: Duration,
     /// Connect timeout. Default 5s.
     pub connect_timeout: Duration,
+    /// Largest reply message accepted. Default 4 MiB.
+    pub max_response_bytes: usize,
 }
 
 /// A service selector from `backends.<name>.services`.
@@ -175,6 +179,8 @@ pub struct TranscodeOptions {
     /// multi-segment path parameters (`users/1/orders/2`). Default false:
     /// per `http.proto` an encoded slash belongs to its segment.
     pub match_encoded_slashes: bool,
+    /// Pass `google.rpc.DebugInfo` error details on to clients. Default false.
+    pub forward_debug_info: bool,
 }
 
 impl Default for TranscodeOptions {
@@ -185,6 +191,7 @@ impl Default for TranscodeOptions {
             unknown_json_fields: UnknownFields::Reject,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             match_encoded_slashes: false,
+            forward_debug_info: false,
         }
     }
 }
@@ -312,6 +319,14 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                 .unwrap_or(DEFAULT_TIMEOUT),
             connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), &err)?
                 .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            max_response_bytes: match b.max_response_bytes {
+                Some(0) => bail!(err(
+                    &format!("{key}.max_response_bytes"),
+                    "must be greater than 0".into()
+                )),
+                Some(n) => n,
+                None => DEFAULT_MAX_RESPONSE_BYTES,
+            },
         });
     }
 
@@ -333,6 +348,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         unknown_json_fields: t.unknown_json_fields,
         max_body_bytes,
         match_encoded_slashes: t.match_encoded_slashes.unwrap_or(false),
+        forward_debug_info: t.forward_debug_info,
     };
 
     let forward_request_headers = raw

@@ -75,6 +75,8 @@ pub struct Route {
     pub backend_name: String,
     /// Default deadline.
     pub timeout: Duration,
+    /// Largest reply message accepted from the backend.
+    pub max_response_bytes: usize,
     /// Policy for query parameters naming no field.
     pub unknown_query_parameters: UnknownFields,
     /// Policy for JSON fields naming no field.
@@ -570,6 +572,7 @@ fn compile(
         timeout: overrides
             .and_then(|o| o.timeout)
             .unwrap_or(backend_cfg.timeout),
+        max_response_bytes: backend_cfg.max_response_bytes,
         unknown_query_parameters: overrides
             .and_then(|o| o.unknown_query_parameters)
             .unwrap_or(config.transcode.unknown_query_parameters),

@@ -48,9 +48,9 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 let status = error.status();
                 tracing::Span::current().record("grpc_code", error.code() as i32);
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error, "request failed");
+                    tracing::warn!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error.log_cause(), "request failed");
                 } else {
-                    tracing::info!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error, "request rejected");
+                    tracing::info!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error.log_cause(), "request rejected");
                 }
                 error.into_response()
             }
@@ -73,7 +73,16 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
         )));
     }
     let timeout = deadline(parts, route, gw.config().max_grpc_timeout)?;
-    let body = read_body(parts, body, gw.config().transcode.max_body_bytes).await?;
+    // One deadline for the whole request: a client trickling its body spends
+    // the time the backend call would have had.
+    let deadline_at = tokio::time::Instant::now() + timeout;
+    let body = tokio::time::timeout_at(
+        deadline_at,
+        read_body(parts, body, gw.config().transcode.max_body_bytes),
+    )
+    .await
+    .map_err(|_| GatewayError::BodyTimeout { timeout })??;
+    check_content_type(parts, &body)?;
     let input = transcode::request(route, &found.values, parts.uri.query(), &body)?;
     let client = parts
         .extensions
@@ -83,10 +92,21 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
     let metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
     let reply = gw
         .upstreams()
-        .unary(route, Bytes::from(input), metadata, timeout)
+        .unary(
+            route,
+            Bytes::from(input),
+            metadata,
+            deadline_at.saturating_duration_since(tokio::time::Instant::now()),
+        )
         .await
         .map_err(|e| call_error(gw, route, e))?;
-    let json = transcode::response(route, &reply.message, &gw.config().transcode.json)?;
+    let json =
+        transcode::response(route, &reply.message, &gw.config().transcode.json).map_err(|e| {
+            GatewayError::BadBackend {
+                backend: route.backend_name.clone(),
+                cause: e.to_string(),
+            }
+        })?;
     let mut headers = response_headers(&reply.headers, reply.trailers.as_ref());
     headers.insert(CONTENT_TYPE, JSON);
     Ok((StatusCode::OK, headers, json).into_response())
@@ -104,6 +124,36 @@ fn deadline(parts: &Parts, route: &Route, cap: Duration) -> Result<Duration, Gat
     let text = value.to_str().map_err(|_| bad("not ASCII".to_owned()))?;
     let asked = parse_grpc_timeout(text).map_err(bad)?;
     Ok(asked.min(cap))
+}
+
+/// A body must be JSON. Besides `application/json` and `+json` types, the
+/// types curl and HTML forms send by default (`-d` sends form encoding) are
+/// read as JSON too, so `curl -d '{...}'` works; anything else is a 415.
+fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let Some(value) = parts.headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or_default();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let accepted = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || essence == "application/x-www-form-urlencoded"
+        || essence == "text/plain";
+    if accepted {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType {
+            content_type: text.to_owned(),
+        })
+    }
 }
 
 async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
@@ -133,6 +183,7 @@ fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
                         gw.pool(),
                         status.details(),
                         &gw.config().transcode.json,
+                        gw.config().transcode.forward_debug_info,
                     )
                 })
                 .flatten();
@@ -147,9 +198,10 @@ fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
             backend: route.backend_name.clone(),
             cause,
         },
-        CallError::Protocol(cause) => {
-            GatewayError::Internal(format!("backend {}: {cause}", route.backend_name))
-        }
+        CallError::Protocol(cause) => GatewayError::BadBackend {
+            backend: route.backend_name.clone(),
+            cause,
+        },
         CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
             backend: route.backend_name.clone(),
             timeout,

@@ -68,6 +68,22 @@ impl TranscodeError {
         matches!(self, Self::BadReply { .. } | Self::Internal(_))
     }
 
+    /// The error without the request values it quotes, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::InvalidQueryValue { param, reason, .. } => {
+                format!("invalid value for query parameter {param:?}: {reason}")
+            }
+            Self::InvalidPathValue { field, reason, .. } => {
+                format!("invalid value for path variable {field:?}: {reason}")
+            }
+            // serde's messages quote the offending input.
+            Self::InvalidBody { field: Some(f), .. } => format!("invalid JSON body at {f:?}"),
+            Self::InvalidBody { field: None, .. } => "invalid JSON body".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The request field the error is about, for `google.rpc.BadRequest` details.
     pub fn field(&self) -> Option<&str> {
         match self {

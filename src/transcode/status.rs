@@ -8,25 +8,31 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use prost_reflect::{DescriptorPool, DynamicMessage};
 use serde_json::value::RawValue;
 
 use crate::config::JsonOptions;
 
 /// The `details` array from encoded `google.rpc.Status` bytes; `None` when they do not decode.
+///
+/// `google.rpc.DebugInfo` (stack traces, internal detail) is dropped unless
+/// `keep_debug_info` is set: an edge gateway should not hand it to clients.
 pub fn details(
     pool: &DescriptorPool,
     status_bin: &[u8],
     json: &JsonOptions,
+    keep_debug_info: bool,
 ) -> Option<Box<RawValue>> {
     let status = RpcStatus::decode(status_bin).ok()?;
-    let options = SerializeOptions::new()
-        .use_proto_field_name(json.use_proto_names)
-        .use_enum_numbers(json.enums_as_ints);
+    let options = super::response::serialize_options(json);
     let any_desc = pool.get_message_by_name("google.protobuf.Any")?;
     let mut out = Vec::with_capacity(status_bin.len() * 2);
     out.push(b'[');
-    for (i, detail) in status.details.iter().enumerate() {
+    let shown = status
+        .details
+        .iter()
+        .filter(|d| keep_debug_info || !d.type_url.ends_with("/google.rpc.DebugInfo"));
+    for (i, detail) in shown.enumerate() {
         if i > 0 {
             out.push(b',');
         }

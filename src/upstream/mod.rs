@@ -96,7 +96,8 @@ impl Upstreams {
             request.metadata_mut().insert("grpc-timeout", value);
         }
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            let mut grpc = tonic::client::Grpc::new(channel.clone())
+                .max_decoding_message_size(route.max_response_bytes);
             grpc.ready()
                 .await
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;
@@ -125,10 +126,16 @@ impl Upstreams {
         };
         let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, call).await {
-            // Servers that enforce grpc-timeout themselves may answer CANCELLED
-            // (tonic does) a moment before our own timer fires.
+            // Servers that enforce grpc-timeout themselves may cancel or reset
+            // the call (tonic answers CANCELLED) a moment before our own timer fires.
             Ok(Err(CallError::Status(s)))
-                if s.code() == Code::Cancelled && started.elapsed() >= timeout =>
+                if matches!(s.code(), Code::Cancelled | Code::DeadlineExceeded)
+                    && started.elapsed() >= timeout =>
+            {
+                Err(CallError::Timeout(timeout))
+            }
+            Ok(Err(CallError::Protocol(_) | CallError::Unreachable(_)))
+                if started.elapsed() >= timeout =>
             {
                 Err(CallError::Timeout(timeout))
             }
@@ -138,11 +145,22 @@ impl Upstreams {
     }
 }
 
-/// Tells a transport failure (tonic reports it as UNAVAILABLE with a source
-/// error) from a status the backend sent.
+/// Tells a status the backend sent from one tonic made up on our side:
+/// a transport failure (UNAVAILABLE with a source error), or a reply that is
+/// not valid gRPC. tonic has no typed errors for the latter, so they are
+/// known by the messages of its decoder; none of them can reach a client.
 fn classify(status: Status) -> CallError {
-    if status.code() == Code::Unavailable && std::error::Error::source(&status).is_some() {
+    const LOCAL: &[&str] = &[
+        "protocol error:",
+        "Error, decoded message length too large",
+        "grpc-status header missing",
+        "Unexpected EOF decoding stream",
+    ];
+    let has_source = std::error::Error::source(&status).is_some();
+    if status.code() == Code::Unavailable && has_source {
         CallError::Unreachable(status.to_string())
+    } else if has_source || LOCAL.iter().any(|p| status.message().starts_with(p)) {
+        CallError::Protocol(status.to_string())
     } else {
         CallError::Status(status)
     }

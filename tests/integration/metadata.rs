@@ -21,8 +21,14 @@ fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
 }
 
 async fn start(extra: &str) -> (ProbeStack, Probe) {
+    start_with(extra, |_| {}).await
+}
+
+async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
     let (backend, probe) = probe::spawn().await;
-    let (addr, stop) = serve(probe_config(backend, extra)).await;
+    let mut config = probe_config(backend, extra);
+    edit(&mut config);
+    let (addr, stop) = serve(config).await;
     (ProbeStack(Stack::for_gateway(addr, stop)), probe)
 }
 
@@ -98,6 +104,61 @@ async fn response_metadata_and_trailers_come_back_as_headers() {
 }
 
 #[tokio::test]
+async fn debug_info_is_dropped_unless_configured() {
+    let (stack, _) = start("").await;
+    let reply = stack.echo(json!({"fault": "FAULT_DEBUG_INFO"}), &[]).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json["details"],
+        json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "TOO_SHORT", "domain": "probe.example"}])
+    );
+    let (open, _) = start("transcoding:\n  forward_debug_info: true\n").await;
+    let reply = open.echo(json!({"fault": "FAULT_DEBUG_INFO"}), &[]).await;
+    assert_eq!(reply.json["details"][1]["detail"], "secret internals");
+}
+
+#[tokio::test]
+async fn body_content_type_must_be_json_like() {
+    let (stack, _) = start("").await;
+    for (content_type, want) in [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/merge-patch+json", 200),
+        ("application/x-www-form-urlencoded", 200),
+        ("text/plain", 200),
+        ("multipart/form-data; boundary=x", 415),
+        ("application/xml", 415),
+    ] {
+        let resp = stack
+            .0
+            .client
+            .post(stack.0.url("/v1/echo"))
+            .header("content-type", content_type)
+            .body(r#"{"text": "hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), want, "{content_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_body_runs_into_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (stack, _) = start("").await;
+    let mut stream = tokio::net::TcpStream::connect(stack.0.addr).await.unwrap();
+    let head = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: 200m\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut raw))
+        .await
+        .expect("the gateway answers without waiting for the rest of the body")
+        .unwrap();
+    assert!(raw.starts_with("HTTP/1.1 408"), "{raw}");
+    assert!(raw.contains(r#""code":4"#), "{raw}");
+}
+
+#[tokio::test]
 async fn grpc_timeout_sets_the_deadline_and_cancels_the_backend_call() {
     let (stack, probe) = start("").await;
     let reply = stack
@@ -147,14 +208,19 @@ async fn per_method_timeout_and_client_cap_apply() {
 }
 
 #[tokio::test]
-async fn misbehaving_backends_get_500_without_details_leaking() {
-    let (stack, _) = start("").await;
-    for fault in ["FAULT_GARBAGE", "FAULT_TWO_MESSAGES"] {
+async fn misbehaving_backends_get_502_without_details_leaking() {
+    let (stack, _) = start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
+    for fault in [
+        "FAULT_GARBAGE",
+        "FAULT_TWO_MESSAGES",
+        "FAULT_HTTP_404",
+        "FAULT_BIG",
+    ] {
         let reply = stack.echo(json!({"fault": fault}), &[]).await;
-        assert_eq!(reply.status, 500, "{fault}: {:?}", reply.json);
+        assert_eq!(reply.status, 502, "{fault}: {:?}", reply.json);
         assert_eq!(
             reply.json,
-            json!({"code": 13, "message": "internal error", "details": []}),
+            json!({"code": 13, "message": "backend probe sent an invalid response", "details": []}),
             "{fault}"
         );
     }

@@ -39,6 +39,37 @@ pub struct EchoReply {
     pub text: String,
     #[prost(map = "string, string", tag = "2")]
     pub metadata: HashMap<String, String>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub padding: Vec<u8>,
+}
+
+/// `google.rpc.Status`, to send rich error details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `google.rpc.DebugInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DebugInfo {
+    #[prost(string, repeated, tag = "1")]
+    stack_entries: Vec<String>,
+    #[prost(string, tag = "2")]
+    detail: String,
+}
+
+/// `google.rpc.ErrorInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ErrorInfo {
+    #[prost(string, tag = "1")]
+    reason: String,
+    #[prost(string, tag = "2")]
+    domain: String,
 }
 
 /// The backend; clones share the counters.
@@ -110,9 +141,15 @@ impl Probe {
         }
         guard.0 = None;
 
+        let padding = if echo.fault == 5 {
+            vec![7; 64 * 1024]
+        } else {
+            Vec::new()
+        };
         let reply = EchoReply {
             text: echo.text,
             metadata,
+            padding,
         }
         .encode_to_vec();
         let mut trailers = http::HeaderMap::new();
@@ -126,6 +163,46 @@ impl Probe {
                 frames.clear();
                 trailers.insert("grpc-status", "13".parse().unwrap());
                 trailers.insert("grpc-message", "probe%20failed".parse().unwrap());
+            }
+            4 => {
+                return http::Response::builder()
+                    .status(404)
+                    .header("content-type", "text/html")
+                    .body(tonic::body::Body::new(http_body_util::Full::new(
+                        Bytes::from_static(b"<html><body>Not Found</body></html>"),
+                    )))
+                    .unwrap();
+            }
+            6 => {
+                frames.clear();
+                let status = RpcStatus {
+                    code: 3,
+                    message: "bad input".into(),
+                    details: vec![
+                        prost_types::Any {
+                            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+                            value: ErrorInfo {
+                                reason: "TOO_SHORT".into(),
+                                domain: "probe.example".into(),
+                            }
+                            .encode_to_vec(),
+                        },
+                        prost_types::Any {
+                            type_url: "type.googleapis.com/google.rpc.DebugInfo".into(),
+                            value: DebugInfo {
+                                stack_entries: vec!["probe.rs:1".into()],
+                                detail: "secret internals".into(),
+                            }
+                            .encode_to_vec(),
+                        },
+                    ],
+                };
+                use base64::Engine;
+                let bin =
+                    base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec());
+                trailers.insert("grpc-status", "3".parse().unwrap());
+                trailers.insert("grpc-message", "bad%20input".parse().unwrap());
+                trailers.insert("grpc-status-details-bin", bin.parse().unwrap());
             }
             _ => {}
         }
