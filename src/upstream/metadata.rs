@@ -56,6 +56,9 @@ pub fn is_reserved(name: &str) -> bool {
                 | "trailer"
                 | "proxy-connection"
                 | "user-agent"
+                // HTTP's own response headers, set by the backend's server, not metadata.
+                | "date"
+                | "server"
         )
 }
 
@@ -287,6 +290,7 @@ mod tests {
         let mut headers = MetadataMap::new();
         headers.insert("x-served-by", "users-1".parse().unwrap());
         headers.insert("content-type", "application/grpc".parse().unwrap());
+        headers.insert("date", "Sat, 21 Nov 2026 12:24:44 GMT".parse().unwrap());
         let mut trailers = MetadataMap::new();
         trailers.insert("x-cost", "3".parse().unwrap());
         trailers.insert("grpc-status", "0".parse().unwrap());
