@@ -50,6 +50,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
+        /// Only this API version's document (e.g. v1); default all routes.
+        #[arg(long = "api-version")]
+        api_version: Option<String>,
     },
 }
 
@@ -85,13 +88,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_routes(&gateway, &mut out)?;
             Ok(())
         }
-        Command::Openapi { config, format } => {
+        Command::Openapi {
+            config,
+            format,
+            api_version,
+        } => {
             let gateway = Gateway::load(config::load(&config)?)?;
             let docs = gateway.openapi();
-            let text = match format {
-                Format::Json => &docs.json,
-                Format::Yaml => &docs.yaml,
+            let doc = match &api_version {
+                None => &docs.all,
+                Some(v) => docs.versions.get(v).ok_or_else(|| {
+                    let known: Vec<&str> = docs.versions.keys().map(String::as_str).collect();
+                    anyhow::anyhow!(
+                        "no API version {v:?}; served versions: {}",
+                        known.join(", ")
+                    )
+                })?,
             };
+            let text = doc.get(format);
             let mut out = std::io::stdout().lock();
             out.write_all(text)?;
             if !text.ends_with(b"\n") {

@@ -3,6 +3,7 @@
 //! Everything per-route is computed here at startup; requests only read it.
 //! The whole value sits behind one `Arc` so it can later be swapped as a unit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -30,13 +31,39 @@ struct Inner {
     openapi: OpenApiDocs,
 }
 
-/// The OpenAPI document, rendered once.
+/// The OpenAPI documents, rendered once.
 #[derive(Debug)]
 pub struct OpenApiDocs {
-    /// `/openapi.json`.
+    /// The combined document, all routes.
+    pub all: RenderedDoc,
+    /// One document per API version (`v1`, `v2beta1`, ...), by version.
+    pub versions: BTreeMap<String, RenderedDoc>,
+}
+
+/// One document as JSON and YAML.
+#[derive(Debug)]
+pub struct RenderedDoc {
+    /// `.json`.
     pub json: Bytes,
-    /// `/openapi.yaml`.
+    /// `.yaml`.
     pub yaml: Bytes,
+}
+
+impl RenderedDoc {
+    fn render(document: &utoipa::openapi::OpenApi) -> anyhow::Result<Self> {
+        Ok(Self {
+            json: openapi::render(document, Format::Json)?.into(),
+            yaml: openapi::render(document, Format::Yaml)?.into(),
+        })
+    }
+
+    /// The text in `format`.
+    pub fn get(&self, format: Format) -> &Bytes {
+        match format {
+            Format::Json => &self.json,
+            Format::Yaml => &self.yaml,
+        }
+    }
 }
 
 impl Gateway {
@@ -51,10 +78,15 @@ impl Gateway {
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
         let upstreams = Upstreams::connect(&config);
-        let document = openapi::document(&routes, &pool, &config);
         let openapi = OpenApiDocs {
-            json: openapi::render(&document, Format::Json)?.into(),
-            yaml: openapi::render(&document, Format::Yaml)?.into(),
+            all: RenderedDoc::render(&openapi::document(&routes, &pool, &config))?,
+            versions: openapi::versions(&routes)
+                .into_iter()
+                .map(|(version, routes)| {
+                    let doc = openapi::document_for(&routes, &pool, &config);
+                    Ok((version, RenderedDoc::render(&doc)?))
+                })
+                .collect::<anyhow::Result<_>>()?,
         };
         Ok(Self {
             inner: Arc::new(Inner {

@@ -97,25 +97,34 @@ fn read_descriptor_set(path: &Path) -> anyhow::Result<(Vec<String>, DescriptorSe
 /// Compiles one in-memory proto file (plus the bundled files) for unit tests.
 #[cfg(test)]
 pub fn pool_from_source(source: &str) -> DescriptorPool {
-    struct One(String);
-    impl protox::file::FileResolver for One {
+    pool_from_files(&[("test.proto", source)])
+}
+
+/// Compiles in-memory proto files, by name, for unit tests.
+#[cfg(test)]
+pub fn pool_from_files(files: &[(&str, &str)]) -> DescriptorPool {
+    struct InMemory(Vec<(String, String)>);
+    impl protox::file::FileResolver for InMemory {
         fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
-            if name == "test.proto" {
-                protox::file::File::from_source(name, &self.0)
-            } else {
-                Err(protox::Error::file_not_found(name))
+            match self.0.iter().find(|(n, _)| n == name) {
+                Some((n, source)) => protox::file::File::from_source(n, source),
+                None => Err(protox::Error::file_not_found(name)),
             }
         }
     }
+    let owned = files
+        .iter()
+        .map(|(n, s)| ((*n).to_owned(), (*s).to_owned()))
+        .collect();
     let mut resolver = ChainFileResolver::new();
-    resolver.add(One(source.to_owned()));
+    resolver.add(InMemory(owned));
     resolver.add(embedded::EmbeddedFileResolver);
     resolver.add(GoogleFileResolver::new());
     let mut compiler = Compiler::with_file_resolver(resolver);
     compiler.include_source_info(true);
-    compiler
-        .open_file("test.proto")
-        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, _) in files {
+        compiler.open_file(name).unwrap_or_else(|e| panic!("{e}"));
+    }
     for name in ALWAYS {
         compiler.open_file(name).unwrap();
     }

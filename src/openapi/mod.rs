@@ -9,7 +9,8 @@
 pub mod comments;
 pub mod schema;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor};
 use utoipa::openapi::path::{
@@ -35,15 +36,47 @@ use crate::transcode::value::is_scalar_like;
 /// How deep nested messages are expanded into dotted query parameters.
 const MAX_QUERY_DEPTH: usize = 4;
 
-/// Builds the document for every route in `routes`.
+/// Builds the combined document for every route in the table.
 pub fn document(routes: &RouteTable, pool: &DescriptorPool, config: &Config) -> OpenApi {
+    document_for(routes.routes(), pool, config)
+}
+
+/// The API version of a service: the last package component when it looks
+/// like one (`v1`, `v2beta1`, `v1alpha`), as in `shop.user.v1`.
+pub fn api_version(service: &prost_reflect::ServiceDescriptor) -> Option<&str> {
+    let last = service.package_name().rsplit('.').next()?;
+    let rest = last.strip_prefix('v')?;
+    let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, suffix) = rest.split_at(digits);
+    let suffix_ok = suffix.is_empty()
+        || ["alpha", "beta"].iter().any(|s| {
+            suffix
+                .strip_prefix(s)
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+        });
+    (!number.is_empty() && suffix_ok).then_some(last)
+}
+
+/// Routes grouped by API version, for one document per version.
+pub fn versions(routes: &RouteTable) -> BTreeMap<String, Vec<Arc<Route>>> {
+    let mut out: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
+    for route in routes.routes() {
+        if let Some(v) = api_version(&route.method.parent_service()) {
+            out.entry(v.to_owned()).or_default().push(route.clone());
+        }
+    }
+    out
+}
+
+/// Builds a document for some routes (one version, or all of them).
+pub fn document_for(routes: &[Arc<Route>], pool: &DescriptorPool, config: &Config) -> OpenApi {
     let comments = Comments::index(pool);
     let mut schemas = Schemas::new(pool, &comments, config.transcode.json);
     let tags = TagNames::new(routes);
     let mut paths: Vec<(String, HttpMethod, utoipa::openapi::path::Operation)> = Vec::new();
     let mut taken: HashSet<(String, String)> = HashSet::new();
 
-    for route in routes.routes() {
+    for route in routes {
         let Some(method) = http_method(&route.http_method) else {
             tracing::debug!(method = route.method.full_name(), kind = %route.http_method, "HTTP method has no OpenAPI operation; left out of the document");
             continue;
@@ -509,9 +542,8 @@ struct TagNames {
 }
 
 impl TagNames {
-    fn new(routes: &RouteTable) -> Self {
+    fn new(routes: &[Arc<Route>]) -> Self {
         let mut full: Vec<String> = routes
-            .routes()
             .iter()
             .map(|r| r.method.parent_service().full_name().to_owned())
             .collect();
@@ -543,10 +575,9 @@ impl TagNames {
             .unwrap_or_else(|| service.replace('.', "_"))
     }
 
-    fn tags(&self, routes: &RouteTable, comments: &Comments) -> Vec<utoipa::openapi::tag::Tag> {
+    fn tags(&self, routes: &[Arc<Route>], comments: &Comments) -> Vec<utoipa::openapi::tag::Tag> {
         let mut seen = HashSet::new();
         routes
-            .routes()
             .iter()
             .map(|r| r.method.parent_service())
             .filter(|s| seen.insert(s.full_name().to_owned()))

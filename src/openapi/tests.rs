@@ -257,3 +257,60 @@ fn options_change_names_enums_and_info() {
     assert_eq!(d["info"]["version"], "2.0.0");
     assert_eq!(d["servers"], json!([{"url": "https://api.example.com"}]));
 }
+
+#[test]
+fn api_versions_come_from_the_package() {
+    let proto = |pkg: &str| {
+        format!(
+            "syntax = \"proto3\"; package {pkg}; message M {{}} service S {{ rpc Get(M) returns (M); }}"
+        )
+    };
+    for (pkg, want) in [
+        ("shop.user.v1", Some("v1")),
+        ("shop.user.v2beta1", Some("v2beta1")),
+        ("shop.user.v1alpha", Some("v1alpha")),
+        ("shop.user", None),
+        ("shop.v", None),
+        ("shop.vnext", None),
+        ("shop.v1gamma", None),
+    ] {
+        let pool = pool_from_source(&proto(pkg));
+        let service = pool.services().next().unwrap();
+        assert_eq!(api_version(&service), want, "{pkg}");
+    }
+}
+
+#[test]
+fn one_document_per_version() {
+    let file = |version: &str| {
+        format!(
+            "syntax = \"proto3\"; package t.{version}; import \"google/api/annotations.proto\";\n\
+             message M {{ string id = 1; }}\n\
+             service Users {{ rpc Get(M) returns (M) {{ option (google.api.http) = {{ get: \"/{version}/users/{{id}}\" }}; }} }}\n"
+        )
+    };
+    let (v1, v2) = (file("v1"), file("v2"));
+    let pool = crate::descriptor::pool_from_files(&[("v1.proto", &v1), ("v2.proto", &v2)]);
+    let config = config::for_test("t.*", "");
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    let grouped = versions(&routes);
+    assert_eq!(grouped.keys().collect::<Vec<_>>(), ["v1", "v2"]);
+
+    let combined = serde_json::to_value(document(&routes, &pool, &config)).unwrap();
+    let paths: Vec<&String> = combined["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/v1/users/{id}", "/v2/users/{id}"]);
+    // Two services named Users: the combined document tells them apart by full name.
+    assert_eq!(
+        combined["paths"]["/v2/users/{id}"]["get"]["operationId"],
+        "t_v2_Users_Get"
+    );
+
+    let only_v2 = serde_json::to_value(document_for(&grouped["v2"], &pool, &config)).unwrap();
+    let paths: Vec<&String> = only_v2["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/v2/users/{id}"]);
+    assert_eq!(
+        only_v2["paths"]["/v2/users/{id}"]["get"]["operationId"],
+        "Users_Get"
+    );
+    assert!(only_v2["components"]["schemas"].get("t.v1.M").is_none());
+}

@@ -6,23 +6,28 @@
 //! `openapi.enabled` is on; they take precedence over API routes of the same path.
 
 use axum::Router;
-use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 
 use super::{docs, handler};
-use crate::error::JSON;
+use crate::error::{GatewayError, JSON};
 use crate::gateway::Gateway;
+use crate::http_rule::LookupError;
+use crate::openapi::Format;
 
 /// Builds the router for a loaded gateway.
 pub fn router(gateway: Gateway) -> Router {
     let mut router = Router::new().route("/healthz", get(healthz));
     if gateway.config().openapi.enabled {
+        let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
         router = router
             .route("/openapi.json", get(openapi_json))
             .route("/openapi.yaml", get(openapi_yaml))
-            .merge(docs::router());
+            .route("/openapi/{file}", get(openapi_version))
+            .merge(docs::router(&versions));
     }
     router.fallback(handler::handle).with_state(gateway)
 }
@@ -35,19 +40,38 @@ async fn healthz() -> impl IntoResponse {
 // The document only changes with the routes, so clients may cache it briefly.
 const DOC_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=60");
 
-async fn openapi_json(State(gw): State<Gateway>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, JSON), (CACHE_CONTROL, DOC_CACHE)],
-        gw.openapi().json.clone(),
-    )
+async fn openapi_json(State(gw): State<Gateway>) -> Response {
+    document(gw.openapi().all.get(Format::Json), Format::Json)
 }
 
-async fn openapi_yaml(State(gw): State<Gateway>) -> impl IntoResponse {
+async fn openapi_yaml(State(gw): State<Gateway>) -> Response {
+    document(gw.openapi().all.get(Format::Yaml), Format::Yaml)
+}
+
+/// `/openapi/v1.json`, `/openapi/v2.yaml`: one API version's document.
+async fn openapi_version(State(gw): State<Gateway>, Path(file): Path<String>) -> Response {
+    let format = match file.rsplit_once('.') {
+        Some((v, "json")) => Some((v, Format::Json)),
+        Some((v, "yaml")) => Some((v, Format::Yaml)),
+        _ => None,
+    };
+    match format.and_then(|(v, f)| Some((gw.openapi().versions.get(v)?, f))) {
+        Some((doc, format)) => document(doc.get(format), format),
+        None => GatewayError::Route(LookupError::NotFound {
+            path: format!("/openapi/{file}"),
+        })
+        .into_response(),
+    }
+}
+
+fn document(text: &Bytes, format: Format) -> Response {
+    let content_type = match format {
+        Format::Json => JSON,
+        Format::Yaml => HeaderValue::from_static("application/yaml"),
+    };
     (
-        [
-            (CONTENT_TYPE, HeaderValue::from_static("application/yaml")),
-            (CACHE_CONTROL, DOC_CACHE),
-        ],
-        gw.openapi().yaml.clone(),
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, DOC_CACHE)],
+        text.clone(),
     )
+        .into_response()
 }

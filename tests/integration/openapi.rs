@@ -124,3 +124,53 @@ fn cli_prints_the_same_document() {
     assert_eq!(json, golden);
     assert_eq!(yaml, golden);
 }
+
+#[tokio::test]
+async fn per_version_documents_are_served() {
+    let stack = start().await;
+    let all: Value = stack
+        .client
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Every example service is v1, so its document is the combined one.
+    let v1 = stack
+        .client
+        .get(stack.url("/openapi/v1.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 200);
+    assert_eq!(v1.json::<Value>().await.unwrap(), all);
+    let yaml = stack
+        .client
+        .get(stack.url("/openapi/v1.yaml"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(serde_norway::from_str::<Value>(&yaml).unwrap(), all);
+    for missing in ["/openapi/v9.json", "/openapi/v1.xml", "/openapi/v1"] {
+        let reply = stack.get(missing).await;
+        assert_eq!(
+            (reply.status.as_u16(), &reply.json["code"]),
+            (404, &Value::from(5)),
+            "{missing}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["openapi", "--config", "gateway.yaml", "--api-version", "v9"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no API version \"v9\"; served versions: v1")
+    );
+}
