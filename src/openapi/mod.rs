@@ -61,7 +61,7 @@ pub fn api_version(service: &prost_reflect::ServiceDescriptor) -> Option<&str> {
 pub fn versions(routes: &RouteTable) -> BTreeMap<String, Vec<Arc<Route>>> {
     let mut out: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
     for route in routes.routes() {
-        if let Some(v) = api_version(&route.method.parent_service()) {
+        if let Some(v) = api_version(route.method.parent_service()) {
             out.entry(v.to_owned()).or_default().push(route.clone());
         }
     }
