@@ -11,15 +11,9 @@ const GOLDEN: &str = "tests/golden/shop.openapi.json";
 #[tokio::test]
 async fn served_document_matches_the_golden_file() {
     let stack = start().await;
-    let resp = stack
-        .client
-        .get(stack.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    let text = resp.text().await.unwrap();
+    let (status, headers, text) = stack.get_text("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
     let path = root().join(GOLDEN);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, format!("{text}\n")).unwrap();
@@ -36,32 +30,18 @@ async fn served_document_matches_the_golden_file() {
 #[tokio::test]
 async fn yaml_document_is_the_same_document() {
     let stack = start().await;
-    let json: Value = stack
-        .client
-        .get(stack.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let resp = stack
-        .client
-        .get(stack.url("/openapi.yaml"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["content-type"], "application/yaml");
-    let yaml: Value = serde_norway::from_str(&resp.text().await.unwrap()).unwrap();
+    let json = stack.get("/openapi.json").await.json;
+    let (_, headers, text) = stack.get_text("/openapi.yaml").await;
+    assert_eq!(headers["content-type"], "application/yaml");
+    let yaml: Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(json, yaml);
 }
 
 #[tokio::test]
 async fn docs_ui_is_served_offline() {
     let stack = start().await;
-    let page = stack.client.get(stack.url("/docs/")).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
+    let (status, _, html) = stack.get_text("/docs/").await;
+    assert_eq!(status, 200);
     assert!(html.contains("swagger-ui"), "{html}");
     // Assets come from the gateway itself, not a CDN.
     assert!(!html.contains("https://"), "{html}");
@@ -70,9 +50,8 @@ async fn docs_ui_is_served_offline() {
         "/docs/swagger-ui.css",
         "/docs/swagger-initializer.js",
     ] {
-        let resp = stack.client.get(stack.url(asset)).send().await.unwrap();
-        assert_eq!(resp.status(), 200, "{asset}");
-        let body = resp.text().await.unwrap();
+        let (status, _, body) = stack.get_text(asset).await;
+        assert_eq!(status, 200, "{asset}");
         assert!(body.len() > 100, "{asset}");
         if asset.ends_with("initializer.js") {
             assert!(body.contains("/openapi.json"), "{body}");
@@ -128,33 +107,11 @@ fn cli_prints_the_same_document() {
 #[tokio::test]
 async fn per_version_documents_are_served() {
     let stack = start().await;
-    let all: Value = stack
-        .client
-        .get(stack.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = stack.get("/openapi.json").await.json;
     // Every example service is v1, so its document is the combined one.
-    let v1 = stack
-        .client
-        .get(stack.url("/openapi/v1.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(v1.status(), 200);
-    assert_eq!(v1.json::<Value>().await.unwrap(), all);
-    let yaml = stack
-        .client
-        .get(stack.url("/openapi/v1.yaml"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let v1 = stack.get("/openapi/v1.json").await;
+    assert_eq!((v1.status.as_u16(), &v1.json), (200, &all));
+    let (_, _, yaml) = stack.get_text("/openapi/v1.yaml").await;
     assert_eq!(serde_norway::from_str::<Value>(&yaml).unwrap(), all);
     for missing in ["/openapi/v9.json", "/openapi/v1.xml", "/openapi/v1"] {
         let reply = stack.get(missing).await;

@@ -138,6 +138,18 @@ impl Stack {
         }
     }
 
+    /// `GET path` returning the status, headers and body text (for non-JSON bodies).
+    pub async fn get_text(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
+        let resp = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent");
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        (status, headers, resp.text().await.unwrap())
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         self.call("GET", path, None).await
     }
