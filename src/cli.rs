@@ -54,6 +54,48 @@ pub enum Command {
         #[arg(long = "api-version")]
         api_version: Option<String>,
     },
+    /// Mint a JWT for local development.
+    Token(TokenArgs),
+    /// Print the SHA-256 of an API key, as `auth.api_keys` wants it.
+    HashKey {
+        /// The key.
+        key: String,
+    },
+}
+
+/// `protogate token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// HMAC secret.
+    #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+    pub secret: Option<String>,
+    /// Private key in PEM (RSA, EC or Ed25519).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Signing algorithm.
+    #[arg(long, default_value = "HS256")]
+    pub alg: String,
+    /// `iss`.
+    #[arg(long)]
+    pub issuer: String,
+    /// `aud`.
+    #[arg(long)]
+    pub audience: String,
+    /// `sub`.
+    #[arg(long)]
+    pub subject: String,
+    /// `scope`, space-separated.
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Lifetime.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// `kid` header.
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// Extra claims, `name=value` (JSON values allowed).
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
 }
 
 /// Runs a parsed command line.
@@ -68,7 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.listen = listen;
             }
             let addr = config.listen;
-            let gateway = Gateway::load(config)?;
+            let gateway = Gateway::load(config).await?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
@@ -83,7 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let config = config::load(&config)?;
-            let gateway = Gateway::load(config)?;
+            let gateway = Gateway::load(config).await?;
             let mut out = std::io::stdout().lock();
             print_routes(&gateway, &mut out)?;
             Ok(())
@@ -93,7 +135,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             api_version,
         } => {
-            let gateway = Gateway::load(config::load(&config)?)?;
+            let gateway = Gateway::load(config::load(&config)?).await?;
             let docs = gateway.openapi();
             let doc = match &api_version {
                 None => &docs.all,
@@ -113,7 +155,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Token(args) => {
+            println!("{}", mint(&args)?);
+            Ok(())
+        }
+        Command::HashKey { key } => {
+            println!("{}", crate::auth::api_key::hash_hex(&key));
+            Ok(())
+        }
     }
+}
+
+/// Signs a development token from command-line arguments.
+///
+/// # Errors
+/// Unreadable keys, bad claims, or a key that does not fit the algorithm.
+pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    use crate::auth::token::{SigningKey, TokenSpec};
+    let algorithm: jsonwebtoken::Algorithm = args
+        .alg
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown algorithm {:?}", args.alg))?;
+    let key = match (&args.secret, &args.key) {
+        (Some(secret), _) => SigningKey::Secret(secret.clone().into_bytes()),
+        (None, Some(path)) => SigningKey::Pem(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        (None, None) => anyhow::bail!("give --secret or --key"),
+    };
+    let mut claims = serde_json::Map::new();
+    for claim in &args.claims {
+        let (name, value) = claim
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--claim {claim:?}: expected NAME=VALUE"))?;
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        claims.insert(name.to_owned(), value);
+    }
+    crate::auth::token::mint(
+        &TokenSpec {
+            algorithm,
+            issuer: args.issuer.clone(),
+            audience: args.audience.clone(),
+            subject: args.subject.clone(),
+            scope: args.scope.clone(),
+            ttl: args.ttl,
+            key_id: args.kid.clone(),
+            claims,
+        },
+        &key,
+    )
 }
 
 /// Writes the route table: HTTP method, template, gRPC method, backend.

@@ -5,12 +5,13 @@
 //! status from [`http_status`]. Internal causes are logged, not sent.
 
 use axum::response::{IntoResponse, Response};
-use http::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tonic::Code;
 
+use crate::auth::AuthError;
 use crate::http_rule::LookupError;
 use crate::transcode::TranscodeError;
 
@@ -23,6 +24,9 @@ pub enum GatewayError {
     /// No route, wrong method, or a path the gateway refuses.
     #[error(transparent)]
     Route(#[from] LookupError),
+    /// Credentials missing, invalid, or not enough for this route.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The request could not be turned into a message.
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
@@ -123,6 +127,8 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,
+            Self::Auth(e) if e.is_forbidden() => Code::PermissionDenied,
+            Self::Auth(_) => Code::Unauthenticated,
             Self::Unavailable { .. } => Code::Unavailable,
             Self::BadBackend { .. } => Code::Internal,
             Self::BodyTimeout { .. } => Code::DeadlineExceeded,
@@ -232,6 +238,12 @@ impl IntoResponse for GatewayError {
                 }];
                 serde_json::value::to_raw_value(&detail).ok()
             }),
+            Self::Auth(e) => {
+                if let Ok(v) = HeaderValue::from_str(&e.challenge()) {
+                    headers.insert(WWW_AUTHENTICATE, v);
+                }
+                None
+            }
             Self::Route(LookupError::MethodNotAllowed { allowed, .. }) => {
                 if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                     headers.insert(ALLOW, v);

@@ -10,6 +10,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use prost_reflect::DescriptorPool;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::descriptor;
 use crate::http_rule::RouteTable;
@@ -29,6 +30,7 @@ struct Inner {
     routes: RouteTable,
     upstreams: Upstreams,
     openapi: OpenApiDocs,
+    auth: Authenticator,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -71,13 +73,16 @@ impl Gateway {
     ///
     /// # Errors
     /// Descriptor, route or backend errors, with the config file named.
-    pub fn load(config: Config) -> anyhow::Result<Self> {
+    pub async fn load(config: Config) -> anyhow::Result<Self> {
         let source = config.source.display().to_string();
         let pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
         let upstreams = Upstreams::connect(&config);
+        let auth = Authenticator::build(&config.auth, &routes)
+            .await
+            .with_context(|| format!("{source}: invalid auth"))?;
         let openapi = OpenApiDocs {
             all: RenderedDoc::render(&openapi::document(&routes, &pool, &config))?,
             versions: openapi::versions(&routes)
@@ -95,6 +100,7 @@ impl Gateway {
                 routes,
                 upstreams,
                 openapi,
+                auth,
             }),
         })
     }
@@ -117,6 +123,11 @@ impl Gateway {
     /// The rendered OpenAPI document.
     pub fn openapi(&self) -> &OpenApiDocs {
         &self.inner.openapi
+    }
+
+    /// Authentication state.
+    pub fn auth(&self) -> &Authenticator {
+        &self.inner.auth
     }
 
     /// The backend channels.

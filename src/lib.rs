@@ -7,6 +7,7 @@
 //! rendered by [`error`]. [`config`] and [`descriptor`] run once at startup
 //! and feed [`gateway::Gateway`].
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod descriptor;

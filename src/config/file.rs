@@ -32,6 +32,9 @@ pub struct FileConfig {
     /// The generated OpenAPI document and docs UI.
     #[serde(default)]
     pub openapi: OpenApiSection,
+    /// Authentication and authorization.
+    #[serde(default)]
+    pub auth: super::auth::AuthSection,
 }
 
 /// `openapi:`

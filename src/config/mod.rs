@@ -4,6 +4,7 @@
 //! [`Config`] whose every field is ready to use. Errors name the file, the key
 //! and what is wrong. Relative paths are relative to the file's directory.
 
+pub mod auth;
 pub mod file;
 
 use std::collections::HashMap;
@@ -51,6 +52,8 @@ pub struct Config {
     pub max_grpc_timeout: Duration,
     /// The OpenAPI document and docs UI.
     pub openapi: OpenApiOptions,
+    /// Authentication and authorization.
+    pub auth: auth::AuthConfig,
 }
 
 /// OpenAPI document options.
@@ -404,6 +407,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
         openapi: openapi(raw.openapi, &err)?,
+        auth: auth::validate(raw.auth, base, &err)?,
     })
 }
 

@@ -83,6 +83,8 @@ pub struct Route {
     pub unknown_json_fields: UnknownFields,
     /// 0 for the main rule, 1.. for additional bindings.
     pub binding: usize,
+    /// Position in the table, for per-route state kept elsewhere (auth).
+    pub index: usize,
 }
 
 impl Route {
@@ -352,7 +354,8 @@ impl RouteTable {
         Some(RouteMatch { route, values })
     }
 
-    fn insert(&mut self, route: Route) -> Result<(), RouteError> {
+    fn insert(&mut self, mut route: Route) -> Result<(), RouteError> {
+        route.index = self.routes.len();
         let mut node = &mut self.root;
         for segment in &route.template.segments {
             node = match segment {
@@ -580,6 +583,7 @@ fn compile(
             .and_then(|o| o.unknown_json_fields)
             .unwrap_or(config.transcode.unknown_json_fields),
         binding: binding.index,
+        index: 0,
     })
 }
 

@@ -17,6 +17,7 @@ use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{Instrument, field::Empty};
 
+use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
@@ -72,6 +73,15 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
             route.method.full_name()
         )));
     }
+    // Credentials first: nothing of an unauthenticated request is read or parsed.
+    let requirement = gw
+        .auth()
+        .requirement(route.index)
+        .ok_or_else(|| GatewayError::Internal("route without an auth requirement".to_owned()))?;
+    let principal = gw
+        .auth()
+        .authenticate(requirement, &parts.headers, parts.uri.query())
+        .await?;
     let timeout = deadline(parts, route, gw.config().max_grpc_timeout)?;
     // One deadline for the whole request: a client trickling its body spends
     // the time the backend call would have had.
@@ -83,13 +93,16 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
     .await
     .map_err(|_| GatewayError::BodyTimeout { timeout })??;
     check_content_type(parts, &body)?;
-    let input = transcode::request(route, &found.values, parts.uri.query(), &body)?;
+    let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
+    let input = transcode::request(route, &found.values, query.as_deref(), &body)?;
     let client = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
+    let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
+    gw.auth()
+        .forward(principal.as_ref(), &parts.headers, &mut metadata);
     let reply = gw
         .upstreams()
         .unary(

@@ -6,7 +6,8 @@
 //! `openapi.enabled` is on; they take precedence over API routes of the same path.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -20,16 +21,37 @@ use crate::openapi::Format;
 
 /// Builds the router for a loaded gateway.
 pub fn router(gateway: Gateway) -> Router {
-    let mut router = Router::new().route("/healthz", get(healthz));
+    let mut endpoints = Router::new().route("/healthz", get(healthz));
     if gateway.config().openapi.enabled {
         let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
-        router = router
+        endpoints = endpoints
             .route("/openapi.json", get(openapi_json))
             .route("/openapi.yaml", get(openapi_yaml))
             .route("/openapi/{file}", get(openapi_version))
             .merge(docs::router(&versions));
     }
-    router.fallback(handler::handle).with_state(gateway)
+    if !gateway.auth().gateway_endpoints().public {
+        // route_layer: only matched gateway endpoints are checked; API calls
+        // reach the fallback, which checks their own route's requirement.
+        endpoints = endpoints.route_layer(middleware::from_fn_with_state(gateway.clone(), protect));
+    }
+    endpoints.fallback(handler::handle).with_state(gateway)
+}
+
+/// `auth.protect_gateway_endpoints`: the default requirement for health and docs.
+async fn protect(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
+    let auth = gw.auth();
+    match auth
+        .authenticate(
+            auth.gateway_endpoints(),
+            request.headers(),
+            request.uri().query(),
+        )
+        .await
+    {
+        Ok(_) => next.run(request).await,
+        Err(e) => GatewayError::from(e).into_response(),
+    }
 }
 
 /// Liveness: the process is up and serving HTTP.

@@ -15,7 +15,7 @@ async fn descriptor_set_alone_serves_the_same_routes() {
     config.descriptors.protos.clear();
     config.descriptors.descriptor_sets = vec![set];
     let (addr, stop) = serve(config).await;
-    let stack = Stack::for_gateway(addr, stop);
+    let stack = Stack::for_gateway(addr, stop).with_credentials();
 
     let user = stack.get("/v1/users/1").await;
     assert_eq!(user.status, 200, "{:?}", user.json);

@@ -4,6 +4,7 @@
 mod probe;
 mod support;
 
+mod auth;
 mod cli;
 mod descriptor_set;
 mod errors;

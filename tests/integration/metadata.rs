@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::probe::{self, Probe};
 use crate::support::{Reply, Stack, root, serve};
 
-fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
+pub fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
     let text = format!(
         "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\n\
          backends:\n  probe:\n    address: http://{addr}\n    services: [probe.v1.Probe]\n\
@@ -20,11 +20,11 @@ fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
     config::parse(&text, Path::new("probe.yaml")).unwrap()
 }
 
-async fn start(extra: &str) -> (ProbeStack, Probe) {
+pub async fn start(extra: &str) -> (ProbeStack, Probe) {
     start_with(extra, |_| {}).await
 }
 
-async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
+pub async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
     let (backend, probe) = probe::spawn().await;
     let mut config = probe_config(backend, extra);
     edit(&mut config);
@@ -32,10 +32,10 @@ async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack,
     (ProbeStack(Stack::for_gateway(addr, stop)), probe)
 }
 
-struct ProbeStack(Stack);
+pub struct ProbeStack(pub Stack);
 
 impl ProbeStack {
-    async fn echo(&self, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
+    pub async fn echo(&self, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
         self.0
             .call_with("POST", "/v1/echo", Some(&body.to_string()), headers)
             .await

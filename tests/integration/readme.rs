@@ -7,8 +7,17 @@ use serde_json::Value;
 
 use crate::support::{root, start};
 
-/// (command, expected JSON) pairs: each ```sh block that is a curl call and the ```json block after it.
-fn examples(readme: &str) -> Vec<(String, String)> {
+/// What the README asks the reader to run, in order.
+enum Step {
+    /// `export NAME=$(command)`: run it and keep the output in NAME.
+    Export { name: String, command: String },
+    /// A curl call and the JSON the README shows after it.
+    Call { command: String, expected: String },
+}
+
+/// The steps: ```sh blocks that export a variable or call curl (each call
+/// followed by a ```json block).
+fn examples(readme: &str) -> Vec<Step> {
     let mut blocks = Vec::new();
     let mut lines = readme.lines();
     while let Some(line) = lines.next() {
@@ -21,19 +30,55 @@ fn examples(readme: &str) -> Vec<(String, String)> {
         }
     }
     let mut out = Vec::new();
-    for pair in blocks.windows(2) {
-        let [(lang, body), (next_lang, next_body)] = pair else {
+    for (i, (lang, body)) in blocks.iter().enumerate() {
+        if lang != "sh" {
             continue;
-        };
-        if lang == "sh" && body.starts_with("curl ") {
-            assert_eq!(
-                next_lang, "json",
-                "README: `{body}` must be followed by a ```json block"
-            );
-            out.push((body.clone(), next_body.clone()));
+        }
+        if let Some(rest) = body.strip_prefix("export ")
+            && let Some((name, value)) = rest.split_once('=')
+            && let Some(command) = value.strip_prefix("$(").and_then(|v| v.strip_suffix(')'))
+        {
+            out.push(Step::Export {
+                name: name.to_owned(),
+                command: command.to_owned(),
+            });
+        } else if body.starts_with("curl ") {
+            let Some((_, expected)) = blocks.get(i + 1).filter(|(l, _)| l == "json") else {
+                panic!("README: `{body}` must be followed by a ```json block");
+            };
+            out.push(Step::Call {
+                command: body.clone(),
+                expected: expected.clone(),
+            });
         }
     }
     out
+}
+
+/// Runs a README command with `sh`: the gateway's address for localhost:8080
+/// and the built binary for `cargo run -q --`.
+async fn run(command: &str, host: &str, env: &[(String, String)]) -> std::process::Output {
+    let runnable = command
+        .replace("localhost:8080", host)
+        .replace("cargo run -q --", env!("CARGO_BIN_EXE_protogate"));
+    let env = env.to_vec();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&runnable)
+            .current_dir(root())
+            .envs(env)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("sh and curl are installed");
+    assert!(
+        output.status.success(),
+        "`{command}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 fn is_timestamp(s: &str) -> bool {
@@ -64,39 +109,40 @@ fn same(want: &Value, got: &Value) -> bool {
 #[tokio::test]
 async fn readme_curl_examples_are_true() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let examples = examples(&readme);
-    assert!(
-        examples.len() >= 12,
-        "found only {} curl examples",
-        examples.len()
-    );
+    let steps = examples(&readme);
+    let calls = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Call { .. }))
+        .count();
+    assert!(calls >= 15, "found only {calls} curl examples");
     let stack = start().await;
     let host = stack.addr.to_string();
-    for (command, expected) in examples {
-        let want: Value = serde_json::from_str(&expected)
-            .unwrap_or_else(|e| panic!("README JSON after `{command}`: {e}"));
-        let runnable = command.replace("localhost:8080", &host);
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new("sh").arg("-c").arg(&runnable).output()
-        })
-        .await
-        .unwrap()
-        .expect("sh and curl are installed");
-        assert!(
-            output.status.success(),
-            "`{command}` failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let got: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-            panic!(
-                "`{command}` printed non-JSON ({e}): {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        });
-        assert!(
-            same(&want, &got),
-            "`{command}`\nREADME: {want}\n   got: {got}"
-        );
+    let mut env: Vec<(String, String)> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Export { name, command } => {
+                let output = run(&command, &host, &env).await;
+                env.push((
+                    name,
+                    String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+                ));
+            }
+            Step::Call { command, expected } => {
+                let want: Value = serde_json::from_str(&expected)
+                    .unwrap_or_else(|e| panic!("README JSON after `{command}`: {e}"));
+                let output = run(&command, &host, &env).await;
+                let got: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                    panic!(
+                        "`{command}` printed non-JSON ({e}): {}",
+                        String::from_utf8_lossy(&output.stdout)
+                    )
+                });
+                assert!(
+                    same(&want, &got),
+                    "`{command}`\nREADME: {want}\n   got: {got}"
+                );
+            }
+        }
     }
 }
 

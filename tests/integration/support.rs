@@ -29,12 +29,40 @@ pub fn default_config(backends: &shop::Backends) -> Config {
     config
 }
 
+/// An HTTP client for the tests (plain HTTP; TLS needs a process-wide provider).
+pub fn client() -> reqwest::Client {
+    protogate::auth::install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// The example API key (see gateway.yaml).
+pub const API_KEY: &str = "dev-inventory-key";
+
+/// A token for the example config's `shop-dev` provider with `scope`.
+pub fn dev_token(scope: &str) -> String {
+    use protogate::auth::token::{SigningKey, TokenSpec, mint};
+    let pem = std::fs::read_to_string(root().join("examples/keys/dev-signing.pem")).unwrap();
+    let spec = TokenSpec {
+        algorithm: jsonwebtoken::Algorithm::ES256,
+        issuer: "https://auth.shop.example".into(),
+        audience: "shop-api".into(),
+        subject: "1".into(),
+        scope: Some(scope.into()),
+        ttl: std::time::Duration::from_secs(600),
+        key_id: None,
+        claims: Default::default(),
+    };
+    mint(&spec, &SigningKey::Pem(pem)).unwrap()
+}
+
 /// Backends plus a gateway, stopped when dropped.
 pub struct Stack {
     /// Kept so the backends live as long as the gateway in front of them.
     _backends: Option<shop::Backends>,
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// Headers sent with every call that does not set them itself.
+    pub credentials: Vec<(String, String)>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -60,14 +88,16 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
     Stack {
         _backends: Some(backends),
         addr,
-        client: reqwest::Client::new(),
+        client: client(),
+        credentials: Vec::new(),
         stop: Some(stop),
     }
+    .with_credentials()
 }
 
 /// Serves a gateway for `config` on an ephemeral port.
 pub async fn serve(config: Config) -> (SocketAddr, oneshot::Sender<()>) {
-    let gateway = Gateway::load(config).expect("gateway loads");
+    let gateway = Gateway::load(config).await.expect("gateway loads");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -91,9 +121,28 @@ impl Stack {
         Stack {
             _backends: None,
             addr,
-            client: reqwest::Client::new(),
+            client: client(),
+            credentials: Vec::new(),
             stop: Some(stop),
         }
+    }
+
+    /// Sends the example config's credentials (a token with every scope, the API key).
+    pub fn with_credentials(mut self) -> Self {
+        self.credentials = vec![
+            (
+                "authorization".into(),
+                format!("Bearer {}", dev_token("orders")),
+            ),
+            ("x-api-key".into(), API_KEY.into()),
+        ];
+        self
+    }
+
+    /// Sends no credentials.
+    pub fn anonymous(mut self) -> Self {
+        self.credentials.clear();
+        self
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -120,6 +169,11 @@ impl Stack {
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        for (k, v) in &self.credentials {
+            if !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)) {
+                req = req.header(k, v);
+            }
         }
         let resp = req.send().await.expect("request sent");
         let status = resp.status();

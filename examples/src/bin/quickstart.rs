@@ -59,7 +59,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         backends.users, backends.orders, backends.inventory
     );
     let listen = config.listen;
-    let gateway = Gateway::load(config)?;
+    let gateway = Gateway::load(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

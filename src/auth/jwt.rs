@@ -1,0 +1,233 @@
+//! JWT verification for one provider: issuer, audiences, algorithms, keys.
+//!
+//! Keys come from a secret, a PEM, a JWKS file, or a remote JWKS
+//! ([`super::jwks::RemoteJwks`]). The algorithm allowlist is the provider's,
+//! never the token's: `alg: none` and HMAC-with-a-public-key tokens fail
+//! before any key is used.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
+use serde_json::{Map, Value};
+
+use super::jwks::RemoteJwks;
+use crate::config::auth::{JwtProviderConfig, KeySource, Location};
+
+/// Verified claims.
+pub type Claims = Map<String, Value>;
+
+/// A provider ready to verify tokens.
+pub struct Provider {
+    /// Its name.
+    pub name: String,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Where its token is read from.
+    pub location: Location,
+    max_token_bytes: usize,
+    validation: Validation,
+    keys: Keys,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Keys {
+    /// One key for every token.
+    Single(DecodingKey),
+    /// Keys by `kid`, plus those without one.
+    Set(KeySet),
+    /// A remote JWKS.
+    Remote(RemoteJwks),
+}
+
+/// Keys from a JWKS document.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, (DecodingKey, Option<Algorithm>)>,
+    unnamed: Vec<(DecodingKey, Option<Algorithm>)>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document; keys that do not decode are skipped with a warning.
+    ///
+    /// # Errors
+    /// When the document is not a JWKS.
+    pub fn parse(text: &str, source: &str) -> anyhow::Result<Self> {
+        let set: JwkSet = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{source}: not a JWKS document: {e}"))?;
+        let mut keys = KeySet::default();
+        for jwk in &set.keys {
+            let alg = jwk
+                .common
+                .key_algorithm
+                .and_then(|a| a.to_string().parse::<Algorithm>().ok());
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => match &jwk.common.key_id {
+                    Some(kid) => {
+                        keys.by_kid.insert(kid.clone(), (key, alg));
+                    }
+                    None => keys.unnamed.push((key, alg)),
+                },
+                Err(e) => {
+                    tracing::warn!(source, kid = ?jwk.common.key_id, error = %e, "skipping a JWKS key that does not decode")
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The key for `kid`; without a kid, the only unnamed key.
+    pub fn find(&self, kid: Option<&str>) -> Option<&(DecodingKey, Option<Algorithm>)> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid),
+            None if self.unnamed.len() == 1 => self.unnamed.first(),
+            None if self.unnamed.is_empty() && self.by_kid.len() == 1 => {
+                self.by_kid.values().next()
+            }
+            None => None,
+        }
+    }
+
+    /// How many keys the set holds.
+    pub fn len(&self) -> usize {
+        self.by_kid.len() + self.unnamed.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Why a token was refused; the text is safe to show the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TokenError(pub String);
+
+impl Provider {
+    /// Builds a provider; remote JWKS are fetched once now and refreshed in the background.
+    ///
+    /// # Errors
+    /// Keys that do not parse.
+    pub async fn build(config: &JwtProviderConfig) -> anyhow::Result<Self> {
+        let key = format!("auth.jwt.{}", config.name);
+        let family_pem = |pem: &str| -> anyhow::Result<DecodingKey> {
+            let first = config
+                .algorithms
+                .first()
+                .copied()
+                .unwrap_or(Algorithm::RS256);
+            let decoded = match first {
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                Algorithm::EdDSA => DecodingKey::from_ed_pem(pem.as_bytes()),
+                _ => anyhow::bail!("{key}: a PEM key needs a public-key algorithm"),
+            };
+            decoded.map_err(|e| {
+                anyhow::anyhow!("{key}: cannot read the public key for {first:?}: {e}")
+            })
+        };
+        let keys = match &config.keys {
+            KeySource::Secret(secret) => Keys::Single(DecodingKey::from_secret(secret)),
+            KeySource::Pem(pem) => Keys::Single(family_pem(pem)?),
+            KeySource::JwksFile(text) => {
+                let set = KeySet::parse(text, &key)?;
+                if set.is_empty() {
+                    anyhow::bail!("{key}.jwks_file: no usable keys");
+                }
+                Keys::Set(set)
+            }
+            KeySource::JwksUrl {
+                url,
+                refresh,
+                min_refresh,
+            } => Keys::Remote(
+                RemoteJwks::start(config.name.clone(), url.clone(), *refresh, *min_refresh).await?,
+            ),
+        };
+        let mut validation = Validation::new(config.algorithms[0]);
+        validation.algorithms = config.algorithms.clone();
+        validation.set_issuer(&[&config.issuer]);
+        validation.set_audience(&config.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = config.clock_skew.as_secs();
+        validation.validate_nbf = true;
+        Ok(Self {
+            name: config.name.clone(),
+            issuer: config.issuer.clone(),
+            location: config.location.clone(),
+            max_token_bytes: config.max_token_bytes,
+            validation,
+            keys,
+        })
+    }
+
+    /// Verifies a token and returns its claims.
+    ///
+    /// # Errors
+    /// A [`TokenError`] saying what is wrong, without key material.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let bad = |why: &str| TokenError(why.to_owned());
+        if token.len() > self.max_token_bytes {
+            return Err(bad("token too large"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed token"))?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(bad("token algorithm not allowed"));
+        }
+        let found;
+        let key = match &self.keys {
+            Keys::Single(key) => key,
+            Keys::Set(set) => {
+                let (key, alg) = set
+                    .find(header.kid.as_deref())
+                    .ok_or_else(|| bad("unknown signing key"))?;
+                if alg.is_some_and(|a| a != header.alg) {
+                    return Err(bad("token algorithm does not match its key"));
+                }
+                key
+            }
+            Keys::Remote(remote) => {
+                let (key, alg) = remote
+                    .find(header.kid.as_deref())
+                    .await
+                    .ok_or_else(|| bad("unknown signing key"))?;
+                if alg.is_some_and(|a| a != header.alg) {
+                    return Err(bad("token algorithm does not match its key"));
+                }
+                found = key;
+                &found
+            }
+        };
+        match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(bad(match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired",
+                ErrorKind::ImmatureSignature => "token not yet valid",
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::InvalidAudience => "wrong audience",
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "token lacks a required claim (exp, iss, aud)"
+                }
+                ErrorKind::InvalidAlgorithm
+                | ErrorKind::InvalidAlgorithmName
+                | ErrorKind::UnsupportedAlgorithm => "token algorithm not allowed",
+                _ => "malformed token",
+            })),
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! Authentication and authorization at the edge, before a body is read.
+//!
+//! [`Authenticator::build`] turns `auth:` into one precomputed
+//! [`Requirement`] per route (route rule, else method, else service, else
+//! the default). [`Authenticator::authenticate`] checks the credentials a
+//! request presents against its route's requirement and yields a
+//! [`Principal`]; [`Authenticator::forward`] puts the verified identity into
+//! the backend's metadata and removes anything a client sent under the same
+//! names. Token checks live in [`jwt`], key checks in [`api_key`].
+
+pub mod api_key;
+pub mod jwks;
+pub mod jwt;
+pub mod token;
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::{AUTHORIZATION, COOKIE};
+use http::{HeaderMap, HeaderName};
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use self::api_key::{ApiKey, ApiKeys};
+use self::jwt::{Claims, Provider};
+use crate::config::auth::{API_KEY, AuthConfig, ForwardConfig, Location, RuleBody, RuleTarget};
+use crate::http_rule::{Route, RouteTable};
+
+/// Installs rustls' ring provider for outgoing TLS (JWKS over HTTPS); idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A credential a requirement accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Credential {
+    /// A JWT from the provider at this index.
+    Jwt(usize),
+    /// An API key.
+    ApiKey,
+}
+
+/// What a route requires, resolved at startup.
+#[derive(Debug, Clone, Default)]
+pub struct Requirement {
+    /// No credentials needed.
+    pub public: bool,
+    allow: Vec<Credential>,
+    /// Scopes that must all be granted.
+    pub scopes: Vec<String>,
+    claims: Vec<(String, Vec<String>)>,
+}
+
+/// Who made the request, verified.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A verified token.
+    Jwt {
+        /// The provider that verified it.
+        provider: String,
+        /// Its claims.
+        claims: Claims,
+    },
+    /// A known API key.
+    ApiKey(ApiKey),
+}
+
+/// Why a request was refused. Messages name the problem, never key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No credential the route accepts was presented.
+    #[error("missing credentials")]
+    Missing {
+        /// `WWW-Authenticate` scheme to offer.
+        bearer: bool,
+    },
+    /// A token was presented but does not verify.
+    #[error("invalid token: {reason}")]
+    InvalidToken { reason: String },
+    /// An API key was presented but is not known.
+    #[error("invalid API key")]
+    InvalidApiKey,
+    /// The credential is valid but lacks scopes.
+    #[error("insufficient scope: requires {}", .scopes.join(" "))]
+    InsufficientScope { scopes: Vec<String> },
+    /// The credential is valid but a claim does not allow access.
+    #[error("access denied: claim {claim:?} does not allow this operation")]
+    ClaimMismatch { claim: String },
+}
+
+impl AuthError {
+    /// Whether this is 403 (authenticated but not allowed) rather than 401.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(
+            self,
+            Self::InsufficientScope { .. } | Self::ClaimMismatch { .. }
+        )
+    }
+
+    /// The `WWW-Authenticate` value (RFC 6750 for bearer tokens).
+    pub fn challenge(&self) -> String {
+        const REALM: &str = "realm=\"protogate\"";
+        match self {
+            Self::Missing { bearer: true } => format!("Bearer {REALM}"),
+            Self::Missing { bearer: false } | Self::InvalidApiKey => format!("ApiKey {REALM}"),
+            Self::InvalidToken { reason } => {
+                format!("Bearer {REALM}, error=\"invalid_token\", error_description=\"{reason}\"")
+            }
+            Self::InsufficientScope { scopes } => {
+                format!(
+                    "Bearer {REALM}, error=\"insufficient_scope\", scope=\"{}\"",
+                    scopes.join(" ")
+                )
+            }
+            Self::ClaimMismatch { .. } => format!("Bearer {REALM}, error=\"insufficient_scope\""),
+        }
+    }
+}
+
+/// The auth state of a loaded gateway.
+#[derive(Debug)]
+pub struct Authenticator {
+    providers: Vec<Provider>,
+    api_keys: Option<ApiKeys>,
+    requirements: Vec<Requirement>,
+    gateway_endpoints: Requirement,
+    forward: ForwardConfig,
+    /// Metadata names only the gateway sets: a client's copies are removed.
+    targets: Vec<HeaderName>,
+    /// Headers that carry credentials: forwarded only with `auth.forward.credentials`.
+    credential_headers: Vec<HeaderName>,
+    credential_query_params: Vec<String>,
+}
+
+impl Authenticator {
+    /// Builds providers, keys and the per-route requirements.
+    ///
+    /// # Errors
+    /// Keys that do not parse, or rules that match no route.
+    pub async fn build(config: &AuthConfig, routes: &RouteTable) -> anyhow::Result<Self> {
+        let mut providers = Vec::new();
+        for p in &config.jwt {
+            providers.push(Provider::build(p).await?);
+        }
+        let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
+        let resolve = |body: &RuleBody| -> Requirement {
+            let allow = body
+                .allow
+                .iter()
+                .filter_map(|name| {
+                    if name == API_KEY {
+                        Some(Credential::ApiKey)
+                    } else {
+                        providers
+                            .iter()
+                            .position(|p| &p.name == name)
+                            .map(Credential::Jwt)
+                    }
+                })
+                .collect();
+            Requirement {
+                public: body.public,
+                allow,
+                scopes: body.scopes.clone(),
+                claims: body
+                    .claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }
+        };
+        let mut used = vec![false; config.rules.len()];
+        let requirements = routes
+            .routes()
+            .iter()
+            .map(|route| {
+                let pick = |f: &dyn Fn(&RuleTarget) -> bool| config.rules.iter().position(|r| f(&r.target));
+                let found = pick(&|t| matches_route(t, route))
+                    .or_else(|| pick(&|t| matches!(t, RuleTarget::Method(m) if m == route.method.full_name())))
+                    .or_else(|| {
+                        pick(&|t| matches!(t, RuleTarget::Service(s) if s == route.method.parent_service().full_name()))
+                    });
+                match found {
+                    Some(i) => {
+                        used[i] = true;
+                        resolve(&config.rules[i].body)
+                    }
+                    None => resolve(&config.default),
+                }
+            })
+            .collect();
+        if let Some(i) = used.iter().position(|u| !u) {
+            anyhow::bail!("{}: matches no route", config.rules[i].key);
+        }
+        let default = resolve(&config.default);
+        let gateway_endpoints = if config.protect_gateway_endpoints {
+            default
+        } else {
+            Requirement {
+                public: true,
+                ..Requirement::default()
+            }
+        };
+
+        let mut targets: Vec<HeaderName> = config
+            .forward
+            .claims
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
+        targets.extend(config.forward.payload.clone());
+        targets.extend(config.forward.api_key_name.clone());
+        let mut credential_headers = vec![AUTHORIZATION];
+        let mut credential_query_params = Vec::new();
+        let locations = providers
+            .iter()
+            .map(|p| &p.location)
+            .chain(api_keys.as_ref().map(|k| &k.location));
+        for location in locations {
+            match location {
+                Location::Bearer => {}
+                Location::Header(h) => {
+                    credential_headers.extend(HeaderName::try_from(h.as_str()).ok())
+                }
+                Location::Cookie(_) => credential_headers.push(COOKIE),
+                Location::Query(q) => credential_query_params.push(q.clone()),
+            }
+        }
+        Ok(Self {
+            providers,
+            api_keys,
+            requirements,
+            gateway_endpoints,
+            forward: config.forward.clone(),
+            targets,
+            credential_headers,
+            credential_query_params,
+        })
+    }
+
+    /// The requirement of the route at `index` in the route table.
+    pub fn requirement(&self, index: usize) -> Option<&Requirement> {
+        self.requirements.get(index)
+    }
+
+    /// The requirement of `/healthz`, `/openapi.*` and `/docs`.
+    pub fn gateway_endpoints(&self) -> &Requirement {
+        &self.gateway_endpoints
+    }
+
+    /// Query parameters that carry credentials, to keep out of message building.
+    pub fn credential_query_params(&self) -> &[String] {
+        &self.credential_query_params
+    }
+
+    /// The JWT providers, in config order.
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// The API keys, if configured.
+    pub fn api_keys(&self) -> Option<&ApiKeys> {
+        self.api_keys.as_ref()
+    }
+
+    /// The credentials a requirement accepts, as (JWT provider index | API key).
+    pub fn accepted<'a>(
+        &'a self,
+        req: &'a Requirement,
+    ) -> impl Iterator<Item = Result<&'a Provider, &'a ApiKeys>> + 'a {
+        self.credentials(req)
+            .into_iter()
+            .filter_map(move |c| match c {
+                Credential::Jwt(i) => self.providers.get(i).map(Ok),
+                Credential::ApiKey => self.api_keys.as_ref().map(Err),
+            })
+    }
+
+    /// The credentials a requirement accepts: its `allow` list, or every configured one.
+    fn credentials(&self, req: &Requirement) -> Vec<Credential> {
+        if req.allow.is_empty() {
+            (0..self.providers.len())
+                .map(Credential::Jwt)
+                .chain(self.api_keys.as_ref().map(|_| Credential::ApiKey))
+                .collect()
+        } else {
+            req.allow.clone()
+        }
+    }
+
+    /// Checks a request's credentials against `req`. `Ok(None)` for public routes.
+    ///
+    /// # Errors
+    /// [`AuthError`]: 401 kinds for missing or invalid credentials, 403 kinds
+    /// for valid credentials that lack scopes or claims.
+    pub async fn authenticate(
+        &self,
+        req: &Requirement,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Principal>, AuthError> {
+        if req.public {
+            return Ok(None);
+        }
+        let mut invalid: Option<AuthError> = None;
+        let mut denied: Option<AuthError> = None;
+        let mut bearer = false;
+        for credential in self.credentials(req) {
+            let principal = match credential {
+                Credential::Jwt(i) => {
+                    let Some(provider) = self.providers.get(i) else {
+                        continue;
+                    };
+                    bearer |= provider.location == Location::Bearer;
+                    let Some(token) = extract(&provider.location, headers, query) else {
+                        continue;
+                    };
+                    match provider.verify(&token).await {
+                        Ok(claims) => Principal::Jwt {
+                            provider: provider.name.clone(),
+                            claims,
+                        },
+                        Err(e) => {
+                            // Prefer the complaint of the provider the token claims to come from.
+                            if invalid.is_none()
+                                || issuer_of(&token).as_deref() == Some(provider.issuer.as_str())
+                            {
+                                invalid = Some(AuthError::InvalidToken { reason: e.0 });
+                            }
+                            continue;
+                        }
+                    }
+                }
+                Credential::ApiKey => {
+                    let Some(keys) = &self.api_keys else { continue };
+                    let Some(presented) = extract(&keys.location, headers, query) else {
+                        continue;
+                    };
+                    match keys.check(&presented) {
+                        Some(key) => Principal::ApiKey(key.clone()),
+                        None => {
+                            invalid.get_or_insert(AuthError::InvalidApiKey);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match authorize(req, &principal) {
+                Ok(()) => return Ok(Some(principal)),
+                Err(e) => {
+                    denied.get_or_insert(e);
+                }
+            }
+        }
+        Err(denied.or(invalid).unwrap_or(AuthError::Missing { bearer }))
+    }
+
+    /// Puts the verified identity into `metadata`, after removing whatever
+    /// the client sent under the names the gateway sets, and credentials
+    /// unless `auth.forward.credentials` is on.
+    pub fn forward(
+        &self,
+        principal: Option<&Principal>,
+        headers: &HeaderMap,
+        metadata: &mut MetadataMap,
+    ) {
+        let mut map = std::mem::take(metadata).into_headers();
+        for name in self.targets.iter().chain(&self.credential_headers) {
+            map.remove(name);
+        }
+        if self.forward.credentials {
+            for name in &self.credential_headers {
+                for value in headers.get_all(name) {
+                    map.append(name.clone(), value.clone());
+                }
+            }
+        }
+        *metadata = MetadataMap::from_headers(map);
+        let Some(principal) = principal else { return };
+        match principal {
+            Principal::Jwt { claims, .. } => {
+                for (claim, target) in &self.forward.claims {
+                    let text = match claims.get(claim) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(other) => other.to_string(),
+                        None => continue,
+                    };
+                    if let Ok(v) = MetadataValue::try_from(text.as_str()) {
+                        metadata.insert(target_key(target), v);
+                    }
+                }
+                if let Some(target) = &self.forward.payload
+                    && let Ok(json) = serde_json::to_vec(claims)
+                    && let Ok(v) = MetadataValue::try_from(URL_SAFE_NO_PAD.encode(json).as_str())
+                {
+                    metadata.insert(target_key(target), v);
+                }
+            }
+            Principal::ApiKey(key) => {
+                if let Some(target) = &self.forward.api_key_name
+                    && let Ok(v) = MetadataValue::try_from(key.name.as_str())
+                {
+                    metadata.insert(target_key(target), v);
+                }
+            }
+        }
+    }
+}
+
+fn target_key(name: &HeaderName) -> tonic::metadata::MetadataKey<tonic::metadata::Ascii> {
+    tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
+        .unwrap_or_else(|_| tonic::metadata::MetadataKey::from_static("x-invalid-forward-target"))
+}
+
+fn matches_route(target: &RuleTarget, route: &Route) -> bool {
+    match target {
+        RuleTarget::Route { method, template } => {
+            template == &route.template.source
+                && method
+                    .as_deref()
+                    .is_none_or(|m| m == route.http_method.to_string())
+        }
+        _ => false,
+    }
+}
+
+/// The token's unverified `iss`, only to pick which provider's complaint to report.
+fn issuer_of(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+/// Reads a credential from its location.
+fn extract<'a>(
+    location: &Location,
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<Cow<'a, str>> {
+    match location {
+        Location::Bearer => {
+            let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| Cow::Borrowed(token.trim()))
+        }
+        Location::Header(name) => headers
+            .get(name.as_str())?
+            .to_str()
+            .ok()
+            .map(|v| Cow::Borrowed(v.trim())),
+        Location::Cookie(name) => headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.split(';')
+                    .filter_map(|pair| pair.trim().split_once('='))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| Cow::Borrowed(v))
+            }),
+        Location::Query(name) => query?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (k == name).then(|| {
+                percent_decode_str(&v.replace('+', " "))
+                    .decode_utf8()
+                    .ok()
+                    .map(|c| Cow::Owned(c.into_owned()))
+            })?
+        }),
+    }
+    .filter(|c| !c.is_empty())
+}
+
+/// Removes credential parameters from a query string.
+pub fn strip_query<'a>(query: Option<&'a str>, names: &[String]) -> Option<Cow<'a, str>> {
+    let query = query?;
+    if names.is_empty() {
+        return Some(Cow::Borrowed(query));
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !names.iter().any(|n| n == key)
+        })
+        .collect();
+    Some(Cow::Owned(kept.join("&")))
+}
+
+/// Checks scopes and claims of a verified principal.
+fn authorize(req: &Requirement, principal: &Principal) -> Result<(), AuthError> {
+    let granted: Vec<String> = match principal {
+        Principal::Jwt { claims, .. } => scopes_of(claims),
+        Principal::ApiKey(key) => key.scopes.clone(),
+    };
+    let missing: Vec<String> = req
+        .scopes
+        .iter()
+        .filter(|s| !granted.contains(s))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(AuthError::InsufficientScope { scopes: missing });
+    }
+    for (claim, allowed) in &req.claims {
+        let ok = match principal {
+            Principal::Jwt { claims, .. } => {
+                claims.get(claim).is_some_and(|v| claim_matches(v, allowed))
+            }
+            Principal::ApiKey(_) => false,
+        };
+        if !ok {
+            return Err(AuthError::ClaimMismatch {
+                claim: claim.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Scopes from `scope` (space-separated) or `scp` (array or string).
+fn scopes_of(claims: &Claims) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in ["scope", "scp"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => out.extend(s.split_whitespace().map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                out.extend(items.iter().filter_map(Value::as_str).map(str::to_owned))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn claim_matches(value: &Value, allowed: &[String]) -> bool {
+    match value {
+        Value::String(s) => allowed.contains(s),
+        Value::Array(items) => items.iter().any(|i| claim_matches(i, allowed)),
+        Value::Null | Value::Object(_) => false,
+        other => allowed.contains(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,574 @@
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value, json};
+
+use super::token::{SigningKey, TokenSpec, mint};
+use super::*;
+use crate::config;
+use crate::descriptor::pool_from_source;
+
+const PROTO: &str = r#"
+syntax = "proto3";
+package t.v1;
+import "google/api/annotations.proto";
+message M { string id = 1; }
+service Open {
+  rpc Get(M) returns (M) { option (google.api.http) = { get: "/v1/open/{id}" }; }
+}
+service Orders {
+  rpc Get(M) returns (M) { option (google.api.http) = { get: "/v1/orders/{id}" }; }
+  rpc Cancel(M) returns (M) { option (google.api.http) = { post: "/v1/orders/{id}:cancel" }; }
+  rpc Admin(M) returns (M) { option (google.api.http) = { get: "/v1/admin/{id}" }; }
+}
+service Stock {
+  rpc Get(M) returns (M) { option (google.api.http) = { get: "/v1/stock/{id}" }; }
+}
+"#;
+
+fn key(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/keys/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn auth_yaml() -> String {
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("        {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    format!(
+        r#"auth:
+  jwt:
+    rsa:
+      issuer: https://a.example
+      audiences: [shop]
+      algorithms: [RS256]
+      public_key_pem: |
+{}
+    hmac:
+      issuer: https://h.example
+      audiences: [shop]
+      algorithms: [HS256]
+      secret: top-secret-for-tests
+      from: {{ header: x-token }}
+      max_token_bytes: 2048
+    ec:
+      issuer: https://e.example
+      audiences: [shop, other]
+      algorithms: [ES256]
+      public_key_pem: |
+{}
+      from: {{ cookie: session }}
+  api_keys:
+    from: {{ query: api_key }}
+    keys:
+      - name: bot
+        sha256: {}
+        scopes: [stock.read]
+  default: {{ allow: [rsa, hmac, ec] }}
+  rules:
+    - service: t.v1.Open
+      public: true
+    - method: t.v1.Orders.Cancel
+      allow: [rsa]
+      scopes: [orders.write]
+    - route: GET /v1/admin/{{id}}
+      claims: {{ role: [admin] }}
+    - service: t.v1.Stock
+      allow: [api_key]
+      scopes: [stock.read]
+  forward:
+    claims: {{ sub: x-user-id }}
+    payload: x-jwt-payload
+    api_key_name: x-api-key-name
+"#,
+        indent(key("rsa-a.pub.pem")),
+        indent(key("ec.pub.pem")),
+        api_key::hash_hex("bot-key"),
+    )
+}
+
+async fn authenticator(extra: &str) -> (Authenticator, RouteTable) {
+    let pool = pool_from_source(PROTO);
+    let config = config::for_test("t.v1.*", &format!("{}{extra}", auth_yaml()));
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    (
+        Authenticator::build(&config.auth, &routes).await.unwrap(),
+        routes,
+    )
+}
+
+fn spec(issuer: &str) -> TokenSpec {
+    TokenSpec {
+        algorithm: Algorithm::RS256,
+        issuer: issuer.into(),
+        audience: "shop".into(),
+        subject: "user-1".into(),
+        scope: Some("orders.read orders.write".into()),
+        ttl: Duration::from_secs(600),
+        key_id: None,
+        claims: Map::new(),
+    }
+}
+
+fn rsa_token(edit: impl FnOnce(&mut TokenSpec)) -> String {
+    let mut s = spec("https://a.example");
+    edit(&mut s);
+    mint(&s, &SigningKey::Pem(key("rsa-a.pem"))).unwrap()
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        "authorization",
+        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+    );
+    h
+}
+
+/// A token with a hand-written header and payload, signed with nothing or with `secret`.
+fn forged(header: Value, payload: Value, signature: &str) -> String {
+    let enc = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    format!("{}.{}.{signature}", enc(&header), enc(&payload))
+}
+
+fn valid_payload() -> Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    json!({"iss": "https://a.example", "aud": "shop", "sub": "x", "exp": now + 600})
+}
+
+async fn check(
+    auth: &Authenticator,
+    routes: &RouteTable,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<Principal>, AuthError> {
+    let m = http::Method::from_bytes(method.as_bytes()).unwrap();
+    let found = routes.lookup(&m, path).unwrap();
+    auth.authenticate(auth.requirement(found.route.index).unwrap(), headers, query)
+        .await
+}
+
+fn invalid(reason: &str) -> Result<(), AuthError> {
+    Err(AuthError::InvalidToken {
+        reason: reason.into(),
+    })
+}
+
+#[tokio::test]
+async fn security_cases_are_rejected() {
+    let (auth, routes) = authenticator("").await;
+    // HS256 signed with the RSA *public* key as HMAC secret: algorithm confusion.
+    let confused = mint(
+        &TokenSpec {
+            algorithm: Algorithm::HS256,
+            ..spec("https://a.example")
+        },
+        &SigningKey::Secret(key("rsa-a.pub.pem").into_bytes()),
+    )
+    .unwrap();
+    let good = rsa_token(|_| {});
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut tampered: Vec<&str> = good.split('.').collect();
+    let other_payload = URL_SAFE_NO_PAD
+        .encode(br#"{"iss":"https://a.example","aud":"shop","sub":"admin","exp":9999999999}"#);
+    tampered[1] = &other_payload;
+    let tampered = tampered.join(".");
+    let other_provider_key = mint(
+        &spec("https://a.example"),
+        &SigningKey::Pem(key("rsa-b.pem")),
+    )
+    .unwrap();
+    let huge = rsa_token(|s| {
+        s.claims.insert("pad".into(), "x".repeat(9000).into());
+    });
+    let cases: Vec<(&str, String, Result<(), AuthError>)> = vec![
+        ("valid", good.clone(), Ok(())),
+        (
+            "alg none",
+            forged(json!({"alg": "none", "typ": "JWT"}), valid_payload(), ""),
+            invalid("malformed token"),
+        ),
+        (
+            "algorithm confusion",
+            confused,
+            invalid("token algorithm not allowed"),
+        ),
+        ("expired", rsa_token(|s| s.ttl = Duration::ZERO), Ok(())),
+        (
+            "expired beyond skew",
+            rsa_token(|s| {
+                s.ttl = Duration::ZERO;
+                s.claims.insert("exp".into(), (now - 3600).into());
+            }),
+            invalid("token expired"),
+        ),
+        (
+            "not yet valid",
+            rsa_token(|s| {
+                s.claims.insert("nbf".into(), (now + 3600).into());
+            }),
+            invalid("token not yet valid"),
+        ),
+        (
+            "wrong issuer",
+            rsa_token(|s| s.issuer = "https://evil.example".into()),
+            invalid("wrong issuer"),
+        ),
+        (
+            "wrong audience",
+            rsa_token(|s| s.audience = "billing".into()),
+            invalid("wrong audience"),
+        ),
+        ("bad signature", tampered, invalid("bad signature")),
+        (
+            "key of another provider",
+            other_provider_key,
+            invalid("bad signature"),
+        ),
+        (
+            "truncated",
+            good[..good.len() / 2].to_owned(),
+            invalid("malformed token"),
+        ),
+        (
+            "garbage",
+            "not.a.jwt".to_owned(),
+            invalid("malformed token"),
+        ),
+        (
+            "empty segments",
+            "..".to_owned(),
+            invalid("malformed token"),
+        ),
+        ("oversized", huge, invalid("token too large")),
+    ];
+    for (name, token, want) in cases {
+        let got = check(&auth, &routes, "GET", "/v1/orders/1", &bearer(&token), None)
+            .await
+            .map(|_| ());
+        // "expired" within the 60s skew still passes; beyond it, not.
+        let want = if name == "expired" { Ok(()) } else { want };
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn missing_credentials_and_public_routes() {
+    let (auth, routes) = authenticator("").await;
+    let none = HeaderMap::new();
+    assert_eq!(
+        check(&auth, &routes, "GET", "/v1/open/1", &none, None)
+            .await
+            .map(|p| p.is_none()),
+        Ok(true)
+    );
+    assert_eq!(
+        check(&auth, &routes, "GET", "/v1/orders/1", &none, None)
+            .await
+            .map(|_| ()),
+        Err(AuthError::Missing { bearer: true })
+    );
+    let mut basic = HeaderMap::new();
+    basic.insert(
+        "authorization",
+        HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+    );
+    assert_eq!(
+        check(&auth, &routes, "GET", "/v1/orders/1", &basic, None)
+            .await
+            .map(|_| ()),
+        Err(AuthError::Missing { bearer: true })
+    );
+}
+
+#[tokio::test]
+async fn token_locations_header_cookie_query() {
+    let (auth, routes) = authenticator("").await;
+    let hmac = mint(
+        &TokenSpec {
+            algorithm: Algorithm::HS256,
+            ..spec("https://h.example")
+        },
+        &SigningKey::Secret(b"top-secret-for-tests".to_vec()),
+    )
+    .unwrap();
+    let mut h = HeaderMap::new();
+    h.insert("x-token", HeaderValue::from_str(&hmac).unwrap());
+    assert!(
+        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &h, None).await, Ok(Some(Principal::Jwt { provider, .. })) if provider == "hmac")
+    );
+
+    let ec = mint(
+        &TokenSpec {
+            algorithm: Algorithm::ES256,
+            ..spec("https://e.example")
+        },
+        &SigningKey::Pem(key("ec.pem")),
+    )
+    .unwrap();
+    let mut c = HeaderMap::new();
+    c.insert(
+        "cookie",
+        HeaderValue::from_str(&format!("theme=dark; session={ec}")).unwrap(),
+    );
+    assert!(
+        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &c, None).await, Ok(Some(Principal::Jwt { provider, .. })) if provider == "ec")
+    );
+
+    // The HMAC provider's token in the bearer slot is not the RSA provider's.
+    assert_eq!(
+        check(&auth, &routes, "GET", "/v1/orders/1", &bearer(&hmac), None)
+            .await
+            .map(|_| ()),
+        invalid("token algorithm not allowed")
+    );
+}
+
+#[tokio::test]
+async fn api_keys_scopes_and_claims() {
+    let (auth, routes) = authenticator("").await;
+    let none = HeaderMap::new();
+    let principal = check(
+        &auth,
+        &routes,
+        "GET",
+        "/v1/stock/1",
+        &none,
+        Some("api_key=bot-key&x=1"),
+    )
+    .await;
+    assert!(
+        matches!(principal, Ok(Some(Principal::ApiKey(ref k))) if k.name == "bot"),
+        "{principal:?}"
+    );
+    assert_eq!(
+        check(
+            &auth,
+            &routes,
+            "GET",
+            "/v1/stock/1",
+            &none,
+            Some("api_key=wrong")
+        )
+        .await
+        .map(|_| ()),
+        Err(AuthError::InvalidApiKey)
+    );
+    // A valid JWT is not an API key.
+    assert_eq!(
+        check(
+            &auth,
+            &routes,
+            "GET",
+            "/v1/stock/1",
+            &bearer(&rsa_token(|_| {})),
+            None
+        )
+        .await
+        .map(|_| ()),
+        Err(AuthError::Missing { bearer: false })
+    );
+    // Scopes: Cancel needs orders.write.
+    let read_only = rsa_token(|s| s.scope = Some("orders.read".into()));
+    assert_eq!(
+        check(
+            &auth,
+            &routes,
+            "POST",
+            "/v1/orders/1:cancel",
+            &bearer(&read_only),
+            None
+        )
+        .await
+        .map(|_| ()),
+        Err(AuthError::InsufficientScope {
+            scopes: vec!["orders.write".into()]
+        })
+    );
+    let scp_array = rsa_token(|s| {
+        s.scope = None;
+        s.claims.insert("scp".into(), json!(["orders.write"]));
+    });
+    assert!(
+        check(
+            &auth,
+            &routes,
+            "POST",
+            "/v1/orders/1:cancel",
+            &bearer(&scp_array),
+            None
+        )
+        .await
+        .is_ok()
+    );
+    // Claims: admin route needs role=admin.
+    let admin = rsa_token(|s| {
+        s.claims.insert("role".into(), json!(["staff", "admin"]));
+    });
+    assert!(
+        check(&auth, &routes, "GET", "/v1/admin/1", &bearer(&admin), None)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        check(
+            &auth,
+            &routes,
+            "GET",
+            "/v1/admin/1",
+            &bearer(&rsa_token(|_| {})),
+            None
+        )
+        .await
+        .map(|_| ()),
+        Err(AuthError::ClaimMismatch {
+            claim: "role".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn forwarding_sets_identity_and_removes_spoofs() {
+    let (auth, _) = authenticator("").await;
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
+    let mut metadata = MetadataMap::new();
+    metadata.insert("x-user-id", "spoofed".parse().unwrap());
+    metadata.insert("authorization", "Bearer abc".parse().unwrap());
+    metadata.insert("x-request-id", "r1".parse().unwrap());
+    auth.forward(None, &headers, &mut metadata);
+    assert!(
+        metadata.get("x-user-id").is_none(),
+        "a client's identity header never reaches the backend"
+    );
+    assert!(
+        metadata.get("authorization").is_none(),
+        "credentials are not forwarded by default"
+    );
+    assert_eq!(metadata.get("x-request-id").unwrap(), "r1");
+
+    let mut claims = Map::new();
+    claims.insert("sub".into(), "user-1".into());
+    let principal = Principal::Jwt {
+        provider: "rsa".into(),
+        claims: claims.clone(),
+    };
+    let mut metadata = MetadataMap::new();
+    metadata.insert("x-user-id", "spoofed".parse().unwrap());
+    auth.forward(Some(&principal), &headers, &mut metadata);
+    assert_eq!(metadata.get("x-user-id").unwrap(), "user-1");
+    let payload = metadata.get("x-jwt-payload").unwrap().to_str().unwrap();
+    let decoded: Map<String, Value> =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(decoded, claims);
+
+    let cfg = config::for_test(
+        "t.v1.*",
+        &auth_yaml().replace(
+            "api_key_name: x-api-key-name",
+            "api_key_name: x-api-key-name\n    credentials: true",
+        ),
+    );
+    assert!(cfg.auth.forward.credentials);
+    let routes = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
+    let open = Authenticator::build(&cfg.auth, &routes).await.unwrap();
+    let mut metadata = MetadataMap::new();
+    open.forward(None, &headers, &mut metadata);
+    assert_eq!(metadata.get("authorization").unwrap(), "Bearer abc");
+}
+
+#[tokio::test]
+async fn rules_that_match_nothing_are_startup_errors() {
+    let pool = pool_from_source(PROTO);
+    let yaml = auth_yaml().replace("method: t.v1.Orders.Cancel", "method: t.v1.Orders.Cancle");
+    let config = config::for_test("t.v1.*", &yaml);
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    let err = Authenticator::build(&config.auth, &routes)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "auth.rules[1]: matches no route");
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    for (edit, want) in [
+        (
+            ("algorithms: [RS256]", "algorithms: [none]"),
+            "auth.jwt.rsa.algorithms: \"none\" is not a supported algorithm",
+        ),
+        (
+            ("algorithms: [HS256]", "algorithms: [HS256, RS256]"),
+            "auth.jwt.hmac.algorithms: do not mix HMAC and public-key algorithms",
+        ),
+        (
+            (
+                "secret: top-secret-for-tests",
+                "jwks_url: https://keys.example/jwks.json",
+            ),
+            "auth.jwt.hmac: HMAC algorithms need a secret",
+        ),
+        (
+            ("allow: [api_key]", "allow: [apikey]"),
+            "auth.rules[3].allow: \"apikey\" is neither a JWT provider",
+        ),
+        (
+            ("public: true", "public: true\n      scopes: [x]"),
+            "auth.rules[0]: a public rule cannot also require",
+        ),
+    ] {
+        let yaml = auth_yaml().replacen(edit.0, edit.1, 1);
+        let text = format!(
+            "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [t.v1.Open]\n{yaml}"
+        );
+        let err = config::parse(&text, std::path::Path::new("gateway.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "got {err:?}\nwant {want:?}");
+    }
+    let bad_hash = auth_yaml().replace(&api_key::hash_hex("bot-key"), "abc");
+    let text = format!(
+        "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [t.v1.Open]\n{bad_hash}"
+    );
+    let err = config::parse(&text, std::path::Path::new("gateway.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.api_keys.keys[0].sha256"), "{err}");
+}
+
+#[test]
+fn challenges_follow_rfc_6750() {
+    assert_eq!(
+        AuthError::Missing { bearer: true }.challenge(),
+        "Bearer realm=\"protogate\""
+    );
+    assert_eq!(
+        AuthError::InvalidToken {
+            reason: "token expired".into()
+        }
+        .challenge(),
+        "Bearer realm=\"protogate\", error=\"invalid_token\", error_description=\"token expired\""
+    );
+    assert_eq!(
+        AuthError::InsufficientScope {
+            scopes: vec!["a".into(), "b".into()]
+        }
+        .challenge(),
+        "Bearer realm=\"protogate\", error=\"insufficient_scope\", scope=\"a b\""
+    );
+    assert!(
+        AuthError::ClaimMismatch {
+            claim: "role".into()
+        }
+        .is_forbidden()
+    );
+    assert!(!AuthError::InvalidApiKey.is_forbidden());
+}
