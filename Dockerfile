@@ -10,6 +10,8 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/protogate /usr/local/bin/protogate
 COPY gateway.yaml /etc/protogate/gateway.yaml
 COPY protos /etc/protogate/protos
+# The example config verifies development tokens with this public key.
+COPY examples/keys/dev-signing.pub.pem /etc/protogate/examples/keys/dev-signing.pub.pem
 WORKDIR /etc/protogate
 EXPOSE 8080
 USER nonroot

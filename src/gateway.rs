@@ -84,11 +84,11 @@ impl Gateway {
             .await
             .with_context(|| format!("{source}: invalid auth"))?;
         let openapi = OpenApiDocs {
-            all: RenderedDoc::render(&openapi::document(&routes, &pool, &config))?,
+            all: RenderedDoc::render(&openapi::document(&routes, &pool, &config, &auth))?,
             versions: openapi::versions(&routes)
                 .into_iter()
                 .map(|(version, routes)| {
-                    let doc = openapi::document_for(&routes, &pool, &config);
+                    let doc = openapi::document_for(&routes, &pool, &config, &auth);
                     Ok((version, RenderedDoc::render(&doc)?))
                 })
                 .collect::<anyhow::Result<_>>()?,

@@ -572,3 +572,48 @@ fn challenges_follow_rfc_6750() {
     );
     assert!(!AuthError::InvalidApiKey.is_forbidden());
 }
+
+#[tokio::test]
+async fn jwks_file_keys_are_chosen_by_kid() {
+    let jwk = |pem: &str, kid: &str| {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(key(pem).as_bytes()).unwrap();
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    };
+    let set = jsonwebtoken::jwk::JwkSet {
+        keys: vec![jwk("rsa-a.pem", "a"), jwk("rsa-b.pem", "b")],
+    };
+    let dir = std::env::temp_dir().join(format!("protogate-jwks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("jwks.json"), serde_json::to_string(&set).unwrap()).unwrap();
+    let yaml = format!(
+        "auth:\n  jwt:\n    file:\n      issuer: https://a.example\n      audiences: [shop]\n      algorithms: [RS256]\n      jwks_file: {}\n",
+        dir.join("jwks.json").display()
+    );
+    let config = config::for_test("t.v1.*", &yaml);
+    let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
+    let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
+    let signed = |pem: &str, kid: Option<&str>| {
+        let mut s = spec("https://a.example");
+        s.key_id = kid.map(str::to_owned);
+        mint(&s, &SigningKey::Pem(key(pem))).unwrap()
+    };
+    for (token, want) in [
+        (signed("rsa-b.pem", Some("b")), Ok(())),
+        (signed("rsa-a.pem", Some("a")), Ok(())),
+        (signed("rsa-a.pem", Some("b")), invalid("bad signature")),
+        (
+            signed("rsa-a.pem", Some("c")),
+            invalid("unknown signing key"),
+        ),
+        // Two keys and no kid: which one is ambiguous, so none.
+        (signed("rsa-a.pem", None), invalid("unknown signing key")),
+    ] {
+        let got = check(&auth, &routes, "GET", "/v1/orders/1", &bearer(&token), None)
+            .await
+            .map(|_| ());
+        assert_eq!(got, want);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

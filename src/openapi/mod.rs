@@ -19,6 +19,9 @@ use utoipa::openapi::path::{
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, Deprecated, InfoBuilder, OpenApi, OpenApiBuilder,
@@ -27,7 +30,9 @@ use utoipa::openapi::{
 
 use self::comments::{Comments, summary_and_description};
 use self::schema::Schemas;
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::config::auth::{API_KEY, Location};
 use crate::http_rule::route_table::is_bound;
 use crate::http_rule::template::Segment;
 use crate::http_rule::{BodyRule, MethodMatch, Route, RouteTable};
@@ -37,8 +42,13 @@ use crate::transcode::value::is_scalar_like;
 const MAX_QUERY_DEPTH: usize = 4;
 
 /// Builds the combined document for every route in the table.
-pub fn document(routes: &RouteTable, pool: &DescriptorPool, config: &Config) -> OpenApi {
-    document_for(routes.routes(), pool, config)
+pub fn document(
+    routes: &RouteTable,
+    pool: &DescriptorPool,
+    config: &Config,
+    auth: &Authenticator,
+) -> OpenApi {
+    document_for(routes.routes(), pool, config, auth)
 }
 
 /// The API version of a service: the last package component when it looks
@@ -69,7 +79,12 @@ pub fn versions(routes: &RouteTable) -> BTreeMap<String, Vec<Arc<Route>>> {
 }
 
 /// Builds a document for some routes (one version, or all of them).
-pub fn document_for(routes: &[Arc<Route>], pool: &DescriptorPool, config: &Config) -> OpenApi {
+pub fn document_for(
+    routes: &[Arc<Route>],
+    pool: &DescriptorPool,
+    config: &Config,
+    auth: &Authenticator,
+) -> OpenApi {
     let comments = Comments::index(pool);
     let mut schemas = Schemas::new(pool, &comments, config.transcode.json);
     let tags = TagNames::new(routes);
@@ -92,7 +107,18 @@ pub fn document_for(routes: &[Arc<Route>], pool: &DescriptorPool, config: &Confi
             path = openapi_path(route, true);
             taken.insert((normalized(&path), route.http_method.to_string()));
         }
-        let operation = operation(route, spelled, &tags, &mut schemas, &comments);
+        let mut operation = operation(route, spelled, &tags, &mut schemas, &comments);
+        if let Some(requirement) = auth.requirement(route.index).filter(|r| !r.public) {
+            // Alternatives: any one accepted credential with the scopes satisfies the route.
+            let alternatives = auth.accepted(requirement).map(|c| {
+                let name = match c {
+                    Ok(provider) => provider.name.clone(),
+                    Err(_) => API_KEY.to_owned(),
+                };
+                SecurityRequirement::new(name, requirement.scopes.clone())
+            });
+            operation.security = Some(alternatives.collect());
+        }
         paths.push((path, method, operation));
     }
 
@@ -110,13 +136,16 @@ pub fn document_for(routes: &[Arc<Route>], pool: &DescriptorPool, config: &Confi
 
     // Registered even when no route refers to it, so error responses always resolve.
     schemas.status();
-    let components = schemas
+    let mut components = schemas
         .into_components()
         .into_iter()
         .fold(ComponentsBuilder::new(), |b, (name, schema)| {
             b.schema(name, schema)
-        })
-        .build();
+        });
+    for (name, scheme) in security_schemes(auth) {
+        components = components.security_scheme(name, scheme);
+    }
+    let components = components.build();
     let options = &config.openapi;
     OpenApiBuilder::new()
         .info(
@@ -136,6 +165,41 @@ pub fn document_for(routes: &[Arc<Route>], pool: &DescriptorPool, config: &Confi
         .paths(builder.build())
         .components(Some(components))
         .build()
+}
+
+/// One security scheme per JWT provider (bearer, or an API-key-shaped scheme
+/// for tokens in another header, a cookie or the query) and one for API keys.
+fn security_schemes(auth: &Authenticator) -> Vec<(String, SecurityScheme)> {
+    let api_key = |location: &Location, description: String| {
+        let value =
+            |name: &str| ApiKeyValue::with_description(name.to_owned(), description.clone());
+        SecurityScheme::ApiKey(match location {
+            Location::Bearer => ApiKey::Header(value("Authorization")),
+            Location::Header(h) => ApiKey::Header(value(h)),
+            Location::Cookie(c) => ApiKey::Cookie(value(c)),
+            Location::Query(q) => ApiKey::Query(value(q)),
+        })
+    };
+    let mut out = Vec::new();
+    for p in auth.providers() {
+        let description = format!("JWT issued by {}", p.issuer);
+        let scheme = if p.location == Location::Bearer {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.bearer_format = Some("JWT".to_owned());
+            http.description = Some(description);
+            SecurityScheme::Http(http)
+        } else {
+            api_key(&p.location, description)
+        };
+        out.push((p.name.clone(), scheme));
+    }
+    if let Some(keys) = auth.api_keys() {
+        out.push((
+            API_KEY.to_owned(),
+            api_key(&keys.location, "API key".to_owned()),
+        ));
+    }
+    out
 }
 
 /// Renders the document as JSON or YAML text.

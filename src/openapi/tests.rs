@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::auth::Authenticator;
 use crate::config;
 use crate::descriptor::pool_from_source;
 
@@ -73,11 +74,20 @@ service Nodes {
 }
 "#;
 
+fn auth_for(config: &config::Config, routes: &RouteTable) -> Authenticator {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(Authenticator::build(&config.auth, routes))
+        .unwrap()
+}
+
 fn doc(extra: &str) -> Value {
     let pool = pool_from_source(PROTO);
     let config = config::for_test("t.v1.Nodes", extra);
     let routes = RouteTable::build(&pool, &config).unwrap();
-    serde_json::to_value(document(&routes, &pool, &config)).unwrap()
+    let auth = auth_for(&config, &routes);
+    serde_json::to_value(document(&routes, &pool, &config, &auth)).unwrap()
 }
 
 const ENCODED_SLASHES: &str = "transcoding:\n  match_encoded_slashes: true\n";
@@ -296,7 +306,8 @@ fn one_document_per_version() {
     let grouped = versions(&routes);
     assert_eq!(grouped.keys().collect::<Vec<_>>(), ["v1", "v2"]);
 
-    let combined = serde_json::to_value(document(&routes, &pool, &config)).unwrap();
+    let auth = auth_for(&config, &routes);
+    let combined = serde_json::to_value(document(&routes, &pool, &config, &auth)).unwrap();
     let paths: Vec<&String> = combined["paths"].as_object().unwrap().keys().collect();
     assert_eq!(paths, ["/v1/users/{id}", "/v2/users/{id}"]);
     // Two services named Users: the combined document tells them apart by full name.
@@ -305,7 +316,8 @@ fn one_document_per_version() {
         "t_v2_Users_Get"
     );
 
-    let only_v2 = serde_json::to_value(document_for(&grouped["v2"], &pool, &config)).unwrap();
+    let only_v2 =
+        serde_json::to_value(document_for(&grouped["v2"], &pool, &config, &auth)).unwrap();
     let paths: Vec<&String> = only_v2["paths"].as_object().unwrap().keys().collect();
     assert_eq!(paths, ["/v2/users/{id}"]);
     assert_eq!(
@@ -313,4 +325,22 @@ fn one_document_per_version() {
         "Users_Get"
     );
     assert!(only_v2["components"]["schemas"].get("t.v1.M").is_none());
+}
+
+#[test]
+fn security_schemes_and_requirements_follow_auth() {
+    let d = doc(
+        "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [a]\n      algorithms: [HS256]\n      secret: s\n  api_keys:\n    from: { query: key }\n    keys: []\n  rules:\n    - method: t.v1.Nodes.Update\n      allow: [idp]\n      scopes: [nodes.write]\n    - service: t.v1.Nodes\n      public: true\n",
+    );
+    assert_eq!(
+        d["components"]["securitySchemes"],
+        json!({
+            "idp": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "JWT issued by https://idp.example"},
+            "api_key": {"type": "apiKey", "in": "query", "name": "key", "description": "API key"}
+        })
+    );
+    let touch = &d["paths"]["/v1/nodes/{name}:touch"]["patch"];
+    assert_eq!(touch["security"], json!([{"idp": ["nodes.write"]}]));
+    let get = &d["paths"]["/v1/nodes/{name}"]["get"];
+    assert!(get.get("security").is_none(), "public: {get}");
 }

@@ -226,11 +226,12 @@ async fn verified_identity_reaches_the_backend_and_spoofs_do_not() {
     );
 }
 
-/// A JWKS endpoint whose keys and availability the test controls.
+/// A JWKS endpoint whose keys, availability and `Cache-Control` the test controls.
 #[derive(Clone)]
 struct JwksServer {
     keys: Arc<Mutex<Option<JwkSet>>>,
     hits: Arc<Mutex<usize>>,
+    cache_control: Arc<Mutex<&'static str>>,
 }
 
 impl JwksServer {
@@ -238,6 +239,7 @@ impl JwksServer {
         let server = JwksServer {
             keys: Arc::new(Mutex::new(None)),
             hits: Arc::new(Mutex::new(0)),
+            cache_control: Arc::new(Mutex::new("max-age=3600")),
         };
         let state = server.clone();
         let app = axum::Router::new().route(
@@ -246,10 +248,11 @@ impl JwksServer {
                 let state = state.clone();
                 async move {
                     *state.hits.lock().unwrap() += 1;
+                    let cache_control = *state.cache_control.lock().unwrap();
                     match state.keys.lock().unwrap().clone() {
                         Some(set) => (
                             axum::http::StatusCode::OK,
-                            [("cache-control", "max-age=3600")],
+                            [("cache-control", cache_control)],
                             serde_json::to_string(&set).unwrap(),
                         ),
                         None => (
@@ -358,4 +361,61 @@ async fn remote_jwks_rotation_outage_and_unknown_kids() {
     let forged = call(rsa_token("rsa-b.pem", "a")).await;
     assert_eq!(forged.json["message"], "invalid token: bad signature");
     let _: Value = forged.json;
+}
+
+#[tokio::test]
+async fn remote_jwks_is_refreshed_when_its_cache_lifetime_ends() {
+    let (jwks_addr, jwks) = JwksServer::spawn().await;
+    *jwks.cache_control.lock().unwrap() = "max-age=0";
+    jwks.serve(&[("a", "rsa-a.pem")]);
+    let auth = format!(
+        "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [probe]\n      algorithms: [RS256]\n      jwks_url: http://{jwks_addr}/jwks.json\n      jwks_min_refresh: 100ms\n"
+    );
+    let (_stack, _) = metadata::start(&auth).await;
+    let first = jwks.hits();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    // max-age=0 is clamped to jwks_min_refresh: a background fetch every 100ms.
+    assert!(
+        jwks.hits() >= first + 2,
+        "{} background fetches",
+        jwks.hits() - first
+    );
+}
+
+#[tokio::test]
+async fn gateway_endpoints_can_require_credentials() {
+    let stack = crate::support::start_with(|c| c.auth.protect_gateway_endpoints = true).await;
+    let anonymous = stack
+        .client
+        .get(stack.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let health = stack
+        .client
+        .get(stack.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 401);
+    let token = format!("Bearer {}", dev_token("orders"));
+    let allowed = stack
+        .client
+        .get(stack.url("/openapi.json"))
+        .header("authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    let open = start().await;
+    assert_eq!(
+        open.client
+            .get(open.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
