@@ -9,11 +9,19 @@ if ! command -v schemathesis >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
 
+# The example protects orders (JWT) and inventory (API key): send credentials
+# so the fuzzing reaches the backends instead of stopping at 401.
+cargo build --quiet --bin protogate
+token=$(target/debug/protogate token --key examples/keys/dev-signing.pem --alg ES256 \
+  --issuer https://auth.shop.example --audience shop-api --subject 1 --scope orders --ttl 1h)
+
 # filter_too_much: resource-name patterns (users/[^/]+/orders/[^/]+) reject
 # most random strings; that is the point of the pattern, not a schema fault.
 scripts/with-quickstart.sh schemathesis run http://127.0.0.1:8080/openapi.json \
   --checks not_a_server_error,response_schema_conformance,content_type_conformance \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" \
   --suppress-health-check filter_too_much \
+  --header "Authorization: Bearer $token" \
+  --header "x-api-key: dev-inventory-key" \
   --workers 2 \
   --seed 1
