@@ -17,6 +17,7 @@ use super::jwt::KeySet;
 
 const MAX_AGE_CAP: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// A cached remote key set.
 pub struct RemoteJwks {
@@ -56,6 +57,8 @@ impl RemoteJwks {
         super::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            // A redirect could downgrade to plain HTTP or point anywhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| {
                 anyhow::anyhow!("auth.jwt.{provider}: cannot build the JWKS client: {e}")
@@ -137,7 +140,21 @@ impl Inner {
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let text = resp.text().await?;
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            anyhow::bail!("the JWKS is larger than {MAX_JWKS_BYTES} bytes");
+        }
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_JWKS_BYTES {
+                anyhow::bail!("the JWKS is larger than {MAX_JWKS_BYTES} bytes");
+            }
+        }
+        let text = String::from_utf8(body)?;
         let set = KeySet::parse(&text, &self.url)?;
         if set.is_empty() {
             anyhow::bail!("the JWKS has no usable keys");

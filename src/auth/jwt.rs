@@ -26,7 +26,9 @@ pub struct Provider {
     /// Where its token is read from.
     pub location: Location,
     max_token_bytes: usize,
-    validation: Validation,
+    /// One validation per allowed algorithm: jsonwebtoken wants every
+    /// algorithm of a validation to fit the key, and a JWKS may mix families.
+    validations: HashMap<Algorithm, Validation>,
     keys: Keys,
 }
 
@@ -158,21 +160,32 @@ impl Provider {
                 RemoteJwks::start(config.name.clone(), url.clone(), *refresh, *min_refresh).await?,
             ),
         };
-        let mut validation = Validation::new(config.algorithms[0]);
-        validation.algorithms = config.algorithms.clone();
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_audience(&config.audiences);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = config.clock_skew.as_secs();
-        validation.validate_nbf = true;
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|&alg| {
+                let mut validation = Validation::new(alg);
+                validation.set_issuer(&[&config.issuer]);
+                validation.set_audience(&config.audiences);
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                validation.leeway = config.clock_skew.as_secs();
+                validation.validate_nbf = true;
+                (alg, validation)
+            })
+            .collect();
         Ok(Self {
             name: config.name.clone(),
             issuer: config.issuer.clone(),
             location: config.location.clone(),
             max_token_bytes: config.max_token_bytes,
-            validation,
+            validations,
             keys,
         })
+    }
+
+    /// Longest accepted token.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
     }
 
     /// Verifies a token and returns its claims.
@@ -185,8 +198,13 @@ impl Provider {
             return Err(bad("token too large"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed token"))?;
-        if !self.validation.algorithms.contains(&header.alg) {
-            return Err(bad("token algorithm not allowed"));
+        let validation = self
+            .validations
+            .get(&header.alg)
+            .ok_or_else(|| bad("token algorithm not allowed"))?;
+        // RFC 7515 4.1.11: extensions we do not understand must not be ignored.
+        if header.crit.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(bad("token has critical header extensions"));
         }
         let found;
         let key = match &self.keys {
@@ -212,7 +230,7 @@ impl Provider {
                 &found
             }
         };
-        match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+        match jsonwebtoken::decode::<Claims>(token, key, validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(bad(match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired",

@@ -62,9 +62,16 @@ pub enum Principal {
         provider: String,
         /// Its claims.
         claims: Claims,
+        /// The verified token, forwarded only with `auth.forward.credentials`.
+        token: String,
     },
     /// A known API key.
-    ApiKey(ApiKey),
+    ApiKey {
+        /// The key's entry.
+        key: ApiKey,
+        /// The verified key, forwarded only with `auth.forward.credentials`.
+        presented: String,
+    },
 }
 
 /// Why a request was refused. Messages name the problem, never key material.
@@ -182,11 +189,11 @@ impl Authenticator {
                     .or_else(|| {
                         pick(&|t| matches!(t, RuleTarget::Service(s) if s == route.method.parent_service().full_name()))
                     });
+                for (i, rule) in config.rules.iter().enumerate() {
+                    used[i] |= rule_matches(&rule.target, route);
+                }
                 match found {
-                    Some(i) => {
-                        used[i] = true;
-                        resolve(&config.rules[i].body)
-                    }
+                    Some(i) => resolve(&config.rules[i].body),
                     None => resolve(&config.default),
                 }
             })
@@ -321,6 +328,7 @@ impl Authenticator {
                         Ok(claims) => Principal::Jwt {
                             provider: provider.name.clone(),
                             claims,
+                            token: token.into_owned(),
                         },
                         Err(e) => {
                             // Prefer the complaint of the provider the token claims to come from.
@@ -339,7 +347,10 @@ impl Authenticator {
                         continue;
                     };
                     match keys.check(&presented) {
-                        Some(key) => Principal::ApiKey(key.clone()),
+                        Some(key) => Principal::ApiKey {
+                            key: key.clone(),
+                            presented: presented.into_owned(),
+                        },
                         None => {
                             invalid.get_or_insert(AuthError::InvalidApiKey);
                             continue;
@@ -360,21 +371,30 @@ impl Authenticator {
     /// Puts the verified identity into `metadata`, after removing whatever
     /// the client sent under the names the gateway sets, and credentials
     /// unless `auth.forward.credentials` is on.
-    pub fn forward(
-        &self,
-        principal: Option<&Principal>,
-        headers: &HeaderMap,
-        metadata: &mut MetadataMap,
-    ) {
+    pub fn forward(&self, principal: Option<&Principal>, metadata: &mut MetadataMap) {
         let mut map = std::mem::take(metadata).into_headers();
         for name in self.targets.iter().chain(&self.credential_headers) {
             map.remove(name);
         }
+        // Only the credential that was verified, never whatever else the client sent.
         if self.forward.credentials {
-            for name in &self.credential_headers {
-                for value in headers.get_all(name) {
-                    map.append(name.clone(), value.clone());
+            let verified = match principal {
+                Some(Principal::Jwt { token, .. }) => {
+                    http::HeaderValue::from_str(&format!("Bearer {token}"))
+                        .ok()
+                        .map(|v| (AUTHORIZATION, v))
                 }
+                Some(Principal::ApiKey { presented, .. }) => {
+                    let name = match self.api_keys.as_ref().map(|k| &k.location) {
+                        Some(Location::Header(h)) => HeaderName::try_from(h.as_str()).ok(),
+                        _ => Some(HeaderName::from_static("x-api-key")),
+                    };
+                    name.zip(http::HeaderValue::from_str(presented).ok())
+                }
+                None => None,
+            };
+            if let Some((name, value)) = verified {
+                map.insert(name, value);
             }
         }
         *metadata = MetadataMap::from_headers(map);
@@ -398,7 +418,7 @@ impl Authenticator {
                     metadata.insert(target_key(target), v);
                 }
             }
-            Principal::ApiKey(key) => {
+            Principal::ApiKey { key, .. } => {
                 if let Some(target) = &self.forward.api_key_name
                     && let Ok(v) = MetadataValue::try_from(key.name.as_str())
                 {
@@ -412,6 +432,15 @@ impl Authenticator {
 fn target_key(name: &HeaderName) -> tonic::metadata::MetadataKey<tonic::metadata::Ascii> {
     tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes())
         .unwrap_or_else(|_| tonic::metadata::MetadataKey::from_static("x-invalid-forward-target"))
+}
+
+/// Whether a rule names this route at any level.
+fn rule_matches(target: &RuleTarget, route: &Route) -> bool {
+    match target {
+        RuleTarget::Route { .. } => matches_route(target, route),
+        RuleTarget::Method(m) => m == route.method.full_name(),
+        RuleTarget::Service(s) => s == route.method.parent_service().full_name(),
+    }
 }
 
 fn matches_route(target: &RuleTarget, route: &Route) -> bool {
@@ -465,15 +494,20 @@ fn extract<'a>(
             }),
         Location::Query(name) => query?.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=')?;
-            (k == name).then(|| {
-                percent_decode_str(&v.replace('+', " "))
-                    .decode_utf8()
-                    .ok()
-                    .map(|c| Cow::Owned(c.into_owned()))
-            })?
+            // Decoded names, as message building decodes them: `api%5Fkey` is `api_key`.
+            (form_decode(k)?.as_ref() == name.as_str()).then(|| form_decode(v))?
         }),
     }
     .filter(|c| !c.is_empty())
+}
+
+/// One decoded query component (`+` is a space); `None` when not UTF-8.
+fn form_decode(raw: &str) -> Option<Cow<'_, str>> {
+    let spaced = raw.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|c| Cow::Owned(c.into_owned()))
 }
 
 /// Removes credential parameters from a query string.
@@ -486,7 +520,9 @@ pub fn strip_query<'a>(query: Option<&'a str>, names: &[String]) -> Option<Cow<'
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !names.iter().any(|n| n == key)
+            // Compare decoded names, as message building will: `api%5Fkey` is `api_key`.
+            let key = form_decode(key).unwrap_or(Cow::Borrowed(key));
+            !names.iter().any(|n| n.as_str() == key.as_ref())
         })
         .collect();
     Some(Cow::Owned(kept.join("&")))
@@ -496,7 +532,7 @@ pub fn strip_query<'a>(query: Option<&'a str>, names: &[String]) -> Option<Cow<'
 fn authorize(req: &Requirement, principal: &Principal) -> Result<(), AuthError> {
     let granted: Vec<String> = match principal {
         Principal::Jwt { claims, .. } => scopes_of(claims),
-        Principal::ApiKey(key) => key.scopes.clone(),
+        Principal::ApiKey { key, .. } => key.scopes.clone(),
     };
     let missing: Vec<String> = req
         .scopes
@@ -512,7 +548,7 @@ fn authorize(req: &Requirement, principal: &Principal) -> Result<(), AuthError> 
             Principal::Jwt { claims, .. } => {
                 claims.get(claim).is_some_and(|v| claim_matches(v, allowed))
             }
-            Principal::ApiKey(_) => false,
+            Principal::ApiKey { .. } => false,
         };
         if !ok {
             return Err(AuthError::ClaimMismatch {

@@ -346,7 +346,7 @@ async fn api_keys_scopes_and_claims() {
     )
     .await;
     assert!(
-        matches!(principal, Ok(Some(Principal::ApiKey(ref k))) if k.name == "bot"),
+        matches!(principal, Ok(Some(Principal::ApiKey { key: ref k, .. })) if k.name == "bot"),
         "{principal:?}"
     );
     assert_eq!(
@@ -438,13 +438,11 @@ async fn api_keys_scopes_and_claims() {
 #[tokio::test]
 async fn forwarding_sets_identity_and_removes_spoofs() {
     let (auth, _) = authenticator("").await;
-    let mut headers = HeaderMap::new();
-    headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
     let mut metadata = MetadataMap::new();
     metadata.insert("x-user-id", "spoofed".parse().unwrap());
     metadata.insert("authorization", "Bearer abc".parse().unwrap());
     metadata.insert("x-request-id", "r1".parse().unwrap());
-    auth.forward(None, &headers, &mut metadata);
+    auth.forward(None, &mut metadata);
     assert!(
         metadata.get("x-user-id").is_none(),
         "a client's identity header never reaches the backend"
@@ -460,10 +458,11 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
     let principal = Principal::Jwt {
         provider: "rsa".into(),
         claims: claims.clone(),
+        token: "verified.jwt.token".into(),
     };
     let mut metadata = MetadataMap::new();
     metadata.insert("x-user-id", "spoofed".parse().unwrap());
-    auth.forward(Some(&principal), &headers, &mut metadata);
+    auth.forward(Some(&principal), &mut metadata);
     assert_eq!(metadata.get("x-user-id").unwrap(), "user-1");
     let payload = metadata.get("x-jwt-payload").unwrap().to_str().unwrap();
     let decoded: Map<String, Value> =
@@ -480,9 +479,115 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
     assert!(cfg.auth.forward.credentials);
     let routes = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
     let open = Authenticator::build(&cfg.auth, &routes).await.unwrap();
+    // Only the verified credential is forwarded; nothing on a public route (review finding).
     let mut metadata = MetadataMap::new();
-    open.forward(None, &headers, &mut metadata);
-    assert_eq!(metadata.get("authorization").unwrap(), "Bearer abc");
+    metadata.insert("authorization", "Bearer forged".parse().unwrap());
+    open.forward(None, &mut metadata);
+    assert!(metadata.get("authorization").is_none());
+    let mut metadata = MetadataMap::new();
+    metadata.insert("authorization", "Bearer forged".parse().unwrap());
+    open.forward(Some(&principal), &mut metadata);
+    assert_eq!(
+        metadata.get("authorization").unwrap(),
+        "Bearer verified.jwt.token"
+    );
+}
+
+#[tokio::test]
+async fn review_findings_stay_fixed() {
+    let (auth, routes) = authenticator("").await;
+    // An encoded credential parameter name is still the credential parameter.
+    assert_eq!(
+        strip_query(
+            Some("api%5Fkey=k&id=1&api_key=x"),
+            auth.credential_query_params()
+        )
+        .as_deref(),
+        Some("id=1")
+    );
+    let none = HeaderMap::new();
+    let principal = check(
+        &auth,
+        &routes,
+        "GET",
+        "/v1/stock/1",
+        &none,
+        Some("api%5Fkey=bot-key"),
+    )
+    .await;
+    assert!(
+        matches!(principal, Ok(Some(Principal::ApiKey { .. }))),
+        "{principal:?}"
+    );
+    // `crit` extensions are not ignored.
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp-must-check".into()]);
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"iss": "https://h.example", "aud": "shop", "sub": "x", "exp": now + 60});
+    let crit = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"top-secret-for-tests"),
+    )
+    .unwrap();
+    let mut h = HeaderMap::new();
+    h.insert("x-token", HeaderValue::from_str(&crit).unwrap());
+    assert_eq!(
+        check(&auth, &routes, "GET", "/v1/orders/1", &h, None)
+            .await
+            .map(|_| ()),
+        invalid("token has critical header extensions")
+    );
+}
+
+#[tokio::test]
+async fn one_provider_may_mix_public_key_families() {
+    let jwk = |pem: &str, kid: &str, ec: bool| {
+        let key = if ec {
+            jsonwebtoken::EncodingKey::from_ec_pem(key(pem).as_bytes()).unwrap()
+        } else {
+            jsonwebtoken::EncodingKey::from_rsa_pem(key(pem).as_bytes()).unwrap()
+        };
+        let alg = if ec {
+            Algorithm::ES256
+        } else {
+            Algorithm::RS256
+        };
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap();
+        jwk.common.key_id = Some(kid.into());
+        jwk
+    };
+    let set = jsonwebtoken::jwk::JwkSet {
+        keys: vec![jwk("rsa-a.pem", "r", false), jwk("ec.pem", "e", true)],
+    };
+    let dir = std::env::temp_dir().join(format!("protogate-mixed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("jwks.json"), serde_json::to_string(&set).unwrap()).unwrap();
+    let yaml = format!(
+        "auth:\n  jwt:\n    mixed:\n      issuer: https://a.example\n      audiences: [shop]\n      algorithms: [RS256, ES256]\n      jwks_file: {}\n",
+        dir.join("jwks.json").display()
+    );
+    let config = config::for_test("t.v1.*", &yaml);
+    let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
+    let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
+    let rsa = rsa_token(|s| s.key_id = Some("r".into()));
+    let ec = mint(
+        &TokenSpec {
+            algorithm: Algorithm::ES256,
+            key_id: Some("e".into()),
+            ..spec("https://a.example")
+        },
+        &SigningKey::Pem(key("ec.pem")),
+    )
+    .unwrap();
+    for token in [rsa, ec] {
+        assert!(
+            check(&auth, &routes, "GET", "/v1/orders/1", &bearer(&token), None)
+                .await
+                .is_ok()
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[tokio::test]

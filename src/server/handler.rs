@@ -67,12 +67,6 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
     let span = tracing::Span::current();
     span.record("route", route.template.source.as_str());
     span.record("upstream", route.backend_name.as_str());
-    if route.is_streaming() {
-        return Err(GatewayError::Unimplemented(format!(
-            "{} is a streaming method; streaming over HTTP is not supported yet",
-            route.method.full_name()
-        )));
-    }
     // Credentials first: nothing of an unauthenticated request is read or parsed.
     let requirement = gw
         .auth()
@@ -82,6 +76,12 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
         .auth()
         .authenticate(requirement, &parts.headers, parts.uri.query())
         .await?;
+    if route.is_streaming() {
+        return Err(GatewayError::Unimplemented(format!(
+            "{} is a streaming method; streaming over HTTP is not supported yet",
+            route.method.full_name()
+        )));
+    }
     let timeout = deadline(parts, route, gw.config().max_grpc_timeout)?;
     // One deadline for the whole request: a client trickling its body spends
     // the time the backend call would have had.
@@ -101,8 +101,7 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
         .map(|c| c.0);
     let authority = parts.uri.authority().map(|a| a.as_str());
     let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
-    gw.auth()
-        .forward(principal.as_ref(), &parts.headers, &mut metadata);
+    gw.auth().forward(principal.as_ref(), &mut metadata);
     let reply = gw
         .upstreams()
         .unary(
