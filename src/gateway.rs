@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::descriptor;
 use crate::http_rule::RouteTable;
 use crate::openapi::{self, Format};
+use crate::transcode::Codec;
 use crate::upstream::Upstreams;
 
 /// Shared, immutable gateway state; cheap to clone.
@@ -31,6 +32,7 @@ struct Inner {
     upstreams: Upstreams,
     openapi: OpenApiDocs,
     auth: Authenticator,
+    codec: Codec,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -80,6 +82,7 @@ impl Gateway {
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
         let upstreams = Upstreams::connect(&config);
+        let codec = Codec::build(&routes, &config.transcode.json);
         let auth = Authenticator::build(&config.auth, &routes)
             .await
             .with_context(|| format!("{source}: invalid auth"))?;
@@ -101,6 +104,7 @@ impl Gateway {
                 upstreams,
                 openapi,
                 auth,
+                codec,
             }),
         })
     }
@@ -123,6 +127,11 @@ impl Gateway {
     /// The rendered OpenAPI document.
     pub fn openapi(&self) -> &OpenApiDocs {
         &self.inner.openapi
+    }
+
+    /// The reply codec.
+    pub fn codec(&self) -> &Codec {
+        &self.inner.codec
     }
 
     /// Authentication state.

@@ -113,12 +113,12 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
         .await
         .map_err(|e| call_error(gw, route, e))?;
     let json =
-        transcode::response(route, &reply.message, &gw.config().transcode.json).map_err(|e| {
-            GatewayError::BadBackend {
+        gw.codec()
+            .response(route, &reply.message)
+            .map_err(|e| GatewayError::BadBackend {
                 backend: route.backend_name.clone(),
                 cause: e.to_string(),
-            }
-        })?;
+            })?;
     let mut headers = response_headers(&reply.headers, reply.trailers.as_ref());
     headers.insert(CONTENT_TYPE, JSON);
     Ok((StatusCode::OK, headers, json).into_response())

@@ -6,14 +6,69 @@
 //! HTTP types or sockets, so a faster codec can replace the internals and be
 //! checked against this one.
 
+pub mod fast;
 mod query;
 mod request;
-mod response;
+pub mod response;
 pub mod status;
 pub mod value;
 
 pub use request::request;
 pub use response::response;
+
+use crate::config::JsonOptions;
+use crate::http_rule::{Route, RouteTable};
+
+/// The reply codec of a loaded gateway: the fast wire→JSON path where a
+/// route's reply type has a plan, the `DynamicMessage` path otherwise and
+/// whenever the fast path gives up.
+#[derive(Debug)]
+pub struct Codec {
+    json: JsonOptions,
+    plans: Option<fast::Plans>,
+    /// Plan index per route index.
+    by_route: Vec<Option<usize>>,
+}
+
+impl Codec {
+    /// Compiles plans for every route whose whole reply message is the body.
+    pub fn build(routes: &RouteTable, json: &JsonOptions) -> Self {
+        let fast_routes = || routes.routes().iter().filter(|r| r.response_body.is_none());
+        let outputs: Vec<_> = fast_routes().map(|r| r.method.output()).collect();
+        let plans = fast::Plans::build(outputs.iter(), json);
+        let by_route = routes
+            .routes()
+            .iter()
+            .map(|r| {
+                let plans = plans.as_ref()?;
+                r.response_body
+                    .is_none()
+                    .then(|| plans.index_of(&r.method.output()))?
+            })
+            .collect();
+        Self {
+            json: *json,
+            plans,
+            by_route,
+        }
+    }
+
+    /// Renders a reply of `route` as JSON.
+    ///
+    /// # Errors
+    /// [`TranscodeError::BadReply`] when the bytes are not a valid reply.
+    pub fn response(&self, route: &Route, reply: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+        if let Some(plans) = &self.plans
+            && let Some(Some(index)) = self.by_route.get(route.index)
+        {
+            let mut out = Vec::with_capacity(reply.len() * 2 + 16);
+            if plans.write(*index, reply, &mut out).is_ok() {
+                return Ok(out);
+            }
+        }
+        response(route, reply, &self.json)
+    }
+}
 
 /// Why a request could not be transcoded, or a reply could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
