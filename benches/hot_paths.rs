@@ -1,0 +1,123 @@
+//! Micro-benchmarks of the per-request hot paths: route lookup in a
+//! 1,000-route table, request building, and reply JSON (fast path and the
+//! `DynamicMessage` reference) for the bench rig's messages.
+//!
+//! `cargo bench --bench hot_paths`
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Method;
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use protogate::config::{self, DescriptorSources, JsonOptions};
+use protogate::http_rule::RouteTable;
+use protogate::transcode::{self, Codec};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A pool and table for `bench.proto`, or for a generated proto with `methods` routes.
+fn table(methods: Option<usize>) -> (prost_reflect::DescriptorPool, RouteTable) {
+    let dir = std::env::temp_dir().join(format!(
+        "protogate-bench-{}-{}",
+        std::process::id(),
+        methods.unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (proto, service) = match methods {
+        None => ("bench/v1/bench.proto".to_owned(), "bench.v1.*"),
+        Some(n) => {
+            let mut src = String::from(
+                "syntax = \"proto3\"; package gen.v1; import \"google/api/annotations.proto\";\nmessage M { string id = 1; string name = 2; }\nservice Big {\n",
+            );
+            for i in 0..n {
+                src.push_str(&format!(
+                    "  rpc Get{i}(M) returns (M) {{ option (google.api.http) = {{ get: \"/v1/res{i}/{{id}}/items/{{name}}\" }}; }}\n"
+                ));
+            }
+            src.push_str("}\n");
+            std::fs::write(dir.join("gen.proto"), src).unwrap();
+            ("gen.proto".to_owned(), "gen.v1.*")
+        }
+    };
+    let config = config::parse(
+        &format!(
+            "descriptors:\n  protos: [{proto}]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [{service}]\n"
+        ),
+        Path::new("bench.yaml"),
+    )
+    .unwrap();
+    let pool = protogate::descriptor::load(&DescriptorSources {
+        include: vec![root().join("tests/fixtures/protos"), dir],
+        protos: vec![proto.into()],
+        descriptor_sets: vec![],
+    })
+    .unwrap();
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    (pool, routes)
+}
+
+fn route_lookup(c: &mut Criterion) {
+    for n in [10, 1000] {
+        let (_, routes) = table(Some(n));
+        let path = format!("/v1/res{}/abc/items/def", n / 2);
+        c.bench_function(&format!("route lookup, {n} routes"), |b| {
+            b.iter(|| {
+                routes
+                    .lookup(&Method::GET, black_box(&path))
+                    .unwrap()
+                    .values
+                    .len()
+            })
+        });
+    }
+}
+
+fn request_building(c: &mut Criterion) {
+    let (_, routes) = table(None);
+    let found = routes.lookup(&Method::GET, "/v1/items/item-01234").unwrap();
+    c.bench_function("request: path + enum query (get_item)", |b| {
+        b.iter(|| {
+            transcode::request(
+                found.route,
+                &found.values,
+                black_box(Some("view=ITEM_VIEW_FULL")),
+                b"",
+            )
+            .unwrap()
+        })
+    });
+    let echo = routes.lookup(&Method::POST, "/v1/echo").unwrap();
+    let body = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/cases/echo.json"))
+        .unwrap_or_else(|_| br#"{"message":"hello from the benchmark, a hundred bytes of JSON or so","sequence":42,"tags":["a","b","c"]}"#.to_vec());
+    c.bench_function("request: JSON body (echo)", |b| {
+        b.iter(|| transcode::request(echo.route, &echo.values, None, black_box(&body)).unwrap())
+    });
+}
+
+fn replies(c: &mut Criterion) {
+    let (pool, routes) = table(None);
+    let json = JsonOptions::default();
+    let codec = Codec::build(&routes, &json);
+    let list = routes.lookup(&Method::GET, "/v1/items").unwrap();
+    let text =
+        std::fs::read_to_string(root().join("tests/fixtures/bench/list_items.json")).unwrap();
+    let desc = pool
+        .get_message_by_name("bench.v1.ListItemsResponse")
+        .unwrap();
+    let reply = DynamicMessage::deserialize(desc, &mut serde_json::Deserializer::from_str(&text))
+        .unwrap()
+        .encode_to_vec();
+    c.bench_function("reply: list_items, fast path", |b| {
+        b.iter(|| codec.response(list.route, black_box(&reply)).unwrap())
+    });
+    c.bench_function("reply: list_items, DynamicMessage reference", |b| {
+        b.iter(|| transcode::response(list.route, black_box(&reply), &json).unwrap())
+    });
+}
+
+criterion_group!(benches, route_lookup, request_building, replies);
+criterion_main!(benches);
