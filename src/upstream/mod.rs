@@ -2,22 +2,29 @@
 //!
 //! Channels connect lazily and reconnect by themselves, so a backend that is
 //! down at startup or restarts later only fails the requests made meanwhile.
-//! Calls move encoded bytes ([`codec::BytesCodec`]); turning them into JSON
+//! Calls move encoded bytes framed by hand as one gRPC message; turning them into JSON
 //! is `transcode`'s job, turning failures into HTTP is `error`'s.
 
-pub mod codec;
 pub mod metadata;
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
+use http::header::{CONTENT_TYPE, HeaderName, TE};
+use http_body_util::{BodyExt, Full};
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
 use tracing::instrument;
 
 use crate::config::Config;
 use crate::http_rule::Route;
+
+const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The backends' channels, indexed like `Config::backends`.
 #[derive(Debug, Clone)]
@@ -88,41 +95,37 @@ impl Upstreams {
                 "route names an unknown backend".to_owned(),
             ));
         };
-        let mut request = tonic::Request::new(message);
-        *request.metadata_mut() = metadata;
-        // Written by hand rather than with `set_timeout`, whose client-side
-        // enforcement answers CANCELLED; the deadline is enforced below.
-        if let Ok(value) = metadata::format_grpc_timeout(timeout).parse() {
-            request.metadata_mut().insert("grpc-timeout", value);
+        // The request is one gRPC frame in one HTTP/2 DATA frame that also
+        // ends the stream: no message tree, no extra frames for the backend.
+        let mut framed = BytesMut::with_capacity(message.len() + 5);
+        framed.put_u8(0);
+        framed.put_u32(
+            u32::try_from(message.len())
+                .map_err(|_| CallError::Protocol("request too large".to_owned()))?,
+        );
+        framed.put(message);
+        let mut headers = metadata.into_headers();
+        headers.insert(CONTENT_TYPE, GRPC);
+        headers.insert(TE, TRAILERS);
+        // Sent so the backend knows; enforced below, whatever the backend does.
+        if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(timeout)) {
+            headers.insert(GRPC_TIMEOUT, value);
         }
-        let call = async {
-            let mut grpc = tonic::client::Grpc::new(channel.clone())
-                .max_decoding_message_size(route.max_response_bytes);
-            grpc.ready()
+        let mut request = http::Request::new(tonic::body::Body::new(Full::new(framed.freeze())));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
+        *request.headers_mut() = headers;
+        let limit = route.max_response_bytes;
+        let call = async move {
+            let mut channel = channel.clone();
+            let response = channel
+                .ready()
+                .await
+                .map_err(|e| CallError::Unreachable(e.to_string()))?
+                .call(request)
                 .await
                 .map_err(|e| CallError::Unreachable(e.to_string()))?;
-            // The streaming API keeps header metadata and trailers apart, which
-            // the unary one merges; on the wire a unary call is the same.
-            let response = grpc
-                .server_streaming(request, route.grpc_path.clone(), codec::BytesCodec)
-                .await
-                .map_err(classify)?;
-            let (headers, mut stream, _) = response.into_parts();
-            let message =
-                stream.message().await.map_err(classify)?.ok_or_else(|| {
-                    CallError::Protocol("backend sent no reply message".to_owned())
-                })?;
-            if stream.message().await.map_err(classify)?.is_some() {
-                return Err(CallError::Protocol(
-                    "backend sent more than one reply message".to_owned(),
-                ));
-            }
-            let trailers = stream.trailers().await.map_err(classify)?;
-            Ok::<_, CallError>(UnaryReply {
-                headers,
-                message,
-                trailers,
-            })
+            read_reply(response, limit).await
         };
         let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, call).await {
@@ -145,23 +148,71 @@ impl Upstreams {
     }
 }
 
-/// Tells a status the backend sent from one tonic made up on our side:
-/// a transport failure (UNAVAILABLE with a source error), or a reply that is
-/// not valid gRPC. tonic has no typed errors for the latter, so they are
-/// known by the messages of its decoder; none of them can reach a client.
-fn classify(status: Status) -> CallError {
-    const LOCAL: &[&str] = &[
-        "protocol error:",
-        "Error, decoded message length too large",
-        "grpc-status header missing",
-        "Unexpected EOF decoding stream",
-    ];
-    let has_source = std::error::Error::source(&status).is_some();
-    if status.code() == Code::Unavailable && has_source {
-        CallError::Unreachable(status.to_string())
-    } else if has_source || LOCAL.iter().any(|p| status.message().starts_with(p)) {
-        CallError::Protocol(status.to_string())
-    } else {
-        CallError::Status(status)
+/// Reads a unary reply: headers, exactly one message, and the status in the
+/// trailers (or in the headers of a trailers-only answer).
+async fn read_reply(
+    response: http::Response<tonic::body::Body>,
+    limit: usize,
+) -> Result<UnaryReply, CallError> {
+    let bad = |why: String| CallError::Protocol(why);
+    let (parts, mut body) = response.into_parts();
+    if let Some(status) = Status::from_header_map(&parts.headers)
+        && status.code() != Code::Ok
+    {
+        return Err(CallError::Status(status));
     }
+    if parts.status != http::StatusCode::OK {
+        return Err(bad(format!(
+            "HTTP status {} without a gRPC status",
+            parts.status
+        )));
+    }
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/grpc") {
+        return Err(bad(format!("content type {content_type:?} is not gRPC")));
+    }
+    let mut data = BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| bad(format!("reply stream failed: {e}")))?;
+        match frame.into_data() {
+            Ok(chunk) => {
+                if data.len() + chunk.len() > limit.saturating_add(5) {
+                    return Err(bad(format!("reply larger than {limit} bytes")));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    let trailers = trailers.unwrap_or_else(|| parts.headers.clone());
+    let status = Status::from_header_map(&trailers)
+        .ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
+    if status.code() != Code::Ok {
+        return Err(CallError::Status(status));
+    }
+    let message = match data.first() {
+        Some(0) if data.len() >= 5 => {
+            let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+            if data.len() - 5 < len {
+                return Err(bad("reply message cut short".to_owned()));
+            }
+            if data.len() - 5 > len {
+                return Err(bad("backend sent more than one reply message".to_owned()));
+            }
+            data.split_off(5).freeze()
+        }
+        Some(0) | None => return Err(bad("backend sent no reply message".to_owned())),
+        // No compression was offered, so a compressed (or invalid) flag is a protocol error.
+        Some(flag) => return Err(bad(format!("reply message flag {flag}"))),
+    };
+    Ok(UnaryReply {
+        headers: MetadataMap::from_headers(parts.headers),
+        message,
+        trailers: Some(MetadataMap::from_headers(trailers)),
+    })
 }
