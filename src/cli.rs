@@ -136,7 +136,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             api_version,
         } => {
             let gateway = Gateway::load(config::load(&config)?).await?;
-            let docs = gateway.openapi();
+            let built;
+            let docs = if gateway.config().openapi.enabled {
+                gateway.openapi()
+            } else {
+                built = crate::gateway::OpenApiDocs::build(
+                    gateway.routes(),
+                    gateway.pool(),
+                    gateway.config(),
+                    gateway.auth(),
+                )?;
+                &built
+            };
             let doc = match &api_version {
                 None => &docs.all,
                 Some(v) => docs.versions.get(v).ok_or_else(|| {

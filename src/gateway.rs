@@ -53,6 +53,45 @@ pub struct RenderedDoc {
     pub yaml: Bytes,
 }
 
+impl OpenApiDocs {
+    /// Renders the combined document and one per API version.
+    ///
+    /// # Errors
+    /// Serialization errors, which a well-formed document does not produce.
+    pub fn build(
+        routes: &RouteTable,
+        pool: &DescriptorPool,
+        config: &Config,
+        auth: &Authenticator,
+    ) -> anyhow::Result<Self> {
+        let all = RenderedDoc::render(&openapi::document(routes, pool, config, auth))?;
+        let mut versions = BTreeMap::new();
+        for (version, version_routes) in openapi::versions(routes) {
+            // One version holding every route has the combined document; share its bytes.
+            let doc = if version_routes.len() == routes.routes().len() {
+                RenderedDoc {
+                    json: all.json.clone(),
+                    yaml: all.yaml.clone(),
+                }
+            } else {
+                RenderedDoc::render(&openapi::document_for(&version_routes, pool, config, auth))?
+            };
+            versions.insert(version, doc);
+        }
+        Ok(Self { all, versions })
+    }
+
+    fn empty() -> Self {
+        Self {
+            all: RenderedDoc {
+                json: Bytes::new(),
+                yaml: Bytes::new(),
+            },
+            versions: BTreeMap::new(),
+        }
+    }
+}
+
 impl RenderedDoc {
     fn render(document: &utoipa::openapi::OpenApi) -> anyhow::Result<Self> {
         Ok(Self {
@@ -86,15 +125,11 @@ impl Gateway {
         let auth = Authenticator::build(&config.auth, &routes)
             .await
             .with_context(|| format!("{source}: invalid auth"))?;
-        let openapi = OpenApiDocs {
-            all: RenderedDoc::render(&openapi::document(&routes, &pool, &config, &auth))?,
-            versions: openapi::versions(&routes)
-                .into_iter()
-                .map(|(version, routes)| {
-                    let doc = openapi::document_for(&routes, &pool, &config, &auth);
-                    Ok((version, RenderedDoc::render(&doc)?))
-                })
-                .collect::<anyhow::Result<_>>()?,
+        // Not served, not built: the CLI's `openapi` command builds on demand.
+        let openapi = if config.openapi.enabled {
+            OpenApiDocs::build(&routes, &pool, &config, &auth)?
+        } else {
+            OpenApiDocs::empty()
         };
         Ok(Self {
             inner: Arc::new(Inner {
