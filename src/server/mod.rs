@@ -7,6 +7,7 @@ pub mod router;
 use std::future::Future;
 use std::net::SocketAddr;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
@@ -21,6 +22,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    // Responses go out in several writes when large; without TCP_NODELAY,
+    // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
