@@ -542,34 +542,11 @@ async fn review_findings_stay_fixed() {
 
 #[tokio::test]
 async fn one_provider_may_mix_public_key_families() {
-    let jwk = |pem: &str, kid: &str, ec: bool| {
-        let key = if ec {
-            jsonwebtoken::EncodingKey::from_ec_pem(key(pem).as_bytes()).unwrap()
-        } else {
-            jsonwebtoken::EncodingKey::from_rsa_pem(key(pem).as_bytes()).unwrap()
-        };
-        let alg = if ec {
-            Algorithm::ES256
-        } else {
-            Algorithm::RS256
-        };
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, alg).unwrap();
-        jwk.common.key_id = Some(kid.into());
-        jwk
-    };
-    let set = jsonwebtoken::jwk::JwkSet {
-        keys: vec![jwk("rsa-a.pem", "r", false), jwk("ec.pem", "e", true)],
-    };
-    let dir = std::env::temp_dir().join(format!("protogate-mixed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("jwks.json"), serde_json::to_string(&set).unwrap()).unwrap();
-    let yaml = format!(
-        "auth:\n  jwt:\n    mixed:\n      issuer: https://a.example\n      audiences: [shop]\n      algorithms: [RS256, ES256]\n      jwks_file: {}\n",
-        dir.join("jwks.json").display()
-    );
-    let config = config::for_test("t.v1.*", &yaml);
-    let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
-    let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
+    let keys = [
+        jwk("rsa-a.pem", "r", Algorithm::RS256),
+        jwk("ec.pem", "e", Algorithm::ES256),
+    ];
+    let (auth, routes, dir) = jwks_file_provider("mixed", "[RS256, ES256]", &keys).await;
     let rsa = rsa_token(|s| s.key_id = Some("r".into()));
     let ec = mint(
         &TokenSpec {
@@ -680,25 +657,11 @@ fn challenges_follow_rfc_6750() {
 
 #[tokio::test]
 async fn jwks_file_keys_are_chosen_by_kid() {
-    let jwk = |pem: &str, kid: &str| {
-        let key = jsonwebtoken::EncodingKey::from_rsa_pem(key(pem).as_bytes()).unwrap();
-        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
-        jwk.common.key_id = Some(kid.into());
-        jwk
-    };
-    let set = jsonwebtoken::jwk::JwkSet {
-        keys: vec![jwk("rsa-a.pem", "a"), jwk("rsa-b.pem", "b")],
-    };
-    let dir = std::env::temp_dir().join(format!("protogate-jwks-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("jwks.json"), serde_json::to_string(&set).unwrap()).unwrap();
-    let yaml = format!(
-        "auth:\n  jwt:\n    file:\n      issuer: https://a.example\n      audiences: [shop]\n      algorithms: [RS256]\n      jwks_file: {}\n",
-        dir.join("jwks.json").display()
-    );
-    let config = config::for_test("t.v1.*", &yaml);
-    let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
-    let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
+    let keys = [
+        jwk("rsa-a.pem", "a", Algorithm::RS256),
+        jwk("rsa-b.pem", "b", Algorithm::RS256),
+    ];
+    let (auth, routes, dir) = jwks_file_provider("file", "[RS256]", &keys).await;
     let signed = |pem: &str, kid: Option<&str>| {
         let mut s = spec("https://a.example");
         s.key_id = kid.map(str::to_owned);
@@ -721,4 +684,40 @@ async fn jwks_file_keys_are_chosen_by_kid() {
         assert_eq!(got, want);
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A public JWK of a fixture private key.
+fn jwk(pem: &str, kid: &str, alg: Algorithm) -> jsonwebtoken::jwk::Jwk {
+    let text = key(pem);
+    let encoding = match alg {
+        Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(text.as_bytes()),
+        _ => jsonwebtoken::EncodingKey::from_rsa_pem(text.as_bytes()),
+    }
+    .unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    jwk
+}
+
+/// An authenticator whose one provider reads `keys` from a JWKS file; the
+/// returned directory holds the file, for the caller to remove.
+async fn jwks_file_provider(
+    name: &str,
+    algorithms: &str,
+    keys: &[jsonwebtoken::jwk::Jwk],
+) -> (Authenticator, RouteTable, std::path::PathBuf) {
+    let set = jsonwebtoken::jwk::JwkSet {
+        keys: keys.to_vec(),
+    };
+    let dir = std::env::temp_dir().join(format!("protogate-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("jwks.json"), serde_json::to_string(&set).unwrap()).unwrap();
+    let yaml = format!(
+        "auth:\n  jwt:\n    {name}:\n      issuer: https://a.example\n      audiences: [shop]\n      algorithms: {algorithms}\n      jwks_file: {}\n",
+        dir.join("jwks.json").display()
+    );
+    let config = config::for_test("t.v1.*", &yaml);
+    let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
+    let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
+    (auth, routes, dir)
 }
