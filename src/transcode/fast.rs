@@ -76,7 +76,11 @@ enum Value {
     String,
     Bytes,
     /// Enum names by number, pre-rendered with quotes; `None` writes numbers.
-    Enum(Option<std::sync::Arc<HashMap<i32, Box<[u8]>>>>),
+    Enum {
+        names: Option<std::sync::Arc<HashMap<i32, Box<[u8]>>>>,
+        /// The default value's number (the first value, for closed enums).
+        default: i32,
+    },
     Null,
     Message(usize),
     Timestamp,
@@ -100,7 +104,16 @@ impl Plans {
             ..Plans::default()
         };
         for root in roots {
-            plans.compile(root, json)?;
+            // A reply that is itself a well-known type has a JSON form of its own.
+            if root.full_name().starts_with("google.protobuf.") {
+                continue;
+            }
+            // A root that cannot be planned leaves no half-built plans behind.
+            let mark = plans.messages.len();
+            if plans.compile(root, json).is_none() {
+                plans.messages.truncate(mark);
+                plans.by_name.retain(|_, i| *i < mark);
+            }
         }
         Some(plans)
     }
@@ -115,7 +128,8 @@ impl Plans {
             return Some(i);
         }
         let fields: Vec<FieldDescriptor> = message.fields().collect();
-        if fields.len() > 64 {
+        // Extensions are written by the reference but not known to a plan.
+        if fields.len() > 64 || !message.descriptor_proto().extension_range.is_empty() {
             return None;
         }
         let index = self.messages.len();
@@ -190,20 +204,26 @@ impl Plans {
             Kind::String => Value::String,
             Kind::Bytes => Value::Bytes,
             Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => Value::Null,
-            Kind::Enum(_) if json.enums_as_ints => Value::Enum(None),
-            Kind::Enum(e) => Value::Enum(Some(std::sync::Arc::new(
-                e.values()
-                    .map(|v| {
-                        Some((
-                            v.number(),
-                            serde_json::to_string(v.name())
-                                .ok()?
-                                .into_bytes()
-                                .into_boxed_slice(),
-                        ))
-                    })
-                    .collect::<Option<HashMap<_, _>>>()?,
-            ))),
+            Kind::Enum(e) if json.enums_as_ints => Value::Enum {
+                names: None,
+                default: e.default_value().number(),
+            },
+            Kind::Enum(e) => Value::Enum {
+                default: e.default_value().number(),
+                names: Some(std::sync::Arc::new(
+                    e.values()
+                        .map(|v| {
+                            Some((
+                                v.number(),
+                                serde_json::to_string(v.name())
+                                    .ok()?
+                                    .into_bytes()
+                                    .into_boxed_slice(),
+                            ))
+                        })
+                        .collect::<Option<HashMap<_, _>>>()?,
+                )),
+            },
             Kind::Message(m) => match m.full_name() {
                 "google.protobuf.Timestamp" => Value::Timestamp,
                 "google.protobuf.Duration" => Value::Duration,
@@ -357,7 +377,12 @@ impl Plans {
             skip((tag & 7) as u8, &mut entry)?;
             let raw = &start[..start.len() - entry.len()];
             match tag >> 3 {
-                1 if key.is_none() => key = Some(raw),
+                1 if key.is_none() => {
+                    if (tag & 7) as u8 != wire_type_of(key_kind) {
+                        return Err(Fallback);
+                    }
+                    key = Some(raw);
+                }
                 2 if value.is_none() => value = Some(((tag & 7) as u8, raw)),
                 1 | 2 => return Err(Fallback),
                 _ => {}
@@ -416,9 +441,10 @@ impl Plans {
                 out.extend_from_slice(b"\"0\"")
             }
             Value::Message(i) => self.message(*i, &[], out, 0)?,
-            Value::Enum(names) => match names.as_ref().and_then(|m| m.get(&0)) {
+            Value::Double | Value::Float => out.extend_from_slice(b"0.0"),
+            Value::Enum { names, default } => match names.as_ref().and_then(|m| m.get(default)) {
                 Some(name) => out.extend_from_slice(name),
-                None => out.push(b'0'),
+                None => out.extend_from_slice(itoa::Buffer::new().format(*default).as_bytes()),
             },
             Value::Null => out.extend_from_slice(b"null"),
             Value::Timestamp => {
@@ -460,7 +486,13 @@ impl Plans {
             | Value::Bool => {
                 expect(0)?;
                 let v = varint(buf)?;
-                if v == 0 && !always {
+                // The default test is on the value as its type reads it: a
+                // 64-bit varint of 2^32 is a zero int32.
+                let zero = match kind {
+                    Value::Int32 | Value::Uint32 | Value::Sint32 => v as u32 == 0,
+                    _ => v == 0,
+                };
+                if zero && !always {
                     return Ok(false);
                 }
                 match kind {
@@ -475,7 +507,7 @@ impl Plans {
                     _ => out.extend_from_slice(if v != 0 { b"true" } else { b"false" }),
                 }
             }
-            Value::Enum(names) => {
+            Value::Enum { names, .. } => {
                 expect(0)?;
                 let n = varint(buf)? as i32;
                 if n == 0 && !always {
@@ -488,7 +520,7 @@ impl Plans {
             }
             Value::Null => {
                 expect(0)?;
-                let n = varint(buf)?;
+                let n = varint(buf)? as i32;
                 if n == 0 && !always {
                     return Ok(false);
                 }
@@ -497,7 +529,13 @@ impl Plans {
             Value::Fixed32 | Value::Sfixed32 | Value::Float => {
                 expect(5)?;
                 let raw = u32::from_le_bytes(take::<4>(buf)?);
-                if raw == 0 && !always {
+                // -0.0 equals 0.0, so the reference omits it like 0.0.
+                let zero = if matches!(kind, Value::Float) {
+                    f32::from_bits(raw) == 0.0
+                } else {
+                    raw == 0
+                };
+                if zero && !always {
                     return Ok(false);
                 }
                 match kind {
@@ -505,7 +543,6 @@ impl Plans {
                     Value::Sfixed32 => out.extend_from_slice(itoa.format(raw as i32).as_bytes()),
                     _ => {
                         let f = f32::from_bits(raw);
-                        // -0.0 is not the default: only the all-zero bit pattern is.
                         float(out, f64::from(f), |o| serde_json::to_writer(o, &f))?;
                     }
                 }
@@ -513,7 +550,12 @@ impl Plans {
             Value::Fixed64 | Value::Sfixed64 | Value::Double => {
                 expect(1)?;
                 let raw = u64::from_le_bytes(take::<8>(buf)?);
-                if raw == 0 && !always {
+                let zero = if matches!(kind, Value::Double) {
+                    f64::from_bits(raw) == 0.0
+                } else {
+                    raw == 0
+                };
+                if zero && !always {
                     return Ok(false);
                 }
                 match kind {
@@ -579,6 +621,10 @@ impl Plans {
             }
             Value::WellKnown(desc) => {
                 expect(2)?;
+                // Its decoder starts a fresh recursion budget; stay well inside the reference's.
+                if depth > MAX_DEPTH / 2 {
+                    return Err(Fallback);
+                }
                 let message = prost_reflect::DynamicMessage::decode(desc.clone(), take_len(buf)?)
                     .map_err(|_| Fallback)?;
                 message
@@ -596,6 +642,21 @@ impl Plans {
 fn close(open: &mut Option<&FieldPlan>, out: &mut Vec<u8>) {
     if let Some(field) = open.take() {
         out.push(if field.map_key.is_some() { b'}' } else { b']' });
+    }
+}
+
+/// The wire type a singular value of `kind` is encoded with.
+fn wire_type_of(kind: &Value) -> u8 {
+    match kind {
+        Value::Fixed64 | Value::Sfixed64 | Value::Double => 1,
+        Value::Fixed32 | Value::Sfixed32 | Value::Float => 5,
+        Value::String
+        | Value::Bytes
+        | Value::Message(_)
+        | Value::Timestamp
+        | Value::Duration
+        | Value::WellKnown(_) => 2,
+        _ => 0,
     }
 }
 

@@ -155,16 +155,29 @@ async fn read_reply(
     limit: usize,
 ) -> Result<UnaryReply, CallError> {
     let bad = |why: String| CallError::Protocol(why);
-    let (parts, mut body) = response.into_parts();
-    if let Some(status) = Status::from_header_map(&parts.headers)
+    let (mut parts, mut body) = response.into_parts();
+    if let Some(status) = status_of(&mut parts.headers)
         && status.code() != Code::Ok
     {
         return Err(CallError::Status(status));
     }
     if parts.status != http::StatusCode::OK {
-        return Err(bad(format!(
-            "HTTP status {} without a gRPC status",
-            parts.status
+        // No gRPC status: a proxy or web server answered. The gRPC spec's
+        // HTTP-to-gRPC table decides the code, so clients can retry a 503.
+        let code = match parts.status.as_u16() {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        return Err(CallError::Status(Status::new(
+            code,
+            format!(
+                "backend answered HTTP {} without a gRPC status",
+                parts.status.as_u16()
+            ),
         )));
     }
     let content_type = parts
@@ -189,9 +202,12 @@ async fn read_reply(
             Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    let trailers = trailers.unwrap_or_else(|| parts.headers.clone());
-    let status = Status::from_header_map(&trailers)
-        .ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
+    // Without trailers the status must have come in the headers (checked above).
+    let status = match trailers.as_mut() {
+        Some(t) => status_of(t),
+        None => status_of(&mut parts.headers),
+    }
+    .ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
     if status.code() != Code::Ok {
         return Err(CallError::Status(status));
     }
@@ -213,6 +229,25 @@ async fn read_reply(
     Ok(UnaryReply {
         headers: MetadataMap::from_headers(parts.headers),
         message,
-        trailers: Some(MetadataMap::from_headers(trailers)),
+        trailers: trailers.map(MetadataMap::from_headers),
     })
+}
+
+/// The gRPC status in a header map. tonic's parser panics on a
+/// `grpc-status-details-bin` that is not base64, so such a value is dropped first.
+fn status_of(headers: &mut http::HeaderMap) -> Option<Status> {
+    use base64::Engine;
+    const DETAILS: &str = "grpc-status-details-bin";
+    let engine = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    if headers
+        .get(DETAILS)
+        .is_some_and(|v| engine.decode(v.as_bytes()).is_err())
+    {
+        headers.remove(DETAILS);
+    }
+    Status::from_header_map(headers)
 }

@@ -210,12 +210,7 @@ async fn per_method_timeout_and_client_cap_apply() {
 #[tokio::test]
 async fn misbehaving_backends_get_502_without_details_leaking() {
     let (stack, _) = start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
-    for fault in [
-        "FAULT_GARBAGE",
-        "FAULT_TWO_MESSAGES",
-        "FAULT_HTTP_404",
-        "FAULT_BIG",
-    ] {
+    for fault in ["FAULT_GARBAGE", "FAULT_TWO_MESSAGES", "FAULT_BIG"] {
         let reply = stack.echo(json!({"fault": fault}), &[]).await;
         assert_eq!(reply.status, 502, "{fault}: {:?}", reply.json);
         assert_eq!(
@@ -224,6 +219,21 @@ async fn misbehaving_backends_get_502_without_details_leaking() {
             "{fault}"
         );
     }
+    // No gRPC status: the gRPC spec's HTTP-to-gRPC table (404 -> UNIMPLEMENTED, 503 -> UNAVAILABLE).
+    for (fault, http, code) in [("FAULT_HTTP_404", 501, 12), ("FAULT_HTTP_503", 503, 14)] {
+        let reply = stack.echo(json!({"fault": fault}), &[]).await;
+        assert_eq!(
+            (reply.status.as_u16(), &reply.json["code"]),
+            (http, &json!(code)),
+            "{fault}"
+        );
+    }
+    // Details that are not base64 are dropped, not a crash.
+    let bad_details = stack.echo(json!({"fault": "FAULT_BAD_DETAILS"}), &[]).await;
+    assert_eq!(
+        (bad_details.status.as_u16(), &bad_details.json["details"]),
+        (400, &json!([]))
+    );
     let failed = stack.echo(json!({"fault": "FAULT_INTERNAL"}), &[]).await;
     assert_eq!(failed.status, 500);
     assert_eq!(failed.json["message"], "probe failed");

@@ -164,9 +164,9 @@ impl Probe {
                 trailers.insert("grpc-status", "13".parse().unwrap());
                 trailers.insert("grpc-message", "probe%20failed".parse().unwrap());
             }
-            4 => {
+            4 | 8 => {
                 return http::Response::builder()
-                    .status(404)
+                    .status(if echo.fault == 4 { 404 } else { 503 })
                     .header("content-type", "text/html")
                     .body(tonic::body::Body::new(http_body_util::Full::new(
                         Bytes::from_static(b"<html><body>Not Found</body></html>"),
@@ -203,6 +203,11 @@ impl Probe {
                 trailers.insert("grpc-status", "3".parse().unwrap());
                 trailers.insert("grpc-message", "bad%20input".parse().unwrap());
                 trailers.insert("grpc-status-details-bin", bin.parse().unwrap());
+            }
+            7 => {
+                frames.clear();
+                trailers.insert("grpc-status", "3".parse().unwrap());
+                trailers.insert("grpc-status-details-bin", "!!!".parse().unwrap());
             }
             _ => {}
         }

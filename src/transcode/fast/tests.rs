@@ -33,6 +33,7 @@ message All {
   google.protobuf.Timestamp ts = 31; google.protobuf.Duration dur = 32;
   google.protobuf.Int32Value w32 = 33; google.protobuf.StringValue ws = 34;
   google.protobuf.FieldMask mask = 35; repeated fixed32 rfx = 36; repeated float rf = 37;
+  map<string, float> m_f = 38;
 }
 "#;
 
@@ -375,4 +376,38 @@ fn emit_unpopulated_is_left_to_the_reference() {
         )
         .is_none()
     );
+}
+
+#[test]
+fn review_findings_agree_with_the_reference() {
+    let all = POOL.get_message_by_name("k.v1.All").unwrap();
+    let json = JsonOptions::default();
+    let plans = Plans::build([&all], &json).unwrap();
+    let cases: &[(&str, &[u8])] = &[
+        // -0.0 equals 0.0: omitted like the default.
+        ("double -0.0", &[0x09, 0, 0, 0, 0, 0, 0, 0, 0x80]),
+        ("float -0.0", &[0x15, 0, 0, 0, 0x80]),
+        // A varint of 2^32 is a zero int32.
+        ("int32 of 2^32", &[0x18, 0x80, 0x80, 0x80, 0x80, 0x10]),
+        // Map keys with the wrong wire type are invalid, not "".
+        (
+            "string key as varint",
+            &[0xba, 0x01, 4, 0x08, 0x00, 0x10, 0x05],
+        ),
+        ("int32 key as fixed32", &[0xc2, 0x01, 5, 0x0d, 1, 0, 0, 0]),
+        // A map entry without its value.
+        ("missing float value", &[0xb2, 0x02, 3, 0x0a, 1, b'k']),
+    ];
+    for (name, wire) in cases {
+        if let Err(e) = agree(&all, &plans, wire, &json) {
+            panic!("{name}: {e}");
+        }
+    }
+    // Replies that are well-known types have their own JSON forms: no plan.
+    let ts = POOL
+        .get_message_by_name("google.protobuf.Timestamp")
+        .unwrap();
+    let plans = Plans::build([&ts, &all], &json).unwrap();
+    assert!(plans.index_of(&ts).is_none());
+    assert!(plans.index_of(&all).is_some());
 }
