@@ -33,12 +33,17 @@ pub enum GatewayError {
     /// A request header has a bad value.
     #[error("invalid {header} header: {reason}")]
     BadHeader {
+        /// Name of the header.
         header: &'static str,
+        /// Why the value is invalid.
         reason: String,
     },
     /// The body is larger than allowed.
     #[error("request body exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The body size limit in bytes.
+        limit: usize,
+    },
     /// The body could not be read from the client.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
@@ -50,20 +55,38 @@ pub enum GatewayError {
     Upstream(Box<UpstreamStatus>),
     /// The backend could not be reached.
     #[error("backend {backend} is unavailable: {cause}")]
-    Unavailable { backend: String, cause: String },
+    Unavailable {
+        /// Name of the backend.
+        backend: String,
+        /// Why it could not be reached.
+        cause: String,
+    },
     /// The backend's answer was not a valid gRPC reply of the declared type.
     #[error("backend {backend} sent an invalid response: {cause}")]
-    BadBackend { backend: String, cause: String },
+    BadBackend {
+        /// Name of the backend.
+        backend: String,
+        /// What was wrong with the response.
+        cause: String,
+    },
     /// The request body did not arrive in time.
     #[error("the request body did not arrive within {timeout:?}")]
-    BodyTimeout { timeout: std::time::Duration },
+    BodyTimeout {
+        /// How long the body was waited for.
+        timeout: std::time::Duration,
+    },
     /// The body's content type is not JSON (or something curl sends for JSON).
     #[error("unsupported content type {content_type:?}; send application/json")]
-    UnsupportedMediaType { content_type: String },
+    UnsupportedMediaType {
+        /// The content type as sent.
+        content_type: String,
+    },
     /// The deadline passed before the backend answered.
     #[error("deadline of {timeout:?} exceeded calling backend {backend}")]
     DeadlineExceeded {
+        /// Name of the backend.
         backend: String,
+        /// The deadline that passed.
         timeout: std::time::Duration,
     },
     /// A bug or an impossible state; the cause is logged, not sent.

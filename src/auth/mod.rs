@@ -85,16 +85,25 @@ pub enum AuthError {
     },
     /// A token was presented but does not verify.
     #[error("invalid token: {reason}")]
-    InvalidToken { reason: String },
+    InvalidToken {
+        /// Why the token was rejected.
+        reason: String,
+    },
     /// An API key was presented but is not known.
     #[error("invalid API key")]
     InvalidApiKey,
     /// The credential is valid but lacks scopes.
     #[error("insufficient scope: requires {}", .scopes.join(" "))]
-    InsufficientScope { scopes: Vec<String> },
+    InsufficientScope {
+        /// Required scopes the credential was not granted.
+        scopes: Vec<String>,
+    },
     /// The credential is valid but a claim does not allow access.
     #[error("access denied: claim {claim:?} does not allow this operation")]
-    ClaimMismatch { claim: String },
+    ClaimMismatch {
+        /// Name of the claim that did not allow access.
+        claim: String,
+    },
 }
 
 impl AuthError {

@@ -258,7 +258,9 @@ pub enum RuleTarget {
     Method(String),
     /// A binding: optional HTTP method and a template as written.
     Route {
+        /// HTTP method in upper case, or any method if absent.
         method: Option<String>,
+        /// The path template as written.
         template: String,
     },
 }

@@ -16,10 +16,20 @@ pub struct FieldPath {
 pub enum FieldPathError {
     /// No such field.
     #[error("field {field:?} does not exist in {message}")]
-    NoSuchField { field: String, message: String },
+    NoSuchField {
+        /// The field name that was not found.
+        field: String,
+        /// Full name of the message searched.
+        message: String,
+    },
     /// An intermediate field that is not a singular message.
     #[error("field {field:?} is not a singular message, so {path:?} cannot go through it")]
-    NotTraversable { field: String, path: String },
+    NotTraversable {
+        /// The field that is not a singular message.
+        field: String,
+        /// The whole field path as written.
+        path: String,
+    },
     /// An empty path.
     #[error("empty field path")]
     Empty,

@@ -108,20 +108,32 @@ pub struct RouteMatch<'a> {
 pub enum LookupError {
     /// No template matches the path.
     #[error("no route for {path}")]
-    NotFound { path: String },
+    NotFound {
+        /// The request path.
+        path: String,
+    },
     /// Some template matches, but not for this method.
     #[error("method {method} is not allowed for {path}")]
     MethodNotAllowed {
+        /// The request's HTTP method.
         method: String,
+        /// The request path.
         path: String,
+        /// HTTP methods that the path does accept.
         allowed: Vec<String>,
     },
     /// The path has `.` or `..` segments.
     #[error("path {path} has '.' or '..' segments")]
-    DotSegment { path: String },
+    DotSegment {
+        /// The request path.
+        path: String,
+    },
     /// A percent-encoding in the path does not decode to UTF-8.
     #[error("path {path} has percent-encoded bytes that are not UTF-8")]
-    BadEncoding { path: String },
+    BadEncoding {
+        /// The request path.
+        path: String,
+    },
 }
 
 /// Why the table could not be built. Every variant names the method and template.
@@ -129,37 +141,66 @@ pub enum LookupError {
 pub enum RouteError {
     /// The rule itself is malformed.
     #[error("{method}: {source}")]
-    Rule { method: String, source: RuleError },
+    Rule {
+        /// Full name of the gRPC method.
+        method: String,
+        /// What is wrong with the rule.
+        source: RuleError,
+    },
     /// The template does not parse.
     #[error("{method}: {source}")]
     Template {
+        /// Full name of the gRPC method.
         method: String,
+        /// Why the template does not parse.
         source: TemplateError,
     },
     /// A field named by the binding is missing or cannot be used that way.
     #[error("{method}: {http_method} {template}: {message}")]
     Binding {
+        /// Full name of the gRPC method.
         method: String,
+        /// The binding's HTTP method as written.
         http_method: String,
+        /// The binding's path template as written.
         template: String,
+        /// What is wrong with the field.
         message: String,
     },
     /// Two bindings answer the same requests.
     #[error("conflicting routes: {first} and {second} match the same requests")]
-    Conflict { first: String, second: String },
+    Conflict {
+        /// The route already in the table.
+        first: String,
+        /// The route that conflicts with it.
+        second: String,
+    },
     /// A configured service or method is not in the descriptors.
     #[error("{key}: {name} is not in the loaded descriptors")]
-    Unknown { key: String, name: String },
+    Unknown {
+        /// The configuration key that names it.
+        key: String,
+        /// The service or method name as configured.
+        name: String,
+    },
     /// A service is claimed by two backends.
     #[error("service {service} is matched by backends {first} and {second}")]
     TwoBackends {
+        /// Full name of the service.
         service: String,
+        /// Name of the first backend.
         first: String,
+        /// Name of the second backend.
         second: String,
     },
     /// An HTTP method name that is not a token.
     #[error("{method}: invalid HTTP method {kind:?}")]
-    BadHttpMethod { method: String, kind: String },
+    BadHttpMethod {
+        /// Full name of the gRPC method.
+        method: String,
+        /// The HTTP method as written.
+        kind: String,
+    },
 }
 
 #[derive(Debug, Default)]

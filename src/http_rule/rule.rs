@@ -83,13 +83,22 @@ pub struct Binding {
 pub enum RuleError {
     /// A rule without a pattern.
     #[error("binding {index} has no HTTP method and path")]
-    MissingPattern { index: usize },
+    MissingPattern {
+        /// Index of the binding (0 for the main rule).
+        index: usize,
+    },
     /// `additional_bindings` nested inside an additional binding.
     #[error("additional binding {index} has additional_bindings of its own")]
-    NestedAdditionalBindings { index: usize },
+    NestedAdditionalBindings {
+        /// Index of the additional binding.
+        index: usize,
+    },
     /// A custom pattern with an empty kind.
     #[error("binding {index} has a custom pattern with an empty kind")]
-    EmptyCustomKind { index: usize },
+    EmptyCustomKind {
+        /// Index of the binding (0 for the main rule).
+        index: usize,
+    },
     /// The option could not be read.
     #[error("cannot read the google.api.http option: {0}")]
     Decode(#[from] prost::DecodeError),

@@ -66,32 +66,56 @@ pub struct PathTemplate {
 pub enum TemplateError {
     /// The template does not begin with `/`.
     #[error("template {template:?} must start with '/'")]
-    MissingLeadingSlash { template: String },
+    MissingLeadingSlash {
+        /// The template as written.
+        template: String,
+    },
     /// A character is not allowed where it stands.
     #[error("template {template:?}: unexpected {found} at byte {pos}")]
     UnexpectedChar {
+        /// The template as written.
         template: String,
+        /// Byte offset of the problem.
         pos: usize,
+        /// The character found, quoted.
         found: String,
     },
     /// The template ends inside a construct.
     #[error("template {template:?}: unexpected end, expected {expected}")]
     UnexpectedEnd {
+        /// The template as written.
         template: String,
+        /// What was expected instead of the end.
         expected: &'static str,
     },
     /// A variable inside a variable.
     #[error("template {template:?}: variables cannot be nested (byte {pos})")]
-    NestedVariable { template: String, pos: usize },
+    NestedVariable {
+        /// The template as written.
+        template: String,
+        /// Byte offset of the inner variable.
+        pos: usize,
+    },
     /// `**` followed by more segments.
     #[error("template {template:?}: '**' must be the last segment")]
-    DeepWildcardNotLast { template: String },
+    DeepWildcardNotLast {
+        /// The template as written.
+        template: String,
+    },
     /// The same field bound twice.
     #[error("template {template:?}: field {field:?} is bound more than once")]
-    DuplicateVariable { template: String, field: String },
+    DuplicateVariable {
+        /// The template as written.
+        template: String,
+        /// The field bound more than once.
+        field: String,
+    },
     /// A `.` or `..` literal segment.
     #[error("template {template:?}: '.' and '..' segments are not allowed")]
-    DotSegment { template: String },
+    DotSegment {
+        /// The template as written.
+        template: String,
+    },
 }
 
 impl PathTemplate {

@@ -75,28 +75,50 @@ impl Codec {
 pub enum TranscodeError {
     /// A query parameter names no field.
     #[error("unknown query parameter {param:?}")]
-    UnknownQueryParameter { param: String },
+    UnknownQueryParameter {
+        /// The parameter name as sent.
+        param: String,
+    },
     /// A query parameter names a field the path or body already binds.
     #[error("query parameter {param:?} sets a field already bound by the {by}")]
-    BoundQueryParameter { param: String, by: &'static str },
+    BoundQueryParameter {
+        /// The parameter name as sent.
+        param: String,
+        /// What already binds the field: "path" or "body".
+        by: &'static str,
+    },
     /// A query parameter names a field that cannot come from the query.
     #[error("query parameter {param:?}: {reason}")]
-    UnsupportedQueryParameter { param: String, reason: String },
+    UnsupportedQueryParameter {
+        /// The parameter name as sent.
+        param: String,
+        /// Why the field cannot come from the query.
+        reason: String,
+    },
     /// A query parameter is not valid percent-encoded UTF-8.
     #[error("query parameter {param:?} is not valid percent-encoded UTF-8")]
-    QueryEncoding { param: String },
+    QueryEncoding {
+        /// The parameter name as sent.
+        param: String,
+    },
     /// A query parameter's value does not parse.
     #[error("invalid value {value:?} for query parameter {param:?}: {reason}")]
     InvalidQueryValue {
+        /// The parameter name as sent.
         param: String,
+        /// The value as sent.
         value: String,
+        /// Why the value does not parse.
         reason: String,
     },
     /// A path variable's value does not parse.
     #[error("invalid value {value:?} for path variable {field:?}: {reason}")]
     InvalidPathValue {
+        /// The bound field's dotted path.
         field: String,
+        /// The captured value.
         value: String,
+        /// Why the value does not parse.
         reason: String,
     },
     /// The JSON body does not parse into the message.
@@ -104,6 +126,7 @@ pub enum TranscodeError {
     InvalidBody {
         /// The field at fault, when known (dotted JSON path).
         field: Option<String>,
+        /// Why the body does not parse.
         reason: String,
     },
     /// A body sent to a route that takes none.
@@ -111,7 +134,12 @@ pub enum TranscodeError {
     UnexpectedBody,
     /// The backend's reply does not decode as the declared output type.
     #[error("cannot decode the {message} reply: {reason}")]
-    BadReply { message: String, reason: String },
+    BadReply {
+        /// Full name of the declared output type.
+        message: String,
+        /// Why the reply does not decode.
+        reason: String,
+    },
     /// A state route building rules out.
     #[error("{0}")]
     Internal(String),
