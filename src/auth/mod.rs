@@ -47,6 +47,7 @@ enum Credential {
 pub struct Requirement {
     /// No credentials needed.
     pub public: bool,
+    /// Accepted credentials, resolved at startup (never empty unless public).
     allow: Vec<Credential>,
     /// Scopes that must all be granted.
     pub scopes: Vec<String>,
@@ -161,21 +162,29 @@ impl Authenticator {
             providers.push(Provider::build(p).await?);
         }
         let api_keys = config.api_keys.as_ref().map(ApiKeys::new);
+        // Resolved once here: an empty `allow` means every configured credential.
+        let every: Vec<Credential> = (0..providers.len())
+            .map(Credential::Jwt)
+            .chain(api_keys.as_ref().map(|_| Credential::ApiKey))
+            .collect();
         let resolve = |body: &RuleBody| -> Requirement {
-            let allow = body
-                .allow
-                .iter()
-                .filter_map(|name| {
-                    if name == API_KEY {
-                        Some(Credential::ApiKey)
-                    } else {
-                        providers
-                            .iter()
-                            .position(|p| &p.name == name)
-                            .map(Credential::Jwt)
-                    }
-                })
-                .collect();
+            let allow = if body.allow.is_empty() {
+                every.clone()
+            } else {
+                body.allow
+                    .iter()
+                    .filter_map(|name| {
+                        if name == API_KEY {
+                            Some(Credential::ApiKey)
+                        } else {
+                            providers
+                                .iter()
+                                .position(|p| &p.name == name)
+                                .map(Credential::Jwt)
+                        }
+                    })
+                    .collect()
+            };
             Requirement {
                 public: body.public,
                 allow,
@@ -286,24 +295,10 @@ impl Authenticator {
         &'a self,
         req: &'a Requirement,
     ) -> impl Iterator<Item = Result<&'a Provider, &'a ApiKeys>> + 'a {
-        self.credentials(req)
-            .into_iter()
-            .filter_map(move |c| match c {
-                Credential::Jwt(i) => self.providers.get(i).map(Ok),
-                Credential::ApiKey => self.api_keys.as_ref().map(Err),
-            })
-    }
-
-    /// The credentials a requirement accepts: its `allow` list, or every configured one.
-    fn credentials(&self, req: &Requirement) -> Vec<Credential> {
-        if req.allow.is_empty() {
-            (0..self.providers.len())
-                .map(Credential::Jwt)
-                .chain(self.api_keys.as_ref().map(|_| Credential::ApiKey))
-                .collect()
-        } else {
-            req.allow.clone()
-        }
+        req.allow.iter().filter_map(move |c| match *c {
+            Credential::Jwt(i) => self.providers.get(i).map(Ok),
+            Credential::ApiKey => self.api_keys.as_ref().map(Err),
+        })
     }
 
     /// Checks a request's credentials against `req`. `Ok(None)` for public routes.
@@ -323,7 +318,7 @@ impl Authenticator {
         let mut invalid: Option<AuthError> = None;
         let mut denied: Option<AuthError> = None;
         let mut bearer = false;
-        for credential in self.credentials(req) {
+        for &credential in &req.allow {
             let principal = match credential {
                 Credential::Jwt(i) => {
                     let Some(provider) = self.providers.get(i) else {
