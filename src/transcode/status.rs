@@ -58,13 +58,16 @@ pub fn details(
     RawValue::from_string(String::from_utf8(out).ok()?).ok()
 }
 
-/// `google.rpc.Status`, enough of it to reach the details.
+/// `google.rpc.Status` as `grpc-status-details-bin` carries it.
 #[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
+pub struct RpcStatus {
+    /// The gRPC code.
     #[prost(int32, tag = "1")]
-    code: i32,
+    pub code: i32,
+    /// The message.
     #[prost(string, tag = "2")]
-    message: String,
+    pub message: String,
+    /// Error details, each an `Any`.
     #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
+    pub details: Vec<prost_types::Any>,
 }

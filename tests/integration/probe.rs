@@ -19,6 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
+use protogate::transcode::status::RpcStatus;
 use tonic::server::NamedService;
 
 /// `probe.v1.EchoRequest`.
@@ -41,17 +42,6 @@ pub struct EchoReply {
     pub metadata: HashMap<String, String>,
     #[prost(bytes = "vec", tag = "3")]
     pub padding: Vec<u8>,
-}
-
-/// `google.rpc.Status`, to send rich error details.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
 }
 
 /// `google.rpc.DebugInfo`.
