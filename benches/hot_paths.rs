@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request hot paths: route lookup in a
-//! 1,000-route table, request building, and reply JSON (fast path and the
-//! `DynamicMessage` reference) for the bench rig's messages.
+//! 1,000-route table, request building, reply JSON and JSON→wire, each by
+//! the fast path and by the `DynamicMessage` reference, for the bench rig's
+//! messages.
 //!
 //! `cargo bench --bench hot_paths`
 
@@ -13,6 +14,7 @@ use prost::Message;
 use prost_reflect::DynamicMessage;
 use protogate::config::{self, DescriptorSources, JsonOptions};
 use protogate::http_rule::RouteTable;
+use protogate::transcode::fast::RequestPlans;
 use protogate::transcode::{self, Codec};
 
 fn root() -> PathBuf {
@@ -78,22 +80,45 @@ fn route_lookup(c: &mut Criterion) {
 
 fn request_building(c: &mut Criterion) {
     let (_, routes) = table(None);
+    let codec = Codec::build(&routes, &JsonOptions::default());
     let found = routes.lookup(&Method::GET, "/v1/items/item-01234").unwrap();
-    c.bench_function("request: path + enum query (get_item)", |b| {
+    c.bench_function("request: path + enum query (get_item), fast path", |b| {
         b.iter(|| {
-            transcode::request(
-                found.route,
-                &found.values,
-                black_box(Some("view=ITEM_VIEW_FULL")),
-                b"",
-            )
-            .unwrap()
+            codec
+                .request(
+                    found.route,
+                    &found.values,
+                    black_box(Some("view=ITEM_VIEW_FULL")),
+                    b"",
+                )
+                .unwrap()
         })
     });
+    c.bench_function(
+        "request: path + enum query (get_item), DynamicMessage reference",
+        |b| {
+            b.iter(|| {
+                transcode::request(
+                    found.route,
+                    &found.values,
+                    black_box(Some("view=ITEM_VIEW_FULL")),
+                    b"",
+                )
+                .unwrap()
+            })
+        },
+    );
     let echo = routes.lookup(&Method::POST, "/v1/echo").unwrap();
     let body = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/cases/echo.json"))
         .unwrap_or_else(|_| br#"{"message":"hello from the benchmark, a hundred bytes of JSON or so","sequence":42,"tags":["a","b","c"]}"#.to_vec());
-    c.bench_function("request: JSON body (echo)", |b| {
+    c.bench_function("request: JSON body (echo), fast path", |b| {
+        b.iter(|| {
+            codec
+                .request(echo.route, &echo.values, None, black_box(&body))
+                .unwrap()
+        })
+    });
+    c.bench_function("request: JSON body (echo), DynamicMessage reference", |b| {
         b.iter(|| transcode::request(echo.route, &echo.values, None, black_box(&body)).unwrap())
     });
 }
@@ -119,5 +144,41 @@ fn replies(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route_lookup, request_building, replies);
+/// JSON → wire on the big message, as a client-side upload of it would be.
+fn json_to_wire(c: &mut Criterion) {
+    let (pool, _) = table(None);
+    let text = std::fs::read(root().join("tests/fixtures/bench/list_items.json")).unwrap();
+    let desc = pool
+        .get_message_by_name("bench.v1.ListItemsResponse")
+        .unwrap();
+    let plans = RequestPlans::build([&desc]);
+    let index = plans.index_of(&desc).unwrap();
+    c.bench_function("JSON→wire: list_items, fast path", |b| {
+        b.iter(|| {
+            let mut out = Vec::with_capacity(text.len());
+            plans
+                .encode(index, black_box(&text), true, &mut out)
+                .unwrap();
+            out
+        })
+    });
+    c.bench_function("JSON→wire: list_items, DynamicMessage reference", |b| {
+        b.iter(|| {
+            DynamicMessage::deserialize(
+                desc.clone(),
+                &mut serde_json::Deserializer::from_slice(black_box(&text)),
+            )
+            .unwrap()
+            .encode_to_vec()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    route_lookup,
+    request_building,
+    replies,
+    json_to_wire
+);
 criterion_main!(benches);

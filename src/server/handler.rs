@@ -94,7 +94,9 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
     .map_err(|_| GatewayError::BodyTimeout { timeout })??;
     check_content_type(parts, &body)?;
     let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
-    let input = transcode::request(route, &found.values, query.as_deref(), &body)?;
+    let input = gw
+        .codec()
+        .request(route, &found.values, query.as_deref(), &body)?;
     let client = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

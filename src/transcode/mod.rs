@@ -16,22 +16,63 @@ pub mod value;
 pub use request::request;
 pub use response::response;
 
-use crate::config::JsonOptions;
-use crate::http_rule::{Route, RouteTable};
+use crate::config::{self, JsonOptions};
+use crate::http_rule::{BodyRule, Route, RouteTable};
 
-/// The reply codec of a loaded gateway: the fast wire→JSON path where a
-/// route's reply type has a plan, the `DynamicMessage` path otherwise and
-/// whenever the fast path gives up.
+/// Whether `message`, or a singular message field it reaches, has a real oneof.
+fn has_oneof(
+    message: &prost_reflect::MessageDescriptor,
+    visited: &mut Vec<prost_reflect::MessageDescriptor>,
+) -> bool {
+    if visited.contains(message) {
+        return false;
+    }
+    visited.push(message.clone());
+    message.oneofs().any(|o| !o.is_synthetic())
+        || message.fields().any(|f| match f.kind() {
+            prost_reflect::Kind::Message(m) if !f.is_list() && !f.is_map() => {
+                has_oneof(&m, visited)
+            }
+            _ => false,
+        })
+}
+
+/// The message codec of a loaded gateway: the fast paths where a route's
+/// types have plans, the `DynamicMessage` path otherwise and whenever a
+/// fast path gives up.
 #[derive(Debug)]
 pub struct Codec {
     json: JsonOptions,
     plans: Option<fast::Plans>,
-    /// Plan index per route index.
+    /// Reply plan index per route index.
     by_route: Vec<Option<usize>>,
+    requests: fast::RequestPlans,
+    /// Request plan per route index.
+    request_by_route: Vec<Option<RequestPlan>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RequestPlan {
+    body: BodyPlan,
+    /// The input reaches a oneof: a query parameter might set a member
+    /// while the body or path set another, a conflict only the reference sees.
+    query_oneofs: bool,
+}
+
+/// How the fast request path reads a route's body.
+#[derive(Debug, Clone, Copy)]
+enum BodyPlan {
+    /// No body: path variables (and the query) only.
+    None,
+    /// `body: "*"`: the input message's plan.
+    Whole(usize),
+    /// `body: "field"`: the plan of the leaf's message and the leaf's number.
+    Field(usize, u32),
 }
 
 impl Codec {
-    /// Compiles plans for every route whose whole reply message is the body.
+    /// Compiles reply plans for every route whose whole reply message is the
+    /// body, and request plans for every route's input.
     pub fn build(routes: &RouteTable, json: &JsonOptions) -> Self {
         let fast_routes = || routes.routes().iter().filter(|r| r.response_body.is_none());
         let outputs: Vec<_> = fast_routes().map(|r| r.method.output()).collect();
@@ -46,11 +87,119 @@ impl Codec {
                     .then(|| plans.index_of(&r.method.output()))?
             })
             .collect();
+        let inputs: Vec<_> = routes.routes().iter().map(|r| r.method.input()).collect();
+        let requests = fast::RequestPlans::build(inputs.iter());
+        let request_by_route = routes
+            .routes()
+            .iter()
+            .map(|r| {
+                let input = requests.index_of(&r.method.input())?;
+                let body = match &r.body {
+                    BodyRule::None => BodyPlan::None,
+                    BodyRule::Whole => BodyPlan::Whole(input),
+                    BodyRule::Field(path) => BodyPlan::Field(
+                        requests.index_of(path.leaf().parent_message())?,
+                        path.leaf().number(),
+                    ),
+                };
+                Some(RequestPlan {
+                    body,
+                    query_oneofs: has_oneof(&r.method.input(), &mut Vec::new()),
+                })
+            })
+            .collect();
         Self {
             json: *json,
             plans,
             by_route,
+            requests,
+            request_by_route,
         }
+    }
+
+    /// Builds and encodes the request message for `route` (see [`request`]).
+    ///
+    /// # Errors
+    /// A [`TranscodeError`] naming the parameter, variable or JSON field at fault.
+    pub fn request(
+        &self,
+        route: &Route,
+        values: &[String],
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Vec<u8>, TranscodeError> {
+        let query = query.filter(|q| !q.is_empty());
+        if let Some(Some(plan)) = self.request_by_route.get(route.index)
+            && !(plan.query_oneofs && query.is_some())
+            && let Some(wire) = self.fast_request(plan.body, route, values, query, body)?
+        {
+            return Ok(wire);
+        }
+        request(route, values, query, body)
+    }
+
+    /// The fast request path: the body's wire bytes, then each path value
+    /// written explicitly (a later field wins on the wire, as the path wins
+    /// over the body), then the query's fields, which nothing else binds.
+    /// `Ok(None)` when the body needs the reference.
+    fn fast_request(
+        &self,
+        plan: BodyPlan,
+        route: &Route,
+        values: &[String],
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, TranscodeError> {
+        let body = body.trim_ascii();
+        let deny = route.unknown_json_fields == config::UnknownFields::Reject;
+        let mut out = Vec::with_capacity(body.len() + 64);
+        let encoded = match plan {
+            _ if body.is_empty() => Ok(()),
+            BodyPlan::None => return Err(TranscodeError::UnexpectedBody),
+            BodyPlan::Whole(index) => self.requests.encode(index, body, deny, &mut out),
+            BodyPlan::Field(index, number) => {
+                let BodyRule::Field(path) = &route.body else {
+                    return Ok(None);
+                };
+                let mut result = Ok(());
+                fast::request::put_nested(
+                    path.parents(),
+                    |out| result = self.requests.encode_field(index, number, body, deny, out),
+                    &mut out,
+                );
+                result
+            }
+        };
+        if encoded.is_err() {
+            return Ok(None);
+        }
+        for (path, raw) in route.path_fields.iter().zip(values) {
+            let leaf = path.leaf();
+            let parsed =
+                value::parse(leaf, raw).map_err(|reason| TranscodeError::InvalidPathValue {
+                    field: path.dotted().to_owned(),
+                    value: raw.clone(),
+                    reason,
+                })?;
+            let mut result = Ok(());
+            fast::request::put_nested(
+                path.parents(),
+                |out| {
+                    result = fast::request::put_explicit(&leaf.kind(), leaf.number(), &parsed, out)
+                },
+                &mut out,
+            );
+            if result.is_err() {
+                return Ok(None);
+            }
+        }
+        if let Some(query) = query {
+            let mut message = prost_reflect::DynamicMessage::new(route.method.input());
+            query::apply(&mut message, route, query)?;
+            prost::Message::encode(&message, &mut out)
+                .map_err(|e| TranscodeError::Internal(e.to_string()))?;
+        }
+        Ok(Some(out))
     }
 
     /// Renders a reply of `route` as JSON.

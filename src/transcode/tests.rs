@@ -51,31 +51,112 @@ service S {
   rpc Counts(Req) returns (Resp) { option (google.api.http) = { get: "/v1/counts" response_body: "counts" }; }
   rpc Total(Req) returns (Resp) { option (google.api.http) = { get: "/v1/total" response_body: "total" }; }
   rpc First(Req) returns (Resp) { option (google.api.http) = { get: "/v1/first" response_body: "first" }; }
+  rpc Put(Req) returns (Resp) { option (google.api.http) = { put: "/v1/ids/{id}" body: "*" }; }
+  rpc Patch(Item) returns (Resp) { option (google.api.http) = { patch: "/v1/kinds/{kind}" body: "*" }; }
+  rpc Update(Req) returns (Resp) { option (google.api.http) = { patch: "/v1/items/{item.id}" body: "item" }; }
 }
 "#;
 
 struct Fixture {
     table: RouteTable,
+    codec: Codec,
 }
 
 fn fixture(extra_config: &str) -> Fixture {
     let config = config::for_test("t.v1.S", extra_config);
+    let table = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
     Fixture {
-        table: RouteTable::build(&pool_from_source(PROTO), &config).unwrap(),
+        codec: Codec::build(&table, &JsonOptions::default()),
+        table,
     }
 }
 
 impl Fixture {
-    /// Builds the request for `method path?query` with `body`, decoded back to JSON.
+    /// Builds the request for `method path?query` with `body`, decoded back
+    /// to JSON, by the reference and by the codec's fast path, which must agree.
     fn build(&self, method: &str, target: &str, body: &str) -> Result<Value, TranscodeError> {
         let (path, query) = target
             .split_once('?')
             .map_or((target, None), |(p, q)| (p, Some(q)));
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let found = self.table.lookup(&m, path).unwrap();
-        let bytes = request(found.route, &found.values, query, body.as_bytes())?;
-        let msg = DynamicMessage::decode(found.route.method.input(), bytes.as_slice()).unwrap();
-        Ok(serde_json::to_value(&msg).unwrap())
+        let route = found.route;
+        let decode = |bytes: Vec<u8>| {
+            let msg = DynamicMessage::decode(route.method.input(), bytes.as_slice()).unwrap();
+            serde_json::to_value(&msg).unwrap()
+        };
+        let reference = request(route, &found.values, query, body.as_bytes()).map(decode);
+        let fast = self
+            .codec
+            .request(route, &found.values, query, body.as_bytes())
+            .map(decode);
+        assert_eq!(reference, fast, "{method} {target} {body}");
+        reference
+    }
+
+    /// Whether the codec's fast path answers (rather than the reference).
+    fn fast_answers(&self, method: &str, target: &str, body: &str) -> bool {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let (path, query) = target
+            .split_once('?')
+            .map_or((target, None), |(p, q)| (p, Some(q)));
+        let found = self.table.lookup(&m, path).unwrap();
+        let plan = self.codec.request_by_route[found.route.index].unwrap();
+        self.codec
+            .fast_request(
+                plan.body,
+                found.route,
+                &found.values,
+                query,
+                body.as_bytes(),
+            )
+            .unwrap()
+            .is_some()
+    }
+}
+
+#[test]
+fn path_values_override_the_body_even_when_zero() {
+    let f = fixture("");
+    for (method, target, body, want) in [
+        (
+            "PUT",
+            "/v1/ids/7",
+            r#"{"id": "5", "name": "n"}"#,
+            json!({"id": "7", "name": "n"}),
+        ),
+        // A zero from the path must still beat the body's value on the wire.
+        (
+            "PUT",
+            "/v1/ids/0",
+            r#"{"id": "5", "name": "n"}"#,
+            json!({"name": "n"}),
+        ),
+        (
+            "PATCH",
+            "/v1/kinds/KIND_UNSPECIFIED",
+            r#"{"kind": "KIND_B", "id": 3}"#,
+            json!({"id": "3"}),
+        ),
+        (
+            "PATCH",
+            "/v1/items/0",
+            r#"{"id": "9", "name": "x", "tags": ["a"]}"#,
+            json!({"item": {"name": "x", "tags": ["a"]}}),
+        ),
+        (
+            "PATCH",
+            "/v1/items/4",
+            r#"{"name": "x"}"#,
+            json!({"item": {"id": "4", "name": "x"}}),
+        ),
+    ] {
+        assert_eq!(
+            f.build(method, target, body).unwrap(),
+            want,
+            "{method} {target} {body}"
+        );
+        assert!(f.fast_answers(method, target, body), "{method} {target}");
     }
 }
 
@@ -503,8 +584,7 @@ mod never_panics {
 
         #[test]
         fn on_arbitrary_query_strings(query in "[a-zA-Z_.=&%0-9+]{0,60}") {
-            let found = FIXTURE.table.lookup(&Method::GET, "/v1/items/1").unwrap();
-            let _ = request(found.route, &found.values, Some(&query), b"");
+            FIXTURE.build("GET", &format!("/v1/items/1?{query}"), "").ok();
         }
 
         #[test]
@@ -513,13 +593,14 @@ mod never_panics {
                 let method = if path == "/v1/tags" { Method::PUT } else { Method::POST };
                 let found = FIXTURE.table.lookup(&method, path).unwrap();
                 let _ = request(found.route, &found.values, None, &body);
+                let _ = FIXTURE.codec.request(found.route, &found.values, None, &body);
             }
         }
 
         #[test]
         fn on_json_shaped_bodies(body in r#"\{("(name|id|kind|tags|page|x)": ?(1|"a"|\[\]|\{\}|null|true|-0|1e999|"KIND_A"),? ?){0,4}\}"#) {
-            let found = FIXTURE.table.lookup(&Method::POST, "/v1/all/x").unwrap();
-            let _ = request(found.route, &found.values, None, body.as_bytes());
+            FIXTURE.build("POST", "/v1/all/x", &body).ok();
+            FIXTURE.build("POST", "/v1/items", &body).ok();
         }
 
         #[test]

@@ -411,3 +411,225 @@ fn review_findings_agree_with_the_reference() {
     assert!(plans.index_of(&ts).is_none());
     assert!(plans.index_of(&all).is_some());
 }
+
+// The request direction: JSON → wire against `DynamicMessage::deserialize`.
+
+fn request_plans() -> (Vec<MessageDescriptor>, RequestPlans) {
+    let roots: Vec<MessageDescriptor> = ROOTS
+        .iter()
+        .map(|n| POOL.get_message_by_name(n).unwrap())
+        .collect();
+    let plans = RequestPlans::build(roots.iter());
+    (roots, plans)
+}
+
+/// Both sides decoded and rendered as JSON with the same options.
+fn agree_request(
+    desc: &MessageDescriptor,
+    plans: &RequestPlans,
+    json: &[u8],
+    deny_unknown: bool,
+) -> std::result::Result<(), String> {
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(deny_unknown);
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let slow = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options)
+        .and_then(|m| de.end().map(|()| m));
+    let mut wire = Vec::new();
+    let index = plans.index_of(desc).expect("planned");
+    let fast = plans.encode(index, json, deny_unknown, &mut wire);
+    let text = String::from_utf8_lossy(json);
+    match (slow, fast) {
+        (_, Err(Fallback)) => Ok(()),
+        (Err(e), Ok(())) => Err(format!(
+            "{}: reference rejects ({e}), fast accepts: {text}",
+            desc.full_name()
+        )),
+        (Ok(m), Ok(())) => {
+            let json_options = JsonOptions::default();
+            let want = reference(desc, &m.encode_to_vec(), &json_options);
+            let got = reference(desc, &wire, &json_options);
+            if got.is_none() {
+                return Err(format!(
+                    "{}: fast wrote undecodable bytes {wire:?} for {text}",
+                    desc.full_name()
+                ));
+            }
+            if want == got {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{}: {text}\n reference {want:?}\n fast      {got:?}",
+                    desc.full_name()
+                ))
+            }
+        }
+    }
+}
+
+fn request_json_options() -> [JsonOptions; 4] {
+    let [a, b, c] = options();
+    [
+        a,
+        b,
+        c,
+        JsonOptions {
+            emit_unpopulated: true,
+            ..JsonOptions::default()
+        },
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn fast_request_agrees_with_dynamic_message(seed in 1u64..) {
+        let (roots, plans) = request_plans();
+        for json in request_json_options() {
+            let serialize = crate::transcode::response::serialize_options(&json);
+            let mut rng = Rng(seed);
+            for desc in &roots {
+                let message = random_message(desc, &mut rng, 0);
+                let mut text = Vec::new();
+                message
+                    .serialize_with_options(&mut serde_json::Serializer::new(&mut text), &serialize)
+                    .unwrap();
+                // JSON the reference writes never needs the fallback.
+                let mut wire = Vec::new();
+                let index = plans.index_of(desc).unwrap();
+                prop_assert!(
+                    plans.encode(index, &text, true, &mut wire).is_ok(),
+                    "{}: fell back on {}", desc.full_name(), String::from_utf8_lossy(&text)
+                );
+                if let Err(e) = agree_request(desc, &plans, &text, true) {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_shaped_bodies_never_disagree_or_panic(
+        body in r#"\{ ?("(i32|i64|u32|u64|s32|s64|fx32|fx64|sf32|sf64|d|f|b|s|by|color|rd|rs64|rs|rc|inner|inners|mS|m_i|mB|m_u|oS|o_m|oI|opt|ts|dur|w32|ws|mask|rfx|rf|m_f|x|\[e\])": ?(1|-1|0|-0|1.0|1.5|1e3|1e999|"1"|"1e3"|"-0"|"NaN"|"Infinity"|"x"|"AQ=="|"AQ"|"_-8"|"RED"|"NOPE"|2147483648|-9223372036854775809|18446744073709551616|true|null|\[\]|\[1, ?"2", ?null\]|\[\{\}\]|\{\}|\{"1": ?1\}|\{"true": ?"RED", ?"x": ?2\}|\{"s": ?"a", ?"next": ?\{"r": ?\[1\]\}\}|"2024-01-02T03:04:05Z"|"1.5s"|"a,bC"),? ?){0,5}\}"#,
+    ) {
+        let (_, plans) = request_plans();
+        let all = POOL.get_message_by_name("k.v1.All").unwrap();
+        for deny in [true, false] {
+            if let Err(e) = agree_request(&all, &plans, body.as_bytes(), deny) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_request_bytes_never_disagree_or_panic(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let (roots, plans) = request_plans();
+        for desc in &roots {
+            if let Err(e) = agree_request(desc, &plans, &body, true) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+    }
+}
+
+#[test]
+fn request_edge_cases_agree_with_the_reference() {
+    let (_, plans) = request_plans();
+    let all = POOL.get_message_by_name("k.v1.All").unwrap();
+    let long = "x".repeat(300);
+    let cases: Vec<(&str, String, Option<bool>)> = vec![
+        // (name, JSON, Some(expect the fast path to answer) / None: either)
+        ("empty", "{}".into(), Some(true)),
+        ("integral float for int", r#"{"i32": 1.0, "u64": 1e3}"#.into(), Some(true)),
+        ("fractional float for int", r#"{"i32": 1.5}"#.into(), Some(false)),
+        ("int out of range", r#"{"i32": 2147483648}"#.into(), Some(false)),
+        ("numeric strings", r#"{"i64": "-5", "f": "1.5", "d": "-Infinity"}"#.into(), Some(true)),
+        ("url-safe base64", r#"{"by": "_-8"}"#.into(), Some(true)),
+        ("unpadded base64", r#"{"by": "AQ"}"#.into(), Some(true)),
+        ("duplicate key", r#"{"s": "a", "s": "b"}"#.into(), Some(false)),
+        ("json and proto name of one field", r#"{"mS": {}, "m_s": {}}"#.into(), Some(false)),
+        ("two oneof members", r#"{"oS": "a", "oI": 1}"#.into(), Some(false)),
+        ("a oneof member and a null one", r#"{"oS": "a", "oI": null}"#.into(), Some(true)),
+        ("null fields", r#"{"s": null, "inner": null, "rs": null, "mS": null}"#.into(), Some(true)),
+        ("null list element", r#"{"rs": ["a", null]}"#.into(), Some(false)),
+        ("null map value", r#"{"mS": {"a": null}}"#.into(), Some(false)),
+        ("default values", r#"{"i32": 0, "s": "", "b": false, "d": -0.0, "color": "COLOR_UNSPECIFIED"}"#.into(), Some(true)),
+        ("optional zero", r#"{"opt": 0}"#.into(), Some(true)),
+        ("oneof zero", r#"{"oI": 0}"#.into(), Some(true)),
+        ("enum by number, unknown number", r#"{"color": 77, "rc": [1, "GREEN", 99]}"#.into(), Some(true)),
+        ("unknown enum name", r#"{"color": "NOPE"}"#.into(), Some(false)),
+        ("map keys", r#"{"m_i": {"-1": {}, "01": {"s": "x"}}, "mB": {"true": "RED"}, "m_u": {"7": "a"}}"#.into(), Some(true)),
+        ("bad map keys", r#"{"mB": {"yes": "RED"}}"#.into(), Some(false)),
+        ("duplicate map key", r#"{"mS": {"a": "1", "a": "2"}}"#.into(), Some(true)),
+        ("long nested message", format!(r#"{{"inner": {{"s": "{long}", "next": {{"s": "{long}"}}}}}}"#), Some(true)),
+        ("long packed run", format!(r#"{{"rfx": [{}]}}"#, vec!["4294967295"; 50].join(",")), Some(true)),
+        ("well-known types", r#"{"ts": "2024-01-02T03:04:05.5Z", "dur": "-1.5s", "w32": 5, "ws": "x", "mask": "a,bC"}"#.into(), Some(true)),
+        ("bad timestamp", r#"{"ts": "yesterday"}"#.into(), Some(false)),
+        ("unknown field", r#"{"nope": 1}"#.into(), Some(false)),
+        ("extension syntax", r#"{"[k.v1.ext]": 1}"#.into(), Some(false)),
+        ("not an object", "[1]".into(), Some(false)),
+        ("trailing data", r#"{} {}"#.into(), Some(false)),
+        ("bool as string", r#"{"b": "true"}"#.into(), Some(false)),
+        ("float range", r#"{"f": 1e39}"#.into(), Some(false)),
+        ("NaN float", r#"{"f": "NaN", "rf": ["NaN", 1, "-Infinity"]}"#.into(), Some(true)),
+    ];
+    for (name, json, expect_fast) in &cases {
+        if let Err(e) = agree_request(&all, &plans, json.as_bytes(), true) {
+            panic!("{name}: {e}");
+        }
+        let mut wire = Vec::new();
+        let fast = plans
+            .encode(
+                plans.index_of(&all).unwrap(),
+                json.as_bytes(),
+                true,
+                &mut wire,
+            )
+            .is_ok();
+        if let Some(expected) = expect_fast {
+            assert_eq!(fast, *expected, "{name}: fast path answered = {fast}");
+        }
+    }
+    // The lenient policy skips unknown fields and enum names, as the reference does.
+    for json in [
+        r#"{"nope": {"deep": [1]}, "s": "a"}"#,
+        r#"{"color": "NOPE", "rc": ["RED", "NOPE"], "m_b": {"true": "NOPE"}}"#,
+    ] {
+        agree_request(&all, &plans, json.as_bytes(), false).unwrap();
+        let mut wire = Vec::new();
+        assert!(
+            plans
+                .encode(
+                    plans.index_of(&all).unwrap(),
+                    json.as_bytes(),
+                    false,
+                    &mut wire
+                )
+                .is_ok(),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn deep_request_nesting_falls_back() {
+    let (_, plans) = request_plans();
+    let all = POOL.get_message_by_name("k.v1.All").unwrap();
+    let depth = 120;
+    let json = format!(
+        r#"{{"inner": {}{}}}"#,
+        r#"{"next": "#.repeat(depth),
+        "}".repeat(depth + 1)
+    );
+    agree_request(&all, &plans, json.as_bytes(), true).unwrap();
+    let mut wire = Vec::new();
+    assert_eq!(
+        plans.encode(
+            plans.index_of(&all).unwrap(),
+            json.as_bytes(),
+            true,
+            &mut wire
+        ),
+        Err(Fallback)
+    );
+}
