@@ -11,7 +11,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-COLORS = {"direct-grpc": "#9aa5b1", "grpc-gateway": "#e07a5f", "protogate": "#3d85c6"}
+COLORS = {
+    "direct-grpc": "#9aa5b1",
+    "grpc-gateway": "#e07a5f",
+    "baseline": "#81b29a",
+    "protogate": "#3d85c6",
+}
 
 
 def main():
