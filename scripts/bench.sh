@@ -5,6 +5,13 @@
 # grpc-gateway, all pinned alike. Extra arguments go to the rig's run.sh,
 # e.g. `scripts/bench.sh --rounds 3` or `--cases list_items`.
 # BASELINE=0 leaves the baseline out.
+#
+# Both targets are started here rather than with the rig's --cmd: --cmd
+# starts its target under setsid, and with kernel.sched_autogroup_enabled=1
+# a new session is a scheduling group of its own, apart from the backend's
+# and grpc-gateway's. On the reference VM that alone halved protogate's echo
+# throughput (see docs/BENCHMARKS.md). Started from here, every server shares
+# the rig's session, as the rig's own servers do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rig="${BENCH_RIG:-$(cd .. && pwd)/shared/bench}"
@@ -14,18 +21,19 @@ cargo build --release --locked -p protogate --bin protogate
 cargo build --release --locked -p protogate-baseline
 "$rig/setup.sh"
 
+cpus="${SERVER_CPUS:-1}"
+backend="${BACKEND_ADDR:-127.0.0.1:50151}"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+# Both connect lazily: the rig starts the backend after them.
+BENCH_BACKEND_ADDR="$backend" BENCH_LISTEN_ADDR=127.0.0.1:8090 \
+  BENCH_PROTO_DIR="$rig/protos" BENCH_PROTO="$rig/protos/bench.proto" \
+  taskset -c "$cpus" scripts/bench-gateway.sh &
+pids+=($!)
 targets=(--target protogate=http://127.0.0.1:8090)
 if [ "${BASELINE:-1}" != 0 ]; then
-  # The rig starts only its first extra target itself; the baseline is
-  # started here, on the same server CPU, and reconnects to the backend
-  # once the rig has started it.
-  taskset -c "${SERVER_CPUS:-1}" target/release/protogate-baseline \
-    --listen 127.0.0.1:8091 --backend "${BACKEND_ADDR:-127.0.0.1:50151}" &
-  baseline=$!
-  trap 'kill "$baseline" 2>/dev/null || true' EXIT
+  taskset -c "$cpus" target/release/protogate-baseline --listen 127.0.0.1:8091 --backend "$backend" &
+  pids+=($!)
   targets+=(--target baseline=http://127.0.0.1:8091)
 fi
-"$rig/run.sh" \
-  "${targets[@]}" \
-  --cmd "$PWD/scripts/bench-gateway.sh" \
-  "$@"
+"$rig/run.sh" "${targets[@]}" "$@"
