@@ -142,6 +142,22 @@ fn replies(c: &mut Criterion) {
     c.bench_function("reply: list_items, DynamicMessage reference", |b| {
         b.iter(|| transcode::response(list.route, black_box(&reply), &json).unwrap())
     });
+    let echo = routes.lookup(&Method::POST, "/v1/echo").unwrap();
+    let desc = pool.get_message_by_name("bench.v1.EchoResponse").unwrap();
+    let reply = DynamicMessage::deserialize(
+        desc,
+        &mut serde_json::Deserializer::from_str(
+            r#"{"message":"hello from the benchmark, a hundred bytes of JSON or so","sequence":42,"tags":["a","b","c"],"messageLength":59}"#,
+        ),
+    )
+    .unwrap()
+    .encode_to_vec();
+    c.bench_function("reply: echo, fast path", |b| {
+        b.iter(|| codec.response(echo.route, black_box(&reply)).unwrap())
+    });
+    c.bench_function("reply: echo, DynamicMessage reference", |b| {
+        b.iter(|| transcode::response(echo.route, black_box(&reply), &json).unwrap())
+    });
 }
 
 /// JSON → wire on the big message, as a client-side upload of it would be.
