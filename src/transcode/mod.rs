@@ -161,13 +161,9 @@ impl Codec {
                 let BodyRule::Field(path) = &route.body else {
                     return Ok(None);
                 };
-                let mut result = Ok(());
-                fast::request::put_nested(
-                    path.parents(),
-                    |out| result = self.requests.encode_field(index, number, body, deny, out),
-                    &mut out,
-                );
-                result
+                fast::request::put_nested(path.parents(), &mut out, |out| {
+                    self.requests.encode_field(index, number, body, deny, out)
+                })
             }
         };
         if encoded.is_err() {
@@ -181,15 +177,10 @@ impl Codec {
                     value: raw.clone(),
                     reason,
                 })?;
-            let mut result = Ok(());
-            fast::request::put_nested(
-                path.parents(),
-                |out| {
-                    result = fast::request::put_explicit(&leaf.kind(), leaf.number(), &parsed, out)
-                },
-                &mut out,
-            );
-            if result.is_err() {
+            let written = fast::request::put_nested(path.parents(), &mut out, |out| {
+                fast::request::put_explicit(&leaf.kind(), leaf.number(), &parsed, out)
+            });
+            if written.is_err() {
                 return Ok(None);
             }
         }

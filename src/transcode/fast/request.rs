@@ -1149,19 +1149,22 @@ fn end_len(out: &mut Vec<u8>, start: usize) {
     out[start - 1..start + extra].copy_from_slice(&varint[..=n]);
 }
 
-/// Wraps `inner` (already encoded) in the singular message fields `parents`, outermost first.
-pub fn put_nested(
+/// Runs `inner` to encode a value inside the singular message fields
+/// `parents` (outermost first), then patches their lengths; returns what
+/// `inner` returned.
+pub fn put_nested<T>(
     parents: &[FieldDescriptor],
-    inner: impl FnOnce(&mut Vec<u8>),
     out: &mut Vec<u8>,
-) {
+    inner: impl FnOnce(&mut Vec<u8>) -> T,
+) -> T {
     let mut marks = Vec::with_capacity(parents.len());
     for parent in parents {
         put_tag(out, parent.number(), 2);
         marks.push(begin_len(out));
     }
-    inner(out);
+    let result = inner(out);
     for mark in marks.into_iter().rev() {
         end_len(out, mark);
     }
+    result
 }
