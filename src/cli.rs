@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config;
 use crate::gateway::Gateway;
 use crate::openapi::Format;
+use crate::server::Live;
 use crate::telemetry::LogFormat;
 
 /// REST/JSON gateway for gRPC services, driven by protobuf descriptors at run time.
@@ -119,7 +120,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 routes = gateway.routes().routes().len(),
                 "protogate listening on http://{bound}"
             );
-            crate::server::serve(listener, gateway, shutdown_signal()).await?;
+            let live = Live::new(gateway);
+            let _watch = live.watch()?;
+            crate::server::serve(listener, live, shutdown_signal()).await?;
             tracing::info!("protogate stopped");
             Ok(())
         }
@@ -233,7 +236,17 @@ pub fn print_routes(gateway: &Gateway, out: &mut impl Write) -> std::io::Result<
                 r.http_method.to_string(),
                 r.template.source.clone(),
                 r.method.full_name().to_owned(),
-                r.backend_name.clone(),
+                r.backends
+                    .iter()
+                    .map(|b| {
+                        if r.backends.len() > 1 {
+                            format!("{}({})", b.name, b.weight)
+                        } else {
+                            b.name.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect();

@@ -38,6 +38,9 @@ pub enum GatewayError {
         /// Why the value is invalid.
         reason: String,
     },
+    /// The traffic override header names a backend the route does not have.
+    #[error(transparent)]
+    UnknownBackend(#[from] crate::upstream::balance::UnknownBackend),
     /// The body is larger than allowed.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -144,9 +147,10 @@ impl GatewayError {
                 Code::InvalidArgument
             }
             Self::Transcode(e) if e.is_internal() => Code::Internal,
-            Self::Transcode(_) | Self::BadHeader { .. } | Self::BodyRead(_) => {
-                Code::InvalidArgument
-            }
+            Self::Transcode(_)
+            | Self::BadHeader { .. }
+            | Self::BodyRead(_)
+            | Self::UnknownBackend(_) => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,

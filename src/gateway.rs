@@ -1,18 +1,20 @@
 //! The loaded gateway: config, descriptors, routes and channels, built once.
 //!
 //! Everything per-route is computed here at startup; requests only read it.
-//! The whole value sits behind one `Arc` so it can later be swapped as a unit.
+//! The whole value sits behind one `Arc`, so a reload swaps it as a unit
+//! while requests in flight finish on the value they started with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use bytes::Bytes;
 use prost_reflect::DescriptorPool;
 
 use crate::auth::Authenticator;
-use crate::config::Config;
-use crate::descriptor;
+use crate::config::{Config, ServicePattern};
+use crate::descriptor::{self, reflection};
 use crate::http_rule::RouteTable;
 use crate::openapi::{self, Format};
 use crate::transcode::Codec;
@@ -33,6 +35,8 @@ struct Inner {
     openapi: OpenApiDocs,
     auth: Authenticator,
     codec: Codec,
+    loaded_at: SystemTime,
+    generation: u64,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -110,17 +114,33 @@ impl RenderedDoc {
 }
 
 impl Gateway {
-    /// Loads descriptors, builds the route table and creates the backend channels.
+    /// Loads descriptors (fetching them from reflection backends), builds the
+    /// route table and connects the backends.
     ///
     /// # Errors
-    /// Descriptor, route or backend errors, with the config file named.
+    /// Descriptor, reflection, route or backend errors, with the config file named.
     pub async fn load(config: Config) -> anyhow::Result<Self> {
+        Self::build(config, None).await
+    }
+
+    /// Builds the gateway for a new `config`, keeping this one's backends
+    /// (connections, health state) where their configuration is unchanged.
+    ///
+    /// # Errors
+    /// As [`Gateway::load`]; this gateway is unaffected.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<Self> {
+        Self::build(config, Some(self)).await
+    }
+
+    async fn build(mut config: Config, previous: Option<&Gateway>) -> anyhow::Result<Self> {
         let source = config.source.display().to_string();
-        let pool = descriptor::load(&config.descriptors)
+        let mut pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
+        reflect(&mut config, &mut pool)
+            .await
+            .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
-        let upstreams = Upstreams::connect(&config);
         let codec = Codec::build(&routes, &config.transcode.json);
         let auth = Authenticator::build(&config.auth, &routes)
             .await
@@ -131,6 +151,9 @@ impl Gateway {
         } else {
             OpenApiDocs::empty()
         };
+        // Last: nothing above can fail after health checks and DNS tasks start.
+        let upstreams =
+            Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -140,8 +163,20 @@ impl Gateway {
                 openapi,
                 auth,
                 codec,
+                loaded_at: SystemTime::now(),
+                generation: previous.map_or(1, |p| p.inner.generation + 1),
             }),
         })
+    }
+
+    /// When this configuration was loaded.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.inner.loaded_at
+    }
+
+    /// 1 for the configuration loaded at startup, then one more per reload.
+    pub fn generation(&self) -> u64 {
+        self.inner.generation
     }
 
     /// The validated configuration.
@@ -178,4 +213,44 @@ impl Gateway {
     pub fn upstreams(&self) -> &Upstreams {
         &self.inner.upstreams
     }
+}
+
+/// Adds the descriptors of every `reflection: true` backend to `pool`, asking
+/// its endpoints in turn until one answers. A backend that lists no services
+/// in the config serves every service it reports (but the reflection and
+/// health services themselves).
+async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<()> {
+    for backend in config.backends.iter_mut().filter(|b| b.reflection) {
+        let mut failures = Vec::new();
+        let mut answer = None;
+        for endpoint in &backend.endpoints {
+            match reflection::fetch(endpoint, backend.connect_timeout, backend.timeout).await {
+                Ok(found) => {
+                    answer = Some(found);
+                    break;
+                }
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let Some(found) = answer else {
+            anyhow::bail!("backend {}: {}", backend.name, failures.join("; "));
+        };
+        reflection::add_to_pool(pool, &found.files)
+            .with_context(|| format!("backend {}", backend.name))?;
+        tracing::info!(
+            backend = %backend.name,
+            services = ?found.services,
+            files = found.files.len(),
+            "descriptors loaded by reflection"
+        );
+        if backend.services.is_empty() {
+            backend.services = found
+                .services
+                .into_iter()
+                .filter(|s| !s.starts_with("grpc.health.") && !s.starts_with("grpc.reflection."))
+                .map(ServicePattern::Exact)
+                .collect();
+        }
+    }
+    Ok(())
 }

@@ -35,6 +35,112 @@ pub struct FileConfig {
     /// Authentication and authorization.
     #[serde(default)]
     pub auth: super::auth::AuthSection,
+    /// API groups: path prefixes and deprecation per set of services.
+    #[serde(default)]
+    pub apis: Vec<ApiSection>,
+    /// HTTP rules given in config, like a service config's `http.rules`.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// Traffic splitting between backends.
+    #[serde(default)]
+    pub traffic: TrafficSection,
+    /// Hot reload of this file.
+    #[serde(default)]
+    pub reload: ReloadSection,
+}
+
+/// `apis[]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Full service names or `package.*` patterns.
+    pub services: Vec<String>,
+    /// Path prefix the API is mounted under, e.g. `/api`.
+    pub prefix: Option<String>,
+    /// Marks the API deprecated.
+    pub deprecated: Option<DeprecationSection>,
+}
+
+/// `apis[].deprecated`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationSection {
+    /// When the API was (or will be) deprecated: `YYYY-MM-DD` or RFC 3339.
+    pub since: String,
+    /// When it stops answering: `YYYY-MM-DD` or RFC 3339.
+    pub sunset: Option<String>,
+    /// URL or path of the successor version.
+    pub successor: Option<String>,
+    /// URL of a page explaining the deprecation.
+    pub documentation: Option<String>,
+}
+
+/// `http:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Rules by selector; they replace a method's `google.api.http` annotation.
+    #[serde(default)]
+    pub rules: Vec<HttpRuleSection>,
+}
+
+/// `http.rules[]`, mirroring `google.api.HttpRule`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRuleSection {
+    /// `package.Service.Method` (only in top-level rules).
+    #[serde(default)]
+    pub selector: String,
+    /// `GET` template.
+    pub get: Option<String>,
+    /// `PUT` template.
+    pub put: Option<String>,
+    /// `POST` template.
+    pub post: Option<String>,
+    /// `DELETE` template.
+    pub delete: Option<String>,
+    /// `PATCH` template.
+    pub patch: Option<String>,
+    /// Any other method.
+    pub custom: Option<CustomPatternSection>,
+    /// Request field bound to the body, `*`, or none.
+    #[serde(default)]
+    pub body: String,
+    /// Response field used as the body.
+    #[serde(default)]
+    pub response_body: String,
+    /// Further bindings.
+    #[serde(default)]
+    pub additional_bindings: Vec<HttpRuleSection>,
+}
+
+/// `custom: { kind, path }`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPatternSection {
+    /// HTTP method name, or `*`.
+    pub kind: String,
+    /// Path template.
+    pub path: String,
+}
+
+/// `traffic:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSection {
+    /// Request header naming the backend to use among a service's split backends.
+    pub override_header: Option<String>,
+}
+
+/// `reload:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Reload when the file changes.
+    pub watch: Option<bool>,
+    /// Quiet time after the last change before reloading.
+    #[serde(default, with = "humantime_serde")]
+    pub debounce: Option<Duration>,
 }
 
 /// `openapi:`
@@ -85,9 +191,29 @@ pub struct DescriptorsSection {
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
     /// `http://host:port` of the gRPC server.
-    pub address: String,
+    pub address: Option<String>,
+    /// Several `http://host:port` instances of it.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     /// Full service names, or `package.*` for every service of a package.
+    #[serde(default)]
     pub services: Vec<String>,
+    /// Read descriptors from the backend by gRPC server reflection.
+    #[serde(default)]
+    pub reflection: bool,
+    /// Share of a split service's traffic.
+    pub weight: Option<u32>,
+    /// How requests are spread over endpoints.
+    pub balance: Option<Balance>,
+    /// How often host names are resolved again.
+    #[serde(default, with = "humantime_serde")]
+    pub dns_refresh: Option<Duration>,
+    /// Active health checks with `grpc.health.v1`.
+    pub health_check: Option<HealthCheckSection>,
+    /// Passive health: ejection of endpoints that keep failing.
+    pub outlier_detection: Option<OutlierSection>,
+    /// Whether `/readyz` waits for this backend.
+    pub required: Option<bool>,
     /// Default deadline for calls to this backend.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -96,6 +222,46 @@ pub struct BackendSection {
     pub connect_timeout: Option<Duration>,
     /// Largest reply message accepted, in bytes.
     pub max_response_bytes: Option<usize>,
+}
+
+/// Endpoint choice within a backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two choices on in-flight requests (the default).
+    #[default]
+    P2c,
+    /// Each endpoint in turn.
+    RoundRobin,
+}
+
+/// `backends.<name>.health_check:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// Time between checks.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Deadline of one check.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Service name sent in `HealthCheckRequest` ("" is the whole server).
+    pub service: Option<String>,
+    /// Failed checks in a row before an endpoint is unhealthy.
+    pub unhealthy_threshold: Option<u32>,
+    /// Passed checks in a row before it is healthy again.
+    pub healthy_threshold: Option<u32>,
+}
+
+/// `backends.<name>.outlier_detection:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    /// Failed calls in a row before an endpoint is ejected; 0 turns ejection off.
+    pub consecutive_failures: Option<u32>,
+    /// How long an ejected endpoint stays out.
+    #[serde(default, with = "humantime_serde")]
+    pub ejection_time: Option<Duration>,
 }
 
 /// What to do with request input that matches no field.
@@ -129,6 +295,9 @@ pub struct TranscodingSection {
     /// Pass `google.rpc.DebugInfo` error details on to clients.
     #[serde(default)]
     pub forward_debug_info: bool,
+    /// `POST /package.Service/Method` for methods without an HTTP rule.
+    #[serde(default)]
+    pub fallback_routes: bool,
 }
 
 /// `transcoding.json:`

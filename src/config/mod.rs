@@ -10,13 +10,13 @@ pub mod file;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use http::HeaderName;
 use http::Uri;
 
-pub use file::UnknownFields;
+pub use file::{Balance, HttpRuleSection, UnknownFields};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -30,6 +30,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default connect timeout to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default interval between re-resolutions of backend host names.
+pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
+/// Default quiet time after a change of the config file before it is reloaded.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -54,6 +58,65 @@ pub struct Config {
     pub openapi: OpenApiOptions,
     /// Authentication and authorization.
     pub auth: auth::AuthConfig,
+    /// API groups: prefixes and deprecation, in file order.
+    pub apis: Vec<ApiConfig>,
+    /// HTTP rules from config, selectors checked for form; they replace annotations.
+    pub http_rules: Vec<HttpRuleSection>,
+    /// Traffic splitting.
+    pub traffic: TrafficOptions,
+    /// Hot reload.
+    pub reload: ReloadOptions,
+}
+
+/// A group of services sharing a path prefix and a lifecycle.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The services in the group.
+    pub services: Vec<ServicePattern>,
+    /// Literal path prefix every route of the group is mounted under
+    /// (`/api`), without a trailing slash. Default none.
+    pub prefix: Option<String>,
+    /// Set when the group is deprecated. Default none.
+    pub deprecation: Option<Deprecation>,
+}
+
+/// A deprecated API's dates and links (RFC 9745, RFC 8594).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deprecation {
+    /// Sent as `Deprecation: @<unix seconds>`.
+    pub since: SystemTime,
+    /// Sent as `Sunset: <HTTP-date>`, when set.
+    pub sunset: Option<SystemTime>,
+    /// Sent as `Link: <...>; rel="successor-version"`, when set.
+    pub successor: Option<String>,
+    /// Sent as `Link: <...>; rel="deprecation"`, when set.
+    pub documentation: Option<String>,
+}
+
+/// Weighted traffic splitting between backends that serve the same service.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficOptions {
+    /// A request header that names one of the split backends to use instead
+    /// of a weighted pick. Default none: clients cannot choose.
+    pub override_header: Option<HeaderName>,
+}
+
+/// Hot reload of the config file.
+#[derive(Debug, Clone)]
+pub struct ReloadOptions {
+    /// Reload when the file changes (SIGHUP always reloads). Default true.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading. Default 500ms.
+    pub debounce: Duration,
+}
+
+impl Default for ReloadOptions {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: DEFAULT_RELOAD_DEBOUNCE,
+        }
+    }
 }
 
 /// OpenAPI document options.
@@ -94,21 +157,72 @@ pub struct DescriptorSources {
     pub descriptor_sets: Vec<PathBuf>,
 }
 
-/// One backend.
-#[derive(Debug, Clone)]
+/// One backend: a gRPC service deployment of one or more endpoints.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
     /// The name used in `gateway.yaml`.
     pub name: String,
-    /// `http://host:port`.
-    pub address: Uri,
-    /// Which services it serves.
+    /// `http://host:port` of each instance; a host name stands for every
+    /// address it resolves to.
+    pub endpoints: Vec<Uri>,
+    /// Which services it serves. Empty with `reflection`: every service the
+    /// backend lists.
     pub services: Vec<ServicePattern>,
+    /// Descriptors come from the backend by gRPC server reflection. Default false.
+    pub reflection: bool,
+    /// Share of traffic when several backends serve one service. Several
+    /// backends may serve a service only when each sets a weight. Default none.
+    pub weight: Option<u32>,
+    /// Endpoint choice. Default power of two choices.
+    pub balance: Balance,
+    /// Interval between re-resolutions of host names. Default 30s.
+    pub dns_refresh: Duration,
+    /// Active health checks. Default none: endpoints count as healthy
+    /// until passive checks eject them.
+    pub health_check: Option<HealthCheckOptions>,
+    /// Passive health checks.
+    pub outlier: OutlierOptions,
+    /// `/readyz` needs a healthy endpoint of this backend. Default true.
+    pub required: bool,
     /// Default deadline. Default 30s.
     pub timeout: Duration,
     /// Connect timeout. Default 5s.
     pub connect_timeout: Duration,
     /// Largest reply message accepted. Default 4 MiB.
     pub max_response_bytes: usize,
+}
+
+/// Active `grpc.health.v1` checks of each endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckOptions {
+    /// Time between checks. Default 5s.
+    pub interval: Duration,
+    /// Deadline of one check. Default 1s.
+    pub timeout: Duration,
+    /// `HealthCheckRequest.service`. Default "" (the whole server).
+    pub service: String,
+    /// Failed checks in a row that make an endpoint unhealthy. Default 2.
+    pub unhealthy_threshold: u32,
+    /// Passed checks in a row that make it healthy again. Default 1.
+    pub healthy_threshold: u32,
+}
+
+/// Ejection of endpoints whose calls keep failing with UNAVAILABLE or no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierOptions {
+    /// Failures in a row before ejection; 0 turns it off. Default 3.
+    pub consecutive_failures: u32,
+    /// How long an ejected endpoint gets no traffic. Default 30s.
+    pub ejection_time: Duration,
+}
+
+impl Default for OutlierOptions {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            ejection_time: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A service selector from `backends.<name>.services`.
@@ -184,6 +298,10 @@ pub struct TranscodeOptions {
     pub match_encoded_slashes: bool,
     /// Pass `google.rpc.DebugInfo` error details on to clients. Default false.
     pub forward_debug_info: bool,
+    /// Route `POST /package.Service/Method` (body: the whole request message)
+    /// to methods that have no HTTP rule. Default false: only annotated or
+    /// configured methods are exposed.
+    pub fallback_routes: bool,
 }
 
 impl Default for TranscodeOptions {
@@ -195,6 +313,7 @@ impl Default for TranscodeOptions {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             match_encoded_slashes: false,
             forward_debug_info: false,
+            fallback_routes: false,
         }
     }
 }
@@ -260,11 +379,20 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         )
     })?;
 
+    if raw.backends.is_empty() {
+        bail!(err("backends", "define at least one backend".into()));
+    }
+    let mut backends = Vec::new();
+    for (name, b) in raw.backends {
+        backends.push(backend(name, b, &err)?);
+    }
+
     let d = raw.descriptors;
-    if d.protos.is_empty() && d.descriptor_sets.is_empty() {
+    if d.protos.is_empty() && d.descriptor_sets.is_empty() && !backends.iter().any(|b| b.reflection)
+    {
         bail!(err(
             "descriptors",
-            "name at least one file in `protos` or `descriptor_sets`".into()
+            "name at least one file in `protos` or `descriptor_sets`, or set `reflection: true` on a backend".into()
         ));
     }
     let descriptors = DescriptorSources {
@@ -272,66 +400,6 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         protos: d.protos,
         descriptor_sets: d.descriptor_sets.iter().map(anchor).collect(),
     };
-
-    if raw.backends.is_empty() {
-        bail!(err("backends", "define at least one backend".into()));
-    }
-    let mut backends = Vec::new();
-    for (name, b) in raw.backends {
-        let key = format!("backends.{name}");
-        let address: Uri = b.address.parse().map_err(|e| {
-            err(
-                &format!("{key}.address"),
-                format!("{:?} is not a URL ({e})", b.address),
-            )
-        })?;
-        match address.scheme_str() {
-            Some("http") if address.authority().is_some() => {}
-            Some("https") => bail!(err(
-                &format!("{key}.address"),
-                "TLS to backends is not supported yet; use http://".into()
-            )),
-            _ => bail!(err(
-                &format!("{key}.address"),
-                format!("{:?} must look like http://host:port", b.address)
-            )),
-        }
-        if b.services.is_empty() {
-            bail!(err(
-                &format!("{key}.services"),
-                "list at least one service".into()
-            ));
-        }
-        let services = b
-            .services
-            .iter()
-            .map(|s| {
-                ServicePattern::parse(s).ok_or_else(|| {
-                    err(
-                        &format!("{key}.services"),
-                        format!("{s:?} is not a service name or `package.*`"),
-                    )
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        backends.push(BackendConfig {
-            name,
-            address,
-            services,
-            timeout: nonzero(b.timeout, &format!("{key}.timeout"), &err)?
-                .unwrap_or(DEFAULT_TIMEOUT),
-            connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), &err)?
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            max_response_bytes: match b.max_response_bytes {
-                Some(0) => bail!(err(
-                    &format!("{key}.max_response_bytes"),
-                    "must be greater than 0".into()
-                )),
-                Some(n) => n,
-                None => DEFAULT_MAX_RESPONSE_BYTES,
-            },
-        });
-    }
 
     let t = raw.transcoding;
     let max_body_bytes = t.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
@@ -352,6 +420,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         max_body_bytes,
         match_encoded_slashes: t.match_encoded_slashes.unwrap_or(false),
         forward_debug_info: t.forward_debug_info,
+        fallback_routes: t.fallback_routes,
     };
 
     let forward_request_headers = raw
@@ -408,7 +477,278 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
         openapi: openapi(raw.openapi, &err)?,
         auth: auth::validate(raw.auth, base, &err)?,
+        apis: apis(raw.apis, &err)?,
+        http_rules: http_rules(raw.http, &err)?,
+        traffic: TrafficOptions {
+            override_header: raw
+                .traffic
+                .override_header
+                .map(|h| {
+                    HeaderName::try_from(h.to_ascii_lowercase()).map_err(|_| {
+                        err(
+                            "traffic.override_header",
+                            format!("{h:?} is not a valid header name"),
+                        )
+                    })
+                })
+                .transpose()?,
+        },
+        reload: ReloadOptions {
+            watch: raw.reload.watch.unwrap_or(true),
+            debounce: nonzero(raw.reload.debounce, "reload.debounce", &err)?
+                .unwrap_or(DEFAULT_RELOAD_DEBOUNCE),
+        },
     })
+}
+
+fn backend(
+    name: String,
+    b: file::BackendSection,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<BackendConfig> {
+    let key = format!("backends.{name}");
+    let addresses: Vec<&String> = match (&b.address, b.endpoints.is_empty()) {
+        (Some(a), true) => vec![a],
+        (None, false) => b.endpoints.iter().collect(),
+        (Some(_), false) => bail!(err(&key, "give `address` or `endpoints`, not both".into())),
+        (None, true) => bail!(err(&key, "give an `address` or `endpoints`".into())),
+    };
+    let mut endpoints = Vec::new();
+    for text in addresses {
+        let field = if b.address.is_some() {
+            format!("{key}.address")
+        } else {
+            format!("{key}.endpoints")
+        };
+        let address: Uri = text
+            .parse()
+            .map_err(|e| err(&field, format!("{text:?} is not a URL ({e})")))?;
+        match address.scheme_str() {
+            Some("http") if address.authority().is_some_and(|a| a.port().is_some()) => {}
+            Some("https") => bail!(err(
+                &field,
+                "TLS to backends is not supported yet; use http://".into()
+            )),
+            _ => bail!(err(
+                &field,
+                format!("{text:?} must look like http://host:port")
+            )),
+        }
+        if endpoints.contains(&address) {
+            bail!(err(&field, format!("{text:?} is listed twice")));
+        }
+        endpoints.push(address);
+    }
+    if b.services.is_empty() && !b.reflection {
+        bail!(err(
+            &format!("{key}.services"),
+            "list at least one service (or set `reflection: true` to serve every service the backend lists)".into()
+        ));
+    }
+    let services = b
+        .services
+        .iter()
+        .map(|s| {
+            ServicePattern::parse(s).ok_or_else(|| {
+                err(
+                    &format!("{key}.services"),
+                    format!("{s:?} is not a service name or `package.*`"),
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let health_check = match b.health_check {
+        None => None,
+        Some(h) => {
+            let threshold = |v: Option<u32>, field: &str, default: u32| match v {
+                Some(0) => Err(err(
+                    &format!("{key}.health_check.{field}"),
+                    "must be greater than 0".into(),
+                )),
+                other => Ok(other.unwrap_or(default)),
+            };
+            Some(HealthCheckOptions {
+                interval: nonzero(h.interval, &format!("{key}.health_check.interval"), err)?
+                    .unwrap_or(Duration::from_secs(5)),
+                timeout: nonzero(h.timeout, &format!("{key}.health_check.timeout"), err)?
+                    .unwrap_or(Duration::from_secs(1)),
+                service: h.service.unwrap_or_default(),
+                unhealthy_threshold: threshold(h.unhealthy_threshold, "unhealthy_threshold", 2)?,
+                healthy_threshold: threshold(h.healthy_threshold, "healthy_threshold", 1)?,
+            })
+        }
+    };
+    let outlier_defaults = OutlierOptions::default();
+    let outlier = match b.outlier_detection {
+        None => outlier_defaults,
+        Some(o) => OutlierOptions {
+            consecutive_failures: o
+                .consecutive_failures
+                .unwrap_or(outlier_defaults.consecutive_failures),
+            ejection_time: nonzero(
+                o.ejection_time,
+                &format!("{key}.outlier_detection.ejection_time"),
+                err,
+            )?
+            .unwrap_or(outlier_defaults.ejection_time),
+        },
+    };
+    if b.weight == Some(0) {
+        bail!(err(
+            &format!("{key}.weight"),
+            "must be greater than 0".into()
+        ));
+    }
+    Ok(BackendConfig {
+        endpoints,
+        services,
+        reflection: b.reflection,
+        weight: b.weight,
+        balance: b.balance.unwrap_or_default(),
+        dns_refresh: nonzero(b.dns_refresh, &format!("{key}.dns_refresh"), err)?
+            .unwrap_or(DEFAULT_DNS_REFRESH),
+        health_check,
+        outlier,
+        required: b.required.unwrap_or(true),
+        timeout: nonzero(b.timeout, &format!("{key}.timeout"), err)?.unwrap_or(DEFAULT_TIMEOUT),
+        connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), err)?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        max_response_bytes: match b.max_response_bytes {
+            Some(0) => bail!(err(
+                &format!("{key}.max_response_bytes"),
+                "must be greater than 0".into()
+            )),
+            Some(n) => n,
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+        },
+        name,
+    })
+}
+
+fn apis(
+    raw: Vec<file::ApiSection>,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Vec<ApiConfig>> {
+    let mut out = Vec::new();
+    for (i, api) in raw.into_iter().enumerate() {
+        let key = format!("apis[{i}]");
+        if api.services.is_empty() {
+            bail!(err(
+                &format!("{key}.services"),
+                "list at least one service".into()
+            ));
+        }
+        let services = api
+            .services
+            .iter()
+            .map(|s| {
+                ServicePattern::parse(s).ok_or_else(|| {
+                    err(
+                        &format!("{key}.services"),
+                        format!("{s:?} is not a service name or `package.*`"),
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let prefix = match api.prefix.as_deref().map(|p| p.trim_end_matches('/')) {
+            None | Some("") => None,
+            Some(p) => {
+                let valid = p.starts_with('/')
+                    && p[1..].split('/').all(|seg| {
+                        !seg.is_empty()
+                            && seg != "."
+                            && seg != ".."
+                            && seg
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+                    });
+                if !valid {
+                    bail!(err(
+                        &format!("{key}.prefix"),
+                        format!("{p:?} must be literal path segments like /api or /shop/api")
+                    ));
+                }
+                Some(p.to_owned())
+            }
+        };
+        let deprecation = match api.deprecated {
+            None => None,
+            Some(d) => {
+                let date = |text: &str, field: &str| {
+                    parse_date(text).ok_or_else(|| {
+                        err(
+                            &format!("{key}.deprecated.{field}"),
+                            format!("{text:?} is not a date like 2027-06-30 or 2027-06-30T00:00:00Z"),
+                        )
+                    })
+                };
+                let since = date(&d.since, "since")?;
+                let sunset = d.sunset.as_deref().map(|s| date(s, "sunset")).transpose()?;
+                if sunset.is_some_and(|s| s < since) {
+                    bail!(err(
+                        &format!("{key}.deprecated.sunset"),
+                        "comes before `since`".into()
+                    ));
+                }
+                for (field, link) in [("successor", &d.successor), ("documentation", &d.documentation)] {
+                    if let Some(link) = link
+                        && (link.contains(['<', '>', '"', ' ']) || link.is_empty())
+                    {
+                        bail!(err(
+                            &format!("{key}.deprecated.{field}"),
+                            format!("{link:?} is not a URL or path")
+                        ));
+                    }
+                }
+                Some(Deprecation {
+                    since,
+                    sunset,
+                    successor: d.successor,
+                    documentation: d.documentation,
+                })
+            }
+        };
+        out.push(ApiConfig {
+            services,
+            prefix,
+            deprecation,
+        });
+    }
+    Ok(out)
+}
+
+/// `YYYY-MM-DD` (midnight UTC) or RFC 3339 in UTC.
+fn parse_date(text: &str) -> Option<SystemTime> {
+    let text = text.trim();
+    if text.len() == 10 {
+        humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()
+    } else {
+        humantime::parse_rfc3339(text).ok()
+    }
+}
+
+fn http_rules(
+    raw: file::HttpSection,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Vec<HttpRuleSection>> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, rule) in raw.rules.iter().enumerate() {
+        let key = format!("http.rules[{i}].selector");
+        let valid = rule.selector.split('.').count() >= 2
+            && rule.selector.split('.').all(|p| {
+                !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !valid {
+            bail!(err(
+                &key,
+                format!("{:?} is not a method name like package.Service.Method", rule.selector)
+            ));
+        }
+        if !seen.insert(rule.selector.clone()) {
+            bail!(err(&key, format!("{} has two rules", rule.selector)));
+        }
+    }
+    Ok(raw.rules)
 }
 
 fn openapi(

@@ -6,6 +6,7 @@
 //! pool. Turning the pool into routes is `http_rule`'s job.
 
 pub mod embedded;
+pub mod reflection;
 
 use std::path::Path;
 

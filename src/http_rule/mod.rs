@@ -1,5 +1,7 @@
-//! `google.api.http` rules: templates, the rule itself, and the route table built from them.
+//! `google.api.http` rules: templates, the rule itself (annotated or from
+//! config), API groups, and the route table built from them.
 
+pub mod api;
 pub mod field_path;
 pub mod route_table;
 pub mod rule;
@@ -7,6 +9,6 @@ pub mod template;
 
 pub use field_path::FieldPath;
 pub use route_table::{
-    BodyRule, LookupError, MethodMatch, Route, RouteError, RouteMatch, RouteTable,
+    BodyRule, LookupError, MethodMatch, Route, RouteBackend, RouteError, RouteMatch, RouteTable,
 };
 pub use template::PathTemplate;

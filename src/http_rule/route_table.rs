@@ -12,16 +12,17 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Method;
 use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
 use percent_encoding::percent_decode_str;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor};
 
 use super::field_path::{FieldPath, FieldPathError};
-use super::rule::{Binding, RuleError, method_rule};
+use super::api::deprecation_headers;
+use super::rule::{Binding, HttpRule, RuleError, method_rule};
 
 use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
-use crate::config::{Config, UnknownFields};
+use crate::config::{BackendConfig, Config, UnknownFields};
 
 /// Which HTTP methods a route answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,14 +70,12 @@ pub struct Route {
     pub response_body: Option<FieldPath>,
     /// `/package.Service/Method`.
     pub grpc_path: PathAndQuery,
-    /// Index into the config's backends.
-    pub backend: usize,
-    /// The backend's name.
-    pub backend_name: String,
-    /// Default deadline.
-    pub timeout: Duration,
-    /// Largest reply message accepted from the backend.
-    pub max_response_bytes: usize,
+    /// The backends serving the method: one, or several sharing its traffic by weight.
+    pub backends: Vec<RouteBackend>,
+    /// Sum of the backends' weights.
+    pub total_weight: u32,
+    /// `Deprecation`, `Sunset` and `Link` headers for every reply of a deprecated API.
+    pub deprecation: Option<Arc<HeaderMap>>,
     /// Policy for query parameters naming no field.
     pub unknown_query_parameters: UnknownFields,
     /// Policy for JSON fields naming no field.
@@ -85,6 +84,21 @@ pub struct Route {
     pub binding: usize,
     /// Position in the table, for per-route state kept elsewhere (auth).
     pub index: usize,
+}
+
+/// One backend a route may call.
+#[derive(Debug, Clone)]
+pub struct RouteBackend {
+    /// Index into the config's backends.
+    pub index: usize,
+    /// The backend's name.
+    pub name: String,
+    /// Share of the route's traffic (1 when it is the only backend).
+    pub weight: u32,
+    /// Default deadline: the method's, else the backend's.
+    pub timeout: Duration,
+    /// Largest reply message accepted from the backend.
+    pub max_response_bytes: usize,
 }
 
 impl Route {
@@ -183,8 +197,10 @@ pub enum RouteError {
         /// The service or method name as configured.
         name: String,
     },
-    /// A service is claimed by two backends.
-    #[error("service {service} is matched by backends {first} and {second}")]
+    /// A service is claimed by two backends that do not both set a weight.
+    #[error(
+        "service {service} is matched by backends {first} and {second}; set `weight` on each to split its traffic"
+    )]
     TwoBackends {
         /// Full name of the service.
         service: String,
@@ -246,17 +262,32 @@ impl RouteTable {
                 }
             }
         }
-        for name in config.methods.keys() {
-            let found = name
-                .rsplit_once('.')
+        let method_exists = |name: &str| {
+            name.rsplit_once('.')
                 .and_then(|(svc, m)| pool.get_service_by_name(svc).map(|s| (s, m)))
-                .is_some_and(|(s, m)| s.methods().any(|x| x.name() == m));
-            if !found {
+                .is_some_and(|(s, m)| s.methods().any(|x| x.name() == m))
+        };
+        for name in config.methods.keys() {
+            if !method_exists(name) {
                 return Err(RouteError::Unknown {
                     key: format!("methods.{name}"),
                     name: name.clone(),
                 });
             }
+        }
+        let mut configured: HashMap<&str, HttpRule> = HashMap::new();
+        for (i, section) in config.http_rules.iter().enumerate() {
+            if !method_exists(&section.selector) {
+                return Err(RouteError::Unknown {
+                    key: format!("http.rules[{i}].selector"),
+                    name: section.selector.clone(),
+                });
+            }
+            let rule = HttpRule::from_config(section).map_err(|source| RouteError::Rule {
+                method: section.selector.clone(),
+                source,
+            })?;
+            configured.insert(section.selector.as_str(), rule);
         }
 
         let mut table = Self {
@@ -264,42 +295,80 @@ impl RouteTable {
             ..Self::default()
         };
         for service in pool.services() {
-            let mut backends = config
+            let serving: Vec<(usize, &BackendConfig)> = config
                 .backends
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.services.iter().any(|p| p.matches(service.full_name())));
-            let Some((backend, backend_cfg)) = backends.next() else {
+                .filter(|(_, b)| b.services.iter().any(|p| p.matches(service.full_name())))
+                .collect();
+            let Some(&(_, first)) = serving.first() else {
                 tracing::debug!(
                     service = service.full_name(),
                     "no backend serves this service"
                 );
                 continue;
             };
-            if let Some((_, other)) = backends.next() {
+            // A split must be asked for: a second backend matching by accident fails closed.
+            if let Some(&(_, second)) = serving.get(1)
+                && serving.iter().any(|(_, b)| b.weight.is_none())
+            {
                 return Err(RouteError::TwoBackends {
                     service: service.full_name().to_owned(),
-                    first: backend_cfg.name.clone(),
-                    second: other.name.clone(),
+                    first: first.name.clone(),
+                    second: second.name.clone(),
                 });
             }
+            let api = config
+                .apis
+                .iter()
+                .find(|a| a.services.iter().any(|p| p.matches(service.full_name())));
+            let prefix = api.and_then(|a| a.prefix.as_deref()).unwrap_or_default();
+            let deprecation = api
+                .and_then(|a| a.deprecation.as_ref())
+                .map(|d| Arc::new(deprecation_headers(d)));
             for method in service.methods() {
                 let name = method.full_name().to_owned();
-                let rule = method_rule(pool, &method).map_err(|source| RouteError::Rule {
-                    method: name.clone(),
-                    source,
-                })?;
-                let Some(rule) = rule else {
-                    tracing::debug!(method = %name, "no google.api.http rule");
-                    continue;
+                let rule = match configured.remove(name.as_str()) {
+                    Some(rule) => Some(rule),
+                    None => method_rule(pool, &method).map_err(|source| RouteError::Rule {
+                        method: name.clone(),
+                        source,
+                    })?,
                 };
-                let bindings = rule.bindings().map_err(|source| RouteError::Rule {
-                    method: name.clone(),
-                    source,
-                })?;
+                let bindings = match rule {
+                    Some(rule) => rule.bindings().map_err(|source| RouteError::Rule {
+                        method: name.clone(),
+                        source,
+                    })?,
+                    None if config.transcode.fallback_routes => vec![Binding::fallback(&method)],
+                    None => {
+                        tracing::debug!(method = %name, "no google.api.http rule");
+                        continue;
+                    }
+                };
                 let overrides = config.methods.get(&name);
+                let backends: Vec<RouteBackend> = serving
+                    .iter()
+                    .map(|&(index, b)| RouteBackend {
+                        index,
+                        name: b.name.clone(),
+                        weight: b.weight.unwrap_or(1),
+                        timeout: overrides.and_then(|o| o.timeout).unwrap_or(b.timeout),
+                        max_response_bytes: b.max_response_bytes,
+                    })
+                    .collect();
                 for binding in bindings {
-                    let route = compile(&method, &binding, backend, config, overrides)?;
+                    let route = compile(
+                        &method,
+                        &binding,
+                        Target {
+                            backends: backends.clone(),
+                            prefix,
+                            deprecation: deprecation.clone(),
+                        },
+                        config,
+                        overrides,
+                    )?;
                     table.insert(route)?;
                 }
             }
@@ -525,18 +594,27 @@ fn end_for(node: &Node, verb: Option<&str>, method: &Method) -> Option<usize> {
     any
 }
 
+/// Where a method's routes lead and how they are mounted: the same for all its bindings.
+struct Target<'a> {
+    backends: Vec<RouteBackend>,
+    prefix: &'a str,
+    deprecation: Option<Arc<HeaderMap>>,
+}
+
 fn compile(
     method: &MethodDescriptor,
     binding: &Binding,
-    backend: usize,
+    target: Target<'_>,
     config: &Config,
     overrides: Option<&crate::config::MethodOverrides>,
 ) -> Result<Route, RouteError> {
     let name = method.full_name().to_owned();
-    let template = PathTemplate::parse(&binding.path).map_err(|source| RouteError::Template {
-        method: name.clone(),
-        source,
-    })?;
+    let template = PathTemplate::parse(&format!("{}{}", target.prefix, binding.path)).map_err(
+        |source| RouteError::Template {
+            method: name.clone(),
+            source,
+        },
+    )?;
     let http_method =
         if binding.http_method == "*" {
             MethodMatch::Any
@@ -602,7 +680,6 @@ fn compile(
         method.name()
     ))
     .map_err(|e| binding_err(format!("cannot form the gRPC path: {e}")))?;
-    let backend_cfg = &config.backends[backend];
     Ok(Route {
         method: method.clone(),
         http_method,
@@ -611,12 +688,9 @@ fn compile(
         body,
         response_body,
         grpc_path,
-        backend,
-        backend_name: backend_cfg.name.clone(),
-        timeout: overrides
-            .and_then(|o| o.timeout)
-            .unwrap_or(backend_cfg.timeout),
-        max_response_bytes: backend_cfg.max_response_bytes,
+        total_weight: target.backends.iter().map(|b| b.weight).sum(),
+        backends: target.backends,
+        deprecation: target.deprecation,
         unknown_query_parameters: overrides
             .and_then(|o| o.unknown_query_parameters)
             .unwrap_or(config.transcode.unknown_query_parameters),

@@ -6,6 +6,8 @@
 
 use prost_reflect::{DescriptorPool, MethodDescriptor, Value};
 
+use crate::config::HttpRuleSection;
+
 /// The extension's full name.
 pub const HTTP_EXTENSION: &str = "google.api.http";
 
@@ -99,6 +101,12 @@ pub enum RuleError {
         /// Index of the binding (0 for the main rule).
         index: usize,
     },
+    /// A configured rule names more than one HTTP method.
+    #[error("binding {index} sets more than one of get, put, post, delete, patch and custom")]
+    TwoPatterns {
+        /// Index of the binding (0 for the main rule).
+        index: usize,
+    },
     /// The option could not be read.
     #[error("cannot read the google.api.http option: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -126,6 +134,48 @@ pub fn method_rule(
 }
 
 impl HttpRule {
+    /// Converts a rule from `gateway.yaml`'s `http.rules`.
+    ///
+    /// # Errors
+    /// [`RuleError::TwoPatterns`] when a binding names two HTTP methods.
+    pub fn from_config(section: &HttpRuleSection) -> Result<Self, RuleError> {
+        Self::from_section(section, 0)
+    }
+
+    fn from_section(section: &HttpRuleSection, index: usize) -> Result<Self, RuleError> {
+        let mut patterns = [
+            section.get.clone().map(Pattern::Get),
+            section.put.clone().map(Pattern::Put),
+            section.post.clone().map(Pattern::Post),
+            section.delete.clone().map(Pattern::Delete),
+            section.patch.clone().map(Pattern::Patch),
+            section.custom.as_ref().map(|c| {
+                Pattern::Custom(CustomHttpPattern {
+                    kind: c.kind.clone(),
+                    path: c.path.clone(),
+                })
+            }),
+        ]
+        .into_iter()
+        .flatten();
+        let pattern = patterns.next();
+        if patterns.next().is_some() {
+            return Err(RuleError::TwoPatterns { index });
+        }
+        Ok(Self {
+            selector: section.selector.clone(),
+            body: section.body.clone(),
+            response_body: section.response_body.clone(),
+            additional_bindings: section
+                .additional_bindings
+                .iter()
+                .enumerate()
+                .map(|(i, extra)| Self::from_section(extra, index + i + 1))
+                .collect::<Result<_, _>>()?,
+            pattern,
+        })
+    }
+
     /// Flattens the rule and its additional bindings.
     ///
     /// # Errors
@@ -140,6 +190,20 @@ impl HttpRule {
             out.push(binding(extra, index)?);
         }
         Ok(out)
+    }
+}
+
+impl Binding {
+    /// `POST /package.Service/Method` with the whole request message as the
+    /// body: the route of a method without a rule when `fallback_routes` is on.
+    pub fn fallback(method: &MethodDescriptor) -> Self {
+        Self {
+            http_method: "POST".to_owned(),
+            path: format!("/{}/{}", method.parent_service().full_name(), method.name()),
+            body: "*".to_owned(),
+            response_body: String::new(),
+            index: 0,
+        }
     }
 }
 

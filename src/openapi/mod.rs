@@ -308,12 +308,14 @@ fn operation(
     let service = method.parent_service();
     let (summary, description) =
         summary_and_description(comments.get(method.parent_file().name(), method.path()));
-    let deprecated = method
-        .method_descriptor_proto()
-        .options
-        .as_ref()
-        .and_then(|o| o.deprecated)
-        == Some(true);
+    // Deprecated in the proto, or its whole API deprecated in the config.
+    let deprecated = route.deprecation.is_some()
+        || method
+            .method_descriptor_proto()
+            .options
+            .as_ref()
+            .and_then(|o| o.deprecated)
+            == Some(true);
     let short = tags.name(service.full_name());
     let operation_id = match route.binding {
         0 => format!("{short}_{}", method.name()),

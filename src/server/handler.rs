@@ -5,13 +5,14 @@
 //! [`GatewayError`] rendered in one place and logged with the route.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -20,7 +21,6 @@ use tracing::{Instrument, field::Empty};
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
-use crate::http_rule::Route;
 use crate::transcode;
 use crate::upstream::CallError;
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
@@ -37,9 +37,10 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         grpc_code = Empty,
     );
     async move {
-        let result = pipeline(&gw, &parts, body).await;
+        let mut deprecation = None;
+        let result = pipeline(&gw, &parts, body, &mut deprecation).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match result {
+        let mut response = match result {
             Ok(response) => {
                 tracing::Span::current().record("grpc_code", 0);
                 tracing::info!(status = response.status().as_u16(), latency_ms, "request done");
@@ -55,18 +56,30 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 }
                 error.into_response()
             }
+        };
+        // A deprecated API says so on every answer, errors included.
+        if let Some(headers) = deprecation {
+            response
+                .headers_mut()
+                .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        response
     }
     .instrument(span)
     .await
 }
 
-async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, GatewayError> {
+async fn pipeline(
+    gw: &Gateway,
+    parts: &Parts,
+    body: Body,
+    deprecation: &mut Option<Arc<HeaderMap>>,
+) -> Result<Response, GatewayError> {
     let found = gw.routes().lookup(&parts.method, parts.uri.path())?;
     let route = found.route;
+    deprecation.clone_from(&route.deprecation);
     let span = tracing::Span::current();
     span.record("route", route.template.source.as_str());
-    span.record("upstream", route.backend_name.as_str());
     // Credentials first: nothing of an unauthenticated request is read or parsed.
     let requirement = gw
         .auth()
@@ -82,7 +95,9 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
             route.method.full_name()
         )));
     }
-    let timeout = deadline(parts, route, gw.config().max_grpc_timeout)?;
+    let target = gw.upstreams().select(route, &parts.headers)?;
+    span.record("upstream", target.name.as_str());
+    let timeout = deadline(parts, target.timeout, gw.config().max_grpc_timeout)?;
     // One deadline for the whole request: a client trickling its body spends
     // the time the backend call would have had.
     let deadline_at = tokio::time::Instant::now() + timeout;
@@ -107,18 +122,19 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
     let reply = gw
         .upstreams()
         .unary(
+            target,
             route,
             Bytes::from(input),
             metadata,
             deadline_at.saturating_duration_since(tokio::time::Instant::now()),
         )
         .await
-        .map_err(|e| call_error(gw, route, e))?;
+        .map_err(|e| call_error(gw, &target.name, e))?;
     let json =
         gw.codec()
             .response(route, &reply.message)
             .map_err(|e| GatewayError::BadBackend {
-                backend: route.backend_name.clone(),
+                backend: target.name.clone(),
                 cause: e.to_string(),
             })?;
     let mut headers = response_headers(&reply.headers, reply.trailers.as_ref());
@@ -127,9 +143,9 @@ async fn pipeline(gw: &Gateway, parts: &Parts, body: Body) -> Result<Response, G
 }
 
 /// The call deadline: the client's `Grpc-Timeout` (capped), else the route's default.
-fn deadline(parts: &Parts, route: &Route, cap: Duration) -> Result<Duration, GatewayError> {
+fn deadline(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration, GatewayError> {
     let Some(value) = parts.headers.get("grpc-timeout") else {
-        return Ok(route.timeout);
+        return Ok(default);
     };
     let bad = |reason: String| GatewayError::BadHeader {
         header: "Grpc-Timeout",
@@ -188,7 +204,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Gat
     }
 }
 
-fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
+fn call_error(gw: &Gateway, backend: &str, error: CallError) -> GatewayError {
     match error {
         CallError::Status(status) => {
             let details = (!status.details().is_empty())
@@ -209,15 +225,19 @@ fn call_error(gw: &Gateway, route: &Route, error: CallError) -> GatewayError {
             }))
         }
         CallError::Unreachable(cause) => GatewayError::Unavailable {
-            backend: route.backend_name.clone(),
+            backend: backend.to_owned(),
             cause,
         },
+        CallError::NoEndpoint => GatewayError::Unavailable {
+            backend: backend.to_owned(),
+            cause: "no healthy endpoint".to_owned(),
+        },
         CallError::Protocol(cause) => GatewayError::BadBackend {
-            backend: route.backend_name.clone(),
+            backend: backend.to_owned(),
             cause,
         },
         CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
-            backend: route.backend_name.clone(),
+            backend: backend.to_owned(),
             timeout,
         },
     }

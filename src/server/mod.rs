@@ -2,26 +2,32 @@
 
 pub mod docs;
 pub mod handler;
+pub mod reload;
 pub mod router;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
-use crate::gateway::Gateway;
+pub use reload::Live;
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves the live gateway on `listener` until `shutdown` resolves, then
+/// drains in-flight requests. Each request goes to the gateway current when
+/// it arrives, so reloads take effect without dropping connections.
 ///
 /// # Errors
 /// I/O errors from the listener.
 pub async fn serve(
     listener: TcpListener,
-    gateway: Gateway,
+    live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router::router(gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let app = axum::Router::new()
+        .fallback_service(live.service())
+        .into_make_service_with_connect_info::<SocketAddr>();
     // Responses go out in several writes when large; without TCP_NODELAY,
     // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds.
     let listener = listener.tap_io(|tcp| {

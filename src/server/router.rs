@@ -2,6 +2,7 @@
 //!
 //! Routing of API calls is the route table's job (the `google.api.http`
 //! precedence rules differ from axum's), so they all reach one fallback.
+//! `/healthz` (liveness) and `/readyz` (readiness) are always served;
 //! `/openapi.json`, `/openapi.yaml` and `/docs` are served when
 //! `openapi.enabled` is on; they take precedence over API routes of the same path.
 
@@ -11,6 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
+use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 
 use super::{docs, handler};
@@ -21,7 +23,9 @@ use crate::openapi::Format;
 
 /// Builds the router for a loaded gateway.
 pub fn router(gateway: Gateway) -> Router {
-    let mut endpoints = Router::new().route("/healthz", get(healthz));
+    let mut endpoints = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
     if gateway.config().openapi.enabled {
         let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
         endpoints = endpoints
@@ -57,6 +61,46 @@ async fn protect(State(gw): State<Gateway>, request: Request, next: Next) -> Res
 /// Liveness: the process is up and serving HTTP.
 async fn healthz() -> impl IntoResponse {
     ([(CONTENT_TYPE, JSON)], r#"{"status":"ok"}"#)
+}
+
+/// Readiness: the config is loaded and every required backend has an
+/// endpoint taking traffic. 200 when ready, 503 when not; the body lists
+/// each backend's endpoints and their state either way.
+async fn readyz(State(gw): State<Gateway>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Ready<'a> {
+        status: &'a str,
+        config: ConfigState,
+        backends: Vec<crate::upstream::balance::BackendStatus>,
+    }
+    #[derive(serde::Serialize)]
+    struct ConfigState {
+        source: String,
+        generation: u64,
+        loaded_at: String,
+        routes: usize,
+    }
+    let backends = gw.upstreams().status();
+    let ready = backends.iter().all(|b| b.available || !b.required);
+    let body = Ready {
+        status: if ready { "ready" } else { "not_ready" },
+        config: ConfigState {
+            source: gw.config().source.display().to_string(),
+            generation: gw.generation(),
+            loaded_at: humantime::format_rfc3339_seconds(gw.loaded_at()).to_string(),
+            routes: gw.routes().routes().len(),
+        },
+        backends,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    match serde_json::to_vec(&body) {
+        Ok(json) => (status, [(CONTENT_TYPE, JSON)], json).into_response(),
+        Err(e) => GatewayError::Internal(e.to_string()).into_response(),
+    }
 }
 
 // The document only changes with the routes, so clients may cache it briefly.

@@ -1,35 +1,43 @@
-//! Calls to backends: one long-lived HTTP/2 channel per backend, built at startup.
+//! Calls to backends. Each backend is a set of endpoints ([`balance`]),
+//! each a long-lived HTTP/2 channel built at startup, watched by active
+//! health checks ([`health`]) and DNS refresh ([`resolve`]).
 //!
 //! Channels connect lazily and reconnect by themselves, so a backend that is
 //! down at startup or restarts later only fails the requests made meanwhile.
 //! Calls move encoded bytes framed by hand as one gRPC message; turning them into JSON
 //! is `transcode`'s job, turning failures into HTTP is `error`'s.
 
+pub mod balance;
+pub mod health;
 pub mod metadata;
+pub mod resolve;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::HeaderValue;
 use http::header::{CONTENT_TYPE, HeaderName, TE};
+use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 use tracing::instrument;
 
 use crate::config::Config;
-use crate::http_rule::Route;
+use crate::http_rule::{Route, RouteBackend};
+use balance::{Backend, BackendStatus, Endpoint, Outcome, UnknownBackend};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// The backends' channels, indexed like `Config::backends`.
+/// The backends, indexed like `Config::backends`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    channels: Vec<Channel>,
+    backends: Vec<Arc<Backend>>,
+    override_header: Option<HeaderName>,
 }
 
 /// A successful unary reply.
@@ -50,6 +58,8 @@ pub enum CallError {
     Status(Status),
     /// No answer: the backend could not be reached or the connection failed.
     Unreachable(String),
+    /// No endpoint of the backend is healthy.
+    NoEndpoint,
     /// The backend broke the gRPC contract (e.g. two replies to a unary call).
     Protocol(String),
     /// The deadline passed.
@@ -57,40 +67,74 @@ pub enum CallError {
 }
 
 impl Upstreams {
-    /// Creates one lazily connecting channel per configured backend.
-    pub fn connect(config: &Config) -> Self {
-        let channels = config
-            .backends
-            .iter()
-            .map(|b| {
-                let endpoint = Endpoint::from(b.address.clone())
-                    .connect_timeout(b.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_timeout(Duration::from_secs(10))
-                    .keep_alive_while_idle(true);
-                endpoint.connect_lazy()
-            })
-            .collect();
-        Self { channels }
+    /// Builds every configured backend: resolves its addresses, runs the
+    /// first health checks and starts the background tasks. A backend of
+    /// `previous` with an identical configuration is kept as it is, with its
+    /// connections and health state (hot reload).
+    pub async fn connect(config: &Config, previous: Option<&Upstreams>) -> Self {
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for wanted in &config.backends {
+            if let Some(kept) = previous
+                .and_then(|p| p.backends.iter().find(|b| b.config == *wanted))
+            {
+                backends.push(kept.clone());
+                continue;
+            }
+            let endpoints = resolve::endpoints(wanted, &[]).await;
+            let backend = Backend::new(wanted.clone(), endpoints);
+            if let Some(options) = &wanted.health_check {
+                health::start(&backend, options.clone()).await;
+            }
+            if resolve::has_host_names(wanted) {
+                resolve::start(&backend);
+            }
+            backends.push(backend);
+        }
+        Self {
+            backends,
+            override_header: config.traffic.override_header.clone(),
+        }
     }
 
-    /// Calls a unary method with an encoded request and returns the encoded reply.
+    /// Chooses the backend for a call of `route`: the one the override
+    /// header names, else a weighted pick among the route's backends.
     ///
-    /// The deadline is sent to the backend as `grpc-timeout` and enforced here too.
+    /// # Errors
+    /// [`UnknownBackend`] when the override header names a backend the route does not have.
+    pub fn select<'r>(
+        &self,
+        route: &'r Route,
+        headers: &HeaderMap,
+    ) -> Result<&'r RouteBackend, UnknownBackend> {
+        balance::select(route, headers, self.override_header.as_ref())
+    }
+
+    /// Every backend's state, for `/readyz`.
+    pub fn status(&self) -> Vec<BackendStatus> {
+        self.backends.iter().map(|b| b.status()).collect()
+    }
+
+    /// Calls a unary method on one of `target`'s endpoints with an encoded
+    /// request and returns the encoded reply.
+    ///
+    /// The deadline is sent to the backend as `grpc-timeout` and enforced
+    /// here too. An endpoint that refuses the connection never saw the
+    /// request, so the call moves on to another endpoint.
     ///
     /// # Errors
     /// [`CallError::Status`] for a non-OK status, [`CallError::Unreachable`]
-    /// for a transport failure, [`CallError::Timeout`] when the deadline passes.
-    #[instrument(skip_all, fields(backend = %route.backend_name, method = %route.grpc_path))]
+    /// for a transport failure, [`CallError::NoEndpoint`] when no endpoint
+    /// is healthy, [`CallError::Timeout`] when the deadline passes.
+    #[instrument(skip_all, fields(backend = %target.name, method = %route.grpc_path))]
     pub async fn unary(
         &self,
+        target: &RouteBackend,
         route: &Route,
         message: Bytes,
         metadata: MetadataMap,
         timeout: Duration,
     ) -> Result<UnaryReply, CallError> {
-        let Some(channel) = self.channels.get(route.backend) else {
+        let Some(backend) = self.backends.get(target.index) else {
             return Err(CallError::Protocol(
                 "route names an unknown backend".to_owned(),
             ));
@@ -104,6 +148,7 @@ impl Upstreams {
                 .map_err(|_| CallError::Protocol("request too large".to_owned()))?,
         );
         framed.put(message);
+        let framed = framed.freeze();
         let mut headers = metadata.into_headers();
         headers.insert(CONTENT_TYPE, GRPC);
         headers.insert(TE, TRAILERS);
@@ -111,21 +156,30 @@ impl Upstreams {
         if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(timeout)) {
             headers.insert(GRPC_TIMEOUT, value);
         }
-        let mut request = http::Request::new(tonic::body::Body::new(Full::new(framed.freeze())));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
-        *request.headers_mut() = headers;
-        let limit = route.max_response_bytes;
-        let call = async move {
-            let mut channel = channel.clone();
-            let response = channel
-                .ready()
-                .await
-                .map_err(|e| CallError::Unreachable(e.to_string()))?
-                .call(request)
-                .await
-                .map_err(|e| CallError::Unreachable(e.to_string()))?;
-            read_reply(response, limit).await
+        let limit = target.max_response_bytes;
+        let call = async {
+            let mut refused: Vec<Arc<Endpoint>> = Vec::new();
+            loop {
+                let lease = backend.pick(&refused).ok_or(CallError::NoEndpoint)?;
+                let mut request =
+                    http::Request::new(tonic::body::Body::new(Full::new(framed.clone())));
+                *request.method_mut() = http::Method::POST;
+                *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
+                *request.headers_mut() = headers.clone();
+                let result = send(lease.endpoint.channel(), request, limit).await;
+                backend.record(&lease.endpoint, outcome(&result));
+                match result {
+                    Err(Attempt::Refused(cause)) => {
+                        tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
+                        refused.push(lease.endpoint.clone());
+                        if backend.pick(&refused).is_none() {
+                            return Err(CallError::Unreachable(cause));
+                        }
+                    }
+                    Err(Attempt::Failed(e)) => return Err(e),
+                    Ok(reply) => return Ok(reply),
+                }
+            }
         };
         let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, call).await {
@@ -145,6 +199,62 @@ impl Upstreams {
             Ok(result) => result,
             Err(_) => Err(CallError::Timeout(timeout)),
         }
+    }
+}
+
+/// One attempt's failure: refused before the request left, or any other.
+enum Attempt {
+    Refused(String),
+    Failed(CallError),
+}
+
+async fn send(
+    channel: &Channel,
+    request: http::Request<tonic::body::Body>,
+    limit: usize,
+) -> Result<UnaryReply, Attempt> {
+    let transport = |e: Box<dyn std::error::Error + Send + Sync>| {
+        if is_refused(e.as_ref()) {
+            Attempt::Refused(e.to_string())
+        } else {
+            Attempt::Failed(CallError::Unreachable(e.to_string()))
+        }
+    };
+    let mut channel = channel.clone();
+    let response = channel
+        .ready()
+        .await
+        .map_err(|e| transport(e.into()))?
+        .call(request)
+        .await
+        .map_err(|e| transport(e.into()))?;
+    read_reply(response, limit).await.map_err(Attempt::Failed)
+}
+
+/// Whether a transport error is a refused connection somewhere in its chain.
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// What a call's result says about the endpoint's health.
+fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Answered,
+        Err(Attempt::Refused(_) | Attempt::Failed(CallError::Unreachable(_))) => Outcome::Failed,
+        Err(Attempt::Failed(CallError::Status(s))) if s.code() == Code::Unavailable => {
+            Outcome::Failed
+        }
+        Err(Attempt::Failed(CallError::Status(_) | CallError::Protocol(_))) => Outcome::Answered,
+        Err(Attempt::Failed(CallError::NoEndpoint | CallError::Timeout(_))) => Outcome::Neutral,
     }
 }
 

@@ -195,7 +195,7 @@ async fn unreachable_backend_is_503_without_internal_detail() {
             .unwrap()
             .local_addr()
             .unwrap();
-        users.address = format!("http://{closed}").parse().unwrap();
+        users.endpoints = vec![format!("http://{closed}").parse().unwrap()];
     })
     .await;
     let reply = stack.get("/v1/users/1").await;

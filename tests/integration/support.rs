@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use protogate::Gateway;
 use protogate::config::{self, Config};
+use protogate::server::Live;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -24,7 +26,7 @@ pub fn default_config(backends: &shop::Backends) -> Config {
             "inventory" => backends.inventory,
             other => panic!("unexpected backend {other} in gateway.yaml"),
         };
-        backend.address = format!("http://{addr}").parse().unwrap();
+        backend.endpoints = vec![format!("http://{addr}").parse().unwrap()];
     }
     config
 }
@@ -97,14 +99,21 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
 
 /// Serves a gateway for `config` on an ephemeral port.
 pub async fn serve(config: Config) -> (SocketAddr, oneshot::Sender<()>) {
+    let (addr, stop, _) = serve_live(config).await;
+    (addr, stop)
+}
+
+/// [`serve`], also returning the live handle for reloads.
+pub async fn serve_live(config: Config) -> (SocketAddr, oneshot::Sender<()>, Arc<Live>) {
     let gateway = Gateway::load(config).await.expect("gateway loads");
+    let live = Live::new(gateway);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(protogate::server::serve(listener, gateway, async {
+    tokio::spawn(protogate::server::serve(listener, live.clone(), async {
         let _ = stopped.await;
     }));
-    (addr, stop)
+    (addr, stop, live)
 }
 
 /// A response with its JSON body parsed.

@@ -1,0 +1,236 @@
+//! Hot reload: the live gateway and router, swapped as one value.
+//!
+//! [`Live::reload`] reads the config file again and builds a whole new
+//! [`Gateway`] (config, descriptors, reflection, routes, backends) beside the
+//! running one; only when that succeeds is it swapped in. Requests in flight
+//! hold the value they started with and finish on it. A config that does not
+//! load is logged and the old one keeps serving. [`Live::watch`] reloads on
+//! SIGHUP and when the config file changes (debounced).
+//!
+//! The listen address is bound once; a changed `server.listen` needs a restart.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use notify_debouncer_mini::notify::RecursiveMode;
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use tokio::sync::{Mutex, Notify};
+use tower::ServiceExt;
+
+use super::router;
+use crate::config;
+use crate::gateway::Gateway;
+
+/// The gateway being served and its router.
+#[derive(Debug)]
+pub struct Live {
+    active: ArcSwap<Active>,
+    /// One reload at a time: a second waits and then builds on the first's result.
+    reloading: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Active {
+    gateway: Gateway,
+    router: Router,
+}
+
+/// Keeps the file watcher alive; reloading on file changes stops when dropped.
+pub struct Watch {
+    _debouncer: Option<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("file", &self._debouncer.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Live {
+    /// Starts serving `gateway`.
+    pub fn new(gateway: Gateway) -> Arc<Self> {
+        Arc::new(Self {
+            active: ArcSwap::from_pointee(Active::new(gateway)),
+            reloading: Mutex::new(()),
+        })
+    }
+
+    /// The gateway serving new requests.
+    pub fn gateway(&self) -> Gateway {
+        self.active.load().gateway.clone()
+    }
+
+    /// The service that hands each request to the router current when it arrives.
+    pub fn service(
+        self: Arc<Self>,
+    ) -> impl tower::Service<
+        Request,
+        Response = Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response, Infallible>> + Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        tower::service_fn(move |request: Request| {
+            let router = self.active.load().router.clone();
+            router.oneshot(request)
+        })
+    }
+
+    /// Reads the config file again and swaps in the gateway built from it.
+    ///
+    /// # Errors
+    /// The new config, its descriptors or its backends do not load; the
+    /// running gateway is unchanged.
+    pub async fn reload(&self) -> anyhow::Result<Gateway> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let current = self.gateway();
+        let path = current.config().source.clone();
+        let mut config = config::load(&path)?;
+        if config.listen != current.config().listen {
+            tracing::warn!(
+                from = %current.config().listen,
+                to = %config.listen,
+                "server.listen changed; restart protogate to listen on the new address"
+            );
+            config.listen = current.config().listen;
+        }
+        let next = current.reload(config).await?;
+        self.active.store(Arc::new(Active::new(next.clone())));
+        tracing::info!(
+            generation = next.generation(),
+            routes = next.routes().routes().len(),
+            "configuration reloaded"
+        );
+        Ok(next)
+    }
+
+    /// Reloads on SIGHUP and, when `reload.watch` is on, when the config
+    /// file changes (after `reload.debounce` of quiet). Failed reloads are
+    /// logged; the running gateway keeps serving.
+    ///
+    /// # Errors
+    /// The file watcher cannot be started.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<Watch> {
+        let changed = Arc::new(Notify::new());
+        let gateway = self.gateway();
+        let options = &gateway.config().reload;
+        let debouncer = if options.watch {
+            Some(watch_file(
+                &gateway.config().source,
+                options.debounce,
+                changed.clone(),
+            )?)
+        } else {
+            None
+        };
+        let live = self.clone();
+        let task = tokio::spawn(async move {
+            let mut hangups = Hangups::listen();
+            loop {
+                let why = tokio::select! {
+                    () = changed.notified() => "config file changed",
+                    () = hangups.next() => "SIGHUP",
+                };
+                tracing::info!(trigger = why, "reloading configuration");
+                if let Err(e) = live.reload().await {
+                    tracing::error!(
+                        generation = live.gateway().generation(),
+                        "configuration reload failed, still serving the previous one: {e:#}"
+                    );
+                }
+            }
+        });
+        Ok(Watch {
+            _debouncer: debouncer,
+            task: task.abort_handle(),
+        })
+    }
+}
+
+impl Active {
+    fn new(gateway: Gateway) -> Self {
+        Self {
+            router: router::router(gateway.clone()),
+            gateway,
+        }
+    }
+}
+
+/// Watches the file's directory (editors replace files rather than write
+/// them in place) and signals changes to the file itself.
+fn watch_file(
+    path: &Path,
+    debounce: std::time::Duration,
+    changed: Arc<Notify>,
+) -> anyhow::Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
+    let file: PathBuf = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot watch {}", path.display()))?;
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let watched = file.clone();
+    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
+        match result {
+            Ok(events) if events.iter().any(|e| e.path == watched) => changed.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "config file watch failed"),
+        }
+    })
+    .context("cannot start the config file watcher")?;
+    debouncer
+        .watcher()
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    tracing::debug!(file = %file.display(), "watching the config file");
+    Ok(debouncer)
+}
+
+/// SIGHUP, where there is such a signal.
+struct Hangups {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signal = signal(SignalKind::hangup())
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+                .ok();
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGHUP; never, without a handler.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut()
+            && signal.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+}

@@ -1,0 +1,383 @@
+//! One backend's endpoints and how a call picks one: power of two choices
+//! on in-flight calls or round robin, over the endpoints that are healthy
+//! (active checks) and not ejected (passive checks); and the weighted pick
+//! between the backends of a split route.
+//!
+//! Health checking and DNS refresh run in background tasks ([`super::health`],
+//! [`super::resolve`]) that only update the state kept here.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::{HeaderMap, HeaderName, Uri};
+use serde::Serialize;
+use tokio::task::AbortHandle;
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use crate::config::{Balance, BackendConfig};
+use crate::http_rule::{Route, RouteBackend};
+
+/// A backend: its endpoints (replaced whole when DNS answers change) and
+/// the background tasks that watch them, stopped when it is dropped.
+#[derive(Debug)]
+pub struct Backend {
+    /// The configuration it was built from; a reload keeps the backend (and
+    /// its connections and health state) when this is unchanged.
+    pub config: BackendConfig,
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    next: AtomicUsize,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+/// One instance of a backend: a channel to one address and its health.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// `http://ip:port`.
+    pub address: String,
+    /// The configured address it came from (a host name resolves to several).
+    pub origin: Uri,
+    channel: Channel,
+    in_flight: AtomicUsize,
+    /// Set by active health checks; true until a check says otherwise.
+    healthy: AtomicBool,
+    /// Passive failures in a row.
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+    /// Consecutive active check results: positive passes, negative failures.
+    pub(super) streak: Mutex<i64>,
+}
+
+/// What an endpoint looks like from `/readyz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointState {
+    /// Takes traffic.
+    Healthy,
+    /// Failed its active health checks.
+    Unhealthy,
+    /// Taken out for a while after failing calls.
+    Ejected,
+}
+
+/// One endpoint in `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    /// Its address.
+    pub address: String,
+    /// Its state.
+    pub state: EndpointState,
+    /// Calls in flight.
+    pub in_flight: usize,
+}
+
+/// One backend in `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// The backend's name.
+    pub name: String,
+    /// Whether readiness waits for it.
+    pub required: bool,
+    /// Whether some endpoint takes traffic.
+    pub available: bool,
+    /// Its endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+/// How a call ended, for passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An answer, even an error status other than UNAVAILABLE.
+    Answered,
+    /// No answer or UNAVAILABLE: counts toward ejection.
+    Failed,
+    /// Says nothing about the endpoint (e.g. the deadline passed).
+    Neutral,
+}
+
+/// A call's claim on an endpoint: counts it in flight until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Endpoint {
+    /// A lazily connecting channel to `uri`; `origin` is the configured
+    /// address, sent as `:authority` when `uri` is a resolved IP.
+    pub fn new(uri: Uri, origin: &Uri, config: &BackendConfig) -> Arc<Self> {
+        let channel = TonicEndpoint::from(uri.clone())
+            .origin(origin.clone())
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        Arc::new(Self {
+            address: uri.to_string().trim_end_matches('/').to_owned(),
+            origin: origin.clone(),
+            channel,
+            in_flight: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            ejected_until: Mutex::new(None),
+            streak: Mutex::new(0),
+        })
+    }
+
+    /// The channel to this endpoint.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    fn ejected(&self, now: Instant) -> bool {
+        let mut until = self
+            .ejected_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *until {
+            Some(t) if t > now => true,
+            Some(_) => {
+                *until = None;
+                tracing::info!(endpoint = %self.address, "ejection over; endpoint takes traffic again");
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn available(&self, now: Instant) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
+    }
+
+    fn state(&self, now: Instant) -> EndpointState {
+        if !self.healthy.load(Ordering::Relaxed) {
+            EndpointState::Unhealthy
+        } else if self.ejected(now) {
+            EndpointState::Ejected
+        } else {
+            EndpointState::Healthy
+        }
+    }
+
+    /// Records an active check's verdict once it has held `threshold` times in a row.
+    pub(super) fn set_healthy(&self, healthy: bool) {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            if healthy {
+                tracing::info!(endpoint = %self.address, "endpoint passed its health checks");
+                // A fresh start: old passive failures say nothing now.
+                self.failures.store(0, Ordering::Relaxed);
+            } else {
+                tracing::warn!(endpoint = %self.address, "endpoint failed its health checks");
+            }
+        }
+    }
+}
+
+impl Backend {
+    /// A backend over `endpoints`, with no background tasks yet.
+    pub fn new(config: BackendConfig, endpoints: Vec<Arc<Endpoint>>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            endpoints: ArcSwap::from_pointee(endpoints),
+            next: AtomicUsize::new(0),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    /// Replaces the endpoints (after a DNS change).
+    pub(super) fn set_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) {
+        self.endpoints.store(Arc::new(endpoints));
+    }
+
+    /// Ties a background task's life to this backend's.
+    pub(super) fn adopt(&self, task: AbortHandle) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+    }
+
+    /// Picks an endpoint for a call, skipping `exclude` (endpoints that
+    /// just refused a connection), and counts the call in flight.
+    pub fn pick(&self, exclude: &[Arc<Endpoint>]) -> Option<Lease> {
+        let endpoints = self.endpoints.load();
+        let now = Instant::now();
+        let usable =
+            |e: &&Arc<Endpoint>| e.available(now) && !exclude.iter().any(|x| Arc::ptr_eq(x, e));
+        let count = endpoints.iter().filter(usable).count();
+        let nth = |n: usize| endpoints.iter().filter(usable).nth(n);
+        let chosen = match count {
+            0 => return None,
+            1 => nth(0),
+            _ => match self.config.balance {
+                Balance::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed) % count),
+                Balance::P2c => {
+                    // Two distinct random candidates; the less busy one wins.
+                    let a = fastrand::usize(..count);
+                    let b = (a + 1 + fastrand::usize(..count - 1)) % count;
+                    match (nth(a), nth(b)) {
+                        (Some(x), Some(y)) => Some(
+                            if y.in_flight.load(Ordering::Relaxed)
+                                < x.in_flight.load(Ordering::Relaxed)
+                            {
+                                y
+                            } else {
+                                x
+                            },
+                        ),
+                        (x, y) => x.or(y),
+                    }
+                }
+            },
+        }?;
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            endpoint: chosen.clone(),
+        })
+    }
+
+    /// Passive health: ejects an endpoint after `consecutive_failures`
+    /// failed calls in a row, unless it is the last one taking traffic.
+    pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+        let outlier = &self.config.outlier;
+        match outcome {
+            Outcome::Neutral => {}
+            Outcome::Answered => endpoint.failures.store(0, Ordering::Relaxed),
+            Outcome::Failed => {
+                let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if outlier.consecutive_failures == 0 || failures < outlier.consecutive_failures {
+                    return;
+                }
+                let now = Instant::now();
+                let others = self
+                    .endpoints
+                    .load()
+                    .iter()
+                    .any(|e| !std::ptr::eq(e.as_ref(), endpoint) && e.available(now));
+                if !others {
+                    // Ejecting the last endpoint would turn a flaky backend into a dead one.
+                    return;
+                }
+                endpoint.failures.store(0, Ordering::Relaxed);
+                *endpoint
+                    .ejected_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(now + outlier.ejection_time);
+                tracing::warn!(
+                    backend = %self.config.name,
+                    endpoint = %endpoint.address,
+                    failures,
+                    ejection = ?outlier.ejection_time,
+                    "endpoint ejected after failed calls"
+                );
+            }
+        }
+    }
+
+    /// The backend as `/readyz` shows it.
+    pub fn status(&self) -> BackendStatus {
+        let now = Instant::now();
+        let endpoints: Vec<EndpointStatus> = self
+            .endpoints
+            .load()
+            .iter()
+            .map(|e| EndpointStatus {
+                address: e.address.clone(),
+                state: e.state(now),
+                in_flight: e.in_flight.load(Ordering::Relaxed),
+            })
+            .collect();
+        BackendStatus {
+            name: self.config.name.clone(),
+            required: self.config.required,
+            available: endpoints.iter().any(|e| e.state == EndpointState::Healthy),
+            endpoints,
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Why no backend could be chosen for a split route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{header}: {value:?} is not a backend of this route (one of: {})", .allowed.join(", "))]
+pub struct UnknownBackend {
+    /// The override header's name.
+    pub header: String,
+    /// The value sent.
+    pub value: String,
+    /// The route's backends.
+    pub allowed: Vec<String>,
+}
+
+/// Chooses among a route's backends: the one the override header names,
+/// else a weighted random pick.
+///
+/// # Errors
+/// [`UnknownBackend`] when the override header names a backend the route does not have.
+pub fn select<'r>(
+    route: &'r Route,
+    headers: &HeaderMap,
+    override_header: Option<&HeaderName>,
+) -> Result<&'r RouteBackend, UnknownBackend> {
+    if let Some(name) = override_header
+        && let Some(value) = headers.get(name)
+    {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        return route
+            .backends
+            .iter()
+            .find(|b| b.name == value)
+            .ok_or_else(|| UnknownBackend {
+                header: name.to_string(),
+                value: value.into_owned(),
+                allowed: route.backends.iter().map(|b| b.name.clone()).collect(),
+            });
+    }
+    let first = route
+        .backends
+        .first()
+        .expect("the route table gives every route a backend");
+    if route.backends.len() == 1 {
+        return Ok(first);
+    }
+    let mut ticket = fastrand::u32(..route.total_weight.max(1));
+    for backend in &route.backends {
+        if ticket < backend.weight {
+            return Ok(backend);
+        }
+        ticket -= backend.weight;
+    }
+    Ok(first)
+}

@@ -1,0 +1,114 @@
+//! Endpoints from configured addresses: an IP address is one endpoint; a
+//! host name stands for every address it resolves to, resolved at startup
+//! and again every `dns_refresh` in a task that ends with the backend.
+//!
+//! Endpoints whose address is unchanged are kept across refreshes, with
+//! their connections and health state.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+
+use http::Uri;
+
+use super::balance::{Backend, Endpoint};
+use super::health;
+use crate::config::BackendConfig;
+
+/// Whether some configured address is a host name.
+pub fn has_host_names(config: &BackendConfig) -> bool {
+    config.endpoints.iter().any(|uri| ip_of(uri).is_none())
+}
+
+/// The endpoints for `config`, reusing those of `current` with the same address.
+/// A host name that does not resolve keeps the endpoints it had (none at startup).
+pub async fn endpoints(config: &BackendConfig, current: &[Arc<Endpoint>]) -> Vec<Arc<Endpoint>> {
+    let mut out: Vec<Arc<Endpoint>> = Vec::new();
+    for origin in &config.endpoints {
+        let addresses: Vec<SocketAddr> = match ip_of(origin) {
+            Some(ip) => vec![SocketAddr::new(ip, port_of(origin))],
+            None => {
+                let host = origin.host().unwrap_or_default();
+                match tokio::net::lookup_host((host, port_of(origin))).await {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        tracing::warn!(backend = %config.name, %host, error = %e, "cannot resolve backend host; keeping its last addresses");
+                        out.extend(
+                            current
+                                .iter()
+                                .filter(|c| c.origin == *origin)
+                                .cloned(),
+                        );
+                        continue;
+                    }
+                }
+            }
+        };
+        for addr in addresses {
+            let uri = match format!("http://{addr}").parse::<Uri>() {
+                Ok(uri) => uri,
+                Err(_) => continue,
+            };
+            let address = uri.to_string().trim_end_matches('/').to_owned();
+            if out.iter().any(|e| e.address == address) {
+                continue;
+            }
+            let endpoint = current
+                .iter()
+                .find(|c| c.address == address)
+                .cloned()
+                .unwrap_or_else(|| Endpoint::new(uri, origin, config));
+            out.push(endpoint);
+        }
+    }
+    out
+}
+
+/// Re-resolves the backend's host names every `dns_refresh` until it is dropped.
+pub fn start(backend: &Arc<Backend>) {
+    let weak = Arc::downgrade(backend);
+    let task = tokio::spawn(run(weak, backend.config.clone()));
+    backend.adopt(task.abort_handle());
+}
+
+async fn run(backend: Weak<Backend>, config: BackendConfig) {
+    loop {
+        tokio::time::sleep(config.dns_refresh).await;
+        let Some(current) = backend.upgrade().map(|b| b.endpoints()) else {
+            return;
+        };
+        let fresh = endpoints(&config, &current).await;
+        let added: Vec<Arc<Endpoint>> = fresh
+            .iter()
+            .filter(|f| !current.iter().any(|c| Arc::ptr_eq(c, f)))
+            .cloned()
+            .collect();
+        if added.is_empty() && fresh.len() == current.len() {
+            continue;
+        }
+        if let Some(options) = &config.health_check {
+            health::check_all(&added, options, true).await;
+        }
+        let Some(backend) = backend.upgrade() else {
+            return;
+        };
+        tracing::info!(
+            backend = %config.name,
+            endpoints = ?fresh.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+            "backend addresses changed"
+        );
+        backend.set_endpoints(fresh);
+    }
+}
+
+fn ip_of(uri: &Uri) -> Option<IpAddr> {
+    uri.host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+fn port_of(uri: &Uri) -> u16 {
+    // Config validation requires a port.
+    uri.port_u16().unwrap_or(80)
+}
