@@ -152,8 +152,7 @@ impl Gateway {
             OpenApiDocs::empty()
         };
         // Last: nothing above can fail after health checks and DNS tasks start.
-        let upstreams =
-            Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
+        let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

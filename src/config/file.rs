@@ -16,7 +16,8 @@ pub struct FileConfig {
     /// Listener settings.
     #[serde(default)]
     pub server: ServerSection,
-    /// Where descriptors come from.
+    /// Where descriptors come from (besides reflection).
+    #[serde(default)]
     pub descriptors: DescriptorsSection,
     /// Named backends and the services they serve.
     pub backends: BTreeMap<String, BackendSection>,

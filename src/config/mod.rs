@@ -678,7 +678,9 @@ fn apis(
                     parse_date(text).ok_or_else(|| {
                         err(
                             &format!("{key}.deprecated.{field}"),
-                            format!("{text:?} is not a date like 2027-06-30 or 2027-06-30T00:00:00Z"),
+                            format!(
+                                "{text:?} is not a date like 2027-06-30 or 2027-06-30T00:00:00Z"
+                            ),
                         )
                     })
                 };
@@ -690,7 +692,10 @@ fn apis(
                         "comes before `since`".into()
                     ));
                 }
-                for (field, link) in [("successor", &d.successor), ("documentation", &d.documentation)] {
+                for (field, link) in [
+                    ("successor", &d.successor),
+                    ("documentation", &d.documentation),
+                ] {
                     if let Some(link) = link
                         && (link.contains(['<', '>', '"', ' ']) || link.is_empty())
                     {
@@ -735,13 +740,17 @@ fn http_rules(
     for (i, rule) in raw.rules.iter().enumerate() {
         let key = format!("http.rules[{i}].selector");
         let valid = rule.selector.split('.').count() >= 2
-            && rule.selector.split('.').all(|p| {
-                !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            });
+            && rule
+                .selector
+                .split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
         if !valid {
             bail!(err(
                 &key,
-                format!("{:?} is not a method name like package.Service.Method", rule.selector)
+                format!(
+                    "{:?} is not a method name like package.Service.Method",
+                    rule.selector
+                )
             ));
         }
         if !seen.insert(rule.selector.clone()) {
@@ -861,11 +870,119 @@ backends:
                 "backends: {}\ndescriptors:\n  protos: [a.proto]\n".to_owned(),
                 "gateway.yaml: backends: define at least one backend",
             ),
+            (
+                MINIMAL.replace(
+                    "address: http://127.0.0.1:50051",
+                    "address: http://127.0.0.1:50051\n    endpoints: [http://127.0.0.1:1]",
+                ),
+                "gateway.yaml: backends.users: give `address` or `endpoints`, not both",
+            ),
+            (
+                MINIMAL.replace(
+                    "address: http://127.0.0.1:50051",
+                    "endpoints: [http://127.0.0.1:1, http://127.0.0.1:1]",
+                ),
+                "gateway.yaml: backends.users.endpoints: \"http://127.0.0.1:1\" is listed twice",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:50051", "http://users.internal"),
+                "gateway.yaml: backends.users.address: \"http://users.internal\" must look like http://host:port",
+            ),
+            (
+                MINIMAL.replace("services: [shop.user.v1.UserService]", "services: []"),
+                "gateway.yaml: backends.users.services: list at least one service (or set `reflection: true`",
+            ),
+            (
+                format!("{MINIMAL}    weight: 0\n"),
+                "gateway.yaml: backends.users.weight: must be greater than 0",
+            ),
+            (
+                format!("{MINIMAL}    balance: random\n"),
+                "gateway.yaml: backends.users.balance: unknown variant `random`",
+            ),
+            (
+                format!("{MINIMAL}    health_check: {{ unhealthy_threshold: 0 }}\n"),
+                "gateway.yaml: backends.users.health_check.unhealthy_threshold: must be greater than 0",
+            ),
+            (
+                format!("{MINIMAL}apis:\n  - services: [shop.*]\n    prefix: api\n"),
+                "gateway.yaml: apis[0].prefix: \"api\" must be literal path segments",
+            ),
+            (
+                format!("{MINIMAL}apis:\n  - services: [shop.*]\n    prefix: /a/{{x}}\n"),
+                "gateway.yaml: apis[0].prefix: \"/a/{x}\" must be literal path segments",
+            ),
+            (
+                format!(
+                    "{MINIMAL}apis:\n  - services: [shop.*]\n    deprecated: {{ since: soon }}\n"
+                ),
+                "gateway.yaml: apis[0].deprecated.since: \"soon\" is not a date",
+            ),
+            (
+                format!(
+                    "{MINIMAL}apis:\n  - services: [shop.*]\n    deprecated: {{ since: 2027-01-01, sunset: 2026-01-01 }}\n"
+                ),
+                "gateway.yaml: apis[0].deprecated.sunset: comes before `since`",
+            ),
+            (
+                format!(
+                    "{MINIMAL}apis:\n  - services: [shop.*]\n    deprecated: {{ since: 2027-01-01, successor: \"<x>\" }}\n"
+                ),
+                "gateway.yaml: apis[0].deprecated.successor: \"<x>\" is not a URL or path",
+            ),
+            (
+                format!("{MINIMAL}http:\n  rules:\n    - selector: Get\n      get: /x\n"),
+                "gateway.yaml: http.rules[0].selector: \"Get\" is not a method name",
+            ),
+            (
+                format!(
+                    "{MINIMAL}http:\n  rules:\n    - {{ selector: a.B.C, get: /x }}\n    - {{ selector: a.B.C, get: /y }}\n"
+                ),
+                "gateway.yaml: http.rules[1].selector: a.B.C has two rules",
+            ),
+            (
+                format!("{MINIMAL}traffic:\n  override_header: \"bad header\"\n"),
+                "gateway.yaml: traffic.override_header: \"bad header\" is not a valid header name",
+            ),
         ] {
             let got = parse(&text, Path::new("gateway.yaml"))
                 .unwrap_err()
                 .to_string();
             assert!(got.starts_with(want), "got {got:?}\nwant prefix {want:?}");
+        }
+    }
+
+    #[test]
+    fn reflection_backends_need_no_protos_or_services() {
+        let text = "backends:\n  users:\n    endpoints: [http://127.0.0.1:1, http://localhost:2]\n    reflection: true\n";
+        let c = parse(text, Path::new("gateway.yaml")).unwrap();
+        let users = &c.backends[0];
+        assert!(users.reflection && users.services.is_empty());
+        assert_eq!(users.endpoints.len(), 2);
+        assert_eq!(users.balance, Balance::P2c);
+        assert!(users.required && users.health_check.is_none());
+        assert_eq!(users.outlier, OutlierOptions::default());
+        let err = parse(
+            &text.replace("reflection: true", "services: [a.B]"),
+            Path::new("gateway.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("gateway.yaml: descriptors:"), "{err}");
+    }
+
+    #[test]
+    fn dates_are_days_or_utc_timestamps() {
+        for (text, want) in [
+            ("2026-11-01", Some(1_793_491_200)),
+            ("2026-11-01T12:00:00Z", Some(1_793_534_400)),
+            ("2026-13-01", None),
+            ("01.11.2026", None),
+            ("", None),
+        ] {
+            let got = parse_date(text)
+                .map(|t| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
+            assert_eq!(got, want, "{text:?}");
         }
     }
 

@@ -226,9 +226,10 @@ async fn exchange(
             debug!(%protocol, "not served, answered UNIMPLEMENTED");
             continue;
         };
+        let mut seen = HashSet::new();
         let services: Vec<String> = listed
             .into_iter()
-            .filter(|s| !s.starts_with(REFLECTION_PACKAGE))
+            .filter(|s| !s.starts_with(REFLECTION_PACKAGE) && seen.insert(s.clone()))
             .collect();
         let received = collect(&mut session, name, &services).await?;
         let files = received.into_sorted(name)?;
@@ -262,13 +263,13 @@ async fn list_services(
         Err(status) => return Err(failed(endpoint, &ask, Err(status))),
     };
     match session.next().await {
-        Some(Ok(Answer::Services(names))) => Ok(Some((session, names))),
-        Some(Err(status)) if status.code() == Code::Unimplemented => Ok(None),
-        Some(Ok(Answer::Error {
+        Ok(Answer::Services(names)) => Ok(Some((session, names))),
+        Err(status) if status.code() == Code::Unimplemented => Ok(None),
+        Ok(Answer::Error {
             code: Code::Unimplemented,
             ..
-        })) => Ok(None),
-        other => Err(failed(endpoint, &ask, other.unwrap_or(Ok(Answer::Ended)))),
+        }) => Ok(None),
+        other => Err(failed(endpoint, &ask, other)),
     }
 }
 
@@ -292,8 +293,7 @@ async fn collect(
             session.send(ask.clone());
         }
         for ask in &asks {
-            let answer = session.next().await.unwrap_or(Ok(Answer::Ended));
-            let files = match (ask, answer) {
+            let files = match (ask, session.next().await) {
                 (_, Ok(Answer::Files(files))) => files,
                 (Ask::FileByFilename(file), Err(status)) if status.code() == Code::NotFound => {
                     return Err(received.missing(endpoint, file));
@@ -402,9 +402,9 @@ impl Session {
         let _ = self.asks.send(ask);
     }
 
-    /// The next answer, `None` at the end of the stream.
-    async fn next(&mut self) -> Option<Result<Answer, Status>> {
-        self.answers.next().await
+    /// The next answer; [`Answer::Ended`] once the stream is over.
+    async fn next(&mut self) -> Result<Answer, Status> {
+        self.answers.next().await.unwrap_or(Ok(Answer::Ended))
     }
 }
 
@@ -449,7 +449,7 @@ macro_rules! protocol_version {
 
             fn request(ask: Ask) -> ServerReflectionRequest {
                 let message = match ask {
-                    // The content is not checked; "*" is what grpcurl sends.
+                    // Servers ignore the content; "*" is what grpcurl's client sends.
                     Ask::ListServices => MessageRequest::ListServices("*".to_owned()),
                     Ask::FileContainingSymbol(symbol) => {
                         MessageRequest::FileContainingSymbol(symbol)
@@ -599,13 +599,13 @@ impl Received {
                 }
             }
         }
-        if let Ask::FileByFilename(asked) = ask {
-            if !names.contains(asked) {
-                return Err(malformed(
-                    endpoint,
-                    format!("the answer to {ask} does not hold it"),
-                ));
-            }
+        if let Ask::FileByFilename(asked) = ask
+            && !names.contains(asked)
+        {
+            return Err(malformed(
+                endpoint,
+                format!("the answer to {ask} does not hold that file"),
+            ));
         }
         Ok(())
     }
@@ -824,7 +824,7 @@ mod tests {
     }
 
     impl RawServer {
-        fn new(files: Vec<Bytes>) -> Router {
+        fn router(files: Vec<Bytes>) -> Router {
             let files = files
                 .into_iter()
                 .map(|b| File::decode(b).unwrap())
@@ -969,7 +969,7 @@ mod tests {
     #[tokio::test]
     async fn files_keep_their_bytes_and_http_options() {
         let originals = shop_files();
-        let backend = serve(RawServer::new(originals.clone())).await;
+        let backend = serve(RawServer::router(originals.clone())).await;
         let got = fetch_from(&backend).await.unwrap();
         assert_eq!(sorted(got.services.clone()), shop_services());
         assert_dependencies_first(&got.files);
@@ -1036,7 +1036,7 @@ mod tests {
             .collect();
         // grpc-go style (error_response) and tonic style (NOT_FOUND status).
         for (case, router) in [
-            ("error_response", RawServer::new(raw)),
+            ("error_response", RawServer::router(raw)),
             ("status", tonic_v1(without("google/api/http.proto"))),
         ] {
             let backend = serve(router).await;

@@ -17,8 +17,8 @@ use http::{HeaderMap, Method};
 use percent_encoding::percent_decode_str;
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor};
 
-use super::field_path::{FieldPath, FieldPathError};
 use super::api::deprecation_headers;
+use super::field_path::{FieldPath, FieldPathError};
 use super::rule::{Binding, HttpRule, RuleError, method_rule};
 
 use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
@@ -609,12 +609,13 @@ fn compile(
     overrides: Option<&crate::config::MethodOverrides>,
 ) -> Result<Route, RouteError> {
     let name = method.full_name().to_owned();
-    let template = PathTemplate::parse(&format!("{}{}", target.prefix, binding.path)).map_err(
-        |source| RouteError::Template {
-            method: name.clone(),
-            source,
-        },
-    )?;
+    let template =
+        PathTemplate::parse(&format!("{}{}", target.prefix, binding.path)).map_err(|source| {
+            RouteError::Template {
+                method: name.clone(),
+                source,
+            }
+        })?;
     let http_method =
         if binding.http_method == "*" {
             MethodMatch::Any

@@ -180,19 +180,17 @@ fn watch_file(
     debounce: std::time::Duration,
     changed: Arc<Notify>,
 ) -> anyhow::Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
-    let file: PathBuf = std::fs::canonicalize(path)
-        .with_context(|| format!("cannot watch {}", path.display()))?;
+    let file: PathBuf =
+        std::fs::canonicalize(path).with_context(|| format!("cannot watch {}", path.display()))?;
     let dir = file
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let watched = file.clone();
-    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| {
-        match result {
-            Ok(events) if events.iter().any(|e| e.path == watched) => changed.notify_one(),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "config file watch failed"),
-        }
+    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| match result {
+        Ok(events) if events.iter().any(|e| e.path == watched) => changed.notify_one(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "config file watch failed"),
     })
     .context("cannot start the config file watcher")?;
     debouncer

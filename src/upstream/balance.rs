@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::task::AbortHandle;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use crate::config::{Balance, BackendConfig};
+use crate::config::{BackendConfig, Balance};
 use crate::http_rule::{Route, RouteBackend};
 
 /// A backend: its endpoints (replaced whole when DNS answers change) and
@@ -380,4 +380,175 @@ pub fn select<'r>(
         ticket -= backend.weight;
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn backend(n: usize, extra: &str) -> Arc<Backend> {
+        let endpoints: Vec<String> = (1..=n).map(|i| format!("http://127.0.0.{i}:1")).collect();
+        let text = format!(
+            "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    endpoints: [{}]\n    services: [a.B]\n{extra}",
+            endpoints.join(", ")
+        );
+        let config = config::parse(&text, std::path::Path::new("gateway.yaml"))
+            .unwrap()
+            .backends
+            .remove(0);
+        let eps = config
+            .endpoints
+            .iter()
+            .map(|uri| Endpoint::new(uri.clone(), uri, &config))
+            .collect();
+        Backend::new(config, eps)
+    }
+
+    fn counts(backend: &Backend, picks: usize) -> Vec<usize> {
+        let endpoints = backend.endpoints();
+        let mut counts = vec![0; endpoints.len()];
+        for _ in 0..picks {
+            let lease = backend.pick(&[]).unwrap();
+            let i = endpoints
+                .iter()
+                .position(|e| Arc::ptr_eq(e, &lease.endpoint))
+                .unwrap();
+            counts[i] += 1;
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn round_robin_takes_turns() {
+        let b = backend(3, "    balance: round_robin\n");
+        assert_eq!(counts(&b, 9), [3, 3, 3]);
+    }
+
+    #[tokio::test]
+    async fn p2c_avoids_the_busy_endpoint() {
+        let b = backend(3, "");
+        // Hold 50 calls on the first endpoint: every pair including it prefers the other.
+        let busy = b.endpoints()[0].clone();
+        let held: Vec<Lease> = (0..50)
+            .map(|_| {
+                busy.in_flight.fetch_add(1, Ordering::Relaxed);
+                Lease {
+                    endpoint: busy.clone(),
+                }
+            })
+            .collect();
+        let mut got = vec![0; 3];
+        for _ in 0..300 {
+            // Released at once, so the others stay at zero in flight.
+            let lease = b.pick(&[]).unwrap();
+            let i = b
+                .endpoints()
+                .iter()
+                .position(|e| Arc::ptr_eq(e, &lease.endpoint))
+                .unwrap();
+            got[i] += 1;
+        }
+        assert_eq!(got[0], 0, "{got:?}");
+        assert!(got[1] > 100 && got[2] > 100, "{got:?}");
+        drop(held);
+        assert_eq!(busy.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn failing_endpoint_is_ejected_but_never_the_last() {
+        let b = backend(
+            2,
+            "    outlier_detection: { consecutive_failures: 2, ejection_time: 1h }\n",
+        );
+        let [first, second] = [b.endpoints()[0].clone(), b.endpoints()[1].clone()];
+        b.record(&first, Outcome::Failed);
+        b.record(&first, Outcome::Answered);
+        b.record(&first, Outcome::Failed);
+        assert_eq!(
+            first.state(Instant::now()),
+            EndpointState::Healthy,
+            "a success resets the count"
+        );
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+        assert_eq!(counts(&b, 10), [0, 10]);
+        for _ in 0..5 {
+            b.record(&second, Outcome::Failed);
+        }
+        assert_eq!(
+            second.state(Instant::now()),
+            EndpointState::Healthy,
+            "the last endpoint stays"
+        );
+        let status = b.status();
+        assert!(status.available);
+        assert_eq!(status.endpoints[0].state, EndpointState::Ejected);
+        second.set_healthy(false);
+        assert!(b.pick(&[]).is_none());
+        assert!(!b.status().available);
+    }
+
+    #[tokio::test]
+    async fn excluded_endpoints_are_skipped() {
+        let b = backend(3, "");
+        let refused = vec![b.endpoints()[0].clone(), b.endpoints()[2].clone()];
+        for _ in 0..20 {
+            let lease = b.pick(&refused).unwrap();
+            assert!(Arc::ptr_eq(&lease.endpoint, &b.endpoints()[1]));
+        }
+        let all = b.endpoints().to_vec();
+        assert!(b.pick(&all).is_none());
+    }
+
+    #[test]
+    fn split_follows_weights_and_the_override_header() {
+        let pool = crate::descriptor::pool_from_source(
+            "syntax = \"proto3\"; package a; import \"google/api/annotations.proto\";\n\
+             message M { string s = 1; }\n\
+             service B { rpc Get(M) returns (M) { option (google.api.http) = { get: \"/m/{s}\" }; } }\n",
+        );
+        let config = config::parse(
+            "descriptors:\n  protos: [x.proto]\nbackends:\n  stable:\n    address: http://127.0.0.1:1\n    services: [a.B]\n    weight: 90\n  canary:\n    address: http://127.0.0.1:2\n    services: [a.B]\n    weight: 10\n",
+            std::path::Path::new("gateway.yaml"),
+        )
+        .unwrap();
+        let table = crate::http_rule::RouteTable::build(&pool, &config).unwrap();
+        let route = &table.routes()[0];
+        let header = HeaderName::from_static("x-backend");
+        let mut canary = 0;
+        for _ in 0..10_000 {
+            if select(route, &HeaderMap::new(), Some(&header))
+                .unwrap()
+                .name
+                == "canary"
+            {
+                canary += 1;
+            }
+        }
+        // 10 % of 10,000: the binomial standard deviation is 30.
+        assert!((850..=1150).contains(&canary), "{canary}");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-backend", "canary".parse().unwrap());
+        for _ in 0..100 {
+            assert_eq!(
+                select(route, &headers, Some(&header)).unwrap().name,
+                "canary"
+            );
+        }
+        // Without a configured header, the client cannot choose.
+        let mut stable = 0;
+        for _ in 0..1000 {
+            if select(route, &headers, None).unwrap().name == "stable" {
+                stable += 1;
+            }
+        }
+        assert!(stable > 800, "{stable}");
+        headers.insert("x-backend", "other".parse().unwrap());
+        let err = select(route, &headers, Some(&header)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x-backend: \"other\" is not a backend of this route (one of: canary, stable)"
+        );
+    }
 }

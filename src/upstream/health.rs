@@ -37,7 +37,11 @@ async fn run(backend: Weak<Backend>, options: HealthCheckOptions) {
 }
 
 /// Checks `endpoints` concurrently; `first` applies each verdict at once.
-pub(super) async fn check_all(endpoints: &[Arc<Endpoint>], options: &HealthCheckOptions, first: bool) {
+pub(super) async fn check_all(
+    endpoints: &[Arc<Endpoint>],
+    options: &HealthCheckOptions,
+    first: bool,
+) {
     let mut checks = JoinSet::new();
     for endpoint in endpoints {
         let endpoint = endpoint.clone();

@@ -74,8 +74,8 @@ impl Upstreams {
     pub async fn connect(config: &Config, previous: Option<&Upstreams>) -> Self {
         let mut backends = Vec::with_capacity(config.backends.len());
         for wanted in &config.backends {
-            if let Some(kept) = previous
-                .and_then(|p| p.backends.iter().find(|b| b.config == *wanted))
+            if let Some(kept) =
+                previous.and_then(|p| p.backends.iter().find(|b| b.config == *wanted))
             {
                 backends.push(kept.clone());
                 continue;

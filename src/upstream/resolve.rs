@@ -32,12 +32,7 @@ pub async fn endpoints(config: &BackendConfig, current: &[Arc<Endpoint>]) -> Vec
                     Ok(found) => found.collect(),
                     Err(e) => {
                         tracing::warn!(backend = %config.name, %host, error = %e, "cannot resolve backend host; keeping its last addresses");
-                        out.extend(
-                            current
-                                .iter()
-                                .filter(|c| c.origin == *origin)
-                                .cloned(),
-                        );
+                        out.extend(current.iter().filter(|c| c.origin == *origin).cloned());
                         continue;
                     }
                 }

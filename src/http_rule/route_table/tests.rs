@@ -269,6 +269,125 @@ fn unknown_configured_names_are_startup_errors() {
     );
 }
 
+#[test]
+fn api_prefix_and_deprecation_apply_to_their_services() {
+    let cfg = config::for_test(
+        "t.v1.Things",
+        "apis:\n  - services: [t.v1.*]\n    prefix: /api/\n    deprecated:\n      since: 2026-01-01\n      sunset: 2027-06-30\n      successor: /openapi/v2.json\n",
+    );
+    let table = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
+    let found = table.lookup(&Method::GET, "/api/v1/things/42").unwrap();
+    assert_eq!(found.route.method.name(), "Get");
+    assert_eq!(found.values, ["42"]);
+    assert_eq!(found.route.template.source, "/api/v1/things/{id}");
+    let headers = found.route.deprecation.as_deref().unwrap();
+    assert_eq!(headers["deprecation"], "@1767225600");
+    assert_eq!(headers["sunset"], "Wed, 30 Jun 2027 00:00:00 GMT");
+    assert!(matches!(
+        table.lookup(&Method::GET, "/v1/things/42"),
+        Err(LookupError::NotFound { .. })
+    ));
+    // Other services keep their paths and carry no deprecation.
+    assert!(table.routes().iter().all(|r| r.deprecation.is_some()));
+    let plain = RouteTable::build(&pool_from_source(PROTO), &config_for("t.v1.Things")).unwrap();
+    assert!(plain.routes().iter().all(|r| r.deprecation.is_none()));
+}
+
+#[test]
+fn config_rules_replace_annotations_and_bind_unannotated_methods() {
+    let cfg = config::for_test(
+        "t.v1.Things",
+        "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      post: /v1/things/{id}:unmap\n      body: \"*\"\n      additional_bindings:\n        - get: /v1/unmapped/{name}\n    - selector: t.v1.Things.GetSpecial\n      get: /v1/special-things\n",
+    );
+    let table = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
+    for (method, path, want) in [
+        (Method::POST, "/v1/things/7:unmap", Some("Unmapped")),
+        (Method::GET, "/v1/unmapped/x", Some("Unmapped")),
+        (Method::GET, "/v1/special-things", Some("GetSpecial")),
+        // The annotation a config rule replaces is gone; {id} now takes "special".
+        (Method::GET, "/v1/things/special", Some("Get")),
+    ] {
+        let got = table
+            .lookup(&method, path)
+            .ok()
+            .map(|m| m.route.method.name().to_owned());
+        assert_eq!(got.as_deref(), want, "{method} {path}");
+    }
+}
+
+#[test]
+fn config_rule_errors_name_the_rule() {
+    for (extra, want) in [
+        (
+            "http:\n  rules:\n    - selector: t.v1.Things.Nope\n      get: /x\n",
+            "http.rules[0].selector: t.v1.Things.Nope is not in the loaded descriptors",
+        ),
+        (
+            "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      get: /x\n      post: /y\n",
+            "t.v1.Things.Unmapped: binding 0 sets more than one of get, put, post",
+        ),
+        (
+            "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      body: \"*\"\n",
+            "t.v1.Things.Unmapped: binding 0 has no HTTP method and path",
+        ),
+        (
+            "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      get: /v1/{nope}\n",
+            "path variable \"nope\": field \"nope\" does not exist",
+        ),
+    ] {
+        let cfg = config::for_test("t.v1.Things", extra);
+        let err = RouteTable::build(&pool_from_source(PROTO), &cfg)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{extra}\n got: {err}\nwant: {want}");
+    }
+}
+
+#[test]
+fn fallback_routes_only_when_switched_on_and_only_for_unbound_methods() {
+    let path = "/t.v1.Things/Unmapped";
+    assert!(table().lookup(&Method::POST, path).is_err());
+    let cfg = config::for_test("t.v1.Things", "transcoding:\n  fallback_routes: true\n");
+    let table = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
+    let found = table.lookup(&Method::POST, path).unwrap();
+    assert_eq!(found.route.method.name(), "Unmapped");
+    assert_eq!(found.route.body, BodyRule::Whole);
+    // Annotated methods get no second route.
+    assert!(table.lookup(&Method::POST, "/t.v1.Things/Get").is_err());
+}
+
+#[test]
+fn several_backends_split_a_service_only_with_weights() {
+    let two = |w1: &str, w2: &str| {
+        config::parse(
+            &format!(
+                "descriptors:\n  protos: [x.proto]\nbackends:\n  a:\n    address: http://127.0.0.1:1\n    services: [t.v1.Things]\n{w1}  b:\n    address: http://127.0.0.1:2\n    services: [t.v1.*]\n{w2}"
+            ),
+            std::path::Path::new("gateway.yaml"),
+        )
+        .unwrap()
+    };
+    let pool = pool_from_source(PROTO);
+    let err = RouteTable::build(&pool, &two("", "    weight: 10\n"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "service t.v1.Things is matched by backends a and b; set `weight` on each to split its traffic"
+    );
+    let table = RouteTable::build(&pool, &two("    weight: 90\n", "    weight: 10\n")).unwrap();
+    let route = table.lookup(&Method::GET, "/v1/things/1").unwrap().route;
+    let split: Vec<(&str, u32)> = route
+        .backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.weight))
+        .collect();
+    assert_eq!(split, [("a", 90), ("b", 10)]);
+    assert_eq!(route.total_weight, 100);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
