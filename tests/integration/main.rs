@@ -5,6 +5,7 @@ mod probe;
 mod support;
 
 mod auth;
+mod balancing;
 mod cli;
 mod descriptor_set;
 mod errors;

@@ -24,6 +24,7 @@ pub fn default_config(backends: &shop::Backends) -> Config {
             "users" => backends.users,
             "orders" => backends.orders,
             "inventory" => backends.inventory,
+            "users-v2" => backends.users_v2,
             other => panic!("unexpected backend {other} in gateway.yaml"),
         };
         backend.endpoints = vec![format!("http://{addr}").parse().unwrap()];
@@ -237,4 +238,61 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "protogate-{name}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Writes `gateway.yaml` (atomically, as editors do) and returns its path.
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        let path = self.0.join("gateway.yaml");
+        let tmp = self.0.join(".gateway.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config file's text: the repository's protos, `backends` as written,
+/// then `extra` top-level sections. Auth stays off (every route public).
+pub fn config_text(backends: &str, extra: &str) -> String {
+    format!(
+        "descriptors:\n  include: [{}]\n  protos: [shop/user/v1/user.proto]\nbackends:\n{backends}{extra}",
+        root().join("protos").display()
+    )
+}
+
+/// Polls `check` every 50 ms until it holds or `seconds` pass.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < until {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within {seconds}s");
 }

@@ -1,0 +1,308 @@
+//! Several endpoints per backend: balancing, active and passive health,
+//! weighted splits, DNS names and `/readyz`, against real user services.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use shop::Instance;
+
+use crate::support::{Stack, TempDir, config_text, eventually, serve};
+
+async fn instances(n: usize) -> Vec<Instance> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(
+            shop::spawn_users_v1(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn endpoints(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| format!("http://{}", i.addr))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Serves a gateway loaded from `yaml` written to `dir`.
+async fn gateway(dir: &TempDir, yaml: &str) -> Stack {
+    let path = dir.write_config(yaml);
+    let config = protogate::config::load(&path).unwrap();
+    let (addr, stop) = serve(config).await;
+    Stack::for_gateway(addr, stop)
+}
+
+async fn readyz(stack: &Stack) -> (u16, Value) {
+    let (status, _, body) = stack.get_text("/readyz").await;
+    (status.as_u16(), serde_json::from_str(&body).unwrap())
+}
+
+fn states(ready: &Value, backend: &str) -> Vec<String> {
+    ready["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == backend)
+        .unwrap()["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn calls_spread_over_endpoints_and_skip_a_killed_one() {
+    let mut users = instances(3).await;
+    let dir = TempDir::new("killed");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 100ms, timeout: 500ms, unhealthy_threshold: 1 }}\n",
+                endpoints(&users)
+            ),
+            "",
+        ),
+    )
+    .await;
+    for _ in 0..60 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    let served: Vec<u64> = users.iter().map(Instance::served).collect();
+    assert!(served.iter().all(|&n| n >= 5), "{served:?}");
+
+    let killed = users.remove(1);
+    let killed_addr = killed.addr;
+    killed.shutdown().await.unwrap();
+    // Every call after the kill still answers: refused connections move on
+    // to another endpoint, and the dead one is soon taken out.
+    let mut failed = 0;
+    for _ in 0..200 {
+        if stack.get("/v1/users/1").await.status != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0);
+    eventually(5, "killed endpoint marked unhealthy", || async {
+        let (_, ready) = readyz(&stack).await;
+        ready["backends"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["address"] == format!("http://{killed_addr}") && e["state"] == "unhealthy")
+    })
+    .await;
+    let before: u64 = users.iter().map(Instance::served).sum();
+    for _ in 0..100 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    let after: u64 = users.iter().map(Instance::served).sum();
+    assert_eq!(after - before, 100, "the live endpoints served every call");
+    let (status, _) = readyz(&stack).await;
+    assert_eq!(status, 200, "two of three endpoints are enough");
+}
+
+#[tokio::test]
+async fn passive_ejection_without_health_checks() {
+    let users = instances(2).await;
+    // Nothing listens on the first address: without active checks only the
+    // failed calls tell, and after one the endpoint is ejected.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let dir = TempDir::new("eject");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    endpoints: [http://{closed_addr}, {}]\n    services: [shop.user.v1.UserService]\n    outlier_detection: {{ consecutive_failures: 1, ejection_time: 1h }}\n",
+                endpoints(&users)
+            ),
+            "",
+        ),
+    )
+    .await;
+    for _ in 0..50 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    let (_, ready) = readyz(&stack).await;
+    assert_eq!(states(&ready, "users"), ["ejected", "healthy", "healthy"]);
+    let served: u64 = users.iter().map(Instance::served).sum();
+    assert_eq!(served, 50);
+}
+
+#[tokio::test]
+async fn not_serving_endpoint_gets_no_traffic_until_it_recovers() {
+    let users = instances(2).await;
+    let dir = TempDir::new("health");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 100ms, service: shop.user.v1.UserService, unhealthy_threshold: 2, healthy_threshold: 2 }}\n",
+                endpoints(&users)
+            ),
+            "",
+        ),
+    )
+    .await;
+    users[0].set_serving(false).await;
+    eventually(5, "endpoint unhealthy", || async {
+        states(&readyz(&stack).await.1, "users") == ["unhealthy", "healthy"]
+    })
+    .await;
+    let before = users[0].served();
+    for _ in 0..40 {
+        assert_eq!(stack.get("/v1/users/2").await.status, 200);
+    }
+    assert_eq!(
+        users[0].served(),
+        before,
+        "an unhealthy endpoint gets no calls"
+    );
+
+    users[1].set_serving(false).await;
+    eventually(5, "not ready without a healthy endpoint", || async {
+        readyz(&stack).await.0 == 503
+    })
+    .await;
+    let reply = stack.get("/v1/users/2").await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json["code"], 14);
+    assert_eq!(reply.json["message"], "backend users is unavailable");
+
+    users[0].set_serving(true).await;
+    eventually(5, "ready again", || async { readyz(&stack).await.0 == 200 }).await;
+    assert_eq!(stack.get("/v1/users/2").await.status, 200);
+}
+
+#[tokio::test]
+async fn canary_split_follows_weights_and_the_override_header() {
+    let stable = instances(1).await;
+    let canary = instances(1).await;
+    let dir = TempDir::new("canary");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  stable:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 90\n  canary:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 10\n",
+                stable[0].addr, canary[0].addr
+            ),
+            "traffic:\n  override_header: x-protogate-backend\n",
+        ),
+    )
+    .await;
+    const CALLS: u64 = 2000;
+    for _ in 0..CALLS {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    let to_canary = canary[0].served();
+    assert_eq!(to_canary + stable[0].served(), CALLS);
+    // 10 % of 2,000 is 200 with a standard deviation of 13.4; allow 4.5 of them.
+    assert!((140..=260).contains(&to_canary), "{to_canary}");
+
+    for _ in 0..20 {
+        let reply = stack
+            .call_with(
+                "GET",
+                "/v1/users/1",
+                None,
+                &[("x-protogate-backend", "canary")],
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    assert_eq!(canary[0].served(), to_canary + 20);
+    let reply = stack
+        .call_with(
+            "GET",
+            "/v1/users/1",
+            None,
+            &[("x-protogate-backend", "nope")],
+        )
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(
+        reply.json["message"],
+        "x-protogate-backend: \"nope\" is not a backend of this route (one of: canary, stable)"
+    );
+}
+
+#[tokio::test]
+async fn host_names_resolve_to_every_address() {
+    let users = instances(1).await;
+    let port = users[0].addr.port();
+    let dir = TempDir::new("dns");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    address: http://localhost:{port}\n    services: [shop.user.v1.UserService]\n    dns_refresh: 1s\n"
+            ),
+            "",
+        ),
+    )
+    .await;
+    let (_, ready) = readyz(&stack).await;
+    let addresses: Vec<&str> = ready["backends"][0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["address"].as_str().unwrap())
+        .collect();
+    assert!(
+        addresses.contains(&format!("http://127.0.0.1:{port}").as_str()),
+        "{addresses:?}"
+    );
+    assert!(
+        addresses.iter().all(|a| !a.contains("localhost")),
+        "{addresses:?}"
+    );
+    for _ in 0..10 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_backends_and_waits_only_for_required_ones() {
+    let users = instances(1).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let backends = |required: bool| {
+        format!(
+            "  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    health_check: {{}}\n  spare:\n    address: http://{closed_addr}\n    services: [shop.order.v1.OrderService]\n    health_check: {{ timeout: 200ms }}\n    required: {required}\n",
+            users[0].addr
+        )
+    };
+    let yaml = |required| {
+        config_text(&backends(required), "").replace(
+            "protos: [shop/user/v1/user.proto]",
+            "protos: [shop/user/v1/user.proto, shop/order/v1/order.proto]",
+        )
+    };
+    let dir = TempDir::new("ready");
+    let stack = gateway(&dir, &yaml(true)).await;
+    let (status, ready) = readyz(&stack).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "not_ready");
+    assert_eq!(ready["config"]["generation"], 1);
+    assert_eq!(states(&ready, "users"), ["healthy"]);
+    assert_eq!(states(&ready, "spare"), ["unhealthy"]);
+
+    let optional = TempDir::new("ready-optional");
+    let stack = gateway(&optional, &yaml(false)).await;
+    let (status, ready) = readyz(&stack).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "ready");
+    let (status, _, body) = stack.get_text("/healthz").await;
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, r#"{"status":"ok"}"#)
+    );
+}
