@@ -12,6 +12,7 @@ use std::{env, error::Error, fs, path::PathBuf};
 /// The shop protos, relative to the include directory.
 const PROTOS: &[&str] = &[
     "shop/user/v1/user.proto",
+    "shop/user/v2/user.proto",
     "shop/order/v1/order.proto",
     "shop/inventory/v1/inventory.proto",
 ];

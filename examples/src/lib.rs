@@ -1,15 +1,22 @@
-//! Example gRPC backends for protogate: a small shop split into three tonic
+//! Example gRPC backends for protogate: a small shop split into four tonic
 //! services, each on its own port, with in-memory, deterministically seeded
 //! state.
 //!
-//! | service                              | proto                                     | default address   |
-//! |--------------------------------------|-------------------------------------------|-------------------|
-//! | `shop.user.v1.UserService`           | `protos/shop/user/v1/user.proto`          | `127.0.0.1:50051` |
-//! | `shop.order.v1.OrderService`         | `protos/shop/order/v1/order.proto`        | `127.0.0.1:50052` |
-//! | `shop.inventory.v1.InventoryService` | `protos/shop/inventory/v1/inventory.proto`| `127.0.0.1:50053` |
+//! | service                              | proto                                      | default address   |
+//! |--------------------------------------|--------------------------------------------|-------------------|
+//! | `shop.user.v1.UserService`           | `protos/shop/user/v1/user.proto`           | `127.0.0.1:50051` |
+//! | `shop.order.v1.OrderService`         | `protos/shop/order/v1/order.proto`         | `127.0.0.1:50052` |
+//! | `shop.inventory.v1.InventoryService` | `protos/shop/inventory/v1/inventory.proto` | `127.0.0.1:50053` |
+//! | `shop.user.v2.UserService`           | `protos/shop/user/v2/user.proto`           | `127.0.0.1:50054` |
+//!
+//! Every server also answers `grpc.health.v1.Health` (the whole server "" and
+//! its shop service SERVING) and gRPC server reflection, `grpc.reflection.v1`
+//! and `v1alpha`, with the protos' `google.api.http` options intact (see
+//! `reflection.rs` for why that takes more than `tonic-reflection`'s builder).
 //!
 //! Run them as a process with `cargo run -p shop` (flags `--users ADDR
-//! --orders ADDR --inventory ADDR`), or in-process from a test:
+//! --orders ADDR --inventory ADDR --users-v2 ADDR`), or in-process from a
+//! test:
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -22,15 +29,20 @@
 //!
 //! Every [`spawn`] starts from fresh seed data, so tests do not see each
 //! other's writes. The services never call each other: orders know the seed
-//! user ids statically, and placing an order does not reserve stock.
+//! user ids statically, placing an order does not reserve stock, and the two
+//! user service versions keep separate tables. Tests that need several
+//! instances of one service start them with [`spawn_users_v1`].
 
 mod backends;
 mod clock;
+mod instance;
 pub mod inventory;
 pub mod orders;
 mod pagination;
+mod reflection;
 mod status;
 pub mod users;
+pub mod users_v2;
 
 /// Locks a service's state. Handlers never panic while holding a lock and
 /// leave the state consistent between statements, so a poisoned lock is usable.
@@ -40,7 +52,8 @@ pub(crate) fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-pub use backends::{Backends, spawn, spawn_ephemeral};
+pub use backends::{Addresses, Backends, spawn, spawn_ephemeral};
+pub use instance::{Instance, spawn_users_v1};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the shop protos and all
 /// their imports (google/api, google/protobuf), with source comments and the
@@ -66,6 +79,10 @@ pub mod pb {
             /// Proto package `shop.user.v1`.
             pub mod v1 {
                 tonic::include_proto!("shop.user.v1");
+            }
+            /// Proto package `shop.user.v2`.
+            pub mod v2 {
+                tonic::include_proto!("shop.user.v2");
             }
         }
         /// The `shop.order.*` proto packages.
@@ -97,6 +114,7 @@ mod tests {
         let names: Vec<_> = set.file.iter().map(|f| f.name()).collect();
         for want in [
             "shop/user/v1/user.proto",
+            "shop/user/v2/user.proto",
             "shop/order/v1/order.proto",
             "shop/inventory/v1/inventory.proto",
             "google/api/annotations.proto",

@@ -1,6 +1,6 @@
 // Opens the gateway's docs page in headless Chromium with every request
 // outside loopback blocked (the page must work offline), checks that the
-// operations are listed, runs "Try it out" on GET /v1/users/{id}, and writes
+// operations are listed, runs "Try it out" on GET /v2/users/{id}, and writes
 // a screenshot.
 //
 //   node docs-check.mjs [base-url] [screenshot-path]
@@ -47,12 +47,12 @@ try {
   const operations = await page.locator(".opblock").count();
   console.log(`operations listed: ${operations}`);
   if (operations < 14) fail(`expected at least 14 operations, saw ${operations}`);
-  for (const id of ["UserService_GetUser", "OrderService_CancelOrder", "InventoryService_BatchGetStock"]) {
+  for (const id of ["UserService_v1_GetUser", "UserService_v2_GetUser", "UserService_v2_DeactivateUser", "OrderService_CancelOrder", "InventoryService_BatchGetStock"]) {
     if ((await page.getByText(id, { exact: true }).count()) === 0) fail(`operation ${id} is not listed`);
   }
 
-  // Try it out: GET /v1/users/{id} with id = 1.
-  const op = page.locator("#operations-UserService-UserService_GetUser");
+  // Try it out: GET /v2/users/{id} with id = 1 (v2 comes from the backend by reflection).
+  const op = page.locator("#operations-UserService_v2-UserService_v2_GetUser");
   await op.locator(".opblock-summary").click();
   // The gateway's Swagger UI starts with Try it out enabled; click it only if it is not.
   const tryIt = op.getByRole("button", { name: "Try it out" });
@@ -63,7 +63,7 @@ try {
   await status.waitFor({ timeout: 15000 });
   const code = (await status.innerText()).trim();
   const body = await op.locator(".live-responses-table tbody .response-col_description").first().innerText();
-  console.log(`try it out: GET /v1/users/1 -> ${code}`);
+  console.log(`try it out: GET /v2/users/1 -> ${code}`);
   if (code !== "200") fail(`Try it out answered ${code}`);
   if (!body.includes("ada@example.com")) fail(`Try it out body lacks the user: ${body.slice(0, 200)}`);
 

@@ -80,13 +80,14 @@ pub struct Reflected {
 #[derive(Debug, thiserror::Error)]
 pub enum ReflectionError {
     /// No connection to the backend (refused, unresolvable, connect timeout).
-    #[error("cannot connect to {endpoint} for reflection")]
+    #[error("cannot connect to {endpoint} for reflection: {cause}")]
     Connect {
         /// The backend's address.
         endpoint: String,
-        /// The transport's reason.
-        #[source]
-        source: tonic::transport::Error,
+        /// The transport error with its causes, e.g. `transport error: tcp
+        /// connect error: Connection refused (os error 111)`. Rendered into
+        /// the message because tonic's own message is just "transport error".
+        cause: String,
     },
     /// The whole exchange took longer than allowed.
     #[error("reflection on {endpoint} did not finish within {timeout:?}")]
@@ -216,9 +217,9 @@ async fn exchange(
         .connect_timeout(connect_timeout)
         .connect()
         .await
-        .map_err(|source| ReflectionError::Connect {
+        .map_err(|e| ReflectionError::Connect {
             endpoint: name.to_owned(),
-            source,
+            cause: causes(&e),
         })?;
     for protocol in [Protocol::V1, Protocol::V1Alpha] {
         let Some((mut session, listed)) = list_services(channel.clone(), protocol, name).await?
@@ -345,6 +346,24 @@ fn failed(endpoint: &str, ask: &Ask, answer: Result<Answer, Status>) -> Reflecti
             malformed(endpoint, format!("an answer of the wrong kind to {ask}"))
         }
     }
+}
+
+/// An error and its sources, joined by ": ". A source that repeats the
+/// message before it is left out (hyper's connect errors do).
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut last = error.to_string();
+    let mut text = last.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if message != last {
+            text.push_str(": ");
+            text.push_str(&message);
+            last = message;
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn malformed(endpoint: &str, reason: String) -> ReflectionError {
@@ -1072,7 +1091,9 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
-        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&addr.to_string()), "{message}");
+        assert!(message.contains("refused"), "{message}");
     }
 
     #[tokio::test]

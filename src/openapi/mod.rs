@@ -608,27 +608,38 @@ struct TagNames {
 }
 
 impl TagNames {
+    /// The service's short name; where two services share it, the short name
+    /// and API version (`UserService_v1`), and where that clashes too, the full name.
     fn new(routes: &[Arc<Route>]) -> Self {
-        let mut full: Vec<String> = routes
+        let mut services: Vec<prost_reflect::ServiceDescriptor> = routes
             .iter()
-            .map(|r| r.method.parent_service().full_name().to_owned())
+            .map(|r| r.method.parent_service().clone())
             .collect();
-        full.sort();
-        full.dedup();
-        let short = |s: &str| s.rsplit('.').next().unwrap_or(s).to_owned();
+        services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+        services.dedup_by(|a, b| a.full_name() == b.full_name());
+        let short = |s: &prost_reflect::ServiceDescriptor| s.name().to_owned();
+        let versioned = |s: &prost_reflect::ServiceDescriptor| {
+            api_version(s).map(|v| format!("{}_{v}", s.name()))
+        };
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for s in &full {
+        for s in &services {
             *counts.entry(short(s)).or_default() += 1;
+            if let Some(v) = versioned(s) {
+                *counts.entry(v).or_default() += 1;
+            }
         }
-        let names = full
-            .into_iter()
+        let names = services
+            .iter()
             .map(|s| {
-                let name = if counts[&short(&s)] > 1 {
-                    s.replace('.', "_")
+                let name = if counts[&short(s)] == 1 {
+                    short(s)
                 } else {
-                    short(&s)
+                    match versioned(s) {
+                        Some(v) if counts[&v] == 1 => v,
+                        _ => s.full_name().replace('.', "_"),
+                    }
                 };
-                (s, name)
+                (s.full_name().to_owned(), name)
             })
             .collect();
         Self { names }

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::root;
+use crate::support::{example_config_file, root};
 
 fn protogate(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
@@ -17,9 +17,16 @@ fn protogate(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn check_prints_the_route_table() {
-    let (ok, stdout, stderr) = protogate(&["check", "--config", "gateway.yaml"]);
+#[tokio::test]
+async fn check_prints_the_route_table() {
+    // users v2 is described by reflection, so its backend must be up.
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (_dir, config) = example_config_file(&backends);
+    let config = config.to_str().unwrap().to_owned();
+    let (ok, stdout, stderr) =
+        tokio::task::spawn_blocking(move || protogate(&["check", "--config", &config]))
+            .await
+            .unwrap();
     assert!(ok, "{stderr}");
     let lines: Vec<Vec<&str>> = stdout
         .lines()
@@ -38,10 +45,15 @@ fn check_prints_the_route_table() {
         "shop.user.v1.UserService.GetUser",
         "users"
     ]));
+    assert!(lines.contains(&vec![
+        "POST",
+        "/v2/users/{id}:deactivate",
+        "shop.user.v2.UserService.DeactivateUser",
+        "users-v2"
+    ]));
+    let last = stdout.trim_end().lines().last().unwrap_or_default();
     assert!(
-        stdout
-            .trim_end()
-            .ends_with("14 routes, config gateway.yaml is valid"),
+        last.starts_with("18 routes, config ") && last.ends_with("gateway.yaml is valid"),
         "{stdout}"
     );
 }

@@ -12,4 +12,6 @@ mod errors;
 mod metadata;
 mod openapi;
 mod readme;
+mod reload;
 mod transcoding;
+mod versions;

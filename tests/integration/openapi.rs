@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{root, start};
+use crate::support::{example_config_file, root, start};
 
 const GOLDEN: &str = "tests/golden/shop.openapi.json";
 
@@ -81,11 +81,18 @@ async fn multi_segment_parameters_work_with_encoded_slashes() {
     assert_eq!(status, 400);
 }
 
-#[test]
-fn cli_prints_the_same_document() {
+// Multi-threaded: the backends answer the child process's reflection calls
+// while this thread waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_prints_the_same_document() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (_dir, config) = example_config_file(&backends);
     let run = |format: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
-            .args(["openapi", "--config", "gateway.yaml", "--format", format])
+            .arg("openapi")
+            .arg("--config")
+            .arg(&config)
+            .args(["--format", format])
             .current_dir(root())
             .output()
             .unwrap();
@@ -104,15 +111,38 @@ fn cli_prints_the_same_document() {
     assert_eq!(yaml, golden);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_version_documents_are_served() {
     let stack = start().await;
     let all = stack.get("/openapi.json").await.json;
-    // Every example service is v1, so its document is the combined one.
+    let paths = |doc: &Value| -> Vec<String> {
+        doc["paths"].as_object().unwrap().keys().cloned().collect()
+    };
     let v1 = stack.get("/openapi/v1.json").await;
-    assert_eq!((v1.status.as_u16(), &v1.json), (200, &all));
-    let (_, _, yaml) = stack.get_text("/openapi/v1.yaml").await;
-    assert_eq!(serde_norway::from_str::<Value>(&yaml).unwrap(), all);
+    let v2 = stack.get("/openapi/v2.json").await;
+    assert_eq!((v1.status.as_u16(), v2.status.as_u16()), (200, 200));
+    assert!(
+        paths(&v1.json).iter().all(|p| p.starts_with("/v1/")),
+        "{:?}",
+        paths(&v1.json)
+    );
+    assert!(
+        paths(&v2.json).iter().all(|p| p.starts_with("/v2/")),
+        "{:?}",
+        paths(&v2.json)
+    );
+    assert_eq!(
+        paths(&v1.json).len() + paths(&v2.json).len(),
+        paths(&all).len()
+    );
+    // Within one version a service's short name is unique again.
+    assert_eq!(v2.json["tags"][0]["name"], "UserService");
+    assert_eq!(
+        all["paths"]["/v2/users/{id}"]["get"]["operationId"],
+        "UserService_v2_GetUser"
+    );
+    let (_, _, yaml) = stack.get_text("/openapi/v2.yaml").await;
+    assert_eq!(serde_norway::from_str::<Value>(&yaml).unwrap(), v2.json);
     for missing in ["/openapi/v9.json", "/openapi/v1.xml", "/openapi/v1"] {
         let reply = stack.get(missing).await;
         assert_eq!(
@@ -121,13 +151,21 @@ async fn per_version_documents_are_served() {
             "{missing}"
         );
     }
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (_dir, config) = example_config_file(&backends);
     let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["openapi", "--config", "gateway.yaml", "--api-version", "v9"])
+        .arg("openapi")
+        .arg("--config")
+        .arg(&config)
+        .args(["--api-version", "v9"])
         .current_dir(root())
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no API version \"v9\"; served versions: v1")
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no API version \"v9\"; served versions: v1, v2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -296,3 +296,31 @@ where
     }
     panic!("{what}: not within {seconds}s");
 }
+
+/// The repository's `gateway.yaml` as a file in a temp dir, with backend
+/// addresses pointing at `backends` and relative paths made absolute: for
+/// commands that read a config file (reflection needs the backends up).
+pub fn example_config_file(backends: &shop::Backends) -> (TempDir, PathBuf) {
+    let root = root();
+    let mut text = std::fs::read_to_string(root.join("gateway.yaml")).unwrap();
+    for (port, addr) in [
+        (50051, backends.users),
+        (50052, backends.orders),
+        (50053, backends.inventory),
+        (50054, backends.users_v2),
+    ] {
+        text = text.replace(&format!("127.0.0.1:{port}"), &addr.to_string());
+    }
+    let text = text
+        .replace(
+            "include: [protos]",
+            &format!("include: [{}]", root.join("protos").display()),
+        )
+        .replace(
+            "examples/keys/",
+            &format!("{}/examples/keys/", root.display()),
+        );
+    let dir = TempDir::new("example");
+    let path = dir.write_config(&text);
+    (dir, path)
+}

@@ -1,10 +1,13 @@
-//! Runs the three shop backends until Ctrl-C:
+//! Runs the four shop backends until Ctrl-C:
 //!
 //! ```text
-//! cargo run -p shop -- [--users 127.0.0.1:50051] [--orders 127.0.0.1:50052] [--inventory 127.0.0.1:50053]
+//! cargo run -p shop -- [--users 127.0.0.1:50051] [--orders 127.0.0.1:50052]
+//!                      [--inventory 127.0.0.1:50053] [--users-v2 127.0.0.1:50054]
 //! ```
 //!
-//! Log verbosity follows `RUST_LOG` (default `info`).
+//! Each also serves `grpc.health.v1.Health` and gRPC server reflection, so
+//! `grpcurl -plaintext 127.0.0.1:50054 list` works. Log verbosity follows
+//! `RUST_LOG` (default `info`).
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -12,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
-/// Example gRPC backends (users, orders, inventory) for protogate.
+/// Example gRPC backends (users v1 and v2, orders, inventory) for protogate.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -25,6 +28,9 @@ struct Args {
     /// Address of shop.inventory.v1.InventoryService.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50053")]
     inventory: SocketAddr,
+    /// Address of shop.user.v2.UserService.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50054")]
+    users_v2: SocketAddr,
 }
 
 #[tokio::main]
@@ -44,12 +50,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let backends = shop::spawn(args.users, args.orders, args.inventory).await?;
+    let backends = shop::spawn(shop::Addresses {
+        users: args.users,
+        orders: args.orders,
+        inventory: args.inventory,
+        users_v2: args.users_v2,
+    })
+    .await?;
     println!("shop.user.v1.UserService           on {}", backends.users);
     println!("shop.order.v1.OrderService         on {}", backends.orders);
     println!(
         "shop.inventory.v1.InventoryService on {}",
         backends.inventory
+    );
+    println!(
+        "shop.user.v2.UserService           on {}",
+        backends.users_v2
     );
     tokio::signal::ctrl_c()
         .await
