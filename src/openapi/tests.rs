@@ -310,10 +310,10 @@ fn one_document_per_version() {
     let combined = serde_json::to_value(document(&routes, &pool, &config, &auth)).unwrap();
     let paths: Vec<&String> = combined["paths"].as_object().unwrap().keys().collect();
     assert_eq!(paths, ["/v1/users/{id}", "/v2/users/{id}"]);
-    // Two services named Users: the combined document tells them apart by full name.
+    // Two services named Users: the combined document tells them apart by version.
     assert_eq!(
         combined["paths"]["/v2/users/{id}"]["get"]["operationId"],
-        "t_v2_Users_Get"
+        "Users_v2_Get"
     );
 
     let only_v2 =

@@ -18,8 +18,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Mutex, Notify};
 use tower::ServiceExt;
 
@@ -41,18 +40,11 @@ struct Active {
     router: Router,
 }
 
-/// Keeps the file watcher alive; reloading on file changes stops when dropped.
+/// Keeps the file watcher alive; reloading stops when dropped.
+#[derive(Debug)]
 pub struct Watch {
-    _debouncer: Option<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>>,
+    _watcher: Option<RecommendedWatcher>,
     task: tokio::task::AbortHandle,
-}
-
-impl std::fmt::Debug for Watch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch")
-            .field("file", &self._debouncer.is_some())
-            .finish()
-    }
 }
 
 impl Drop for Watch {
@@ -130,13 +122,9 @@ impl Live {
     pub fn watch(self: &Arc<Self>) -> anyhow::Result<Watch> {
         let changed = Arc::new(Notify::new());
         let gateway = self.gateway();
-        let options = &gateway.config().reload;
-        let debouncer = if options.watch {
-            Some(watch_file(
-                &gateway.config().source,
-                options.debounce,
-                changed.clone(),
-            )?)
+        let options = gateway.config().reload.clone();
+        let watcher = if options.watch {
+            Some(watch_file(&gateway.config().source, changed.clone())?)
         } else {
             None
         };
@@ -145,7 +133,16 @@ impl Live {
             let mut hangups = Hangups::listen();
             loop {
                 let why = tokio::select! {
-                    () = changed.notified() => "config file changed",
+                    () = changed.notified() => {
+                        // Editors write in several steps: wait for a quiet spell.
+                        loop {
+                            tokio::select! {
+                                () = changed.notified() => {}
+                                () = tokio::time::sleep(options.debounce) => break,
+                            }
+                        }
+                        "config file changed"
+                    }
                     () = hangups.next() => "SIGHUP",
                 };
                 tracing::info!(trigger = why, "reloading configuration");
@@ -158,7 +155,7 @@ impl Live {
             }
         });
         Ok(Watch {
-            _debouncer: debouncer,
+            _watcher: watcher,
             task: task.abort_handle(),
         })
     }
@@ -174,12 +171,9 @@ impl Active {
 }
 
 /// Watches the file's directory (editors replace files rather than write
-/// them in place) and signals changes to the file itself.
-fn watch_file(
-    path: &Path,
-    debounce: std::time::Duration,
-    changed: Arc<Notify>,
-) -> anyhow::Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
+/// them in place) and signals writes, creations, renames and removals of
+/// the file itself; reads (as by a reload) are not changes.
+fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWatcher> {
     let file: PathBuf =
         std::fs::canonicalize(path).with_context(|| format!("cannot watch {}", path.display()))?;
     let dir = file
@@ -187,18 +181,25 @@ fn watch_file(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let watched = file.clone();
-    let mut debouncer = new_debouncer(debounce, move |result: DebounceEventResult| match result {
-        Ok(events) if events.iter().any(|e| e.path == watched) => changed.notify_one(),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "config file watch failed"),
-    })
-    .context("cannot start the config file watcher")?;
-    debouncer
-        .watcher()
+    let mut watcher =
+        notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
+            Ok(event)
+                if matches!(
+                    event.kind,
+                    EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
+                ) && event.paths.iter().any(|p| *p == watched) =>
+            {
+                changed.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "config file watch failed"),
+        })
+        .context("cannot start the config file watcher")?;
+    watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     tracing::debug!(file = %file.display(), "watching the config file");
-    Ok(debouncer)
+    Ok(watcher)
 }
 
 /// SIGHUP, where there is such a signal.

@@ -13,6 +13,9 @@ enum Step {
     Export { name: String, command: String },
     /// A curl call and the JSON the README shows after it.
     Call { command: String, expected: String },
+    /// A curl call printing headers (`-D -`) and the status line and headers
+    /// the README shows after it in an ```http block: each must be printed.
+    Headers { command: String, expected: String },
 }
 
 /// The steps: ```sh blocks that export a variable or call curl (each call
@@ -43,13 +46,12 @@ fn examples(readme: &str) -> Vec<Step> {
                 command: command.to_owned(),
             });
         } else if body.starts_with("curl ") {
-            let Some((_, expected)) = blocks.get(i + 1).filter(|(l, _)| l == "json") else {
-                panic!("README: `{body}` must be followed by a ```json block");
-            };
-            out.push(Step::Call {
-                command: body.clone(),
-                expected: expected.clone(),
-            });
+            let (command, expected) = (body.clone(), blocks.get(i + 1).map(|(_, e)| e.clone()));
+            match (blocks.get(i + 1).map(|(l, _)| l.as_str()), expected) {
+                (Some("json"), Some(expected)) => out.push(Step::Call { command, expected }),
+                (Some("http"), Some(expected)) => out.push(Step::Headers { command, expected }),
+                _ => panic!("README: `{body}` must be followed by a ```json or ```http block"),
+            }
         }
     }
     out
@@ -141,6 +143,18 @@ async fn readme_curl_examples_are_true() {
                     same(&want, &got),
                     "`{command}`\nREADME: {want}\n   got: {got}"
                 );
+            }
+            Step::Headers { command, expected } => {
+                let output = run(&command, &host, &env).await;
+                let got = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+                let got: Vec<&str> = got.lines().map(str::trim_end).collect();
+                for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+                    assert!(
+                        got.contains(&line.trim_end().to_ascii_lowercase().as_str()),
+                        "`{command}`: README shows `{line}`; got:\n{}",
+                        got.join("\n")
+                    );
+                }
             }
         }
     }
