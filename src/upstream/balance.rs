@@ -6,7 +6,7 @@
 //! Health checking and DNS refresh run in background tasks ([`super::health`],
 //! [`super::resolve`]) that only update the state kept here.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,10 @@ pub struct Endpoint {
     healthy: AtomicBool,
     /// Passive failures in a row.
     failures: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// End of the current ejection in milliseconds after `born`; 0 when not ejected.
+    /// An atomic, not a lock: every pick reads it.
+    ejected_until: AtomicU64,
+    born: Instant,
     /// Consecutive active check results: positive passes, negative failures.
     pub(super) streak: Mutex<i64>,
 }
@@ -128,7 +131,8 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until: AtomicU64::new(0),
+            born: Instant::now(),
             streak: Mutex::new(0),
         })
     }
@@ -138,20 +142,37 @@ impl Endpoint {
         &self.channel
     }
 
+    fn millis(&self, at: Instant) -> u64 {
+        // Never 0, which means "not ejected".
+        u64::try_from(at.saturating_duration_since(self.born).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     fn ejected(&self, now: Instant) -> bool {
-        let mut until = self
-            .ejected_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match *until {
-            Some(t) if t > now => true,
-            Some(_) => {
-                *until = None;
-                tracing::info!(endpoint = %self.address, "ejection over; endpoint takes traffic again");
-                false
-            }
-            None => false,
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return false;
         }
+        if self.millis(now) < until {
+            return true;
+        }
+        // Whoever clears it reports it, once.
+        if self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::info!(endpoint = %self.address, "ejection over; endpoint takes traffic again");
+        }
+        false
+    }
+
+    fn eject(&self, now: Instant, duration: Duration) {
+        let until = self
+            .millis(now)
+            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Relaxed);
     }
 
     fn available(&self, now: Instant) -> bool {
@@ -222,6 +243,18 @@ impl Backend {
     pub fn pick(&self, exclude: &[Arc<Endpoint>]) -> Option<Lease> {
         let endpoints = self.endpoints.load();
         let now = Instant::now();
+        // The common case: one endpoint, nothing excluded.
+        if let [only] = endpoints.as_slice()
+            && exclude.is_empty()
+        {
+            if !only.available(now) {
+                return None;
+            }
+            only.in_flight.fetch_add(1, Ordering::Relaxed);
+            return Some(Lease {
+                endpoint: only.clone(),
+            });
+        }
         let usable =
             |e: &&Arc<Endpoint>| e.available(now) && !exclude.iter().any(|x| Arc::ptr_eq(x, e));
         let count = endpoints.iter().filter(usable).count();
@@ -279,10 +312,7 @@ impl Backend {
                     return;
                 }
                 endpoint.failures.store(0, Ordering::Relaxed);
-                *endpoint
-                    .ejected_until
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(now + outlier.ejection_time);
+                endpoint.eject(now, outlier.ejection_time);
                 tracing::warn!(
                     backend = %self.config.name,
                     endpoint = %endpoint.address,
@@ -487,6 +517,20 @@ mod tests {
         second.set_healthy(false);
         assert!(b.pick(&[]).is_none());
         assert!(!b.status().available);
+    }
+
+    #[tokio::test]
+    async fn ejection_ends_by_itself() {
+        let b = backend(
+            2,
+            "    balance: round_robin\n    outlier_detection: { consecutive_failures: 1, ejection_time: 50ms }\n",
+        );
+        let first = b.endpoints()[0].clone();
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        assert_eq!(counts(&b, 10).iter().filter(|&&n| n > 0).count(), 2);
     }
 
     #[tokio::test]

@@ -193,3 +193,48 @@ async fn sighup_reloads_the_binary() {
     .await;
     assert_eq!(status("/v1/users/1").await, 404);
 }
+
+#[tokio::test]
+async fn requests_in_flight_finish_on_the_config_they_started_with() {
+    let (probe_addr, _probe) = crate::probe::spawn().await;
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let dir = TempDir::new("reload-inflight");
+    let probe_config = format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\n",
+        crate::support::root()
+            .join("tests/fixtures/protos")
+            .display()
+    );
+    let path = dir.write_config(&probe_config);
+    let (addr, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
+    let stack = Arc::new(Stack::for_gateway(addr, stop));
+
+    // A slow call is in flight when a config without its route and backend is swapped in.
+    let slow = {
+        let stack = stack.clone();
+        tokio::spawn(async move {
+            stack
+                .call(
+                    "POST",
+                    "/v1/echo",
+                    Some(r#"{"text":"still here","delayMs":"500"}"#),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    dir.write_config(&config_text(&users_backend(backends.users), ""));
+    live.reload().await.unwrap();
+    assert_eq!(
+        stack
+            .call("POST", "/v1/echo", Some(r#"{"text":"new"}"#))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(stack.get("/v1/users/1").await.status, 200);
+
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(reply.json["text"], "still here");
+}
