@@ -187,7 +187,7 @@ fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWa
                 if matches!(
                     event.kind,
                     EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                ) && event.paths.iter().any(|p| *p == watched) =>
+                ) && event.paths.contains(&watched) =>
             {
                 changed.notify_one();
             }
