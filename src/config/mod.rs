@@ -545,18 +545,7 @@ fn backend(
             "list at least one service (or set `reflection: true` to serve every service the backend lists)".into()
         ));
     }
-    let services = b
-        .services
-        .iter()
-        .map(|s| {
-            ServicePattern::parse(s).ok_or_else(|| {
-                err(
-                    &format!("{key}.services"),
-                    format!("{s:?} is not a service name or `package.*`"),
-                )
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let services = service_patterns(&b.services, &format!("{key}.services"), err)?;
     let health_check = match b.health_check {
         None => None,
         Some(h) => {
@@ -638,18 +627,7 @@ fn apis(
                 "list at least one service".into()
             ));
         }
-        let services = api
-            .services
-            .iter()
-            .map(|s| {
-                ServicePattern::parse(s).ok_or_else(|| {
-                    err(
-                        &format!("{key}.services"),
-                        format!("{s:?} is not a service name or `package.*`"),
-                    )
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let services = service_patterns(&api.services, &format!("{key}.services"), err)?;
         let prefix = match api.prefix.as_deref().map(|p| p.trim_end_matches('/')) {
             None | Some("") => None,
             Some(p) => {
@@ -720,6 +698,20 @@ fn apis(
         });
     }
     Ok(out)
+}
+
+fn service_patterns(
+    names: &[String],
+    key: &str,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Vec<ServicePattern>> {
+    names
+        .iter()
+        .map(|s| {
+            ServicePattern::parse(s)
+                .ok_or_else(|| err(key, format!("{s:?} is not a service name or `package.*`")))
+        })
+        .collect()
 }
 
 /// `YYYY-MM-DD` (midnight UTC) or RFC 3339 in UTC.
