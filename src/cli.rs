@@ -120,7 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 routes = gateway.routes().routes().len(),
                 "protogate listening on http://{bound}"
             );
-            let live = Live::new(gateway);
+            let live = Live::with_listen_override(gateway, listen);
             let _watch = live.watch()?;
             crate::server::serve(listener, live, shutdown_signal()).await?;
             tracing::info!("protogate stopped");

@@ -216,8 +216,8 @@ impl Gateway {
 
 /// Adds the descriptors of every `reflection: true` backend to `pool`, asking
 /// its endpoints in turn until one answers. A backend that lists no services
-/// in the config serves every service it reports (but the reflection and
-/// health services themselves).
+/// in the config serves every service it reports but the `grpc.*` ones
+/// (health, reflection, channelz, admin).
 async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<()> {
     for backend in config.backends.iter_mut().filter(|b| b.reflection) {
         let mut failures = Vec::new();
@@ -243,12 +243,15 @@ async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Resu
             "descriptors loaded by reflection"
         );
         if backend.services.is_empty() {
-            backend.services = found
+            // grpc.* are infrastructure (health, reflection, channelz, admin),
+            // never API; sorted so an unchanged backend compares equal on reload.
+            let mut services: Vec<String> = found
                 .services
                 .into_iter()
-                .filter(|s| !s.starts_with("grpc.health.") && !s.starts_with("grpc.reflection."))
-                .map(ServicePattern::Exact)
+                .filter(|s| !s.starts_with("grpc."))
                 .collect();
+            services.sort();
+            backend.services = services.into_iter().map(ServicePattern::Exact).collect();
         }
     }
     Ok(())

@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default connect timeout to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `backends.<name>.weight`.
+pub const MAX_WEIGHT: u32 = 10_000;
 /// Default interval between re-resolutions of backend host names.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 /// Default quiet time after a change of the config file before it is reloaded.
@@ -182,7 +184,9 @@ pub struct BackendConfig {
     pub health_check: Option<HealthCheckOptions>,
     /// Passive health checks.
     pub outlier: OutlierOptions,
-    /// `/readyz` needs a healthy endpoint of this backend. Default true.
+    /// `/readyz` needs a healthy endpoint of this backend. Default false: a
+    /// readiness probe failing on one backend's outage would take every
+    /// replica, and so every API, out of service.
     pub required: bool,
     /// Default deadline. Default 30s.
     pub timeout: Duration,
@@ -190,6 +194,22 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Largest reply message accepted. Default 4 MiB.
     pub max_response_bytes: usize,
+}
+
+impl BackendConfig {
+    /// Whether `other` has the same endpoints, connections and health
+    /// settings, so a reload can keep this backend's connections and health
+    /// state. Per-call settings (timeouts, weight, services) may differ.
+    pub fn same_endpoints(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.endpoints == other.endpoints
+            && self.connect_timeout == other.connect_timeout
+            && self.balance == other.balance
+            && self.dns_refresh == other.dns_refresh
+            && self.health_check == other.health_check
+            && self.outlier == other.outlier
+            && self.required == other.required
+    }
 }
 
 /// Active `grpc.health.v1` checks of each endpoint.
@@ -582,10 +602,12 @@ fn backend(
             .unwrap_or(outlier_defaults.ejection_time),
         },
     };
-    if b.weight == Some(0) {
+    if let Some(w) = b.weight
+        && !(1..=MAX_WEIGHT).contains(&w)
+    {
         bail!(err(
             &format!("{key}.weight"),
-            "must be greater than 0".into()
+            format!("must be between 1 and {MAX_WEIGHT}")
         ));
     }
     Ok(BackendConfig {
@@ -598,7 +620,7 @@ fn backend(
             .unwrap_or(DEFAULT_DNS_REFRESH),
         health_check,
         outlier,
-        required: b.required.unwrap_or(true),
+        required: b.required.unwrap_or(false),
         timeout: nonzero(b.timeout, &format!("{key}.timeout"), err)?.unwrap_or(DEFAULT_TIMEOUT),
         connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), err)?
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
@@ -886,7 +908,7 @@ backends:
             ),
             (
                 format!("{MINIMAL}    weight: 0\n"),
-                "gateway.yaml: backends.users.weight: must be greater than 0",
+                "gateway.yaml: backends.users.weight: must be between 1 and 10000",
             ),
             (
                 format!("{MINIMAL}    balance: random\n"),
@@ -952,7 +974,7 @@ backends:
         assert!(users.reflection && users.services.is_empty());
         assert_eq!(users.endpoints.len(), 2);
         assert_eq!(users.balance, Balance::P2c);
-        assert!(users.required && users.health_check.is_none());
+        assert!(!users.required && users.health_check.is_none());
         assert_eq!(users.outlier, OutlierOptions::default());
         let err = parse(
             &text.replace("reflection: true", "services: [a.B]"),

@@ -209,6 +209,24 @@ pub enum RouteError {
         /// Name of the second backend.
         second: String,
     },
+    /// A service is in two API groups.
+    #[error("service {service} is in apis[{first}] and apis[{second}]")]
+    TwoApis {
+        /// Full name of the service.
+        service: String,
+        /// Index of the first group.
+        first: usize,
+        /// Index of the second group.
+        second: usize,
+    },
+    /// A configured HTTP rule names a method that no backend serves.
+    #[error("http.rules[{index}].selector: no backend serves {selector}")]
+    UnservedRule {
+        /// Index of the rule.
+        index: usize,
+        /// The rule's selector.
+        selector: String,
+    },
     /// An HTTP method name that is not a token.
     #[error("{method}: invalid HTTP method {kind:?}")]
     BadHttpMethod {
@@ -275,7 +293,7 @@ impl RouteTable {
                 });
             }
         }
-        let mut configured: HashMap<&str, HttpRule> = HashMap::new();
+        let mut configured: HashMap<&str, (usize, HttpRule)> = HashMap::new();
         for (i, section) in config.http_rules.iter().enumerate() {
             if !method_exists(&section.selector) {
                 return Err(RouteError::Unknown {
@@ -287,7 +305,7 @@ impl RouteTable {
                 method: section.selector.clone(),
                 source,
             })?;
-            configured.insert(section.selector.as_str(), rule);
+            configured.insert(section.selector.as_str(), (i, rule));
         }
 
         let mut table = Self {
@@ -318,10 +336,20 @@ impl RouteTable {
                     second: second.name.clone(),
                 });
             }
-            let api = config
+            let mut groups = config
                 .apis
                 .iter()
-                .find(|a| a.services.iter().any(|p| p.matches(service.full_name())));
+                .enumerate()
+                .filter(|(_, a)| a.services.iter().any(|p| p.matches(service.full_name())));
+            let group = groups.next();
+            if let (Some((first, _)), Some((second, _))) = (group, groups.next()) {
+                return Err(RouteError::TwoApis {
+                    service: service.full_name().to_owned(),
+                    first,
+                    second,
+                });
+            }
+            let api = group.map(|(_, a)| a);
             let prefix = api.and_then(|a| a.prefix.as_deref()).unwrap_or_default();
             let deprecation = api
                 .and_then(|a| a.deprecation.as_ref())
@@ -329,7 +357,7 @@ impl RouteTable {
             for method in service.methods() {
                 let name = method.full_name().to_owned();
                 let rule = match configured.remove(name.as_str()) {
-                    Some(rule) => Some(rule),
+                    Some((_, rule)) => Some(rule),
                     None => method_rule(pool, &method).map_err(|source| RouteError::Rule {
                         method: name.clone(),
                         source,
@@ -372,6 +400,13 @@ impl RouteTable {
                     table.insert(route)?;
                 }
             }
+        }
+        // A rule for a method no backend serves would silently do nothing.
+        if let Some((selector, (index, _))) = configured.iter().min_by_key(|(_, (i, _))| *i) {
+            return Err(RouteError::UnservedRule {
+                index: *index,
+                selector: (*selector).to_owned(),
+            });
         }
         Ok(table)
     }

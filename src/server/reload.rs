@@ -5,7 +5,7 @@
 //! running one; only when that succeeds is it swapped in. Requests in flight
 //! hold the value they started with and finish on it. A config that does not
 //! load is logged and the old one keeps serving. [`Live::watch`] reloads on
-//! SIGHUP and when the config file changes (debounced).
+//! SIGHUP and when the config file's bytes change (debounced).
 //!
 //! The listen address is bound once; a changed `server.listen` needs a restart.
 
@@ -31,7 +31,10 @@ use crate::gateway::Gateway;
 pub struct Live {
     active: ArcSwap<Active>,
     /// One reload at a time: a second waits and then builds on the first's result.
-    reloading: Mutex<()>,
+    /// Holds the config file's bytes as last loaded, to skip reloads that change nothing.
+    reloading: Mutex<Option<Vec<u8>>>,
+    /// `--listen`, which a reload keeps over the file's `server.listen`.
+    listen_override: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -56,9 +59,20 @@ impl Drop for Watch {
 impl Live {
     /// Starts serving `gateway`.
     pub fn new(gateway: Gateway) -> Arc<Self> {
+        Self::with_listen_override(gateway, None)
+    }
+
+    /// Starts serving `gateway`, whose listen address came from the command
+    /// line (`listen`) rather than the file; reloads keep it.
+    pub fn with_listen_override(
+        gateway: Gateway,
+        listen: Option<std::net::SocketAddr>,
+    ) -> Arc<Self> {
+        let loaded = std::fs::read(&gateway.config().source).ok();
         Arc::new(Self {
             active: ArcSwap::from_pointee(Active::new(gateway)),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(loaded),
+            listen_override: listen,
         })
     }
 
@@ -91,26 +105,47 @@ impl Live {
     /// The new config, its descriptors or its backends do not load; the
     /// running gateway is unchanged.
     pub async fn reload(&self) -> anyhow::Result<Gateway> {
-        let _one_at_a_time = self.reloading.lock().await;
+        self.reload_from_file(false)
+            .await
+            .map(|g| g.unwrap_or_else(|| self.gateway()))
+    }
+
+    /// Reloads; with `only_if_changed`, not when the file holds what was last
+    /// loaded (returning `None`).
+    async fn reload_from_file(&self, only_if_changed: bool) -> anyhow::Result<Option<Gateway>> {
+        let mut loaded = self.reloading.lock().await;
         let current = self.gateway();
         let path = current.config().source.clone();
-        let mut config = config::load(&path)?;
-        if config.listen != current.config().listen {
-            tracing::warn!(
-                from = %current.config().listen,
-                to = %config.listen,
-                "server.listen changed; restart protogate to listen on the new address"
-            );
-            config.listen = current.config().listen;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        if only_if_changed && loaded.as_deref() == Some(bytes.as_slice()) {
+            tracing::debug!("config file unchanged; not reloading");
+            return Ok(None);
+        }
+        let text = String::from_utf8(bytes.clone())
+            .with_context(|| format!("{} is not UTF-8", path.display()))?;
+        let mut config = config::parse(&text, &path)?;
+        match self.listen_override {
+            Some(listen) => config.listen = listen,
+            None if config.listen != current.config().listen => {
+                tracing::warn!(
+                    from = %current.config().listen,
+                    to = %config.listen,
+                    "server.listen changed; restart protogate to listen on the new address"
+                );
+                config.listen = current.config().listen;
+            }
+            None => {}
         }
         let next = current.reload(config).await?;
         self.active.store(Arc::new(Active::new(next.clone())));
+        *loaded = Some(bytes);
         tracing::info!(
             generation = next.generation(),
             routes = next.routes().routes().len(),
             "configuration reloaded"
         );
-        Ok(next)
+        Ok(Some(next))
     }
 
     /// Reloads on SIGHUP and, when `reload.watch` is on, when the config
@@ -129,10 +164,11 @@ impl Live {
             None
         };
         let live = self.clone();
+        // Registered before returning: a SIGHUP from now on reloads, never kills.
+        let mut hangups = Hangups::listen();
         let task = tokio::spawn(async move {
-            let mut hangups = Hangups::listen();
             loop {
-                let why = tokio::select! {
+                let only_if_changed = tokio::select! {
                     () = changed.notified() => {
                         // Editors write in several steps: wait for a quiet spell.
                         loop {
@@ -141,12 +177,14 @@ impl Live {
                                 () = tokio::time::sleep(options.debounce) => break,
                             }
                         }
-                        "config file changed"
+                        true
                     }
-                    () = hangups.next() => "SIGHUP",
+                    () = hangups.next() => {
+                        tracing::info!("SIGHUP: reloading configuration");
+                        false
+                    }
                 };
-                tracing::info!(trigger = why, "reloading configuration");
-                if let Err(e) = live.reload().await {
+                if let Err(e) = live.reload_from_file(only_if_changed).await {
                     tracing::error!(
                         generation = live.gateway().generation(),
                         "configuration reload failed, still serving the previous one: {e:#}"
@@ -170,24 +208,23 @@ impl Active {
     }
 }
 
-/// Watches the file's directory (editors replace files rather than write
-/// them in place) and signals writes, creations, renames and removals of
-/// the file itself; reads (as by a reload) are not changes.
+/// Watches the directory the config file is named in, as named (not
+/// resolved): editors replace files rather than write them in place, and a
+/// Kubernetes ConfigMap swaps a symlinked directory. Any write, creation,
+/// rename or removal there is a possible change; the reload then compares
+/// the file's bytes. Reads (as by a reload) are not changes.
 fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWatcher> {
-    let file: PathBuf =
-        std::fs::canonicalize(path).with_context(|| format!("cannot watch {}", path.display()))?;
-    let dir = file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let watched = file.clone();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event)
                 if matches!(
                     event.kind,
                     EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                ) && event.paths.contains(&watched) =>
+                ) =>
             {
                 changed.notify_one();
             }
@@ -198,7 +235,7 @@ fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWa
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
-    tracing::debug!(file = %file.display(), "watching the config file");
+    tracing::debug!(dir = %dir.display(), "watching the config file's directory");
     Ok(watcher)
 }
 

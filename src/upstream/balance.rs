@@ -28,6 +28,7 @@ pub struct Backend {
     pub config: BackendConfig,
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     next: AtomicUsize,
+    ejecting: Mutex<()>,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -82,7 +83,7 @@ pub struct BackendStatus {
     pub name: String,
     /// Whether readiness waits for it.
     pub required: bool,
-    /// Whether some endpoint takes traffic.
+    /// Whether calls can be made (some endpoint passes its health checks).
     pub available: bool,
     /// Its endpoints.
     pub endpoints: Vec<EndpointStatus>,
@@ -175,6 +176,10 @@ impl Endpoint {
         self.ejected_until.store(until, Ordering::Relaxed);
     }
 
+    fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
     fn available(&self, now: Instant) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
     }
@@ -211,6 +216,7 @@ impl Backend {
             config,
             endpoints: ArcSwap::from_pointee(endpoints),
             next: AtomicUsize::new(0),
+            ejecting: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
         })
     }
@@ -255,15 +261,35 @@ impl Backend {
                 endpoint: only.clone(),
             });
         }
-        let usable =
-            |e: &&Arc<Endpoint>| e.available(now) && !exclude.iter().any(|x| Arc::ptr_eq(x, e));
-        let count = endpoints.iter().filter(usable).count();
-        let nth = |n: usize| endpoints.iter().filter(usable).nth(n);
-        let chosen = match count {
-            0 => return None,
-            1 => nth(0),
+        let allowed = |e: &Arc<Endpoint>| !exclude.iter().any(|x| Arc::ptr_eq(x, e));
+        // Endpoints taking traffic; when every one is ejected, the actively
+        // healthy ones anyway: ejection alone must not take a backend down.
+        let chosen = self
+            .choose(&endpoints, |e| allowed(e) && e.available(now))
+            .or_else(|| self.choose(&endpoints, |e| allowed(e) && e.is_healthy()))?;
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            endpoint: chosen.clone(),
+        })
+    }
+
+    /// One of the endpoints that are `usable`, by the backend's policy.
+    /// Health may change while choosing; then any usable one will do.
+    fn choose<'e>(
+        &self,
+        endpoints: &'e [Arc<Endpoint>],
+        usable: impl Fn(&Arc<Endpoint>) -> bool,
+    ) -> Option<&'e Arc<Endpoint>> {
+        let count = endpoints.iter().filter(|e| usable(e)).count();
+        let nth = |n: usize| endpoints.iter().filter(|e| usable(e)).nth(n);
+        let first = || nth(0);
+        match count {
+            0 => None,
+            1 => first(),
             _ => match self.config.balance {
-                Balance::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed) % count),
+                Balance::RoundRobin => {
+                    nth(self.next.fetch_add(1, Ordering::Relaxed) % count).or_else(first)
+                }
                 Balance::P2c => {
                     // Two distinct random candidates; the less busy one wins.
                     let a = fastrand::usize(..count);
@@ -278,15 +304,17 @@ impl Backend {
                                 x
                             },
                         ),
-                        (x, y) => x.or(y),
+                        (x, y) => x.or(y).or_else(first),
                     }
                 }
             },
-        }?;
-        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            endpoint: chosen.clone(),
-        })
+        }
+    }
+
+    /// Whether calls can be made: some endpoint passes its health checks
+    /// (an ejected one too, when it is all there is).
+    pub fn is_available(&self) -> bool {
+        self.endpoints.load().iter().any(|e| e.is_healthy())
     }
 
     /// Passive health: ejects an endpoint after `consecutive_failures`
@@ -301,6 +329,9 @@ impl Backend {
                 if outlier.consecutive_failures == 0 || failures < outlier.consecutive_failures {
                     return;
                 }
+                // One ejection at a time, so two endpoints failing together
+                // cannot both see the other as the one left.
+                let _one = self.ejecting.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = Instant::now();
                 let others = self
                     .endpoints
@@ -340,7 +371,7 @@ impl Backend {
         BackendStatus {
             name: self.config.name.clone(),
             required: self.config.required,
-            available: endpoints.iter().any(|e| e.state == EndpointState::Healthy),
+            available: self.is_available(),
             endpoints,
         }
     }
@@ -359,20 +390,17 @@ impl Drop for Backend {
     }
 }
 
-/// Why no backend could be chosen for a split route.
+/// The override header names no backend of the route. The message names
+/// only the header: backend names are not for clients.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{header}: {value:?} is not a backend of this route (one of: {})", .allowed.join(", "))]
+#[error("{header} names no backend of this route")]
 pub struct UnknownBackend {
     /// The override header's name.
     pub header: String,
-    /// The value sent.
-    pub value: String,
-    /// The route's backends.
-    pub allowed: Vec<String>,
 }
 
-/// Chooses among a route's backends: the one the override header names,
-/// else a weighted random pick.
+/// Chooses among a route's backends: the one the override header names
+/// (then also `true`), else a weighted random pick.
 ///
 /// # Errors
 /// [`UnknownBackend`] when the override header names a backend the route does not have.
@@ -380,7 +408,7 @@ pub fn select<'r>(
     route: &'r Route,
     headers: &HeaderMap,
     override_header: Option<&HeaderName>,
-) -> Result<&'r RouteBackend, UnknownBackend> {
+) -> Result<(&'r RouteBackend, bool), UnknownBackend> {
     if let Some(name) = override_header
         && let Some(value) = headers.get(name)
     {
@@ -389,10 +417,9 @@ pub fn select<'r>(
             .backends
             .iter()
             .find(|b| b.name == value)
+            .map(|b| (b, true))
             .ok_or_else(|| UnknownBackend {
                 header: name.to_string(),
-                value: value.into_owned(),
-                allowed: route.backends.iter().map(|b| b.name.clone()).collect(),
             });
     }
     let first = route
@@ -400,16 +427,16 @@ pub fn select<'r>(
         .first()
         .expect("the route table gives every route a backend");
     if route.backends.len() == 1 {
-        return Ok(first);
+        return Ok((first, false));
     }
     let mut ticket = fastrand::u32(..route.total_weight.max(1));
     for backend in &route.backends {
         if ticket < backend.weight {
-            return Ok(backend);
+            return Ok((backend, false));
         }
         ticket -= backend.weight;
     }
-    Ok(first)
+    Ok((first, false))
 }
 
 #[cfg(test)]
@@ -514,7 +541,10 @@ mod tests {
         let status = b.status();
         assert!(status.available);
         assert_eq!(status.endpoints[0].state, EndpointState::Ejected);
+        // Only the ejected one is left: it takes traffic rather than none.
         second.set_healthy(false);
+        assert_eq!(counts(&b, 4), [4, 0]);
+        first.set_healthy(false);
         assert!(b.pick(&[]).is_none());
         assert!(!b.status().available);
     }
@@ -523,12 +553,12 @@ mod tests {
     async fn ejection_ends_by_itself() {
         let b = backend(
             2,
-            "    balance: round_robin\n    outlier_detection: { consecutive_failures: 1, ejection_time: 50ms }\n",
+            "    balance: round_robin\n    outlier_detection: { consecutive_failures: 1, ejection_time: 300ms }\n",
         );
         let first = b.endpoints()[0].clone();
         b.record(&first, Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
         assert_eq!(counts(&b, 10).iter().filter(|&&n| n > 0).count(), 2);
     }
@@ -562,11 +592,9 @@ mod tests {
         let header = HeaderName::from_static("x-backend");
         let mut canary = 0;
         for _ in 0..10_000 {
-            if select(route, &HeaderMap::new(), Some(&header))
-                .unwrap()
-                .name
-                == "canary"
-            {
+            let (chosen, overridden) = select(route, &HeaderMap::new(), Some(&header)).unwrap();
+            assert!(!overridden);
+            if chosen.name == "canary" {
                 canary += 1;
             }
         }
@@ -575,24 +603,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-backend", "canary".parse().unwrap());
         for _ in 0..100 {
-            assert_eq!(
-                select(route, &headers, Some(&header)).unwrap().name,
-                "canary"
-            );
+            let (chosen, overridden) = select(route, &headers, Some(&header)).unwrap();
+            assert_eq!((chosen.name.as_str(), overridden), ("canary", true));
         }
         // Without a configured header, the client cannot choose.
         let mut stable = 0;
         for _ in 0..1000 {
-            if select(route, &headers, None).unwrap().name == "stable" {
+            if select(route, &headers, None).unwrap().0.name == "stable" {
                 stable += 1;
             }
         }
         assert!(stable > 800, "{stable}");
         headers.insert("x-backend", "other".parse().unwrap());
         let err = select(route, &headers, Some(&header)).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "x-backend: \"other\" is not a backend of this route (one of: canary, stable)"
-        );
+        assert_eq!(err.to_string(), "x-backend names no backend of this route");
     }
 }

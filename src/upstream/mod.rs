@@ -25,7 +25,7 @@ use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 use tracing::instrument;
 
-use crate::config::Config;
+use crate::config::{BackendConfig, Config};
 use crate::http_rule::{Route, RouteBackend};
 use balance::{Backend, BackendStatus, Endpoint, Outcome, UnknownBackend};
 
@@ -72,28 +72,48 @@ impl Upstreams {
     /// `previous` with an identical configuration is kept as it is, with its
     /// connections and health state (hot reload).
     pub async fn connect(config: &Config, previous: Option<&Upstreams>) -> Self {
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for wanted in &config.backends {
-            if let Some(kept) =
-                previous.and_then(|p| p.backends.iter().find(|b| b.config == *wanted))
-            {
-                backends.push(kept.clone());
-                continue;
+        // New backends resolve and run their first checks side by side.
+        let mut built = tokio::task::JoinSet::new();
+        let mut backends: Vec<Option<Arc<Backend>>> = Vec::with_capacity(config.backends.len());
+        for (i, wanted) in config.backends.iter().enumerate() {
+            let kept =
+                previous.and_then(|p| p.backends.iter().find(|b| b.config.same_endpoints(wanted)));
+            backends.push(kept.cloned());
+            if kept.is_none() {
+                let wanted = wanted.clone();
+                built.spawn(async move { (i, Self::build(wanted).await) });
             }
-            let endpoints = resolve::endpoints(wanted, &[]).await;
-            let backend = Backend::new(wanted.clone(), endpoints);
-            if let Some(options) = &wanted.health_check {
-                health::start(&backend, options.clone()).await;
+        }
+        while let Some(result) = built.join_next().await {
+            match result {
+                Ok((i, backend)) => backends[i] = Some(backend),
+                // Building never panics; if it did, the backend is missing and
+                // its routes answer "unknown backend" rather than the process dying.
+                Err(e) => tracing::error!(error = %e, "building a backend failed"),
             }
-            if resolve::has_host_names(wanted) {
-                resolve::start(&backend);
-            }
-            backends.push(backend);
         }
         Self {
-            backends,
+            backends: backends
+                .into_iter()
+                .zip(&config.backends)
+                .map(|(b, wanted)| b.unwrap_or_else(|| Backend::new(wanted.clone(), Vec::new())))
+                .collect(),
             override_header: config.traffic.override_header.clone(),
         }
+    }
+
+    async fn build(config: BackendConfig) -> Arc<Backend> {
+        let endpoints = resolve::endpoints(&config, &[]).await;
+        let health_check = config.health_check.clone();
+        let host_names = resolve::has_host_names(&config);
+        let backend = Backend::new(config, endpoints);
+        if let Some(options) = health_check {
+            health::start(&backend, options).await;
+        }
+        if host_names {
+            resolve::start(&backend);
+        }
+        backend
     }
 
     /// Chooses the backend for a call of `route`: the one the override
@@ -106,7 +126,18 @@ impl Upstreams {
         route: &'r Route,
         headers: &HeaderMap,
     ) -> Result<&'r RouteBackend, UnknownBackend> {
-        balance::select(route, headers, self.override_header.as_ref())
+        let (chosen, overridden) = balance::select(route, headers, self.override_header.as_ref())?;
+        let available =
+            |b: &RouteBackend| self.backends.get(b.index).is_some_and(|b| b.is_available());
+        if overridden || route.backends.len() == 1 || available(chosen) {
+            return Ok(chosen);
+        }
+        // A weighted pick of a backend that cannot answer: another of the split can.
+        Ok(route
+            .backends
+            .iter()
+            .find(|b| available(b))
+            .unwrap_or(chosen))
     }
 
     /// Every backend's state, for `/readyz`.
@@ -152,36 +183,48 @@ impl Upstreams {
         let mut headers = metadata.into_headers();
         headers.insert(CONTENT_TYPE, GRPC);
         headers.insert(TE, TRAILERS);
-        // Sent so the backend knows; enforced below, whatever the backend does.
-        if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(timeout)) {
-            headers.insert(GRPC_TIMEOUT, value);
-        }
         let limit = target.max_response_bytes;
+        let started = std::time::Instant::now();
         let call = async {
             let mut refused: Vec<Arc<Endpoint>> = Vec::new();
+            let mut last_refusal: Option<String> = None;
+            let gave_up = |last: Option<String>| match last {
+                Some(cause) => CallError::Unreachable(cause),
+                None => CallError::NoEndpoint,
+            };
+            // Only a backend with several endpoints can need the headers twice.
+            let spare = (backend.endpoints().len() > 1).then(|| headers.clone());
+            let mut headers = Some(headers);
             loop {
-                let lease = backend.pick(&refused).ok_or(CallError::NoEndpoint)?;
+                let Some(lease) = backend.pick(&refused) else {
+                    return Err(gave_up(last_refusal));
+                };
+                let Some(mut attempt_headers) = headers.take().or_else(|| spare.clone()) else {
+                    return Err(gave_up(last_refusal));
+                };
+                // Sent so the backend knows what is left; enforced below, whatever it does.
+                let left = timeout.saturating_sub(started.elapsed());
+                if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(left)) {
+                    attempt_headers.insert(GRPC_TIMEOUT, value);
+                }
                 let mut request =
                     http::Request::new(tonic::body::Body::new(Full::new(framed.clone())));
                 *request.method_mut() = http::Method::POST;
                 *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
-                *request.headers_mut() = headers.clone();
+                *request.headers_mut() = attempt_headers;
                 let result = send(lease.endpoint.channel(), request, limit).await;
                 backend.record(&lease.endpoint, outcome(&result));
                 match result {
                     Err(Attempt::Refused(cause)) => {
                         tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
                         refused.push(lease.endpoint.clone());
-                        if backend.pick(&refused).is_none() {
-                            return Err(CallError::Unreachable(cause));
-                        }
+                        last_refusal = Some(cause);
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
                     Ok(reply) => return Ok(reply),
                 }
             }
         };
-        let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, call).await {
             // Servers that enforce grpc-timeout themselves may cancel or reset
             // the call (tonic answers CANCELLED) a moment before our own timer fires.

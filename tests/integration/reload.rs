@@ -99,37 +99,103 @@ async fn bad_reload_keeps_the_running_config() {
 }
 
 #[tokio::test]
-async fn file_change_reloads_and_a_broken_file_is_ignored() {
-    let backends = shop::spawn_ephemeral().await.unwrap();
+async fn file_change_reloads_keeps_unchanged_backends_and_ignores_a_broken_file() {
+    let users = shop::spawn_users_v1(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
     let dir = TempDir::new("reload-watch");
-    let users = format!(
-        "  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 1h }}\n",
-        backends.users
-    );
-    let path = dir.write_config(&config_text(&users, "reload:\n  debounce: 100ms\n"));
+    let backend = |connect: &str| {
+        format!(
+            "  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    connect_timeout: {connect}\n    health_check: {{ interval: 1h }}\n",
+            users.addr
+        )
+    };
+    let watch = "reload:\n  debounce: 100ms\n";
+    let path = dir.write_config(&config_text(&backend("5s"), watch));
     let (addr, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
     let _watch = live.watch().unwrap();
     let stack = Stack::for_gateway(addr, stop);
+    let state = || async {
+        let (_, _, body) = stack.get_text("/readyz").await;
+        let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+        ready["backends"][0]["endpoints"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(stack.get("/api/v1/users/1").await.status, 404);
+    // Checked once at startup, then not for an hour: the gateway still
+    // believes the endpoint healthy, unless a rebuilt backend checks again.
+    users.set_serving(false).await;
 
-    dir.write_config(&config_text(
-        &users,
-        "reload:\n  debounce: 100ms\napis:\n  - services: [shop.user.v1.*]\n    prefix: /api\n",
-    ));
+    let prefixed = "apis:\n  - services: [shop.user.v1.*]\n    prefix: /api\n";
+    dir.write_config(&config_text(&backend("5s"), &format!("{watch}{prefixed}")));
     eventually(10, "the new prefix served", || async {
         stack.get("/api/v1/users/1").await.status == 200
     })
     .await;
     assert_eq!(live.gateway().generation(), 2);
-    // Unchanged backend: same endpoint state (checked once, an hour ago).
-    let (_, _, body) = stack.get_text("/readyz").await;
-    assert!(body.contains("\"generation\":2"), "{body}");
+    assert_eq!(state().await, "healthy", "the unchanged backend was kept");
+    // Reloading reads the file; reads are not changes, so no reload follows.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(live.gateway().generation(), 2);
 
     // A broken file is logged and ignored.
     dir.write_config("descriptors: {");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(live.gateway().generation(), 2);
     assert_eq!(stack.get("/api/v1/users/1").await.status, 200);
+
+    // The watch goes on after a failure; a changed backend is built anew.
+    dir.write_config(&config_text(&backend("4s"), &format!("{watch}{prefixed}")));
+    eventually(10, "reloaded after the broken file", || async {
+        live.gateway().generation() == 3
+    })
+    .await;
+    assert_eq!(
+        state().await,
+        "unhealthy",
+        "the changed backend was checked anew"
+    );
+}
+
+#[tokio::test]
+async fn symlinked_config_swaps_are_seen_every_time() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    // The layout of a Kubernetes ConfigMap volume: gateway.yaml links into
+    // ..data, itself a link to a timestamped directory swapped on update.
+    let dir = TempDir::new("reload-symlink");
+    let version = |n: u32, prefix: &str| {
+        let v = dir.0.join(format!("..v{n}"));
+        std::fs::create_dir_all(&v).unwrap();
+        let extra = format!(
+            "reload:\n  debounce: 100ms\napis:\n  - services: [shop.user.v1.*]\n    prefix: {prefix}\n"
+        );
+        std::fs::write(
+            v.join("gateway.yaml"),
+            config_text(&users_backend(backends.users), &extra),
+        )
+        .unwrap();
+        let tmp = dir.0.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{n}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.0.join("..data")).unwrap();
+    };
+    version(1, "/a");
+    let path = dir.0.join("gateway.yaml");
+    std::os::unix::fs::symlink("..data/gateway.yaml", &path).unwrap();
+    let (addr, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
+    let _watch = live.watch().unwrap();
+    let stack = Stack::for_gateway(addr, stop);
+    assert_eq!(stack.get("/a/v1/users/1").await.status, 200);
+    for (n, prefix) in [(2, "/b"), (3, "/c")] {
+        version(n, prefix);
+        let url = format!("{prefix}/v1/users/1");
+        eventually(10, &format!("update {n} seen"), || async {
+            stack.get(&url).await.status == 200
+        })
+        .await;
+    }
+    assert_eq!(live.gateway().generation(), 3);
 }
 
 #[tokio::test]

@@ -272,10 +272,14 @@ fn unknown_configured_names_are_startup_errors() {
 #[test]
 fn api_prefix_and_deprecation_apply_to_their_services() {
     let cfg = config::for_test(
-        "t.v1.Things",
-        "apis:\n  - services: [t.v1.*]\n    prefix: /api/\n    deprecated:\n      since: 2026-01-01\n      sunset: 2027-06-30\n      successor: /openapi/v2.json\n",
+        "t.v1.*",
+        "apis:\n  - services: [t.v1.Things]\n    prefix: /api/\n    deprecated:\n      since: 2026-01-01\n      sunset: 2027-06-30\n      successor: /openapi/v2.json\n",
     );
-    let table = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
+    let proto = PROTO.replace(
+        "service Things",
+        "service Other { rpc Call(Req) returns (Resp) { option (google.api.http) = { get: \"/v1/other\" }; } }\nservice Things",
+    );
+    let table = RouteTable::build(&pool_from_source(&proto), &cfg).unwrap();
     let found = table.lookup(&Method::GET, "/api/v1/things/42").unwrap();
     assert_eq!(found.route.method.name(), "Get");
     assert_eq!(found.values, ["42"]);
@@ -288,9 +292,14 @@ fn api_prefix_and_deprecation_apply_to_their_services() {
         Err(LookupError::NotFound { .. })
     ));
     // Other services keep their paths and carry no deprecation.
-    assert!(table.routes().iter().all(|r| r.deprecation.is_some()));
-    let plain = RouteTable::build(&pool_from_source(PROTO), &config_for("t.v1.Things")).unwrap();
-    assert!(plain.routes().iter().all(|r| r.deprecation.is_none()));
+    let other = table.lookup(&Method::GET, "/v1/other").unwrap().route;
+    assert!(other.deprecation.is_none());
+    assert!(
+        table
+            .routes()
+            .iter()
+            .all(|r| r.deprecation.is_some() == (r.method.parent_service().name() == "Things"))
+    );
 }
 
 #[test]
@@ -334,9 +343,21 @@ fn config_rule_errors_name_the_rule() {
             "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      get: /v1/{nope}\n",
             "path variable \"nope\": field \"nope\" does not exist",
         ),
+        (
+            "http:\n  rules:\n    - selector: t.v1.Other.Call\n      get: /v1/other\n",
+            "http.rules[0].selector: no backend serves t.v1.Other.Call",
+        ),
+        (
+            "apis:\n  - services: [t.v1.*]\n  - services: [t.v1.Things]\n",
+            "service t.v1.Things is in apis[0] and apis[1]",
+        ),
     ] {
+        let proto = PROTO.replace(
+            "service Things",
+            "service Other { rpc Call(Req) returns (Resp); }\nservice Things",
+        );
         let cfg = config::for_test("t.v1.Things", extra);
-        let err = RouteTable::build(&pool_from_source(PROTO), &cfg)
+        let err = RouteTable::build(&pool_from_source(&proto), &cfg)
             .map(|_| ())
             .unwrap_err()
             .to_string();
