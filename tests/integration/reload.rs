@@ -304,3 +304,34 @@ async fn requests_in_flight_finish_on_the_config_they_started_with() {
     assert_eq!(reply.status, 200, "{}", reply.json);
     assert_eq!(reply.json["text"], "still here");
 }
+
+#[tokio::test]
+async fn reload_asks_reflection_backends_again() {
+    // The backend at one address changes what it serves between reloads.
+    let first = shop::spawn_ephemeral().await.unwrap();
+    let addr = first.users_v2;
+    let dir = TempDir::new("reload-reflection");
+    let yaml = config_text(
+        &format!("  dynamic:\n    address: http://{addr}\n    reflection: true\n"),
+        "",
+    );
+    let path = dir.write_config(&yaml);
+    let (gateway, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
+    let stack = Stack::for_gateway(gateway, stop);
+    assert_eq!(stack.get("/v2/users/1").await.status, 200);
+    assert_eq!(stack.get("/v1/inventory/sku-espresso").await.status, 404);
+
+    first.shutdown().await.unwrap();
+    let second = shop::spawn(shop::Addresses {
+        inventory: addr,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    live.reload().await.unwrap();
+    assert_eq!(stack.get("/v2/users/1").await.status, 404);
+    let stock = stack.get("/v1/inventory/sku-espresso").await;
+    assert_eq!(stock.status, 200, "{}", stock.json);
+    assert_eq!(stock.json["sku"], "sku-espresso");
+    drop(second);
+}
