@@ -69,8 +69,8 @@ pub enum CallError {
 impl Upstreams {
     /// Builds every configured backend: resolves its addresses, runs the
     /// first health checks and starts the background tasks. A backend of
-    /// `previous` with an identical configuration is kept as it is, with its
-    /// connections and health state (hot reload).
+    /// `previous` with the same endpoints, connection and health settings is
+    /// kept as it is, with its connections and health state (hot reload).
     pub async fn connect(config: &Config, previous: Option<&Upstreams>) -> Self {
         // New backends resolve and run their first checks side by side.
         let mut built = tokio::task::JoinSet::new();
@@ -87,8 +87,8 @@ impl Upstreams {
         while let Some(result) = built.join_next().await {
             match result {
                 Ok((i, backend)) => backends[i] = Some(backend),
-                // Building never panics; if it did, the backend is missing and
-                // its routes answer "unknown backend" rather than the process dying.
+                // Building does not panic; if it did, the backend gets no
+                // endpoints and its routes answer 503 rather than the process dying.
                 Err(e) => tracing::error!(error = %e, "building a backend failed"),
             }
         }
