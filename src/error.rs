@@ -41,6 +41,30 @@ pub enum GatewayError {
     /// The traffic override header names a backend the route does not have.
     #[error(transparent)]
     UnknownBackend(#[from] crate::upstream::balance::UnknownBackend),
+    /// No stream framing the client accepts.
+    #[error(
+        "cannot answer with {accept:?}; accept application/x-ndjson, text/event-stream or application/json"
+    )]
+    NotAcceptable {
+        /// The `Accept` header as sent.
+        accept: String,
+    },
+    /// A line of a streamed request body is not a valid message.
+    #[error("line {line}: {message}")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A stream went quiet for too long, or stayed open too long.
+    #[error("stream {what} after {timeout:?}")]
+    StreamTimeout {
+        /// "idle" or "too long".
+        what: &'static str,
+        /// The limit that passed.
+        timeout: std::time::Duration,
+    },
     /// The body is larger than allowed.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -150,7 +174,10 @@ impl GatewayError {
             Self::Transcode(_)
             | Self::BadHeader { .. }
             | Self::BodyRead(_)
-            | Self::UnknownBackend(_) => Code::InvalidArgument,
+            | Self::UnknownBackend(_)
+            | Self::NotAcceptable { .. }
+            | Self::BadLine { .. } => Code::InvalidArgument,
+            Self::StreamTimeout { .. } => Code::DeadlineExceeded,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,
@@ -176,6 +203,7 @@ impl GatewayError {
             // The client was too slow, not the backend.
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             other => http_status(other.code()),
         }
     }
@@ -243,9 +271,15 @@ pub fn status_body(code: Code, message: &str, details: Option<&RawValue>) -> Vec
         .unwrap_or_else(|_| br#"{"code":13,"message":"internal error","details":[]}"#.to_vec())
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let status = self.status();
+impl GatewayError {
+    /// The JSON body, `{"code", "message", "details"}`, as a response or
+    /// as the last message of a stream that failed.
+    pub fn body(&self) -> Vec<u8> {
+        self.rendered().1
+    }
+
+    /// The headers and body of the answer.
+    fn rendered(&self) -> (HeaderMap, Vec<u8>) {
         let code = self.code();
         let message = self.client_message();
         let mut headers = HeaderMap::new();
@@ -279,7 +313,14 @@ impl IntoResponse for GatewayError {
             }
             _ => None,
         };
-        let body = status_body(code, &message, details.as_deref());
+        (headers, status_body(code, &message, details.as_deref()))
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (headers, body) = self.rendered();
         (status, headers, body).into_response()
     }
 }

@@ -48,6 +48,36 @@ pub struct FileConfig {
     /// Hot reload of this file.
     #[serde(default)]
     pub reload: ReloadSection,
+    /// Streaming methods over HTTP.
+    #[serde(default)]
+    pub streaming: StreamingSection,
+}
+
+/// How a server stream is written when the client's `Accept` allows any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Framing {
+    /// `application/x-ndjson`: one JSON message per line.
+    #[default]
+    Ndjson,
+    /// `text/event-stream`: Server-Sent Events.
+    Sse,
+    /// `application/json`: one JSON array, written as messages arrive.
+    Json,
+}
+
+/// `streaming:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingSection {
+    /// Framing for `Accept: */*` or no `Accept`.
+    pub default_framing: Option<Framing>,
+    /// Longest a stream may stay open.
+    #[serde(default, with = "humantime_serde")]
+    pub max_duration: Option<Duration>,
+    /// Longest a stream may go without a message either way.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// `apis[]`

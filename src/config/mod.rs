@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use http::HeaderName;
 use http::Uri;
 
-pub use file::{Balance, HttpRuleSection, UnknownFields};
+pub use file::{Balance, Framing, HttpRuleSection, UnknownFields};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -68,6 +68,31 @@ pub struct Config {
     pub traffic: TrafficOptions,
     /// Hot reload.
     pub reload: ReloadOptions,
+    /// Streaming methods.
+    pub streaming: StreamingOptions,
+}
+
+/// Streaming methods over HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamingOptions {
+    /// Framing of a server stream when `Accept` allows any. Default NDJSON.
+    pub default_framing: Framing,
+    /// Longest a stream may stay open; sent to the backend as its deadline.
+    /// Default 1h.
+    pub max_duration: Duration,
+    /// Longest a stream may go without a message from the backend (or, on
+    /// a client stream, from the client). Default 5m.
+    pub idle_timeout: Duration,
+}
+
+impl Default for StreamingOptions {
+    fn default() -> Self {
+        Self {
+            default_framing: Framing::Ndjson,
+            max_duration: Duration::from_secs(3600),
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 /// A group of services sharing a path prefix and a lifecycle.
@@ -512,6 +537,16 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                     })
                 })
                 .transpose()?,
+        },
+        streaming: {
+            let d = StreamingOptions::default();
+            StreamingOptions {
+                default_framing: raw.streaming.default_framing.unwrap_or(d.default_framing),
+                max_duration: nonzero(raw.streaming.max_duration, "streaming.max_duration", &err)?
+                    .unwrap_or(d.max_duration),
+                idle_timeout: nonzero(raw.streaming.idle_timeout, "streaming.idle_timeout", &err)?
+                    .unwrap_or(d.idle_timeout),
+            }
         },
         reload: ReloadOptions {
             watch: raw.reload.watch.unwrap_or(true),

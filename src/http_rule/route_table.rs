@@ -24,6 +24,9 @@ use super::rule::{Binding, HttpRule, RuleError, method_rule};
 use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
 use crate::config::{BackendConfig, Config, UnknownFields};
 
+/// `google.api.HttpBody`, the message of raw HTTP bodies.
+const HTTP_BODY: &str = "google.api.HttpBody";
+
 /// Which HTTP methods a route answers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MethodMatch {
@@ -68,6 +71,12 @@ pub struct Route {
     pub body: BodyRule,
     /// `response_body`, when set.
     pub response_body: Option<FieldPath>,
+    /// The body (per `body`) is a `google.api.HttpBody`: raw bytes of any
+    /// content type, not JSON.
+    pub raw_request: bool,
+    /// The reply is a `google.api.HttpBody`: its content type and bytes are
+    /// the HTTP response.
+    pub raw_response: bool,
     /// `/package.Service/Method`.
     pub grpc_path: PathAndQuery,
     /// The backends serving the method: one, or several sharing its traffic by weight.
@@ -710,6 +719,14 @@ fn compile(
         ),
     };
 
+    let is_http_body = |kind: Kind| matches!(kind, Kind::Message(m) if m.full_name() == HTTP_BODY);
+    let raw_request = match &body {
+        BodyRule::None => false,
+        BodyRule::Whole => input.full_name() == HTTP_BODY,
+        BodyRule::Field(path) => !path.leaf().is_list() && is_http_body(path.leaf().kind()),
+    };
+    let raw_response = response_body.is_none() && method.output().full_name() == HTTP_BODY;
+
     let grpc_path = PathAndQuery::try_from(format!(
         "/{}/{}",
         method.parent_service().full_name(),
@@ -723,6 +740,8 @@ fn compile(
         path_fields,
         body,
         response_body,
+        raw_request,
+        raw_response,
         grpc_path,
         total_weight: target.backends.iter().map(|b| b.weight).sum(),
         backends: target.backends,

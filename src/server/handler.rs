@@ -1,5 +1,6 @@
-//! The request pipeline, top to bottom: route match → deadline → body →
-//! message building → upstream call → response JSON.
+//! The request pipeline, top to bottom: route match → auth → backend →
+//! deadline → body → message building → upstream call → response JSON.
+//! Streaming methods leave after the backend is chosen, for [`stream`].
 //!
 //! Each step hands its result to the next; any failure becomes a
 //! [`GatewayError`] rendered in one place and logged with the route.
@@ -14,21 +15,23 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{Instrument, field::Empty};
 
+use super::{stream, websocket};
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
-use crate::transcode;
+use crate::http_rule::{BodyRule, Route};
+use crate::transcode::{self, http_body};
 use crate::upstream::CallError;
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
 
 /// Handles every request that is not a gateway endpoint.
 pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     let started = Instant::now();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let span = tracing::info_span!(
         "request",
         method = %parts.method,
@@ -38,7 +41,7 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     );
     async move {
         let mut deprecation = None;
-        let result = pipeline(&gw, &parts, body, &mut deprecation).await;
+        let result = pipeline(&gw, &mut parts, body, &mut deprecation).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut response = match result {
             Ok(response) => {
@@ -71,11 +74,22 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
 
 async fn pipeline(
     gw: &Gateway,
-    parts: &Parts,
+    parts: &mut Parts,
     body: Body,
     deprecation: &mut Option<Arc<HeaderMap>>,
 ) -> Result<Response, GatewayError> {
-    let found = gw.routes().lookup(&parts.method, parts.uri.path())?;
+    let websocket = websocket::is_websocket(parts);
+    let found = match gw.routes().lookup(&parts.method, parts.uri.path()) {
+        Ok(found) if !websocket || found.route.is_streaming() => found,
+        // A WebSocket opens with a GET; a stream is usually bound to POST.
+        other if websocket => gw
+            .routes()
+            .lookup(&http::Method::POST, parts.uri.path())
+            .ok()
+            .filter(|f| f.route.is_streaming())
+            .map_or(other, Ok)?,
+        other => other?,
+    };
     let route = found.route;
     deprecation.clone_from(&route.deprecation);
     let span = tracing::Span::current();
@@ -89,14 +103,23 @@ async fn pipeline(
         .auth()
         .authenticate(requirement, &parts.headers, parts.uri.query())
         .await?;
-    if route.is_streaming() {
-        return Err(GatewayError::Unimplemented(format!(
-            "{} is a streaming method; streaming over HTTP is not supported yet",
-            route.method.full_name()
-        )));
-    }
     let target = gw.upstreams().select(route, &parts.headers)?;
     span.record("upstream", target.name.as_str());
+    let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
+    gw.auth().forward(principal.as_ref(), &mut metadata);
+    if route.is_streaming() {
+        let query = query.map(std::borrow::Cow::into_owned);
+        if websocket {
+            return websocket::websocket(gw, parts, &found, target, query, metadata).await;
+        }
+        return stream::call(gw, parts, body, &found, target, query, metadata).await;
+    }
     let timeout = deadline(parts, target.timeout, gw.config().max_grpc_timeout)?;
     // One deadline for the whole request: a client trickling its body spends
     // the time the backend call would have had.
@@ -107,18 +130,7 @@ async fn pipeline(
     )
     .await
     .map_err(|_| GatewayError::BodyTimeout { timeout })??;
-    check_content_type(parts, &body)?;
-    let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
-    let input = gw
-        .codec()
-        .request(route, &found.values, query.as_deref(), &body)?;
-    let client = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let authority = parts.uri.authority().map(|a| a.as_str());
-    let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
-    gw.auth().forward(principal.as_ref(), &mut metadata);
+    let input = message(gw, parts, route, &found.values, query.as_deref(), body)?;
     let reply = gw
         .upstreams()
         .unary(
@@ -130,14 +142,66 @@ async fn pipeline(
         )
         .await
         .map_err(|e| call_error(gw, &target.name, e))?;
-    let json =
-        gw.codec()
-            .response(route, &reply.message)
-            .map_err(|e| GatewayError::BadBackend {
-                backend: target.name.clone(),
-                cause: e.to_string(),
-            })?;
-    let mut headers = response_headers(&reply.headers, reply.trailers.as_ref());
+    let headers = response_headers(&reply.headers, reply.trailers.as_ref());
+    render_reply(gw, route, &target.name, &reply.message, headers)
+}
+
+/// One request message from the path values, the query and the body: JSON
+/// by the route's body rule, or the raw body as a `google.api.HttpBody`.
+pub(super) fn message(
+    gw: &Gateway,
+    parts: &Parts,
+    route: &Route,
+    values: &[String],
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Vec<u8>, GatewayError> {
+    if route.raw_request {
+        let mut input = gw.codec().request(route, values, query, b"")?;
+        let path = match &route.body {
+            BodyRule::Field(path) => Some(path),
+            _ => None,
+        };
+        http_body::append(&mut input, path, content_type(parts), body);
+        return Ok(input);
+    }
+    check_content_type(parts, &body)?;
+    Ok(gw.codec().request(route, values, query, &body)?)
+}
+
+/// The request's `Content-Type`, or "" without one.
+pub(super) fn content_type(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// One reply message as the response: proto3 JSON, or a `google.api.HttpBody`'s
+/// content type and bytes.
+pub(super) fn render_reply(
+    gw: &Gateway,
+    route: &Route,
+    backend: &str,
+    reply: &[u8],
+    mut headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let bad = |cause: String| GatewayError::BadBackend {
+        backend: backend.to_owned(),
+        cause,
+    };
+    if route.raw_response {
+        let body = http_body::decode(reply).map_err(|e| bad(e.to_string()))?;
+        let content_type = HeaderValue::from_str(&body.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        headers.insert(CONTENT_TYPE, content_type);
+        return Ok((StatusCode::OK, headers, body.data).into_response());
+    }
+    let json = gw
+        .codec()
+        .response(route, reply)
+        .map_err(|e| bad(e.to_string()))?;
     headers.insert(CONTENT_TYPE, JSON);
     Ok((StatusCode::OK, headers, json).into_response())
 }
@@ -159,7 +223,7 @@ fn deadline(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration,
 /// A body must be JSON. Besides `application/json` and `+json` types, the
 /// types curl and HTML forms send by default (`-d` sends form encoding) are
 /// read as JSON too, so `curl -d '{...}'` works; anything else is a 415.
-fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
+pub(super) fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
     if body.trim_ascii().is_empty() {
         return Ok(());
     }
@@ -186,7 +250,11 @@ fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
     }
 }
 
-async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -204,7 +272,7 @@ async fn read_body(parts: &Parts, body: Body, limit: usize) -> Result<Bytes, Gat
     }
 }
 
-fn call_error(gw: &Gateway, backend: &str, error: CallError) -> GatewayError {
+pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> GatewayError {
     match error {
         CallError::Status(status) => {
             let details = (!status.details().is_empty())

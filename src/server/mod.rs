@@ -4,6 +4,8 @@ pub mod docs;
 pub mod handler;
 pub mod reload;
 pub mod router;
+pub mod stream;
+pub mod websocket;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -7,6 +7,7 @@
 //! checked against this one.
 
 pub mod fast;
+pub mod http_body;
 mod query;
 mod request;
 pub mod response;

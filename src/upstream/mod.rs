@@ -11,6 +11,7 @@ pub mod balance;
 pub mod health;
 pub mod metadata;
 pub mod resolve;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;

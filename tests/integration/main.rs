@@ -13,5 +13,6 @@ mod metadata;
 mod openapi;
 mod readme;
 mod reload;
+mod streaming;
 mod transcoding;
 mod versions;

@@ -62,11 +62,41 @@ struct ErrorInfo {
     domain: String,
 }
 
+/// `probe.v1.CountRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CountRequest {
+    #[prost(int64, tag = "1")]
+    pub n: i64,
+    #[prost(int64, tag = "2")]
+    pub fail_after: i64,
+    #[prost(int32, tag = "3")]
+    pub pad_bytes: i32,
+    #[prost(bool, tag = "4")]
+    pub hold_after_first: bool,
+}
+
+/// `probe.v1.CountReply`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CountReply {
+    #[prost(int64, tag = "1")]
+    pub i: i64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub padding: Vec<u8>,
+}
+
 /// The backend; clones share the counters.
 #[derive(Clone, Default)]
 pub struct Probe {
     /// Calls dropped by the client before the backend answered.
     pub cancelled: Arc<AtomicUsize>,
+    /// Count streams dropped by the client before their last reply.
+    pub streams_cancelled: Arc<AtomicUsize>,
+    /// Count replies made so far (they are made only as the stream is read).
+    pub produced: Arc<AtomicUsize>,
+    /// Chat messages received so far.
+    pub chat_received: Arc<AtomicUsize>,
+    /// Lets a held Count stream go on.
+    pub release: Arc<tokio::sync::Notify>,
 }
 
 impl NamedService for Probe {
@@ -112,6 +142,11 @@ impl Probe {
         self,
         request: http::Request<tonic::body::Body>,
     ) -> http::Response<tonic::body::Body> {
+        match request.uri().path() {
+            "/probe.v1.Probe/Count" => return self.count(request).await,
+            "/probe.v1.Probe/Chat" => return self.chat(request),
+            _ => {}
+        }
         let (parts, body) = request.into_parts();
         let bytes = body
             .collect()
@@ -210,6 +245,132 @@ impl Probe {
             .header("x-probe-header", "hello")
             .body(tonic::body::Body::new(body))
             .unwrap()
+    }
+}
+
+fn grpc_response(
+    body: impl http_body::Body<Data = Bytes, Error = tonic::Status> + Send + 'static,
+) -> http::Response<tonic::body::Body> {
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(tonic::body::Body::new(body))
+        .unwrap()
+}
+
+fn status_trailers(code: i32, message: &str) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", code.to_string().parse().unwrap());
+    if !message.is_empty() {
+        trailers.insert("grpc-message", message.replace(' ', "%20").parse().unwrap());
+    }
+    trailers
+}
+
+impl Probe {
+    /// `Count`: each reply is made when the stream is polled for it, so a
+    /// slow reader holds the backend back.
+    async fn count(
+        self,
+        request: http::Request<tonic::body::Body>,
+    ) -> http::Response<tonic::body::Body> {
+        let bytes = request
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let req = CountRequest::decode(bytes.get(5..).unwrap_or_default()).unwrap_or_default();
+        struct State {
+            probe: Probe,
+            req: CountRequest,
+            i: i64,
+            done: bool,
+            guard: CancelGuard,
+        }
+        let state = State {
+            guard: CancelGuard(Some(self.streams_cancelled.clone())),
+            probe: self,
+            req,
+            i: 0,
+            done: false,
+        };
+        let frames = futures_util::stream::unfold(state, |mut s| async move {
+            if s.done {
+                return None;
+            }
+            if s.i == 1 && s.req.hold_after_first {
+                s.probe.release.notified().await;
+            }
+            let fail = s.req.fail_after < 0 || (s.req.fail_after > 0 && s.i == s.req.fail_after);
+            let frame = if fail {
+                s.done = true;
+                s.guard.0 = None;
+                Frame::trailers(status_trailers(9, "count failed on purpose"))
+            } else if s.i == s.req.n {
+                s.done = true;
+                s.guard.0 = None;
+                Frame::trailers(status_trailers(0, ""))
+            } else {
+                let reply = CountReply {
+                    i: s.i + 1,
+                    padding: vec![b'p'; s.req.pad_bytes.max(0) as usize],
+                };
+                s.i += 1;
+                s.probe.produced.fetch_add(1, Ordering::SeqCst);
+                Frame::data(frame(&reply.encode_to_vec()))
+            };
+            Some((Ok::<_, tonic::Status>(frame), s))
+        });
+        grpc_response(StreamBody::new(frames))
+    }
+
+    /// `Chat`: reads request frames as they come and answers each at once.
+    fn chat(self, request: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+        let body = request.into_body().into_data_stream();
+        let state = (body, BytesMut::new(), self, false);
+        let frames =
+            futures_util::stream::unfold(state, |(mut body, mut buffer, probe, done)| async move {
+                use futures_util::StreamExt;
+                if done {
+                    return None;
+                }
+                loop {
+                    if buffer.len() >= 5 {
+                        let len = u32::from_be_bytes([buffer[1], buffer[2], buffer[3], buffer[4]])
+                            as usize;
+                        if buffer.len() >= 5 + len {
+                            let message = buffer.split_to(5 + len);
+                            let echo = EchoRequest::decode(&message[5..]).unwrap_or_default();
+                            probe.chat_received.fetch_add(1, Ordering::SeqCst);
+                            if echo.text == "fail" {
+                                let trailers = status_trailers(3, "chat failed on purpose");
+                                return Some((
+                                    Ok::<_, tonic::Status>(Frame::trailers(trailers)),
+                                    (body, buffer, probe, true),
+                                ));
+                            }
+                            let reply = EchoReply {
+                                text: format!("re: {}", echo.text),
+                                ..Default::default()
+                            };
+                            return Some((
+                                Ok(Frame::data(frame(&reply.encode_to_vec()))),
+                                (body, buffer, probe, false),
+                            ));
+                        }
+                    }
+                    match body.next().await {
+                        Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
+                        Some(Err(_)) | None => {
+                            return Some((
+                                Ok(Frame::trailers(status_trailers(0, ""))),
+                                (body, buffer, probe, true),
+                            ));
+                        }
+                    }
+                }
+            });
+        grpc_response(StreamBody::new(frames))
     }
 }
 

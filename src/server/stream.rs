@@ -1,0 +1,754 @@
+//! Streaming methods over plain HTTP, for curl, browsers and scripts.
+//!
+//! - **Server streams** are written as messages arrive, framed by the
+//!   request's `Accept`: `application/x-ndjson` (one JSON message per line),
+//!   `text/event-stream` (Server-Sent Events) or `application/json` (one
+//!   array, written incrementally); `*/*` or none takes
+//!   `streaming.default_framing`. An error before the first message is an
+//!   ordinary error response; after it, the last line (event, element)
+//!   carries the error in the `{"code", "message", "details"}` shape.
+//! - **Client streams** read an NDJSON request body line by line and send
+//!   each line as a message as it arrives. A bad line ends the call with a
+//!   400 naming the line (or, once replies are flowing, an error line).
+//! - **Bidirectional streams** do both over one HTTP exchange.
+//! - `google.api.HttpBody` requests stream the raw body as chunks; replies
+//!   stream the raw bytes as a chunked download.
+//!
+//! Nothing is queued: the reply body pulls one message from the backend when
+//! the client takes the previous one, and the request stream reads the body
+//! when the backend takes a message, so flow control reaches end to end. A
+//! client that goes away drops the reply stream, which cancels the call.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tonic::Streaming;
+use tonic::metadata::MetadataMap;
+
+use super::handler::{call_error, content_type, message, read_body, render_reply};
+use crate::config::Framing;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
+use crate::transcode::http_body;
+use crate::upstream::CallError;
+use crate::upstream::balance::Lease;
+use crate::upstream::metadata::response_headers;
+use crate::upstream::stream::StreamReply;
+
+/// Largest chunk of a raw upload sent as one message.
+const MAX_UPLOAD_CHUNK: usize = 1 << 20;
+
+/// Calls a streaming method: builds the request stream from the body, opens
+/// the call and answers with the reply stream (or, for a client stream, the
+/// one reply).
+///
+/// # Errors
+/// A `GatewayError` for anything that fails before the response starts.
+pub(super) async fn call(
+    gw: &Gateway,
+    parts: &Parts,
+    body: Body,
+    found: &RouteMatch<'_>,
+    target: &RouteBackend,
+    query: Option<String>,
+    metadata: MetadataMap,
+) -> Result<Response, GatewayError> {
+    let route = found.route.clone();
+    let options = gw.config().streaming;
+    let framing = if route.method.is_server_streaming() && !route.raw_response {
+        Some(Framing::negotiate(
+            parts.headers.get(ACCEPT),
+            options.default_framing,
+        )?)
+    } else {
+        None
+    };
+    let (report, failure) = oneshot::channel::<GatewayError>();
+    let mut failure = Some(failure);
+    let requests: BoxStream<'static, Bytes> = if route.method.is_client_streaming() {
+        let reader = Reader {
+            body: body.into_data_stream(),
+            idle: options.idle_timeout,
+            failed: Some(report),
+        };
+        if route.raw_request {
+            upload_chunks(
+                reader,
+                gw.clone(),
+                route.clone(),
+                found.values.clone(),
+                query,
+                content_type(parts).to_owned(),
+            )
+        } else {
+            ndjson_messages(
+                reader,
+                gw.clone(),
+                route.clone(),
+                found.values.clone(),
+                query,
+                gw.config().transcode.max_body_bytes,
+            )
+        }
+    } else {
+        drop(report);
+        let body = tokio::time::timeout(
+            target.timeout,
+            read_body(parts, body, gw.config().transcode.max_body_bytes),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            timeout: target.timeout,
+        })??;
+        let input = message(gw, parts, &route, &found.values, query.as_deref(), body)?;
+        stream::once(async move { Bytes::from(input) }).boxed()
+    };
+
+    let opened = tokio::select! {
+        opened = gw.upstreams().streaming(target, &route, requests, metadata, options.max_duration) => opened,
+        error = failed(&mut failure) => return Err(error),
+    };
+    let StreamReply {
+        headers,
+        mut messages,
+        lease,
+    } = opened.map_err(|e| call_error(gw, &target.name, e))?;
+    let headers = response_headers(&headers, None);
+
+    if !route.method.is_server_streaming() {
+        let reply = tokio::select! {
+            reply = messages.message() => reply,
+            error = failed(&mut failure) => return Err(error),
+        };
+        return match reply {
+            Ok(Some(reply)) => render_reply(gw, &route, &target.name, &reply, headers),
+            Ok(None) => Err(GatewayError::BadBackend {
+                backend: target.name.clone(),
+                cause: "no reply to a client stream".to_owned(),
+            }),
+            Err(status) => Err(call_error(gw, &target.name, CallError::Status(status))),
+        };
+    }
+
+    // The first message decides the HTTP status: an error before it is an
+    // ordinary error response.
+    let deadline = Instant::now() + options.max_duration;
+    let first = tokio::select! {
+        first = next(&mut messages, deadline, options.idle_timeout) => first,
+        error = failed(&mut failure) => return Err(error),
+    };
+    let first = match first {
+        Next::Message(m) => Some(m),
+        Next::End => None,
+        Next::Failed(e) => return Err(e.into_gateway(gw, &target.name)),
+    };
+    let replies = Replies {
+        gw: gw.clone(),
+        route,
+        backend: target.name.clone(),
+        messages,
+        _lease: lease,
+        failure,
+        deadline,
+        idle: options.idle_timeout,
+    };
+    Ok(match framing {
+        Some(framing) => framed(replies, first, framing, headers),
+        None => download(replies, first, headers)?,
+    })
+}
+
+impl Framing {
+    /// The framing for an `Accept` header: the acceptable type with the
+    /// highest `q` (the first among equals); a wildcard or no header takes
+    /// `default`.
+    ///
+    /// # Errors
+    /// [`GatewayError::NotAcceptable`] when no framing is acceptable.
+    pub fn negotiate(accept: Option<&HeaderValue>, default: Framing) -> Result<Self, GatewayError> {
+        let Some(accept) = accept else {
+            return Ok(default);
+        };
+        let text = accept.to_str().unwrap_or_default();
+        let mut best: Option<(f32, Framing)> = None;
+        for range in text.split(',') {
+            let mut params = range.split(';');
+            let media = params
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            let q = params
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let framing = match media.as_str() {
+                "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                    Framing::Ndjson
+                }
+                "text/event-stream" => Framing::Sse,
+                "application/json" => Framing::Json,
+                "*/*" => default,
+                "application/*" if default == Framing::Sse => Framing::Ndjson,
+                "application/*" => default,
+                "text/*" => Framing::Sse,
+                _ => continue,
+            };
+            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                best = Some((q, framing));
+            }
+        }
+        match best {
+            Some((_, framing)) => Ok(framing),
+            None if text.trim().is_empty() => Ok(default),
+            None => Err(GatewayError::NotAcceptable {
+                accept: text.to_owned(),
+            }),
+        }
+    }
+
+    /// The response's `Content-Type`.
+    pub fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Framing::Ndjson => "application/x-ndjson",
+            Framing::Sse => "text/event-stream",
+            Framing::Json => "application/json",
+        })
+    }
+
+    /// One message; `n` counts from 1.
+    fn message(self, n: u64, json: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(json.len() + 24);
+        match self {
+            Framing::Ndjson => {
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n");
+            }
+            Framing::Sse => {
+                out.extend_from_slice(format!("id: {n}\ndata: ").as_bytes());
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+            }
+            Framing::Json => {
+                out.extend_from_slice(if n == 1 { b"[" } else { b"," });
+                out.extend_from_slice(json);
+            }
+        }
+        out.freeze()
+    }
+
+    /// The error that ends a stream, after `sent` messages.
+    fn error(self, sent: u64, json: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(json.len() + 24);
+        match self {
+            Framing::Ndjson => {
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n");
+            }
+            Framing::Sse => {
+                out.extend_from_slice(b"event: error\ndata: ");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+            }
+            Framing::Json => {
+                out.extend_from_slice(if sent == 0 { b"[" } else { b"," });
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"]");
+            }
+        }
+        out.freeze()
+    }
+
+    /// What closes a stream that ended well, after `sent` messages.
+    fn end(self, sent: u64) -> &'static [u8] {
+        match (self, sent) {
+            (Framing::Json, 0) => b"[]",
+            (Framing::Json, _) => b"]",
+            _ => b"",
+        }
+    }
+}
+
+/// The open reply side of a call, read as the client takes messages.
+struct Replies {
+    gw: Gateway,
+    route: Arc<Route>,
+    backend: String,
+    messages: Streaming<Bytes>,
+    /// Keeps the call counted in flight on its endpoint.
+    _lease: Lease,
+    /// A client-stream line that failed: it ends the reply stream too.
+    failure: Option<oneshot::Receiver<GatewayError>>,
+    deadline: Instant,
+    idle: Duration,
+}
+
+/// The failure reported by a request stream, once; pending when there is
+/// none (and forever after the request stream ended without one).
+pub(super) async fn failed(slot: &mut Option<oneshot::Receiver<GatewayError>>) -> GatewayError {
+    if let Some(receiver) = slot.as_mut() {
+        let result = receiver.await;
+        *slot = None;
+        if let Ok(error) = result {
+            return error;
+        }
+    }
+    std::future::pending().await
+}
+
+/// What the next read of a reply stream gave.
+enum Next {
+    Message(Bytes),
+    End,
+    Failed(Failure),
+}
+
+/// Why a stream failed.
+enum Failure {
+    Call(CallError),
+    Gateway(GatewayError),
+}
+
+impl Failure {
+    fn into_gateway(self, gw: &Gateway, backend: &str) -> GatewayError {
+        match self {
+            Failure::Call(e) => call_error(gw, backend, e),
+            Failure::Gateway(e) => e,
+        }
+    }
+}
+
+/// The next reply message, within the idle timeout and the stream's deadline.
+async fn next(messages: &mut Streaming<Bytes>, deadline: Instant, idle: Duration) -> Next {
+    let (limit, what, timeout) = if Instant::now() + idle < deadline {
+        (Instant::now() + idle, "idle", idle)
+    } else {
+        (
+            deadline,
+            "too long",
+            deadline.saturating_duration_since(Instant::now()),
+        )
+    };
+    match tokio::time::timeout_at(limit, messages.message()).await {
+        Ok(Ok(Some(m))) => Next::Message(m),
+        Ok(Ok(None)) => Next::End,
+        Ok(Err(status)) => Next::Failed(Failure::Call(CallError::Status(status))),
+        Err(_) => Next::Failed(Failure::Gateway(GatewayError::StreamTimeout {
+            what,
+            timeout,
+        })),
+    }
+}
+
+impl Replies {
+    /// The next message, or the failure of a client-stream line meanwhile.
+    async fn next(&mut self) -> Next {
+        tokio::select! {
+            next = next(&mut self.messages, self.deadline, self.idle) => next,
+            error = failed(&mut self.failure) => Next::Failed(Failure::Gateway(error)),
+        }
+    }
+
+    fn error_body(&self, failure: Failure) -> Vec<u8> {
+        let error = failure.into_gateway(&self.gw, &self.backend);
+        tracing::warn!(route = %self.route.template.source, cause = %error.log_cause(), "stream failed after it started");
+        error.body()
+    }
+}
+
+/// A JSON reply stream in `framing`.
+fn framed(
+    replies: Replies,
+    first: Option<Bytes>,
+    framing: Framing,
+    mut headers: HeaderMap,
+) -> Response {
+    struct State {
+        replies: Replies,
+        pending: Option<Bytes>,
+        sent: u64,
+        done: bool,
+    }
+    let state = State {
+        replies,
+        pending: first,
+        sent: 0,
+        done: false,
+    };
+    let body = stream::unfold(state, move |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let next = match s.pending.take() {
+            Some(m) => Next::Message(m),
+            None => s.replies.next().await,
+        };
+        let chunk = match next {
+            Next::Message(m) => match s.replies.gw.codec().response(&s.replies.route, &m) {
+                Ok(json) => {
+                    s.sent += 1;
+                    framing.message(s.sent, &json)
+                }
+                Err(e) => {
+                    s.done = true;
+                    let error = GatewayError::BadBackend {
+                        backend: s.replies.backend.clone(),
+                        cause: e.to_string(),
+                    };
+                    framing.error(s.sent, &s.replies.error_body(Failure::Gateway(error)))
+                }
+            },
+            Next::End => {
+                s.done = true;
+                Bytes::from_static(framing.end(s.sent))
+            }
+            Next::Failed(failure) => {
+                s.done = true;
+                let body = s.replies.error_body(failure);
+                framing.error(s.sent, &body)
+            }
+        };
+        Some((Ok::<_, std::convert::Infallible>(chunk), s))
+    });
+    headers.insert(CONTENT_TYPE, framing.content_type());
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if framing == Framing::Sse {
+        // Proxies that buffer would hold events back.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    }
+    (StatusCode::OK, headers, Body::from_stream(body)).into_response()
+}
+
+/// A `google.api.HttpBody` reply stream as a chunked download: the first
+/// message's content type, then every message's bytes. A failure after the
+/// first bytes can only cut the download short.
+fn download(
+    replies: Replies,
+    first: Option<Bytes>,
+    mut headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let bad = |cause: String| GatewayError::BadBackend {
+        backend: replies.backend.clone(),
+        cause,
+    };
+    let first = first
+        .map(|m| http_body::decode(&m))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
+    let content_type = first
+        .as_ref()
+        .and_then(|b| HeaderValue::from_str(&b.content_type).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(CONTENT_TYPE, content_type);
+    let first = first.map(|b| b.data);
+    let body = stream::unfold((replies, first), |(mut replies, pending)| async move {
+        if let Some(data) = pending {
+            return Some((Ok(data), (replies, None)));
+        }
+        match replies.next().await {
+            Next::Message(m) => match http_body::decode(&m) {
+                Ok(b) => Some((Ok(b.data), (replies, None))),
+                Err(e) => {
+                    tracing::warn!(route = %replies.route.template.source, error = %e, "download cut short: reply is not an HttpBody");
+                    Some((Err(std::io::Error::other("invalid reply")), (replies, None)))
+                }
+            },
+            Next::End => None,
+            Next::Failed(failure) => {
+                let body = replies.error_body(failure);
+                Some((
+                    Err(std::io::Error::other(String::from_utf8_lossy(&body).into_owned())),
+                    (replies, None),
+                ))
+            }
+        }
+    })
+    // An error ends the body; nothing may follow it.
+    .scan(false, |failed, item| {
+        let out = if *failed { None } else { Some(item) };
+        if let Some(Err(_)) = &out {
+            *failed = true;
+        }
+        std::future::ready(out)
+    });
+    Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
+}
+
+/// The request body read for a client stream: chunk by chunk, each within
+/// the idle timeout; a failure is reported once through `failed`.
+struct Reader {
+    body: axum::body::BodyDataStream,
+    idle: Duration,
+    failed: Option<oneshot::Sender<GatewayError>>,
+}
+
+impl Reader {
+    /// The next chunk; `None` at the end of the body or after a failure.
+    async fn chunk(&mut self) -> Option<Bytes> {
+        match tokio::time::timeout(self.idle, self.body.next()).await {
+            Ok(Some(Ok(chunk))) => Some(chunk),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => {
+                self.fail(GatewayError::BodyRead(e.to_string()));
+                None
+            }
+            Err(_) => {
+                self.fail(GatewayError::StreamTimeout {
+                    what: "idle",
+                    timeout: self.idle,
+                });
+                None
+            }
+        }
+    }
+
+    fn fail(&mut self, error: GatewayError) {
+        if let Some(failed) = self.failed.take() {
+            let _ = failed.send(error);
+        }
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
+/// Ends a request stream without ending the call: a half-close would let
+/// the backend answer as if the client had finished.
+async fn stall<T>() -> Option<T> {
+    std::future::pending().await
+}
+
+/// NDJSON request lines as messages, each as soon as its line is complete.
+fn ndjson_messages(
+    reader: Reader,
+    gw: Gateway,
+    route: Arc<Route>,
+    values: Vec<String>,
+    query: Option<String>,
+    max_line: usize,
+) -> BoxStream<'static, Bytes> {
+    struct State {
+        reader: Reader,
+        buffer: BytesMut,
+        line: usize,
+        ended: bool,
+        gw: Gateway,
+        route: Arc<Route>,
+        values: Vec<String>,
+        query: Option<String>,
+        max_line: usize,
+    }
+    let state = State {
+        reader,
+        buffer: BytesMut::new(),
+        line: 0,
+        ended: false,
+        gw,
+        route,
+        values,
+        query,
+        max_line,
+    };
+    stream::unfold(state, |mut s| async move {
+        loop {
+            let complete = s.buffer.iter().position(|&b| b == b'\n');
+            let text = match complete {
+                Some(at) => {
+                    let line = s.buffer.split_to(at + 1);
+                    line.freeze()
+                }
+                None if s.ended && !s.buffer.is_empty() => s.buffer.split().freeze(),
+                None if s.ended => return None,
+                None => {
+                    match s.reader.chunk().await {
+                        Some(chunk) => s.buffer.extend_from_slice(&chunk),
+                        None if s.reader.has_failed() => return stall().await,
+                        None => s.ended = true,
+                    }
+                    if s.buffer.len() > s.max_line && !s.buffer.contains(&b'\n') {
+                        s.reader.fail(GatewayError::BadLine {
+                            line: s.line + 1,
+                            message: format!("longer than {} bytes", s.max_line),
+                        });
+                        return stall().await;
+                    }
+                    continue;
+                }
+            };
+            s.line += 1;
+            if text.trim_ascii().is_empty() {
+                continue;
+            }
+            match s
+                .gw
+                .codec()
+                .request(&s.route, &s.values, s.query.as_deref(), &text)
+            {
+                Ok(message) => return Some((Bytes::from(message), s)),
+                Err(e) => {
+                    let line = s.line;
+                    s.reader.fail(GatewayError::BadLine {
+                        line,
+                        message: GatewayError::from(e).client_message(),
+                    });
+                    return stall().await;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A raw upload as `google.api.HttpBody` messages, one per body chunk (at
+/// most 1 MiB each) as it arrives; the first carries the content type.
+fn upload_chunks(
+    reader: Reader,
+    gw: Gateway,
+    route: Arc<Route>,
+    values: Vec<String>,
+    query: Option<String>,
+    content_type: String,
+) -> BoxStream<'static, Bytes> {
+    // The path and query fields, encoded once and repeated in every message.
+    let prefix = gw.codec().request(&route, &values, query.as_deref(), b"");
+    let field = match &route.body {
+        BodyRule::Field(path) => Some(path.clone()),
+        _ => None,
+    };
+    let state = (reader, Bytes::new(), Some(content_type), prefix, field);
+    stream::unfold(
+        state,
+        |(mut reader, mut rest, mut content_type, prefix, field)| async move {
+            let prefix_bytes = match &prefix {
+                Ok(p) => p.clone(),
+                Err(e) => {
+                    reader.fail(GatewayError::BadLine {
+                        line: 0,
+                        message: e.to_string(),
+                    });
+                    return stall().await;
+                }
+            };
+            if rest.is_empty() {
+                rest = match reader.chunk().await {
+                    Some(chunk) => chunk,
+                    None if reader.has_failed() => return stall().await,
+                    None => return None,
+                };
+            }
+            let data = rest.split_to(rest.len().min(MAX_UPLOAD_CHUNK));
+            let mut message = prefix_bytes;
+            http_body::append(
+                &mut message,
+                field.as_ref(),
+                content_type.take().as_deref().unwrap_or_default(),
+                data,
+            );
+            Some((
+                Bytes::from(message),
+                (reader, rest, content_type, prefix, field),
+            ))
+        },
+    )
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_framing() {
+        for (accept, default, want) in [
+            (None, Framing::Ndjson, Some(Framing::Ndjson)),
+            (Some("*/*"), Framing::Sse, Some(Framing::Sse)),
+            (
+                Some("text/event-stream"),
+                Framing::Ndjson,
+                Some(Framing::Sse),
+            ),
+            (
+                Some("application/x-ndjson"),
+                Framing::Json,
+                Some(Framing::Ndjson),
+            ),
+            (
+                Some("application/json"),
+                Framing::Ndjson,
+                Some(Framing::Json),
+            ),
+            (
+                Some("application/json;q=0.5, text/event-stream"),
+                Framing::Ndjson,
+                Some(Framing::Sse),
+            ),
+            (
+                Some("text/html,application/xhtml+xml,*/*;q=0.8"),
+                Framing::Json,
+                Some(Framing::Json),
+            ),
+            (Some("application/*"), Framing::Sse, Some(Framing::Ndjson)),
+            (
+                Some("text/event-stream;q=0, application/json"),
+                Framing::Sse,
+                Some(Framing::Json),
+            ),
+            (Some("text/html"), Framing::Ndjson, None),
+            (Some("application/json;q=0"), Framing::Ndjson, None),
+        ] {
+            let header = accept.map(HeaderValue::from_static);
+            let got = Framing::negotiate(header.as_ref(), default).ok();
+            assert_eq!(got, want, "{accept:?} (default {default:?})");
+        }
+    }
+
+    #[test]
+    fn framings_write_messages_errors_and_ends() {
+        let json = br#"{"a":1}"#;
+        let err = br#"{"code":5}"#;
+        for (framing, first, second, error, end, empty) in [
+            (
+                Framing::Ndjson,
+                "{\"a\":1}\n",
+                "{\"a\":1}\n",
+                "{\"code\":5}\n",
+                "",
+                "",
+            ),
+            (
+                Framing::Sse,
+                "id: 1\ndata: {\"a\":1}\n\n",
+                "id: 2\ndata: {\"a\":1}\n\n",
+                "event: error\ndata: {\"code\":5}\n\n",
+                "",
+                "",
+            ),
+            (
+                Framing::Json,
+                "[{\"a\":1}",
+                ",{\"a\":1}",
+                ",{\"code\":5}]",
+                "]",
+                "[]",
+            ),
+        ] {
+            assert_eq!(framing.message(1, json), first.as_bytes(), "{framing:?}");
+            assert_eq!(framing.message(2, json), second.as_bytes(), "{framing:?}");
+            assert_eq!(framing.error(2, err), error.as_bytes(), "{framing:?}");
+            assert_eq!(framing.end(2), end.as_bytes(), "{framing:?}");
+            assert_eq!(framing.end(0), empty.as_bytes(), "{framing:?}");
+        }
+        assert_eq!(Framing::Json.error(0, err), &b"[{\"code\":5}]"[..]);
+    }
+}

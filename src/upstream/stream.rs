@@ -1,0 +1,137 @@
+//! Streaming calls (server, client and bidirectional): encoded messages in,
+//! encoded messages out, through tonic's framing with a pass-through codec.
+//!
+//! The request side is a stream the caller feeds as the HTTP body arrives;
+//! the reply side is tonic's `Streaming`, read one message at a time by the
+//! HTTP response as the client takes them, so HTTP/2 flow control carries
+//! backpressure from a slow client to the backend. Dropping the reply stream
+//! resets the HTTP/2 stream: the backend sees the call cancelled.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use futures_util::Stream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status, Streaming};
+use tracing::instrument;
+
+use super::balance::{Lease, Outcome};
+use super::{CallError, Upstreams};
+use crate::http_rule::{Route, RouteBackend};
+
+/// An open streaming call.
+#[derive(Debug)]
+pub struct StreamReply {
+    /// Response header metadata.
+    pub headers: MetadataMap,
+    /// The reply messages; `trailers()` after the last one.
+    pub messages: Streaming<Bytes>,
+    /// Counts the call in flight on its endpoint while held.
+    pub lease: Lease,
+}
+
+impl Upstreams {
+    /// Opens a streaming call of `route` on one of `target`'s endpoints,
+    /// sending `requests` as they come, and returns once the backend's
+    /// response headers arrived.
+    ///
+    /// `deadline` is sent as `grpc-timeout`; the caller enforces its own
+    /// limits while reading.
+    ///
+    /// # Errors
+    /// [`CallError::Status`] when the backend refuses the call at once,
+    /// [`CallError::NoEndpoint`] without a healthy endpoint,
+    /// [`CallError::Unreachable`] when it cannot be reached.
+    #[instrument(skip_all, fields(backend = %target.name, method = %route.grpc_path))]
+    pub async fn streaming<S>(
+        &self,
+        target: &RouteBackend,
+        route: &Route,
+        requests: S,
+        metadata: MetadataMap,
+        deadline: Duration,
+    ) -> Result<StreamReply, CallError>
+    where
+        S: Stream<Item = Bytes> + Send + 'static,
+    {
+        let Some(backend) = self.backends.get(target.index) else {
+            return Err(CallError::Protocol(
+                "route names an unknown backend".to_owned(),
+            ));
+        };
+        let lease = backend.pick(&[]).ok_or(CallError::NoEndpoint)?;
+        let mut grpc = tonic::client::Grpc::new(lease.endpoint.channel().clone())
+            .max_decoding_message_size(target.max_response_bytes)
+            .max_encoding_message_size(usize::MAX);
+        let opened = async {
+            grpc.ready()
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            let mut request =
+                tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
+            request.set_timeout(deadline);
+            grpc.streaming(request, route.grpc_path.clone(), RawCodec)
+                .await
+        };
+        match opened.await {
+            Ok(response) => {
+                backend.record(&lease.endpoint, Outcome::Answered);
+                let (headers, messages, _) = response.into_parts();
+                Ok(StreamReply {
+                    headers,
+                    messages,
+                    lease,
+                })
+            }
+            Err(status) => {
+                let outcome = if status.code() == Code::Unavailable {
+                    Outcome::Failed
+                } else {
+                    Outcome::Answered
+                };
+                backend.record(&lease.endpoint, outcome);
+                Err(CallError::Status(status))
+            }
+        }
+    }
+}
+
+/// Passes encoded messages through: the gateway encodes and decodes itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let len = src.remaining();
+        Ok(Some(src.copy_to_bytes(len)))
+    }
+}

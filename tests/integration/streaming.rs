@@ -1,0 +1,348 @@
+//! Streaming methods over HTTP against the probe backend: framings, the
+//! first message before the backend finishes, errors before and after the
+//! first message, cancellation, backpressure, large streams, and
+//! bidirectional NDJSON.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::metadata::start;
+use crate::support::{client, eventually};
+
+/// Reads a streamed response to the end and returns its body.
+async fn text(response: reqwest::Response) -> String {
+    response.text().await.unwrap()
+}
+
+/// Reads chunks until `lines` complete lines arrived; returns them and the
+/// response, still open.
+async fn read_lines(response: &mut reqwest::Response, lines: usize) -> Vec<String> {
+    let mut buffer = String::new();
+    while buffer.matches('\n').count() < lines {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("a chunk within 10s")
+            .unwrap()
+            .expect("the stream is still open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    buffer.lines().map(str::to_owned).collect()
+}
+
+fn json_lines(body: &str) -> Vec<Value> {
+    body.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn first_message_arrives_before_the_backend_finishes() {
+    let (stack, probe) = start("").await;
+    let mut response = client()
+        .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    // The backend holds the stream after its first reply until released, so
+    // this line can only be here if it was sent before the stream finished.
+    let first = read_lines(&mut response, 1).await;
+    assert_eq!(first, [r#"{"i":"1"}"#]);
+    assert_eq!(probe.produced.load(Ordering::SeqCst), 1);
+    probe.release.notify_one();
+    let rest = text(response).await;
+    assert_eq!(
+        json_lines(&rest),
+        [serde_json::json!({"i": "2"}), serde_json::json!({"i": "3"})]
+    );
+}
+
+#[tokio::test]
+async fn accept_chooses_the_framing() {
+    let (stack, _) = start("").await;
+    for (accept, content_type, want) in [
+        (
+            None,
+            "application/x-ndjson",
+            "{\"i\":\"1\"}\n{\"i\":\"2\"}\n",
+        ),
+        (
+            Some("*/*"),
+            "application/x-ndjson",
+            "{\"i\":\"1\"}\n{\"i\":\"2\"}\n",
+        ),
+        (
+            Some("application/x-ndjson"),
+            "application/x-ndjson",
+            "{\"i\":\"1\"}\n{\"i\":\"2\"}\n",
+        ),
+        (
+            Some("text/event-stream"),
+            "text/event-stream",
+            "id: 1\ndata: {\"i\":\"1\"}\n\nid: 2\ndata: {\"i\":\"2\"}\n\n",
+        ),
+        (
+            Some("application/json"),
+            "application/json",
+            "[{\"i\":\"1\"},{\"i\":\"2\"}]",
+        ),
+    ] {
+        let mut request = client().get(stack.0.url("/v1/count?n=2"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{accept:?}");
+        assert_eq!(
+            response.headers()["content-type"],
+            content_type,
+            "{accept:?}"
+        );
+        assert_eq!(text(response).await, want, "{accept:?}");
+    }
+    let empty = client()
+        .get(stack.0.url("/v1/count?n=0"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text(empty).await, "[]");
+    let refused = stack
+        .0
+        .call_with("GET", "/v1/count?n=2", None, &[("accept", "text/html")])
+        .await;
+    assert_eq!(refused.status, 406);
+    assert_eq!(refused.json["code"], 3);
+}
+
+#[tokio::test]
+async fn default_framing_is_configurable() {
+    let (stack, _) = start("streaming:\n  default_framing: sse\n").await;
+    let response = client()
+        .get(stack.0.url("/v1/count?n=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(text(response).await, "id: 1\ndata: {\"i\":\"1\"}\n\n");
+}
+
+#[tokio::test]
+async fn errors_before_and_after_the_first_message() {
+    let (stack, _) = start("").await;
+    // Before: an ordinary error response with the code's HTTP status.
+    let before = stack.0.get("/v1/count?n=3&failAfter=-1").await;
+    assert_eq!(before.status, 400);
+    assert_eq!(before.json["code"], 9);
+    assert_eq!(before.json["message"], "count failed on purpose");
+
+    // After: 200, then the error as the last line, event or element.
+    let error = serde_json::json!({"code": 9, "message": "count failed on purpose", "details": []});
+    let ndjson = client()
+        .get(stack.0.url("/v1/count?n=5&failAfter=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ndjson.status(), 200);
+    let lines = json_lines(&text(ndjson).await);
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"i": "1"}),
+            serde_json::json!({"i": "2"}),
+            error.clone()
+        ]
+    );
+
+    let sse = client()
+        .get(stack.0.url("/v1/count?n=5&failAfter=1"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let body = text(sse).await;
+    assert!(
+        body.starts_with("id: 1\ndata: {\"i\":\"1\"}\n\nevent: error\ndata: {"),
+        "{body}"
+    );
+    let data = body.rsplit("data: ").next().unwrap().trim();
+    assert_eq!(serde_json::from_str::<Value>(data).unwrap(), error);
+
+    let array = client()
+        .get(stack.0.url("/v1/count?n=5&failAfter=1"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let array: Value = serde_json::from_str(&text(array).await).unwrap();
+    assert_eq!(array, serde_json::json!([{"i": "1"}, error]));
+}
+
+#[tokio::test]
+async fn client_that_goes_away_cancels_the_backend_stream() {
+    let (stack, probe) = start("").await;
+    let mut response = client()
+        .get(stack.0.url("/v1/count?n=1000000&padBytes=100"))
+        .send()
+        .await
+        .unwrap();
+    read_lines(&mut response, 1).await;
+    drop(response);
+    eventually(5, "backend stream cancelled", || async {
+        probe.streams_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let produced = probe.produced.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        probe.produced.load(Ordering::SeqCst),
+        produced,
+        "the backend stopped"
+    );
+    assert!(produced < 1_000_000, "{produced}");
+}
+
+#[tokio::test]
+async fn a_slow_reader_holds_the_backend_back() {
+    let (stack, probe) = start("").await;
+    let mut response = client()
+        .get(stack.0.url("/v1/count?n=1000000&padBytes=1000"))
+        .send()
+        .await
+        .unwrap();
+    read_lines(&mut response, 1).await;
+    // Not reading: flow control, not a queue, decides how far the backend gets.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let produced = probe.produced.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = probe.produced.load(Ordering::SeqCst);
+    assert_eq!(later, produced, "the backend waits while nobody reads");
+    // Window and socket buffers, a few MB: far from the 1 GB the stream holds.
+    assert!(
+        produced < 20_000,
+        "{produced} replies of 1 kB made for an idle reader"
+    );
+}
+
+#[tokio::test]
+async fn idle_streams_time_out() {
+    let (stack, probe) = start("streaming:\n  idle_timeout: 300ms\n").await;
+    let response = client()
+        .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    let lines = json_lines(&text(response).await);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], serde_json::json!({"i": "1"}));
+    assert_eq!(lines[1]["code"], 4);
+    assert_eq!(lines[1]["message"], "stream idle after 300ms");
+    eventually(5, "backend stream cancelled", || async {
+        probe.streams_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bidirectional_ndjson_answers_each_line_as_it_arrives() {
+    let (stack, probe) = start("").await;
+    let (lines, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = client()
+        .post(stack.0.url("/v1/chat"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send_with_first_line(&lines, "{\"text\":\"one\"}\n")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        read_lines(&mut response, 1).await,
+        [r#"{"text":"re: one"}"#]
+    );
+    // The second line is sent only after the first answer came back.
+    lines.send(Ok("{\"text\":\"two\"}\n".into())).await.unwrap();
+    assert_eq!(
+        read_lines(&mut response, 1).await,
+        [r#"{"text":"re: two"}"#]
+    );
+    assert_eq!(probe.chat_received.load(Ordering::SeqCst), 2);
+    drop(lines);
+    assert_eq!(text(response).await, "");
+}
+
+#[tokio::test]
+async fn a_bad_line_ends_the_stream_naming_its_number() {
+    let (stack, probe) = start("").await;
+    // Before any reply: a 400 naming the line (blank lines count).
+    let reply = stack
+        .0
+        .call_with("POST", "/v1/chat", Some("\n{\"text\":5}\n"), &[])
+        .await;
+    assert_eq!(reply.status, 400);
+    let message = reply.json["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2: "), "{message}");
+    assert_eq!(probe.chat_received.load(Ordering::SeqCst), 0);
+
+    // After a reply: the error is the last line, and nothing after the bad
+    // line reaches the backend.
+    let (lines, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = client()
+        .post(stack.0.url("/v1/chat"))
+        .body(body)
+        .send_with_first_line(&lines, "{\"text\":\"one\"}\n")
+        .await;
+    assert_eq!(
+        read_lines(&mut response, 1).await,
+        [r#"{"text":"re: one"}"#]
+    );
+    lines
+        .send(Ok(
+            "{\"text\":\"two\", \"nope\": 1}\n{\"text\":\"never\"}\n".into(),
+        ))
+        .await
+        .unwrap();
+    drop(lines);
+    let last = json_lines(&text(response).await);
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert_eq!(last[0]["code"], 3);
+    let message = last[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("line 2: "), "{message}");
+    assert_eq!(probe.chat_received.load(Ordering::SeqCst), 1);
+
+    // A backend error mid-stream ends it the same way.
+    let response = client()
+        .post(stack.0.url("/v1/chat"))
+        .body("{\"text\":\"one\"}\n{\"text\":\"fail\"}\n")
+        .send()
+        .await
+        .unwrap();
+    let lines = json_lines(&text(response).await);
+    assert_eq!(
+        lines.last().unwrap(),
+        &serde_json::json!({"code": 3, "message": "chat failed on purpose", "details": []})
+    );
+}
+
+/// Sends a request whose streamed body starts with `first`.
+trait SendWithFirstLine {
+    async fn send_with_first_line(
+        self,
+        lines: &tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+        first: &str,
+    ) -> reqwest::Response;
+}
+
+impl SendWithFirstLine for reqwest::RequestBuilder {
+    async fn send_with_first_line(
+        self,
+        lines: &tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+        first: &str,
+    ) -> reqwest::Response {
+        lines.send(Ok(first.to_owned())).await.unwrap();
+        self.send().await.unwrap()
+    }
+}
