@@ -4,11 +4,14 @@
 //! The upgrade request (a GET, matched against the route's own method when
 //! that is not GET) is authenticated like any call. Then each text frame is
 //! one JSON request message (path and query values apply to each) and each
-//! reply is one text frame. Binary frames carry raw chunks for
+//! reply is one text frame; a method that takes one request message and no
+//! body gets it from the path and query at once. Binary frames carry raw chunks for
 //! `google.api.HttpBody` requests, and raw replies go out as binary frames.
-//! A close frame from the client ends the request stream. The server closes
-//! with 1000 when the call ends with OK, or with 4000 + the gRPC code and
-//! the status message as the reason when it fails.
+//! An empty text frame ends the request stream (a half-close) and keeps the
+//! socket open for the remaining replies; the server then closes with 1000
+//! when the call ends with OK, or with 4000 + the gRPC code and the status
+//! message as the reason when it fails. A close frame from the client ends
+//! the call (the close handshake leaves no room for a final status).
 
 use std::sync::Arc;
 
@@ -127,6 +130,8 @@ impl Session {
                             reason: Utf8Bytes::from_static("OK"),
                         })))
                         .await;
+                    // Also flushes the reply to a close the client began.
+                    let _ = sink.close().await;
                     return;
                 }
                 Ok(Err(status)) => {
@@ -190,6 +195,16 @@ impl Session {
         let values = self.values.clone();
         let query = self.query.clone();
         let single = !route.method.is_client_streaming();
+        if single && route.body == BodyRule::None {
+            // Path and query are the whole request: no frame to wait for.
+            return match gw.codec().request(&route, &values, query.as_deref(), b"") {
+                Ok(message) => stream::once(async move { Bytes::from(message) }).boxed(),
+                Err(e) => {
+                    let _ = failed.send(GatewayError::from(e));
+                    stream::pending().boxed()
+                }
+            };
+        }
         let state = (source, Some(failed), 0usize, false);
         stream::unfold(state, move |(mut source, mut failed, mut n, done)| {
             let (gw, route, values, query) =
@@ -204,6 +219,9 @@ impl Session {
                         Some(Err(_)) | None => return None,
                     };
                     let built = match frame {
+                        // An empty text frame ends the request stream and
+                        // keeps the socket open for the replies and the status.
+                        Message::Text(text) if text.is_empty() => return None,
                         Message::Text(text) if !route.raw_request => gw
                             .codec()
                             .request(&route, &values, query.as_deref(), text.as_bytes())
@@ -274,6 +292,7 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, error: &GatewayError) {
             reason: reason.into(),
         })))
         .await;
+    let _ = sink.close().await;
 }
 
 #[cfg(test)]

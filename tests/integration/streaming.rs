@@ -346,3 +346,117 @@ impl SendWithFirstLine for reqwest::RequestBuilder {
         self.send().await.unwrap()
     }
 }
+
+mod websocket {
+    //! Streams over WebSocket against the probe.
+
+    use std::sync::atomic::Ordering;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    use crate::metadata::start;
+
+    async fn connect(
+        addr: std::net::SocketAddr,
+        path: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let (socket, response) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        socket
+    }
+
+    async fn next_text(
+        socket: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> Message {
+        tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10s")
+            .expect("the socket is open")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn bidi_round_trips_frame_by_frame_and_closes_with_ok() {
+        let (stack, probe) = start("").await;
+        // /v1/chat is bound to POST; the WebSocket handshake is a GET.
+        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        for word in ["one", "two", "three"] {
+            socket
+                .send(Message::text(format!("{{\"text\":\"{word}\"}}")))
+                .await
+                .unwrap();
+            assert_eq!(
+                next_text(&mut socket).await,
+                Message::text(format!("{{\"text\":\"re: {word}\"}}"))
+            );
+        }
+        assert_eq!(probe.chat_received.load(Ordering::SeqCst), 3);
+        // An empty frame ends the requests; the call's status closes the socket.
+        socket.send(Message::text("")).await.unwrap();
+        match next_text(&mut socket).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Normal);
+                assert_eq!(frame.reason.as_str(), "OK");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A client closing the socket ends the call; the backend sees it end.
+        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        socket.send(Message::text(r#"{"text":"x"}"#)).await.unwrap();
+        next_text(&mut socket).await;
+        socket.close(None).await.unwrap();
+        assert!(matches!(next_text(&mut socket).await, Message::Close(_)));
+    }
+
+    #[tokio::test]
+    async fn errors_close_with_the_grpc_code() {
+        let (stack, _) = start("").await;
+        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        socket
+            .send(Message::text(r#"{"text":"fail"}"#))
+            .await
+            .unwrap();
+        match next_text(&mut socket).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4003);
+                assert_eq!(frame.reason.as_str(), "chat failed on purpose");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        socket.send(Message::text(r#"{"text":7}"#)).await.unwrap();
+        match next_text(&mut socket).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4003);
+                assert!(
+                    frame.reason.as_str().starts_with("line 1: "),
+                    "{}",
+                    frame.reason
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn server_streams_open_from_the_query() {
+        let (stack, _) = start("").await;
+        // One request message and no body: the path and query make it.
+        let mut socket = connect(stack.0.addr, "/v1/count?n=2").await;
+        assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"1"}"#));
+        assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"2"}"#));
+        match next_text(&mut socket).await {
+            Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Normal),
+            other => panic!("{other:?}"),
+        }
+    }
+}
