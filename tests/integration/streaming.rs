@@ -460,3 +460,87 @@ mod websocket {
         }
     }
 }
+
+/// Peak and current resident memory of a process, in KiB.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_messages_stream_in_constant_memory() {
+    let (probe_addr, probe) = crate::probe::spawn().await;
+    let dir = crate::support::TempDir::new("big-stream");
+    let path = dir.write_config(&format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\nreload:\n  watch: false\n",
+        crate::support::root().join("tests/fixtures/protos").display()
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let gateway = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    eventually(20, "the gateway serves", || async {
+        client().get(format!("{url}/healthz")).send().await.is_ok()
+    })
+    .await;
+    // Warm up, so the baseline includes connections and buffers.
+    let warm = client()
+        .get(format!("{url}/v1/count?n=1000&padBytes=1000"))
+        .send()
+        .await
+        .unwrap();
+    text(warm).await;
+    let (_, before) = memory_kib(gateway.0.id());
+
+    // 100,000 replies of 1 kB: about 100 MB through the gateway.
+    let mut response = client()
+        .get(format!("{url}/v1/count?n=100000&padBytes=1000"))
+        .send()
+        .await
+        .unwrap();
+    let (mut lines, mut bytes, mut tail) = (0usize, 0usize, String::new());
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        bytes += chunk.len();
+        tail.push_str(std::str::from_utf8(&chunk).unwrap());
+        lines += tail.matches('\n').count();
+        tail = tail.rsplit('\n').next().unwrap().to_owned();
+    }
+    assert_eq!(lines, 100_000);
+    assert_eq!(probe.produced.load(Ordering::SeqCst), 101_000);
+    let (peak, after) = memory_kib(gateway.0.id());
+    eprintln!(
+        "100k-message stream: {} MB through the gateway; RSS {before} KiB before, {after} KiB after, peak {peak} KiB",
+        bytes / 1_000_000
+    );
+    // Buffering the stream would take well over 100 MB.
+    assert!(
+        peak < before + 32 * 1024,
+        "peak {peak} KiB vs {before} KiB before"
+    );
+}
