@@ -61,11 +61,27 @@ pub struct Backends {
     pub inventory: SocketAddr,
     /// Address of `shop.user.v2.UserService`.
     pub users_v2: SocketAddr,
+    /// The order service being served, for its watch counts.
+    order_service: Orders,
     servers: Servers,
 }
 
 impl Backends {
-    /// Stops the servers gracefully and waits for them to finish.
+    /// `OrderService.WatchOrder` streams now open; see
+    /// [`Orders::active_watches`].
+    pub fn active_watches(&self) -> u64 {
+        self.order_service.active_watches()
+    }
+
+    /// `OrderService.WatchOrder` streams whose client went away before the
+    /// stream finished; see [`Orders::cancelled_watches`].
+    pub fn cancelled_watches(&self) -> u64 {
+        self.order_service.cancelled_watches()
+    }
+
+    /// Stops the servers gracefully and waits for them to finish. Open
+    /// `OrderService.WatchOrder` streams end with UNAVAILABLE rather than
+    /// holding the shutdown up.
     ///
     /// Errors: a server failed or panicked.
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -88,11 +104,12 @@ pub async fn spawn(addresses: Addresses) -> anyhow::Result<Backends> {
             Server::builder().add_service(UserServiceServer::new(Users::new())),
         )
         .await?;
+    let order_service = Orders::new().with_stop(servers.stopping());
     let (orders, _) = servers
         .start(
             addresses.orders,
             order_service_server::SERVICE_NAME,
-            Server::builder().add_service(OrderServiceServer::new(Orders::new())),
+            Server::builder().add_service(OrderServiceServer::new(order_service.clone())),
         )
         .await?;
     let (inventory, _) = servers
@@ -117,6 +134,7 @@ pub async fn spawn(addresses: Addresses) -> anyhow::Result<Backends> {
         orders,
         inventory,
         users_v2,
+        order_service,
         servers,
     })
 }
@@ -139,6 +157,11 @@ impl Servers {
             stop: watch::Sender::new(()),
             tasks: Vec::new(),
         }
+    }
+
+    /// Changes, or is dropped, when the servers stop.
+    pub(crate) fn stopping(&self) -> watch::Receiver<()> {
+        self.stop.subscribe()
     }
 
     /// Binds `addr` and serves `router`, which serves the shop service named

@@ -1,21 +1,22 @@
 //! `shop.inventory.v1.InventoryService`
 //! (protos/shop/inventory/v1/inventory.proto): in-memory stock levels seeded
 //! for "sku-espresso" (120 available), "sku-grinder" (5) and "sku-kettle"
-//! (sold out), plus stock reservations.
+//! (sold out), plus stock reservations, one at a time (ReserveStock) or
+//! all or nothing from a stream of requests (BulkReserve).
 //!
 //! Reservations are not stored: their expire_time is informational, and
-//! reserved units never return to available.
+//! reserved units return to available only when a BulkReserve call fails.
 
 use crate::pb::shop::inventory::v1::{
-    BatchGetStockRequest, BatchGetStockResponse, GetStockRequest, Reservation, ReserveStockRequest,
-    StockLevel, inventory_service_server::InventoryService,
+    BatchGetStockRequest, BatchGetStockResponse, BulkReserveResponse, GetStockRequest, Reservation,
+    ReserveStockRequest, StockLevel, inventory_service_server::InventoryService,
 };
 use crate::{clock, status};
 use prost_types::{Duration, Timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tonic::{Request, Response, Status};
-use tonic_types::PreconditionViolation;
+use tonic::{Request, Response, Status, Streaming};
+use tonic_types::{PreconditionViolation, StatusExt as _};
 
 const NANOS_PER_SECOND: i128 = 1_000_000_000;
 /// Reservation lifetime when the request sets no ttl.
@@ -38,6 +39,96 @@ struct State {
 impl State {
     fn find(&self, sku: &str) -> Result<&StockLevel, Status> {
         self.stocks.get(sku).ok_or_else(|| sku_not_found(sku))
+    }
+
+    /// Moves `req.quantity` units of `req.sku` from available to reserved.
+    ///
+    /// Errors: as InventoryService.ReserveStock.
+    fn reserve(&mut self, req: ReserveStockRequest) -> Result<Reservation, Status> {
+        if req.quantity <= 0 {
+            return Err(status::invalid_field("quantity", "must be positive"));
+        }
+        let ttl_nanos = ttl_nanos(req.ttl)?;
+        let stock = self
+            .stocks
+            .get_mut(&req.sku)
+            .ok_or_else(|| sku_not_found(&req.sku))?;
+        let quantity = i64::from(req.quantity);
+        if quantity > stock.available {
+            return Err(status::failed_precondition(
+                format!("not enough stock of {} to reserve {quantity}", req.sku),
+                PreconditionViolation::new(
+                    "STOCK",
+                    &req.sku,
+                    format!("only {} available", stock.available),
+                ),
+            ));
+        }
+        let now = clock::now();
+        stock.available -= quantity;
+        stock.reserved += quantity;
+        stock.update_time = Some(now);
+        let id = format!("res-{}", self.next_reservation);
+        self.next_reservation += 1;
+        tracing::info!(%id, sku = %req.sku, quantity, "reserved stock");
+        Ok(Reservation {
+            id,
+            sku: req.sku,
+            quantity: req.quantity,
+            expire_time: Some(add_nanos(now, ttl_nanos)),
+            order_name: req.order_name,
+        })
+    }
+
+    /// Returns the units of `reservation` to available.
+    fn release(&mut self, reservation: &Reservation) {
+        if let Some(stock) = self.stocks.get_mut(&reservation.sku) {
+            let quantity = i64::from(reservation.quantity);
+            stock.available += quantity;
+            stock.reserved -= quantity;
+            stock.update_time = Some(clock::now());
+            tracing::info!(id = %reservation.id, "released stock");
+        }
+    }
+}
+
+/// The reservations of one BulkReserve call; released when dropped before
+/// [`Bulk::commit`], whether the call failed or its client went away.
+#[derive(Debug)]
+struct Bulk {
+    inventory: Inventory,
+    reservations: Vec<Reservation>,
+    committed: bool,
+}
+
+impl Bulk {
+    /// Keeps the reservations.
+    fn commit(mut self) -> Vec<Reservation> {
+        self.committed = true;
+        std::mem::take(&mut self.reservations)
+    }
+}
+
+impl Drop for Bulk {
+    fn drop(&mut self) {
+        if self.committed || self.reservations.is_empty() {
+            return;
+        }
+        let mut state = self.inventory.state();
+        for reservation in &self.reservations {
+            state.release(reservation);
+        }
+    }
+}
+
+/// `err` with its message prefixed by "message {position}: ", keeping code
+/// and error details.
+fn at_message(position: usize, err: Status) -> Status {
+    let message = format!("message {position}: {}", err.message());
+    if err.details().is_empty() {
+        Status::new(err.code(), message)
+    } else {
+        Status::with_error_details(err.code(), message, err.get_error_details())
     }
 }
 
@@ -102,44 +193,34 @@ impl InventoryService for Inventory {
         &self,
         request: Request<ReserveStockRequest>,
     ) -> Result<Response<Reservation>, Status> {
-        let req = request.into_inner();
-        if req.quantity <= 0 {
-            return Err(status::invalid_field("quantity", "must be positive"));
-        }
-        let ttl_nanos = ttl_nanos(req.ttl)?;
+        let reservation = self.state().reserve(request.into_inner())?;
+        Ok(Response::new(reservation))
+    }
 
-        let mut state = self.state();
-        let State {
-            stocks,
-            next_reservation,
-        } = &mut *state;
-        let stock = stocks
-            .get_mut(&req.sku)
-            .ok_or_else(|| sku_not_found(&req.sku))?;
-        let quantity = i64::from(req.quantity);
-        if quantity > stock.available {
-            return Err(status::failed_precondition(
-                format!("not enough stock of {} to reserve {quantity}", req.sku),
-                PreconditionViolation::new(
-                    "STOCK",
-                    &req.sku,
-                    format!("only {} available", stock.available),
-                ),
-            ));
+    async fn bulk_reserve(
+        &self,
+        request: Request<Streaming<ReserveStockRequest>>,
+    ) -> Result<Response<BulkReserveResponse>, Status> {
+        let mut requests = request.into_inner();
+        let mut bulk = Bulk {
+            inventory: self.clone(),
+            reservations: Vec::new(),
+            committed: false,
+        };
+        // Each request is reserved as it arrives; an error drops `bulk`,
+        // which releases what the earlier ones reserved.
+        while let Some(req) = requests.message().await? {
+            let position = bulk.reservations.len() + 1;
+            let reservation = self
+                .state()
+                .reserve(req)
+                .map_err(|err| at_message(position, err))?;
+            bulk.reservations.push(reservation);
         }
-        let now = clock::now();
-        stock.available -= quantity;
-        stock.reserved += quantity;
-        stock.update_time = Some(now);
-        let id = format!("res-{next_reservation}");
-        *next_reservation += 1;
-        tracing::info!(%id, sku = %req.sku, quantity, "reserved stock");
-        Ok(Response::new(Reservation {
-            id,
-            sku: req.sku,
-            quantity: req.quantity,
-            expire_time: Some(add_nanos(now, ttl_nanos)),
-            order_name: req.order_name,
+        let reservations = bulk.commit();
+        Ok(Response::new(BulkReserveResponse {
+            count: i32::try_from(reservations.len()).unwrap_or(i32::MAX),
+            reservations,
         }))
     }
 }

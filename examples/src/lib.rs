@@ -27,6 +27,13 @@
 //! # }
 //! ```
 //!
+//! Besides unary methods, OrderService streams (WatchOrder, SyncOrderStatus,
+//! ExportOrders, UploadAttachment) and answers with `google.api.HttpBody`
+//! (GetInvoice, ExportOrders), and InventoryService takes a stream of
+//! reservations (BulkReserve): backends for the gateway's streaming and
+//! raw-body routes. [`Backends::cancelled_watches`] tells a test whether the
+//! order service noticed a WatchOrder client that went away.
+//!
 //! Every [`spawn`] starts from fresh seed data, so tests do not see each
 //! other's writes. The services never call each other: orders know the seed
 //! user ids statically, placing an order does not reserve stock, and the two
@@ -118,6 +125,7 @@ mod tests {
             "shop/order/v1/order.proto",
             "shop/inventory/v1/inventory.proto",
             "google/api/annotations.proto",
+            "google/api/httpbody.proto",
             "google/protobuf/timestamp.proto",
         ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");

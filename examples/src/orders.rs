@@ -6,25 +6,49 @@
 //! Orders may only be placed for the seed users (ids 1 to 3): the service
 //! knows them statically instead of asking UserService, so users created at
 //! run time cannot order.
+//!
+//! Besides the unary methods it streams: WatchOrder follows one order's
+//! status (`watch.rs`; every status change is broadcast to the watchers),
+//! SyncOrderStatus applies a stream of status updates, ExportOrders sends a
+//! CSV in chunks (`csv.rs`, which also writes GetInvoice's CSV) and
+//! UploadAttachment receives a file in chunks, keeping only its metadata
+//! (`attachment.rs`).
 
+mod attachment;
+mod csv;
+mod watch;
+
+use self::attachment::Upload;
+use self::watch::{CHANGES_CAPACITY, WatchCounts};
 use crate::pagination::Page;
+use crate::pb::google::api::HttpBody;
 use crate::pb::shop::order::v1::{
-    CancelOrderRequest, Card, CreateOrderRequest, GetOrderRequest, LineItem, ListOrdersRequest,
-    ListOrdersResponse, Money, Order, OrderStatus, order::Payment,
-    order_service_server::OrderService,
+    Attachment, CancelOrderRequest, Card, CreateOrderRequest, ExportOrdersRequest,
+    GetInvoiceRequest, GetOrderRequest, LineItem, ListOrdersRequest, ListOrdersResponse, Money,
+    Order, OrderStatus, OrderStatusAck, OrderStatusChange, OrderStatusUpdate,
+    UploadAttachmentRequest, WatchOrderRequest, order::Payment, order_service_server::OrderService,
 };
 use crate::{clock, status, users};
+use futures_util::Stream;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tonic::{Request, Response, Status};
+use tokio::sync::{broadcast, watch as signal};
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
 use tonic_types::{FieldViolation, PreconditionViolation};
 
 const NANOS_PER_UNIT: i128 = 1_000_000_000;
 
-/// The OrderService implementation; clones share one order book.
+/// The OrderService implementation; clones share one order book and one
+/// count of watch streams.
 #[derive(Debug, Clone)]
 pub struct Orders {
     state: Arc<Mutex<State>>,
+    watches: Arc<WatchCounts>,
+    /// Ends the watch streams when it changes or its sender is dropped;
+    /// None: they end only with their order.
+    stop: Option<signal::Receiver<()>>,
 }
 
 #[derive(Debug)]
@@ -34,6 +58,14 @@ struct State {
     next_id: i64,
     /// Users that may place orders: the seed users of UserService.
     users: BTreeSet<i64>,
+    /// The latest status change of every order, sent first by WatchOrder.
+    latest_changes: HashMap<String, OrderStatusChange>,
+    /// Every status change, to all watchers. Sent while the state is
+    /// locked, and watchers subscribe while it is locked, so a watcher sees
+    /// each change after the one it starts from exactly once.
+    changes: broadcast::Sender<OrderStatusChange>,
+    /// Metadata of the attachments of each order, in upload order.
+    attachments: HashMap<String, Vec<Attachment>>,
 }
 
 impl State {
@@ -52,12 +84,104 @@ impl State {
             .ok_or_else(|| Status::not_found(format!("order {name} not found")))
     }
 
-    fn find_mut(&mut self, name: &str) -> Result<&mut Order, Status> {
-        check_order_name(name)?;
-        self.orders
-            .get_mut(name)
-            .ok_or_else(|| Status::not_found(format!("order {name} not found")))
+    /// The latest status change of order `name`.
+    fn latest_change(&self, name: &str) -> Result<OrderStatusChange, Status> {
+        let order = self.find(name)?;
+        Ok(self
+            .latest_changes
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| first_change(order)))
     }
+
+    /// Moves order `name` to `status` and tells the watchers; for
+    /// CANCELLED, `reason` becomes the cancel reason. The caller has checked
+    /// that the order exists and may change so.
+    fn set_status(&mut self, name: &str, status: OrderStatus, reason: &str) {
+        let Some(order) = self.orders.get_mut(name) else {
+            return;
+        };
+        order.set_status(status);
+        if status == OrderStatus::Cancelled {
+            order.cancel_reason = reason.to_string();
+        }
+        let change = OrderStatusChange {
+            name: name.to_string(),
+            status: status.into(),
+            change_time: Some(clock::now()),
+            reason: reason.to_string(),
+        };
+        self.latest_changes.insert(name.to_string(), change.clone());
+        // Err only means that nobody is watching.
+        let _ = self.changes.send(change);
+    }
+
+    /// Applies one SyncOrderStatus update.
+    fn apply(&mut self, update: OrderStatusUpdate) -> OrderStatusAck {
+        let to = update.status();
+        let Some(from) = self.orders.get(&update.name).map(Order::status) else {
+            return OrderStatusAck {
+                name: update.name,
+                status: OrderStatus::Unspecified.into(),
+                accepted: false,
+                reason: "no such order".into(),
+            };
+        };
+        if !may_change(from, to) {
+            return OrderStatusAck {
+                name: update.name,
+                status: from.into(),
+                accepted: false,
+                reason: format!(
+                    "cannot change from {} to {}",
+                    from.as_str_name(),
+                    to.as_str_name()
+                ),
+            };
+        }
+        self.set_status(&update.name, to, &update.reason);
+        tracing::info!(name = %update.name, status = to.as_str_name(), "synced order status");
+        OrderStatusAck {
+            name: update.name,
+            status: to.into(),
+            accepted: true,
+            reason: String::new(),
+        }
+    }
+
+    /// Stores the metadata of a complete upload to order `name`.
+    fn attach(&mut self, name: &str, upload: Upload) -> Result<Attachment, Status> {
+        self.find(name)?;
+        let attachments = self.attachments.entry(name.to_string()).or_default();
+        let attachment = upload.finish(format!("{name}/attachments/{}", attachments.len() + 1));
+        attachments.push(attachment.clone());
+        Ok(attachment)
+    }
+}
+
+/// The change that put `order` into its status when it was placed.
+fn first_change(order: &Order) -> OrderStatusChange {
+    OrderStatusChange {
+        name: order.name.clone(),
+        status: order.status,
+        change_time: order.create_time,
+        reason: order.cancel_reason.clone(),
+    }
+}
+
+/// Whether an order may move from status `from` to `to`: PENDING -> PAID ->
+/// SHIPPED, and PENDING or PAID -> CANCELLED.
+fn may_change(from: OrderStatus, to: OrderStatus) -> bool {
+    use OrderStatus::{Cancelled, Paid, Pending, Shipped};
+    matches!(
+        (from, to),
+        (Pending, Paid) | (Paid, Shipped) | (Pending | Paid, Cancelled)
+    )
+}
+
+/// Whether `status` is final: no change leads out of it.
+fn is_terminal(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::Cancelled | OrderStatus::Shipped)
 }
 
 impl Orders {
@@ -67,20 +191,65 @@ impl Orders {
             .into_iter()
             .map(|o| (o.name.clone(), o))
             .collect();
+        let latest_changes = orders
+            .iter()
+            .map(|(name, order)| (name.clone(), first_change(order)))
+            .collect();
         let state = State {
             orders,
             next_id: 1004,
             users: users::seed_users().iter().map(|u| u.id).collect(),
+            latest_changes,
+            changes: broadcast::Sender::new(CHANGES_CAPACITY),
+            attachments: HashMap::new(),
         };
         Orders {
             state: Arc::new(Mutex::new(state)),
+            watches: Arc::default(),
+            stop: None,
         }
+    }
+
+    /// Ends open WatchOrder streams with UNAVAILABLE once `stop` changes or
+    /// its sender is dropped, so that a graceful server shutdown need not
+    /// wait for orders to reach a terminal status.
+    pub(crate) fn with_stop(self, stop: signal::Receiver<()>) -> Self {
+        Orders {
+            stop: Some(stop),
+            ..self
+        }
+    }
+
+    /// WatchOrder streams now open: started and neither finished nor
+    /// dropped.
+    pub fn active_watches(&self) -> u64 {
+        self.watches.active()
+    }
+
+    /// WatchOrder streams that ended because the client went away: the
+    /// response stream was dropped before its last message (a terminal
+    /// status or an error) was produced.
+    pub fn cancelled_watches(&self) -> u64 {
+        self.watches.cancelled()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         crate::lock(&self.state)
     }
+
+    /// The latest status change of order `name` and a receiver of the
+    /// changes after it, taken under one lock so none falls in between.
+    fn subscribe(
+        &self,
+        name: &str,
+    ) -> Result<(OrderStatusChange, broadcast::Receiver<OrderStatusChange>), Status> {
+        let state = self.state();
+        Ok((state.latest_change(name)?, state.changes.subscribe()))
+    }
 }
+
+/// A boxed response stream.
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl Default for Orders {
     fn default() -> Self {
@@ -118,6 +287,9 @@ impl OrderService for Orders {
             tags: input.tags,
             cancel_reason: String::new(),
         };
+        state
+            .latest_changes
+            .insert(order.name.clone(), first_change(&order));
         state.orders.insert(order.name.clone(), order.clone());
         tracing::info!(name = %order.name, "created order");
         Ok(Response::new(order))
@@ -167,8 +339,7 @@ impl OrderService for Orders {
     ) -> Result<Response<Order>, Status> {
         let req = request.into_inner();
         let mut state = self.state();
-        let order = state.find_mut(&req.name)?;
-        let current = match order.status() {
+        let current = match state.find(&req.name)?.status() {
             OrderStatus::Cancelled => Some("cancelled"),
             OrderStatus::Shipped => Some("shipped"),
             _ => None,
@@ -186,10 +357,107 @@ impl OrderService for Orders {
                 ),
             ));
         }
-        order.set_status(OrderStatus::Cancelled);
-        order.cancel_reason = req.reason;
-        tracing::info!(name = %order.name, "cancelled order");
-        Ok(Response::new(order.clone()))
+        state.set_status(&req.name, OrderStatus::Cancelled, &req.reason);
+        tracing::info!(name = %req.name, "cancelled order");
+        Ok(Response::new(state.find(&req.name)?.clone()))
+    }
+
+    type WatchOrderStream = BoxStream<OrderStatusChange>;
+
+    async fn watch_order(
+        &self,
+        request: Request<WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let changes = watch::watch(self, request.into_inner().name)?;
+        Ok(Response::new(Box::pin(changes)))
+    }
+
+    type SyncOrderStatusStream = BoxStream<OrderStatusAck>;
+
+    async fn sync_order_status(
+        &self,
+        request: Request<Streaming<OrderStatusUpdate>>,
+    ) -> Result<Response<Self::SyncOrderStatusStream>, Status> {
+        let orders = self.clone();
+        // Lazy: each update is applied, and acked, when it arrives. An
+        // error reading the updates is passed on and ends the call.
+        let acks = request
+            .into_inner()
+            .map(move |update| update.map(|update| orders.state().apply(update)));
+        Ok(Response::new(Box::pin(acks)))
+    }
+
+    async fn get_invoice(
+        &self,
+        request: Request<GetInvoiceRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let name = request.into_inner().name;
+        let invoice = csv::invoice(self.state().find(&name)?);
+        Ok(Response::new(HttpBody {
+            content_type: csv::CONTENT_TYPE.into(),
+            data: invoice.into_bytes(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    type ExportOrdersStream = tokio_stream::Iter<std::vec::IntoIter<Result<HttpBody, Status>>>;
+
+    async fn export_orders(
+        &self,
+        request: Request<ExportOrdersRequest>,
+    ) -> Result<Response<Self::ExportOrdersStream>, Status> {
+        let user_id = parse_parent(&request.into_inner().parent)?;
+        let state = self.state();
+        state.check_user(user_id)?;
+        let chunk = |content_type: &str, line: String| {
+            Ok(HttpBody {
+                content_type: content_type.into(),
+                data: line.into_bytes(),
+                extensions: Vec::new(),
+            })
+        };
+        // A snapshot: orders placed during the download are not in it.
+        let chunks: Vec<_> = std::iter::once(chunk(csv::CONTENT_TYPE, csv::EXPORT_HEADER.into()))
+            .chain(
+                state
+                    .orders
+                    .values()
+                    .filter(|order| order.user_id == user_id)
+                    .map(|order| chunk("", csv::export_line(order))),
+            )
+            .collect();
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    async fn upload_attachment(
+        &self,
+        request: Request<Streaming<UploadAttachmentRequest>>,
+    ) -> Result<Response<Attachment>, Status> {
+        let mut chunks = request.into_inner();
+        let Some(first) = chunks.message().await? else {
+            return Err(status::invalid_field("file", "the upload sent no chunks"));
+        };
+        let name = first.name;
+        // Refuse an unknown order before reading the file.
+        self.state().find(&name)?;
+        let mut upload = Upload::default();
+        upload.add(first.file)?;
+        while let Some(chunk) = chunks.message().await? {
+            if !chunk.name.is_empty() && chunk.name != name {
+                return Err(status::invalid_field(
+                    "name",
+                    format!(
+                        "chunk {} names {}, but the first chunk named {name}",
+                        upload.chunks().saturating_add(1),
+                        chunk.name
+                    ),
+                ));
+            }
+            upload.add(chunk.file)?;
+        }
+        let attachment = self.state().attach(&name, upload)?;
+        tracing::info!(name = %attachment.name, size = attachment.size_bytes, "stored attachment");
+        Ok(Response::new(attachment))
     }
 }
 
@@ -412,6 +680,46 @@ mod tests {
             .into_inner();
         let names = resp.orders.into_iter().map(|o| o.name).collect();
         (names, resp.next_page_token)
+    }
+
+    #[test]
+    fn status_moves_only_forward() {
+        use OrderStatus::{Cancelled, Paid, Pending, Shipped, Unspecified};
+        for (from, to, want) in [
+            (Pending, Paid, true),
+            (Paid, Shipped, true),
+            (Pending, Cancelled, true),
+            (Paid, Cancelled, true),
+            (Pending, Shipped, false),
+            (Paid, Pending, false),
+            (Paid, Paid, false),
+            (Shipped, Cancelled, false),
+            (Cancelled, Paid, false),
+            (Pending, Unspecified, false),
+        ] {
+            assert_eq!(may_change(from, to), want, "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn accepted_update_is_the_latest_change() {
+        let orders = Orders::new();
+        let (_, mut changes) = orders.subscribe("users/1/orders/1002").unwrap();
+        let ack = orders.state().apply(OrderStatusUpdate {
+            name: "users/1/orders/1002".into(),
+            status: OrderStatus::Cancelled.into(),
+            reason: "fraud".into(),
+        });
+        assert!(ack.accepted);
+        let sent = changes.try_recv().unwrap();
+        assert_eq!(
+            (sent.status(), sent.reason.as_str()),
+            (OrderStatus::Cancelled, "fraud")
+        );
+        let (latest, _) = orders.subscribe("users/1/orders/1002").unwrap();
+        assert_eq!(latest, sent);
+        let order = orders.state().find("users/1/orders/1002").unwrap().clone();
+        assert_eq!(order.cancel_reason, "fraud");
     }
 
     #[test]

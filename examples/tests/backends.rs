@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shop::pb::google::api::HttpBody;
 use shop::pb::shop::inventory::v1::{
-    ReserveStockRequest, inventory_service_client::InventoryServiceClient,
+    GetStockRequest, ReserveStockRequest, inventory_service_client::InventoryServiceClient,
 };
 use shop::pb::shop::order::v1::{
-    GetOrderRequest, OrderStatus, order_service_client::OrderServiceClient,
+    CancelOrderRequest, ExportOrdersRequest, GetInvoiceRequest, GetOrderRequest, OrderStatus,
+    OrderStatusUpdate, UploadAttachmentRequest, WatchOrderRequest,
+    order_service_client::OrderServiceClient,
 };
 use shop::pb::shop::user::v1::{
     DeleteUserRequest, GetUserRequest, user_service_client::UserServiceClient,
@@ -520,4 +523,537 @@ async fn dropping_an_instance_stops_it() {
     let addr = instance.addr;
     drop(instance);
     assert_refused(addr).await;
+}
+
+/// Waits, boundedly, for `condition` to hold.
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..250 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Waits, boundedly, for the next message of a response stream.
+async fn next<T>(stream: &mut tonic::Streaming<T>) -> Result<Option<T>, tonic::Status> {
+    tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("no message within 5s")
+}
+
+async fn order_client(backends: &shop::Backends) -> OrderServiceClient<tonic::transport::Channel> {
+    OrderServiceClient::connect(url(backends.orders))
+        .await
+        .unwrap()
+}
+
+fn watch_request(name: &str) -> WatchOrderRequest {
+    WatchOrderRequest { name: name.into() }
+}
+
+#[tokio::test]
+async fn watch_order_sends_current_status_then_changes_until_terminal() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+
+    let mut watch = orders
+        .watch_order(watch_request("users/1/orders/1002"))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(first.name, "users/1/orders/1002");
+    assert_eq!(first.status(), OrderStatus::Pending);
+    // Never changed: the change that placed it.
+    assert_eq!(
+        first.change_time.unwrap().to_string(),
+        "2026-02-02T16:45:00Z"
+    );
+    assert_eq!(backends.active_watches(), 1);
+
+    orders
+        .cancel_order(CancelOrderRequest {
+            name: "users/1/orders/1002".into(),
+            reason: "changed my mind".into(),
+        })
+        .await
+        .unwrap();
+    let cancelled = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(cancelled.status(), OrderStatus::Cancelled);
+    assert_eq!(cancelled.reason, "changed my mind");
+    assert!(cancelled.change_time.unwrap().seconds > first.change_time.unwrap().seconds);
+    // Terminal: the stream ends with OK.
+    assert!(next(&mut watch).await.unwrap().is_none());
+    assert_eq!(
+        (backends.active_watches(), backends.cancelled_watches()),
+        (0, 0)
+    );
+
+    // An order already in a terminal status: one message, then the end.
+    let mut shipped = orders
+        .watch_order(watch_request("users/2/orders/1003"))
+        .await
+        .unwrap()
+        .into_inner();
+    let only = next(&mut shipped).await.unwrap().unwrap();
+    assert_eq!(only.status(), OrderStatus::Shipped);
+    assert!(next(&mut shipped).await.unwrap().is_none());
+
+    for (name, code) in [
+        ("users/1/orders/9999", Code::NotFound),
+        ("orders/1001", Code::InvalidArgument),
+    ] {
+        let err = orders.watch_order(watch_request(name)).await.unwrap_err();
+        assert_eq!(err.code(), code, "{name}");
+    }
+    assert_eq!(backends.cancelled_watches(), 0);
+}
+
+#[tokio::test]
+async fn dropping_a_watch_counts_as_cancelled() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let mut watch = orders
+        .watch_order(watch_request("users/1/orders/1001"))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(
+        (backends.active_watches(), backends.cancelled_watches()),
+        (1, 0)
+    );
+
+    // The client resets the stream; the connection stays up.
+    drop(watch);
+    eventually("a cancelled watch", || backends.cancelled_watches() == 1).await;
+    assert_eq!(backends.active_watches(), 0);
+
+    // Still counted once, and a finished watch is not counted at all.
+    orders
+        .cancel_order(CancelOrderRequest {
+            name: "users/1/orders/1001".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut watch = orders
+        .watch_order(watch_request("users/1/orders/1001"))
+        .await
+        .unwrap()
+        .into_inner();
+    while next(&mut watch).await.unwrap().is_some() {}
+    assert_eq!(backends.cancelled_watches(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_watches() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let mut watch = orders
+        .watch_order(watch_request("users/1/orders/1001"))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut watch).await.unwrap().unwrap();
+
+    tokio::time::timeout(Duration::from_secs(5), backends.shutdown())
+        .await
+        .expect("shutdown waits for the open watch")
+        .unwrap();
+    let err = next(&mut watch).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+}
+
+#[tokio::test]
+async fn sync_order_status_acks_each_update_before_the_next() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let mut watch = orders
+        .watch_order(watch_request("users/1/orders/1002"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next(&mut watch).await.unwrap().unwrap().status(),
+        OrderStatus::Pending
+    );
+
+    let (updates, rx) = tokio::sync::mpsc::channel(1);
+    let update = |name: &str, status: OrderStatus, reason: &str| OrderStatusUpdate {
+        name: name.into(),
+        status: status.into(),
+        reason: reason.into(),
+    };
+    updates
+        .send(update(
+            "users/1/orders/1002",
+            OrderStatus::Paid,
+            "paid by card",
+        ))
+        .await
+        .unwrap();
+    let mut acks = orders
+        .sync_order_status(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Each ack arrives while the request stream is still open.
+    let mut ack = next(&mut acks).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ack.name.as_str(),
+            ack.status(),
+            ack.accepted,
+            ack.reason.as_str()
+        ),
+        ("users/1/orders/1002", OrderStatus::Paid, true, "")
+    );
+    let paid = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(
+        (paid.status(), paid.reason.as_str()),
+        (OrderStatus::Paid, "paid by card")
+    );
+
+    for (sent, want_status, want_reason) in [
+        (
+            update("users/1/orders/1002", OrderStatus::Pending, ""),
+            OrderStatus::Paid,
+            "cannot change from ORDER_STATUS_PAID to ORDER_STATUS_PENDING",
+        ),
+        (
+            update("users/1/orders/4242", OrderStatus::Paid, ""),
+            OrderStatus::Unspecified,
+            "no such order",
+        ),
+        (
+            update("users/2/orders/1003", OrderStatus::Cancelled, ""),
+            OrderStatus::Shipped,
+            "cannot change from ORDER_STATUS_SHIPPED to ORDER_STATUS_CANCELLED",
+        ),
+    ] {
+        let case = format!("{sent:?}");
+        updates.send(sent).await.unwrap();
+        ack = next(&mut acks).await.unwrap().unwrap();
+        assert!(!ack.accepted, "{case}");
+        assert_eq!(ack.status(), want_status, "{case}");
+        assert_eq!(ack.reason, want_reason, "{case}");
+    }
+
+    updates
+        .send(update(
+            "users/1/orders/1002",
+            OrderStatus::Shipped,
+            "handed to DHL",
+        ))
+        .await
+        .unwrap();
+    ack = next(&mut acks).await.unwrap().unwrap();
+    assert!(ack.accepted);
+    assert_eq!(ack.status(), OrderStatus::Shipped);
+    let shipped = next(&mut watch).await.unwrap().unwrap();
+    assert_eq!(shipped.status(), OrderStatus::Shipped);
+    assert!(next(&mut watch).await.unwrap().is_none());
+
+    drop(updates);
+    assert!(next(&mut acks).await.unwrap().is_none());
+    let order = orders
+        .get_order(GetOrderRequest {
+            name: "users/1/orders/1002".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(order.status(), OrderStatus::Shipped);
+}
+
+#[tokio::test]
+async fn get_invoice_returns_csv() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let invoice = orders
+        .get_invoice(GetInvoiceRequest {
+            name: "users/1/orders/1001".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(invoice.content_type, "text/csv; charset=utf-8");
+    assert_eq!(
+        String::from_utf8(invoice.data).unwrap(),
+        "sku,quantity,unit_price,line_total,currency\n\
+         sku-espresso,2,12.50,25.00,USD\n\
+         sku-grinder,1,89.99,89.99,USD\n\
+         total,,,114.99,USD\n"
+    );
+
+    let err = orders
+        .get_invoice(GetInvoiceRequest {
+            name: "users/1/orders/9999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn export_orders_streams_a_chunk_per_order() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let orders = order_client(&backends).await;
+    let export = |parent: &str| {
+        let mut orders = orders.clone();
+        let parent = parent.to_string();
+        async move {
+            let mut chunks = orders
+                .export_orders(ExportOrdersRequest { parent })
+                .await?
+                .into_inner();
+            let mut all = Vec::new();
+            while let Some(chunk) = next(&mut chunks).await? {
+                all.push(chunk);
+            }
+            Ok::<_, tonic::Status>(all)
+        }
+    };
+    let text = |chunk: &HttpBody| String::from_utf8(chunk.data.clone()).unwrap();
+
+    let chunks = export("users/1").await.unwrap();
+    let types: Vec<_> = chunks.iter().map(|c| c.content_type.as_str()).collect();
+    assert_eq!(types, ["text/csv; charset=utf-8", "", ""]);
+    let lines: Vec<_> = chunks.iter().map(text).collect();
+    assert_eq!(
+        lines,
+        [
+            "name,status,total_units,currency,create_time\n",
+            "users/1/orders/1001,ORDER_STATUS_PAID,114,USD,2026-01-20T10:00:00Z\n",
+            "users/1/orders/1002,ORDER_STATUS_PENDING,45,USD,2026-02-02T16:45:00Z\n",
+        ]
+    );
+
+    // A user without orders gets the header only.
+    assert_eq!(export("users/3").await.unwrap().len(), 1);
+    for (parent, code) in [
+        ("users/9", Code::NotFound),
+        ("customers/1", Code::InvalidArgument),
+    ] {
+        let err = export(parent).await.unwrap_err();
+        assert_eq!(err.code(), code, "{parent}");
+    }
+}
+
+fn upload_chunk(name: &str, content_type: &str, data: Vec<u8>) -> UploadAttachmentRequest {
+    UploadAttachmentRequest {
+        name: name.into(),
+        file: Some(HttpBody {
+            content_type: content_type.into(),
+            data,
+            extensions: Vec::new(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn upload_attachment_hashes_a_multi_chunk_file() {
+    use sha2::{Digest as _, Sha256};
+
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let name = "users/1/orders/1001";
+    let parts: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| vec![i; 100_000 + usize::from(i)])
+        .collect();
+    let whole = parts.concat();
+    let chunks: Vec<_> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            // Later chunks leave the content type, and the last the name, empty.
+            let content_type = if i == 0 { "application/pdf" } else { "" };
+            let chunk_name = if i == 2 { "" } else { name };
+            upload_chunk(chunk_name, content_type, data)
+        })
+        .collect();
+    let attachment = orders
+        .upload_attachment(tokio_stream::iter(chunks))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(attachment.name, "users/1/orders/1001/attachments/1");
+    assert_eq!(attachment.content_type, "application/pdf");
+    assert_eq!(attachment.size_bytes, 300_003);
+    assert_eq!(attachment.chunks, 3);
+    let want: String = Sha256::digest(&whole)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(attachment.sha256, want);
+
+    let second = orders
+        .upload_attachment(tokio_stream::iter([upload_chunk(name, "", b"hi".to_vec())]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.name, "users/1/orders/1001/attachments/2");
+    assert_eq!(second.content_type, "application/octet-stream");
+    assert_eq!((second.size_bytes, second.chunks), (2, 1));
+}
+
+#[tokio::test]
+async fn upload_attachment_rejects_bad_uploads() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut orders = order_client(&backends).await;
+    let name = "users/1/orders/1001";
+    let mebibyte = || upload_chunk(name, "", vec![7; 1024 * 1024]);
+
+    let sixteen_mib: Vec<_> = (0..16).map(|_| mebibyte()).collect();
+    let at_limit = orders
+        .upload_attachment(tokio_stream::iter(sixteen_mib))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at_limit.size_bytes, 16 * 1024 * 1024);
+
+    for (case, chunks, code, message) in [
+        ("empty", vec![], Code::InvalidArgument, "no chunks"),
+        (
+            "two orders",
+            vec![
+                upload_chunk(name, "text/plain", b"a".to_vec()),
+                upload_chunk("users/1/orders/1002", "", b"b".to_vec()),
+            ],
+            Code::InvalidArgument,
+            "chunk 2 names users/1/orders/1002",
+        ),
+        (
+            "unknown order",
+            vec![upload_chunk("users/1/orders/9999", "", b"a".to_vec())],
+            Code::NotFound,
+            "users/1/orders/9999",
+        ),
+        (
+            "too large",
+            (0..17).map(|_| mebibyte()).collect(),
+            Code::ResourceExhausted,
+            "16777216 bytes",
+        ),
+    ] {
+        let err = orders
+            .upload_attachment(tokio_stream::iter(chunks))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{case}: {err:?}");
+        assert!(err.message().contains(message), "{case}: {err:?}");
+    }
+}
+
+fn reserve(sku: &str, quantity: i32) -> ReserveStockRequest {
+    ReserveStockRequest {
+        sku: sku.into(),
+        quantity,
+        order_name: "users/1/orders/1002".into(),
+        ttl: None,
+    }
+}
+
+#[tokio::test]
+async fn bulk_reserve_is_all_or_nothing() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut inventory = InventoryServiceClient::connect(url(backends.inventory))
+        .await
+        .unwrap();
+    let levels = {
+        let inventory = inventory.clone();
+        move |sku: &'static str| {
+            let mut inventory = inventory.clone();
+            async move {
+                let level = inventory
+                    .get_stock(GetStockRequest { sku: sku.into() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (level.available, level.reserved)
+            }
+        }
+    };
+
+    let done = inventory
+        .bulk_reserve(tokio_stream::iter([
+            reserve("sku-espresso", 10),
+            reserve("sku-grinder", 2),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.count, 2);
+    let ids: Vec<_> = done.reservations.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["res-1", "res-2"]);
+    assert_eq!(levels("sku-espresso").await, (110, 10));
+    assert_eq!(levels("sku-grinder").await, (3, 2));
+
+    let err = inventory
+        .bulk_reserve(tokio_stream::iter([
+            reserve("sku-espresso", 5),
+            reserve("sku-grinder", 3),
+            reserve("sku-kettle", 1),
+            reserve("sku-espresso", 1),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        "message 3: not enough stock of sku-kettle to reserve 1"
+    );
+    let failure = err.get_details_precondition_failure().unwrap();
+    assert_eq!(failure.violations[0].subject, "sku-kettle");
+    // The first two were released.
+    assert_eq!(levels("sku-espresso").await, (110, 10));
+    assert_eq!(levels("sku-grinder").await, (3, 2));
+
+    let err = inventory
+        .bulk_reserve(tokio_stream::iter([reserve("sku-toaster", 1)]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), "message 1: sku sku-toaster not found");
+
+    let nothing = inventory
+        .bulk_reserve(tokio_stream::iter(Vec::<ReserveStockRequest>::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nothing.count, 0);
+}
+
+#[tokio::test]
+async fn bulk_reserve_fails_as_soon_as_a_request_fails() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let mut inventory = InventoryServiceClient::connect(url(backends.inventory))
+        .await
+        .unwrap();
+    let (requests, rx) = tokio::sync::mpsc::channel(4);
+    requests.send(reserve("sku-espresso", 1)).await.unwrap();
+    requests.send(reserve("sku-espresso", 0)).await.unwrap();
+    // `requests` stays open: the answer cannot wait for the end of the stream.
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        inventory.bulk_reserve(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("no answer before the end of the request stream")
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("message 2: "), "{err:?}");
+    let fields: Vec<_> = err
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["quantity"]);
+    drop(requests);
 }

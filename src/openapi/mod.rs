@@ -345,13 +345,16 @@ fn operation(
         op = op.parameter(param);
     }
 
-    let content_type = if method.is_client_streaming() {
+    let content_type = if route.raw_request {
+        "*/*"
+    } else if method.is_client_streaming() {
         "application/x-ndjson"
     } else {
         "application/json"
     };
     let body_schema = match &route.body {
         BodyRule::None => None,
+        _ if route.raw_request => Some(binary()),
         BodyRule::Whole => Some(whole_body_schema(route, schemas)),
         BodyRule::Field(path) => Some(schemas.field(path.leaf())),
     };
@@ -360,11 +363,18 @@ fn operation(
             content_type,
             ContentBuilder::new().schema(Some(schema)).build(),
         );
-        if !method.is_client_streaming() {
-            body = body.required(Some(Required::True));
-        } else {
-            body = body.description(Some("One JSON message per line (NDJSON)."));
-        }
+        body = match (route.raw_request, method.is_client_streaming()) {
+            (true, true) => body.description(Some(
+                "The raw body, of any content type (google.api.HttpBody), streamed to the backend in chunks as it arrives.",
+            )),
+            (true, false) => body
+                .required(Some(Required::True))
+                .description(Some("The raw body, of any content type (google.api.HttpBody).")),
+            (false, true) => body.description(Some(
+                "One JSON message per line (NDJSON), each sent as it arrives. Over a WebSocket: one message per text frame.",
+            )),
+            (false, false) => body.required(Some(Required::True)),
+        };
         op = op.request_body(Some(body.build()));
     }
 
@@ -372,16 +382,26 @@ fn operation(
         None => schemas.message(&method.output()),
         Some(path) => schemas.field(path.leaf()),
     };
-    let ok = if method.is_server_streaming() {
-        ResponseBuilder::new()
-            .description("A stream of messages: one JSON object per line (NDJSON), or Server-Sent Events with `Accept: text/event-stream`.")
-            .content("application/x-ndjson", ContentBuilder::new().schema(Some(reply.clone())).build())
-            .content("text/event-stream", ContentBuilder::new().schema(Some(reply)).build())
-    } else {
-        ResponseBuilder::new().description("OK").content(
+    let ok = match (route.raw_response, method.is_server_streaming()) {
+        (true, streaming) => ResponseBuilder::new()
+            .description(if streaming {
+                "The raw reply (google.api.HttpBody), as a chunked download; its content type is the first message's."
+            } else {
+                "The raw reply (google.api.HttpBody), with its own content type."
+            })
+            .content("*/*", ContentBuilder::new().schema(Some(binary())).build()),
+        (false, true) => {
+            let array: RefOr<Schema> = ArrayBuilder::new().items(reply.clone()).into();
+            ResponseBuilder::new()
+                .description("A stream of messages, framed by `Accept`: one JSON object per line (NDJSON, the default), Server-Sent Events, or one JSON array written as messages arrive. An error after the first message is the last line, an `error` event or the last element. Also served over a WebSocket, one message per text frame.")
+                .content("application/x-ndjson", ContentBuilder::new().schema(Some(reply.clone())).build())
+                .content("text/event-stream", ContentBuilder::new().schema(Some(reply)).build())
+                .content("application/json", ContentBuilder::new().schema(Some(array)).build())
+        }
+        (false, false) => ResponseBuilder::new().description("OK").content(
             "application/json",
             ContentBuilder::new().schema(Some(reply)).build(),
-        )
+        ),
     };
     let error = ResponseBuilder::new()
         .description(
@@ -394,6 +414,16 @@ fn operation(
     op.response("200", ok.build())
         .response("default", error.build())
         .build()
+}
+
+/// Raw bytes of any content type.
+fn binary() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+            utoipa::openapi::schema::KnownFormat::Binary,
+        )))
+        .into()
 }
 
 /// The body schema for `body: "*"`: the input message, without top-level fields the path binds.

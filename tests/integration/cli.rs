@@ -53,7 +53,7 @@ async fn check_prints_the_route_table() {
     ]));
     let last = stdout.trim_end().lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("18 routes, config ") && last.ends_with("gateway.yaml is valid"),
+        last.starts_with("24 routes, config ") && last.ends_with("gateway.yaml is valid"),
         "{stdout}"
     );
 }

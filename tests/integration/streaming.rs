@@ -544,3 +544,219 @@ async fn a_hundred_thousand_messages_stream_in_constant_memory() {
         "peak {peak} KiB vs {before} KiB before"
     );
 }
+
+mod shop_examples {
+    //! The example shop's streaming and raw-body methods through the gateway.
+
+    use futures_util::{SinkExt, StreamExt};
+    use sha2::Digest;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    use super::{json_lines, read_lines, text};
+    use crate::support::{API_KEY, Stack, client, dev_token, eventually, start};
+
+    fn bearer() -> String {
+        format!("Bearer {}", dev_token("orders"))
+    }
+
+    async fn get(stack: &Stack, path: &str) -> reqwest::Response {
+        client()
+            .get(stack.url(path))
+            .header("authorization", bearer())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn watch_streams_status_changes_as_they_happen() {
+        let backends = shop::spawn_ephemeral().await.unwrap();
+        let (addr, stop) = crate::support::serve(crate::support::default_config(&backends)).await;
+        let stack = Stack::for_gateway(addr, stop).with_credentials();
+
+        let mut watch = get(&stack, "/v1/users/1/orders/1002:watch").await;
+        assert_eq!(watch.status(), 200);
+        let first = read_lines(&mut watch, 1).await;
+        let first: serde_json::Value = serde_json::from_str(&first[0]).unwrap();
+        assert_eq!(first["status"], "ORDER_STATUS_PENDING");
+        // The next message exists only once this call changes the order.
+        let cancelled = stack
+            .call(
+                "POST",
+                "/v1/users/1/orders/1002:cancel",
+                Some(r#"{"reason":"changed my mind"}"#),
+            )
+            .await;
+        assert_eq!(cancelled.status, 200);
+        let rest = json_lines(&text(watch).await);
+        assert_eq!(rest.len(), 1, "{rest:?}");
+        assert_eq!(rest[0]["status"], "ORDER_STATUS_CANCELLED");
+        assert_eq!(rest[0]["reason"], "changed my mind");
+
+        // Unknown order: an error before the first message is a plain 404.
+        let missing = stack.get("/v1/users/1/orders/9999:watch").await;
+        assert_eq!(missing.status, 404);
+
+        // A client that leaves cancels the backend's stream.
+        let mut watch = get(&stack, "/v1/users/1/orders/1001:watch").await;
+        read_lines(&mut watch, 1).await;
+        assert_eq!(backends.active_watches(), 1);
+        drop(watch);
+        eventually(5, "watch cancelled at the backend", || async {
+            backends.cancelled_watches() == 1 && backends.active_watches() == 0
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sync_acknowledges_each_update() {
+        let stack = start().await;
+        let response = client()
+            .post(stack.url("/v1/orders:sync"))
+            .header("authorization", bearer())
+            .header("content-type", "application/x-ndjson")
+            .body(
+                "{\"name\":\"users/1/orders/1001\",\"status\":\"ORDER_STATUS_SHIPPED\"}\n\
+                 {\"name\":\"users/1/orders/1001\",\"status\":\"ORDER_STATUS_PENDING\"}\n",
+            )
+            .send()
+            .await
+            .unwrap();
+        let acks = json_lines(&text(response).await);
+        assert_eq!(acks[0]["accepted"], true);
+        assert_eq!(
+            acks[1].get("accepted"),
+            None,
+            "false is the default, not written"
+        );
+        assert_eq!(
+            acks[1]["reason"],
+            "cannot change from ORDER_STATUS_SHIPPED to ORDER_STATUS_PENDING"
+        );
+
+        // The same over a WebSocket, with the token in the upgrade request.
+        let mut request = format!("ws://{}/v1/orders:sync", stack.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", bearer().parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        socket
+            .send(Message::text(
+                r#"{"name":"users/2/orders/1003","status":"ORDER_STATUS_CANCELLED"}"#,
+            ))
+            .await
+            .unwrap();
+        let ack = socket.next().await.unwrap().unwrap();
+        let ack: serde_json::Value = serde_json::from_str(ack.to_text().unwrap()).unwrap();
+        assert_eq!(ack["name"], "users/2/orders/1003");
+        assert!(ack.get("status").is_some(), "{ack}");
+
+        // Without credentials the upgrade is refused like any call.
+        let refused =
+            tokio_tungstenite::connect_async(format!("ws://{}/v1/orders:sync", stack.addr)).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bulk_reserve_reads_lines_and_names_the_bad_one() {
+        let stack = start().await;
+        let post = |body: &'static str| {
+            client()
+                .post(stack.url("/v1/inventory:bulkReserve"))
+                .header("x-api-key", API_KEY)
+                .header("content-type", "application/x-ndjson")
+                .body(body)
+                .send()
+        };
+        let ok = post(
+            "{\"sku\":\"sku-espresso\",\"quantity\":1,\"orderName\":\"users/1/orders/1001\"}\n\
+             {\"sku\":\"sku-grinder\",\"quantity\":2,\"orderName\":\"users/1/orders/1001\"}\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(ok.status(), 200);
+        let ok: serde_json::Value = serde_json::from_str(&text(ok).await).unwrap();
+        assert_eq!(ok["count"], 2);
+        assert_eq!(ok["reservations"].as_array().unwrap().len(), 2);
+
+        let bad = post("{\"sku\":\"sku-espresso\",\"quantity\":1}\n{\"sku\":\"sku-grinder\",\"quantity\":\"two\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 400);
+        let bad: serde_json::Value = serde_json::from_str(&text(bad).await).unwrap();
+        let message = bad["message"].as_str().unwrap();
+        assert!(message.starts_with("line 2: "), "{message}");
+
+        let refused = post(
+            "{\"sku\":\"sku-espresso\",\"quantity\":1}\n{\"sku\":\"sku-kettle\",\"quantity\":5}\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(refused.status(), 400);
+        let refused: serde_json::Value = serde_json::from_str(&text(refused).await).unwrap();
+        assert_eq!(refused["code"], 9);
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("message 2: "),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_bodies_both_ways() {
+        let stack = start().await;
+        let invoice = get(&stack, "/v1/users/1/orders/1001/invoice").await;
+        assert_eq!(invoice.status(), 200);
+        assert_eq!(invoice.headers()["content-type"], "text/csv; charset=utf-8");
+        assert_eq!(
+            text(invoice).await,
+            "sku,quantity,unit_price,line_total,currency\nsku-espresso,2,12.50,25.00,USD\nsku-grinder,1,89.99,89.99,USD\ntotal,,,114.99,USD\n"
+        );
+
+        let export = get(&stack, "/v1/users/1/orders:export").await;
+        assert_eq!(export.headers()["content-type"], "text/csv; charset=utf-8");
+        assert!(
+            export.headers().get("content-length").is_none(),
+            "a chunked download"
+        );
+        let csv = text(export).await;
+        assert_eq!(csv.lines().count(), 3, "{csv}");
+        assert!(
+            csv.starts_with("name,status,total_units,currency,create_time\nusers/1/orders/1001,")
+        );
+
+        // 5 MB of bytes that are not JSON, streamed up in chunks of at most 1 MiB.
+        let upload: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let digest = hex(&sha2::Sha256::digest(&upload));
+        let stored = client()
+            .post(stack.url("/v1/users/1/orders/1001/attachments"))
+            .header("authorization", bearer())
+            .header("content-type", "application/pdf")
+            .body(upload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), 200);
+        let stored: serde_json::Value = serde_json::from_str(&text(stored).await).unwrap();
+        assert_eq!(stored["sizeBytes"], "5000000");
+        assert_eq!(stored["sha256"], digest);
+        assert_eq!(stored["contentType"], "application/pdf");
+        assert!(stored["chunks"].as_i64().unwrap() >= 5, "{stored}");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
