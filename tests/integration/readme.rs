@@ -11,11 +11,25 @@ use crate::support::{root, start};
 enum Step {
     /// `export NAME=$(command)`: run it and keep the output in NAME.
     Export { name: String, command: String },
-    /// A curl call and the JSON the README shows after it.
-    Call { command: String, expected: String },
-    /// A curl call printing headers (`-D -`) and the status line and headers
-    /// the README shows after it in an ```http block: each must be printed.
-    Headers { command: String, expected: String },
+    /// A curl call and what the README shows after it.
+    Call {
+        command: String,
+        expected: String,
+        kind: Expect,
+    },
+}
+
+/// How a call's output is compared with the README, by the block's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// ```json: the same JSON value.
+    Json,
+    /// ```ndjson: the same JSON values, one per line.
+    Ndjson,
+    /// ```http: each status line and header shown is printed (`-D -`).
+    Headers,
+    /// ```csv or ```text: the same text.
+    Text,
 }
 
 /// The steps: ```sh blocks that export a variable or call curl (each call
@@ -45,13 +59,21 @@ fn examples(readme: &str) -> Vec<Step> {
                 name: name.to_owned(),
                 command: command.to_owned(),
             });
-        } else if body.starts_with("curl ") {
-            let (command, expected) = (body.clone(), blocks.get(i + 1).map(|(_, e)| e.clone()));
-            match (blocks.get(i + 1).map(|(l, _)| l.as_str()), expected) {
-                (Some("json"), Some(expected)) => out.push(Step::Call { command, expected }),
-                (Some("http"), Some(expected)) => out.push(Step::Headers { command, expected }),
-                _ => panic!("README: `{body}` must be followed by a ```json or ```http block"),
-            }
+        } else if body.starts_with("curl ") || body.contains("| curl ") {
+            let kind = match blocks.get(i + 1).map(|(l, _)| l.as_str()) {
+                Some("json") => Expect::Json,
+                Some("ndjson") => Expect::Ndjson,
+                Some("http") => Expect::Headers,
+                Some("csv" | "text") => Expect::Text,
+                _ => panic!(
+                    "README: `{body}` must be followed by a ```json, ```ndjson, ```http, ```csv or ```text block"
+                ),
+            };
+            out.push(Step::Call {
+                command: body.clone(),
+                expected: blocks[i + 1].1.clone(),
+                kind,
+            });
         }
     }
     out
@@ -129,34 +151,58 @@ async fn readme_curl_examples_are_true() {
                     String::from_utf8_lossy(&output.stdout).trim().to_owned(),
                 ));
             }
-            Step::Call { command, expected } => {
-                let want: Value = serde_json::from_str(&expected)
-                    .unwrap_or_else(|e| panic!("README JSON after `{command}`: {e}"));
+            Step::Call {
+                command,
+                expected,
+                kind,
+            } => {
                 let output = run(&command, &host, &env).await;
-                let got: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-                    panic!(
-                        "`{command}` printed non-JSON ({e}): {}",
-                        String::from_utf8_lossy(&output.stdout)
-                    )
-                });
-                assert!(
-                    same(&want, &got),
-                    "`{command}`\nREADME: {want}\n   got: {got}"
-                );
-            }
-            Step::Headers { command, expected } => {
-                let output = run(&command, &host, &env).await;
-                let got = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
-                let got: Vec<&str> = got.lines().map(str::trim_end).collect();
-                for line in expected.lines().filter(|l| !l.trim().is_empty()) {
-                    assert!(
-                        got.contains(&line.trim_end().to_ascii_lowercase().as_str()),
-                        "`{command}`: README shows `{line}`; got:\n{}",
-                        got.join("\n")
-                    );
-                }
+                let got = String::from_utf8_lossy(&output.stdout).into_owned();
+                check(&command, kind, &expected, &got);
             }
         }
+    }
+}
+
+/// Compares a call's output with what the README shows.
+fn check(command: &str, kind: Expect, expected: &str, got: &str) {
+    let json = |text: &str, what: &str| -> Value {
+        serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("`{command}`: {what} is not JSON ({e}): {text}"))
+    };
+    match kind {
+        Expect::Json => {
+            let (want, got) = (json(expected, "README"), json(got, "output"));
+            assert!(
+                same(&want, &got),
+                "`{command}`\nREADME: {want}\n   got: {got}"
+            );
+        }
+        Expect::Ndjson => {
+            let lines = |text: &str, what: &str| -> Vec<Value> {
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| json(l, what))
+                    .collect()
+            };
+            let (want, got) = (lines(expected, "README"), lines(got, "output"));
+            assert!(
+                want.len() == got.len() && want.iter().zip(&got).all(|(w, g)| same(w, g)),
+                "`{command}`\nREADME: {want:?}\n   got: {got:?}"
+            );
+        }
+        Expect::Headers => {
+            let got = got.to_ascii_lowercase();
+            let got: Vec<&str> = got.lines().map(str::trim_end).collect();
+            for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+                assert!(
+                    got.contains(&line.trim_end().to_ascii_lowercase().as_str()),
+                    "`{command}`: README shows `{line}`; got:\n{}",
+                    got.join("\n")
+                );
+            }
+        }
+        Expect::Text => assert_eq!(got.trim_end(), expected.trim_end(), "`{command}`"),
     }
 }
 
