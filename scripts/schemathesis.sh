@@ -15,6 +15,10 @@ cargo build --quiet --bin protogate
 token=$(target/debug/protogate token --key examples/keys/dev-signing.pem --alg ES256 \
   --issuer https://auth.shop.example --audience shop-api --subject 1 --scope orders --ttl 1h)
 
+# NDJSON bodies and replies of the streaming operations: scripts/schemathesis_hooks.py.
+export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"
+export SCHEMATHESIS_HOOKS=schemathesis_hooks
+
 # filter_too_much: resource-name patterns (users/[^/]+/orders/[^/]+) reject
 # most random strings; that is the point of the pattern, not a schema fault.
 scripts/with-quickstart.sh schemathesis run http://127.0.0.1:8080/openapi.json \
@@ -24,4 +28,5 @@ scripts/with-quickstart.sh schemathesis run http://127.0.0.1:8080/openapi.json \
   --header "Authorization: Bearer $token" \
   --header "x-api-key: dev-inventory-key" \
   --workers 2 \
+  --request-timeout 30 \
   --seed 1
