@@ -43,7 +43,7 @@ use crate::transcode::http_body;
 use crate::upstream::CallError;
 use crate::upstream::balance::Lease;
 use crate::upstream::metadata::response_headers;
-use crate::upstream::stream::StreamReply;
+use crate::upstream::stream::{StreamReply, reply_error};
 
 /// Largest chunk of a raw upload sent as one message.
 const MAX_UPLOAD_CHUNK: usize = 1 << 20;
@@ -136,7 +136,7 @@ pub(super) async fn call(
                 backend: target.name.clone(),
                 cause: "no reply to a client stream".to_owned(),
             }),
-            Err(status) => Err(call_error(gw, &target.name, CallError::Status(status))),
+            Err(status) => Err(call_error(gw, &target.name, reply_error(status))),
         };
     }
 
@@ -342,7 +342,7 @@ async fn next(messages: &mut Streaming<Bytes>, deadline: Instant, idle: Duration
     match tokio::time::timeout_at(limit, messages.message()).await {
         Ok(Ok(Some(m))) => Next::Message(m),
         Ok(Ok(None)) => Next::End,
-        Ok(Err(status)) => Next::Failed(Failure::Call(CallError::Status(status))),
+        Ok(Err(status)) => Next::Failed(Failure::Call(reply_error(status))),
         Err(_) => Next::Failed(Failure::Gateway(GatewayError::StreamTimeout {
             what,
             timeout,
@@ -587,6 +587,14 @@ fn ndjson_messages(
                 }
             };
             s.line += 1;
+            if text.len() > s.max_line.saturating_add(1) {
+                let line = s.line;
+                s.reader.fail(GatewayError::BadLine {
+                    line,
+                    message: format!("longer than {} bytes", s.max_line),
+                });
+                return stall().await;
+            }
             if text.trim_ascii().is_empty() {
                 continue;
             }

@@ -33,7 +33,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
 use crate::transcode::http_body;
-use crate::upstream::CallError;
+use crate::upstream::stream::reply_error;
 
 /// Close code of a call that ended with gRPC code `c`: 4000 + c (OK: 1000).
 pub fn close_code(code: Code) -> u16 {
@@ -135,7 +135,7 @@ impl Session {
                     return;
                 }
                 Ok(Err(status)) => {
-                    let error = call_error(&self.gw, &self.target.name, CallError::Status(status));
+                    let error = call_error(&self.gw, &self.target.name, reply_error(status));
                     close(&mut sink, &error).await;
                     return;
                 }

@@ -97,6 +97,17 @@ impl Upstreams {
     }
 }
 
+/// The error of a reply stream. tonic reports a reply over the size limit
+/// as OUT_OF_RANGE, as if the backend had said so; it is the backend's
+/// fault, a protocol error, as for unary calls.
+pub fn reply_error(status: Status) -> CallError {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        CallError::Protocol(status.message().to_owned())
+    } else {
+        CallError::Status(status)
+    }
+}
+
 /// Passes encoded messages through: the gateway encodes and decodes itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;

@@ -143,6 +143,7 @@ impl Probe {
         request: http::Request<tonic::body::Body>,
     ) -> http::Response<tonic::body::Body> {
         match request.uri().path() {
+            "/probe.v1.Probe/Store" => return store(request).await,
             "/probe.v1.Probe/Count" => return self.count(request).await,
             "/probe.v1.Probe/Chat" => return self.chat(request),
             _ => {}
@@ -246,6 +247,42 @@ impl Probe {
             .body(tonic::body::Body::new(body))
             .unwrap()
     }
+}
+
+/// `probe.v1.StoreRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoreRequest {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub file: Option<protogate::transcode::http_body::HttpBody>,
+}
+
+/// `Store`: describes what arrived.
+async fn store(request: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let bytes = request
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let req = StoreRequest::decode(bytes.get(5..).unwrap_or_default()).unwrap_or_default();
+    let file = req.file.unwrap_or_default();
+    let digest: u64 = file.data.iter().map(|&b| u64::from(b)).sum();
+    let reply = EchoReply {
+        text: format!(
+            "{} {} {} bytes, byte sum {digest}",
+            req.name,
+            file.content_type,
+            file.data.len()
+        ),
+        ..Default::default()
+    };
+    let frames = vec![
+        Ok::<_, tonic::Status>(Frame::data(frame(&reply.encode_to_vec()))),
+        Ok(Frame::trailers(status_trailers(0, ""))),
+    ];
+    grpc_response(StreamBody::new(tokio_stream::iter(frames)))
 }
 
 fn grpc_response(

@@ -327,6 +327,75 @@ async fn a_bad_line_ends_the_stream_naming_its_number() {
     );
 }
 
+#[tokio::test]
+async fn raw_request_body_reaches_its_field() {
+    let (stack, _) = start("").await;
+    let data: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    let reply = client()
+        .post(stack.0.url("/v1/store/report.bin"))
+        .header("content-type", "application/octet-stream")
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let reply: Value = serde_json::from_str(&text(reply).await).unwrap();
+    assert_eq!(
+        reply["text"],
+        format!("report.bin application/octet-stream 70000 bytes, byte sum {sum}")
+    );
+}
+
+#[tokio::test]
+async fn streams_end_at_their_maximum_duration() {
+    let (stack, probe) = start("streaming:\n  max_duration: 400ms\n").await;
+    let response = client()
+        .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    let lines = json_lines(&text(response).await);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["code"], 4);
+    assert!(
+        lines[1]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("stream too long after"),
+        "{}",
+        lines[1]
+    );
+    eventually(5, "backend stream cancelled", || async {
+        probe.streams_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn request_lines_and_reply_messages_are_size_limited() {
+    let (stack, _) = start("transcoding:\n  max_body_bytes: 100\n").await;
+    let long = format!("{{\"text\":\"{}\"}}\n", "x".repeat(200));
+    let reply = stack
+        .0
+        .call_with("POST", "/v1/chat", Some(&long), &[])
+        .await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.json["message"], "line 1: longer than 100 bytes");
+
+    let (stack, _) =
+        crate::metadata::start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
+    let response = client()
+        .get(stack.0.url("/v1/count?n=3&padBytes=2000"))
+        .send()
+        .await
+        .unwrap();
+    // The first reply is already too large: the backend's fault, as for unary calls.
+    assert_eq!(response.status(), 502, "{:?}", response.headers());
+    let body: Value = serde_json::from_str(&text(response).await).unwrap();
+    assert_eq!(body["code"], 13, "{body}");
+}
+
 /// Sends a request whose streamed body starts with `first`.
 trait SendWithFirstLine {
     async fn send_with_first_line(
