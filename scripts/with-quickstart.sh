@@ -9,7 +9,18 @@ cargo build --quiet -p shop --bin quickstart
 log=$(mktemp)
 target/debug/quickstart >"$log" 2>&1 &
 pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
+stop() {
+  kill "$pid" 2>/dev/null || true
+  # A graceful stop waits for open streams; do not wait for ever.
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "the quick start did not stop within 5s; killing it" >&2
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  rm -f "$log"
+}
+trap stop EXIT
 for _ in $(seq 1 150); do
   curl -sf http://127.0.0.1:8080/readyz >/dev/null && break
   if ! kill -0 "$pid" 2>/dev/null; then

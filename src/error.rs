@@ -65,6 +65,9 @@ pub enum GatewayError {
         /// The limit that passed.
         timeout: std::time::Duration,
     },
+    /// The gateway is shutting down and ends its open streams.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     /// The body is larger than allowed.
     #[error("request body exceeds the limit of {limit} bytes")]
     BodyTooLarge {
@@ -178,6 +181,7 @@ impl GatewayError {
             | Self::NotAcceptable { .. }
             | Self::BadLine { .. } => Code::InvalidArgument,
             Self::StreamTimeout { .. } => Code::DeadlineExceeded,
+            Self::ShuttingDown => Code::Unavailable,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,

@@ -30,6 +30,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// Default connect timeout to a backend.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a stopping gateway waits for requests in flight.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Largest `backends.<name>.weight`.
 pub const MAX_WEIGHT: u32 = 10_000;
 /// Default interval between re-resolutions of backend host names.
@@ -56,6 +58,9 @@ pub struct Config {
     pub methods: HashMap<String, MethodOverrides>,
     /// Cap on a client's `Grpc-Timeout`. Default 300s.
     pub max_grpc_timeout: Duration,
+    /// How long a stopping gateway lets requests and streams in flight
+    /// finish before it closes their connections. Default 30s.
+    pub shutdown_grace: Duration,
     /// The OpenAPI document and docs UI.
     pub openapi: OpenApiOptions,
     /// Authentication and authorization.
@@ -520,6 +525,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         methods,
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
+        shutdown_grace: raw.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         openapi: openapi(raw.openapi, &err)?,
         auth: auth::validate(raw.auth, base, &err)?,
         apis: apis(raw.apis, &err)?,

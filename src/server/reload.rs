@@ -35,6 +35,22 @@ pub struct Live {
     reloading: Mutex<Option<Vec<u8>>>,
     /// `--listen`, which a reload keeps over the file's `server.listen`.
     listen_override: Option<std::net::SocketAddr>,
+    /// Set when the grace period of a shutdown is over: open streams end.
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+/// Tells a stream when the gateway cuts open streams at shutdown; every
+/// request carries one as an extension.
+#[derive(Debug, Clone)]
+pub struct Cut(tokio::sync::watch::Receiver<bool>);
+
+impl Cut {
+    /// Resolves when open streams are to end; never, otherwise.
+    pub async fn wait(&mut self) {
+        if self.0.wait_for(|cut| *cut).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +89,7 @@ impl Live {
             active: ArcSwap::from_pointee(Active::new(gateway)),
             reloading: Mutex::new(loaded),
             listen_override: listen,
+            cut: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -93,10 +110,17 @@ impl Live {
     + Send
     + Sync
     + 'static {
-        tower::service_fn(move |request: Request| {
+        tower::service_fn(move |mut request: Request| {
+            request.extensions_mut().insert(Cut(self.cut.subscribe()));
             let router = self.active.load().router.clone();
             router.oneshot(request)
         })
+    }
+
+    /// Ends every open stream (with an UNAVAILABLE error line or close):
+    /// the end of a shutdown's grace period.
+    pub fn cut_streams(&self) {
+        self.cut.send_replace(true);
     }
 
     /// Reads the config file again and swaps in the gateway built from it.

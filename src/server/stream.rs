@@ -35,6 +35,7 @@ use tonic::Streaming;
 use tonic::metadata::MetadataMap;
 
 use super::handler::{call_error, content_type, message, read_body, render_reply};
+use super::reload::Cut;
 use crate::config::Framing;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -65,6 +66,7 @@ pub(super) async fn call(
 ) -> Result<Response, GatewayError> {
     let route = found.route.clone();
     let options = gw.config().streaming;
+    let mut cut = parts.extensions.get::<Cut>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
             parts.headers.get(ACCEPT),
@@ -146,6 +148,7 @@ pub(super) async fn call(
     let first = tokio::select! {
         first = next(&mut messages, deadline, options.idle_timeout) => first,
         error = failed(&mut failure) => return Err(error),
+        () = ended(&mut cut) => return Err(GatewayError::ShuttingDown),
     };
     let first = match first {
         Next::Message(m) => Some(m),
@@ -159,6 +162,7 @@ pub(super) async fn call(
         messages,
         _lease: lease,
         failure,
+        cut,
         deadline,
         idle: options.idle_timeout,
     };
@@ -289,6 +293,8 @@ struct Replies {
     _lease: Lease,
     /// A client-stream line that failed: it ends the reply stream too.
     failure: Option<oneshot::Receiver<GatewayError>>,
+    /// Ends the stream when the gateway shuts down.
+    cut: Option<Cut>,
     deadline: Instant,
     idle: Duration,
 }
@@ -304,6 +310,14 @@ pub(super) async fn failed(slot: &mut Option<oneshot::Receiver<GatewayError>>) -
         }
     }
     std::future::pending().await
+}
+
+/// Resolves when the gateway ends open streams at shutdown; never without a signal.
+pub(super) async fn ended(cut: &mut Option<Cut>) {
+    match cut.as_mut() {
+        Some(cut) => cut.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What the next read of a reply stream gave.
@@ -356,6 +370,7 @@ impl Replies {
         tokio::select! {
             next = next(&mut self.messages, self.deadline, self.idle) => next,
             error = failed(&mut self.failure) => Next::Failed(Failure::Gateway(error)),
+            () = ended(&mut self.cut) => Next::Failed(Failure::Gateway(GatewayError::ShuttingDown)),
         }
     }
 

@@ -28,7 +28,8 @@ use tonic::Code;
 use tonic::metadata::MetadataMap;
 
 use super::handler::call_error;
-use super::stream::failed;
+use super::reload::Cut;
+use super::stream::{ended, failed};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
@@ -74,7 +75,9 @@ pub(super) async fn websocket(
             header: "Upgrade",
             reason: e.body_text(),
         })?;
+    let cut = parts.extensions.get::<Cut>().cloned();
     let session = Session {
+        cut,
         gw: gw.clone(),
         route: found.route.clone(),
         values: found.values.clone(),
@@ -85,6 +88,7 @@ pub(super) async fn websocket(
 }
 
 struct Session {
+    cut: Option<Cut>,
     gw: Gateway,
     route: Arc<Route>,
     values: Vec<String>,
@@ -93,7 +97,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, socket: WebSocket, metadata: MetadataMap) {
+    async fn run(mut self, socket: WebSocket, metadata: MetadataMap) {
         let (mut sink, source) = socket.split();
         let (report, failure) = oneshot::channel::<GatewayError>();
         let mut failure = Some(failure);
@@ -118,6 +122,10 @@ impl Session {
                 next = tokio::time::timeout(options.idle_timeout, reply.messages.message()) => next,
                 error = failed(&mut failure) => {
                     close(&mut sink, &error).await;
+                    return;
+                }
+                () = ended(&mut self.cut) => {
+                    close(&mut sink, &GatewayError::ShuttingDown).await;
                     return;
                 }
             };

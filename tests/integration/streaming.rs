@@ -829,3 +829,37 @@ mod shop_examples {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
+
+#[tokio::test]
+async fn shutdown_cuts_streams_after_the_grace_period() {
+    let (probe_addr, probe) = crate::probe::spawn().await;
+    let config = crate::metadata::probe_config(probe_addr, "server:\n  shutdown_grace: 300ms\n");
+    let (addr, stop) = crate::support::serve(config).await;
+    let mut response = client()
+        .get(format!("http://{addr}/v1/count?n=3&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    read_lines(&mut response, 1).await;
+    let stopping = std::time::Instant::now();
+    stop.send(()).unwrap();
+    // The stream is held open by the backend; the grace period ends it,
+    // with a last line that says why.
+    let rest = tokio::time::timeout(Duration::from_secs(5), response.text())
+        .await
+        .expect("the stream ends within 5s")
+        .unwrap();
+    assert!(
+        stopping.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        json_lines(&rest),
+        [serde_json::json!({"code": 14, "message": "the gateway is shutting down", "details": []})]
+    );
+    eventually(5, "backend stream cancelled", || async {
+        probe.streams_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}

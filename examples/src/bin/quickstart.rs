@@ -80,8 +80,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("try: curl -s {url}/v1/users/1");
     // Edits to gateway.yaml (and SIGHUP) reload the gateway, as with `protogate serve`.
     let live = Live::new(gateway);
-    let _watch = live.watch()?;
+    let watch = live.watch()?;
     protogate::server::serve(listener, live, protogate::cli::shutdown_signal()).await?;
+    // The reload task holds the gateway and its backend connections; the
+    // backends stop only once those are gone.
+    drop(watch);
     backends.shutdown().await
 }
 
