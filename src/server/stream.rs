@@ -44,10 +44,10 @@ use crate::transcode::http_body;
 use crate::upstream::CallError;
 use crate::upstream::balance::Lease;
 use crate::upstream::metadata::response_headers;
-use crate::upstream::stream::{StreamReply, reply_error};
+use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 
 /// Largest chunk of a raw upload sent as one message.
-const MAX_UPLOAD_CHUNK: usize = 1 << 20;
+pub(super) const MAX_UPLOAD_CHUNK: usize = 1 << 20;
 
 /// Calls a streaming method: builds the request stream from the body, opens
 /// the call and answers with the reply stream (or, for a client stream, the
@@ -66,6 +66,8 @@ pub(super) async fn call(
 ) -> Result<Response, GatewayError> {
     let route = found.route.clone();
     let options = gw.config().streaming;
+    // Counted from the start: the wait for the backend's headers is part of it.
+    let deadline = Instant::now() + options.max_duration;
     let mut cut = parts.extensions.get::<Cut>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
@@ -77,21 +79,25 @@ pub(super) async fn call(
     };
     let (report, failure) = oneshot::channel::<GatewayError>();
     let mut failure = Some(failure);
-    let requests: BoxStream<'static, Bytes> = if route.method.is_client_streaming() {
+    // Held while anyone waits for the reply; dropping it cancels the call.
+    let (waiting, abandoned) = oneshot::channel::<()>();
+    let requests: BoxStream<'static, Outgoing> = if route.method.is_client_streaming() {
         let reader = Reader {
             body: body.into_data_stream(),
             idle: options.idle_timeout,
             failed: Some(report),
+            abandoned,
         };
         if route.raw_request {
-            upload_chunks(
-                reader,
-                gw.clone(),
-                route.clone(),
-                found.values.clone(),
-                query,
-                content_type(parts).to_owned(),
-            )
+            // Path and query are checked before the call opens: a plain 400.
+            let prefix = gw
+                .codec()
+                .request(&route, &found.values, query.as_deref(), b"")?;
+            let field = match &route.body {
+                BodyRule::Field(path) => Some(path.clone()),
+                _ => None,
+            };
+            upload_chunks(reader, prefix, field, content_type(parts).to_owned())
         } else {
             ndjson_messages(
                 reader,
@@ -103,7 +109,7 @@ pub(super) async fn call(
             )
         }
     } else {
-        drop(report);
+        drop((report, abandoned));
         let body = tokio::time::timeout(
             target.timeout,
             read_body(parts, body, gw.config().transcode.max_body_bytes),
@@ -113,48 +119,70 @@ pub(super) async fn call(
             timeout: target.timeout,
         })??;
         let input = message(gw, parts, &route, &found.values, query.as_deref(), body)?;
-        stream::once(async move { Bytes::from(input) }).boxed()
+        stream::once(async move { Outgoing::Message(Bytes::from(input)) }).boxed()
     };
 
     let opened = tokio::select! {
-        opened = gw.upstreams().streaming(target, &route, requests, metadata, options.max_duration) => opened,
+        biased;
         error = failed(&mut failure) => return Err(error),
+        opened = gw.upstreams().streaming(target, &route, requests, metadata, options.max_duration) => opened,
     };
     let StreamReply {
-        headers,
+        headers: reply_headers,
         mut messages,
         lease,
     } = opened.map_err(|e| call_error(gw, &target.name, e))?;
-    let headers = response_headers(&headers, None);
 
     if !route.method.is_server_streaming() {
-        let reply = tokio::select! {
-            reply = messages.message() => reply,
-            error = failed(&mut failure) => return Err(error),
+        // Exactly one reply, then an OK status, as for a unary call.
+        let one = async {
+            let reply = messages.message().await?;
+            let extra = messages.message().await?;
+            let trailers = messages.trailers().await?;
+            Ok::<_, tonic::Status>((reply, extra, trailers))
         };
-        return match reply {
-            Ok(Some(reply)) => render_reply(gw, &route, &target.name, &reply, headers),
-            Ok(None) => Err(GatewayError::BadBackend {
-                backend: target.name.clone(),
-                cause: "no reply to a client stream".to_owned(),
+        let result = tokio::select! {
+            biased;
+            error = failed(&mut failure) => return Err(error),
+            result = tokio::time::timeout_at(deadline, one) => result,
+        };
+        let bad = |cause: &str| GatewayError::BadBackend {
+            backend: target.name.clone(),
+            cause: cause.to_owned(),
+        };
+        return match result {
+            Ok(Ok((Some(reply), None, trailers))) => {
+                let headers = response_headers(&reply_headers, trailers.as_ref());
+                render_reply(gw, &route, &target.name, &reply, headers)
+            }
+            Ok(Ok((None, _, _))) => Err(bad("no reply to a client stream")),
+            Ok(Ok((Some(_), Some(_), _))) => Err(bad("more than one reply to a client stream")),
+            Ok(Err(status)) => Err(call_error(gw, &target.name, reply_error(status))),
+            Err(_) => Err(GatewayError::StreamTimeout {
+                what: "too long",
+                timeout: options.max_duration,
             }),
-            Err(status) => Err(call_error(gw, &target.name, reply_error(status))),
         };
     }
+    let headers = response_headers(&reply_headers, None);
 
+    // The first message decides the HTTP status: an error before it is an
+    // ordinary error response.
     // The first message decides the HTTP status: an error before it is an
     // ordinary error response.
     let deadline = Instant::now() + options.max_duration;
     let first = tokio::select! {
-        first = next(&mut messages, deadline, options.idle_timeout) => first,
+        biased;
         error = failed(&mut failure) => return Err(error),
         () = ended(&mut cut) => return Err(GatewayError::ShuttingDown),
+        first = next(&mut messages, deadline, options.idle_timeout, options.max_duration) => first,
     };
     let first = match first {
         Next::Message(m) => Some(m),
         Next::End => None,
         Next::Failed(e) => return Err(e.into_gateway(gw, &target.name)),
     };
+    let route_for_first = route.clone();
     let replies = Replies {
         gw: gw.clone(),
         route,
@@ -163,11 +191,23 @@ pub(super) async fn call(
         _lease: lease,
         failure,
         cut,
+        _waiting: waiting,
         deadline,
         idle: options.idle_timeout,
+        max_duration: options.max_duration,
     };
     Ok(match framing {
-        Some(framing) => framed(replies, first, framing, headers),
+        Some(framing) => {
+            // A first message that does not render is still an ordinary error.
+            let first = first
+                .map(|m| gw.codec().response(&route_for_first, &m))
+                .transpose()
+                .map_err(|e| GatewayError::BadBackend {
+                    backend: target.name.clone(),
+                    cause: e.to_string(),
+                })?;
+            framed(replies, first, framing, headers)
+        }
         None => download(replies, first, headers)?,
     })
 }
@@ -184,32 +224,50 @@ impl Framing {
             return Ok(default);
         };
         let text = accept.to_str().unwrap_or_default();
+        let ranges: Vec<(String, f32)> = text
+            .split(',')
+            .map(|range| {
+                let mut params = range.split(';');
+                let media = params
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase();
+                let q = params
+                    .map(|p| p.trim().to_ascii_lowercase())
+                    .find_map(|p| {
+                        p.strip_prefix("q=")
+                            .and_then(|q| q.trim().parse::<f32>().ok())
+                    })
+                    .unwrap_or(1.0);
+                (media, q)
+            })
+            .collect();
+        let framing_of = |media: &str| match media {
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(Framing::Ndjson)
+            }
+            "text/event-stream" => Some(Framing::Sse),
+            "application/json" => Some(Framing::Json),
+            "*/*" => Some(default),
+            "application/*" if default == Framing::Sse => Some(Framing::Ndjson),
+            "application/*" => Some(default),
+            "text/*" => Some(Framing::Sse),
+            _ => None,
+        };
+        // A type refused by name (q=0) is not brought back by a wildcard.
+        let refused: Vec<Framing> = ranges
+            .iter()
+            .filter(|(media, q)| *q <= 0.0 && !media.contains('*'))
+            .filter_map(|(media, _)| framing_of(media))
+            .collect();
         let mut best: Option<(f32, Framing)> = None;
-        for range in text.split(',') {
-            let mut params = range.split(';');
-            let media = params
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            let q = params
-                .filter_map(|p| p.trim().strip_prefix("q="))
-                .find_map(|q| q.trim().parse::<f32>().ok())
-                .unwrap_or(1.0);
-            let framing = match media.as_str() {
-                "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-                    Framing::Ndjson
-                }
-                "text/event-stream" => Framing::Sse,
-                "application/json" => Framing::Json,
-                "*/*" => default,
-                "application/*" if default == Framing::Sse => Framing::Ndjson,
-                "application/*" => default,
-                "text/*" => Framing::Sse,
-                _ => continue,
+        for (media, q) in &ranges {
+            let Some(framing) = framing_of(media) else {
+                continue;
             };
-            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
-                best = Some((q, framing));
+            if *q > 0.0 && !refused.contains(&framing) && best.is_none_or(|(b, _)| *q > b) {
+                best = Some((*q, framing));
             }
         }
         match best {
@@ -295,8 +353,11 @@ struct Replies {
     failure: Option<oneshot::Receiver<GatewayError>>,
     /// Ends the stream when the gateway shuts down.
     cut: Option<Cut>,
+    /// Dropped with the reply stream: the request stream then cancels the call.
+    _waiting: oneshot::Sender<()>,
     deadline: Instant,
     idle: Duration,
+    max_duration: Duration,
 }
 
 /// The failure reported by a request stream, once; pending when there is
@@ -343,15 +404,16 @@ impl Failure {
 }
 
 /// The next reply message, within the idle timeout and the stream's deadline.
-async fn next(messages: &mut Streaming<Bytes>, deadline: Instant, idle: Duration) -> Next {
+async fn next(
+    messages: &mut Streaming<Bytes>,
+    deadline: Instant,
+    idle: Duration,
+    max_duration: Duration,
+) -> Next {
     let (limit, what, timeout) = if Instant::now() + idle < deadline {
         (Instant::now() + idle, "idle", idle)
     } else {
-        (
-            deadline,
-            "too long",
-            deadline.saturating_duration_since(Instant::now()),
-        )
+        (deadline, "too long", max_duration)
     };
     match tokio::time::timeout_at(limit, messages.message()).await {
         Ok(Ok(Some(m))) => Next::Message(m),
@@ -367,10 +429,12 @@ async fn next(messages: &mut Streaming<Bytes>, deadline: Instant, idle: Duration
 impl Replies {
     /// The next message, or the failure of a client-stream line meanwhile.
     async fn next(&mut self) -> Next {
+        // A reported failure first: the call it cancels fails right after.
         tokio::select! {
-            next = next(&mut self.messages, self.deadline, self.idle) => next,
+            biased;
             error = failed(&mut self.failure) => Next::Failed(Failure::Gateway(error)),
             () = ended(&mut self.cut) => Next::Failed(Failure::Gateway(GatewayError::ShuttingDown)),
+            next = next(&mut self.messages, self.deadline, self.idle, self.max_duration) => next,
         }
     }
 
@@ -384,13 +448,14 @@ impl Replies {
 /// A JSON reply stream in `framing`.
 fn framed(
     replies: Replies,
-    first: Option<Bytes>,
+    first: Option<Vec<u8>>,
     framing: Framing,
     mut headers: HeaderMap,
 ) -> Response {
     struct State {
         replies: Replies,
-        pending: Option<Bytes>,
+        /// The first message, already rendered.
+        pending: Option<Vec<u8>>,
         sent: u64,
         done: bool,
     }
@@ -404,11 +469,11 @@ fn framed(
         if s.done {
             return None;
         }
-        let next = match s.pending.take() {
-            Some(m) => Next::Message(m),
-            None => s.replies.next().await,
-        };
-        let chunk = match next {
+        if let Some(json) = s.pending.take() {
+            s.sent += 1;
+            return Some((Ok(framing.message(s.sent, &json)), s));
+        }
+        let chunk = match s.replies.next().await {
             Next::Message(m) => match s.replies.gw.codec().response(&s.replies.route, &m) {
                 Ok(json) => {
                     s.sent += 1;
@@ -462,6 +527,7 @@ fn download(
         .map_err(|e| bad(e.to_string()))?;
     let content_type = first
         .as_ref()
+        .filter(|b| !b.content_type.is_empty())
         .and_then(|b| HeaderValue::from_str(&b.content_type).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     headers.insert(CONTENT_TYPE, content_type);
@@ -500,48 +566,56 @@ fn download(
 }
 
 /// The request body read for a client stream: chunk by chunk, each within
-/// the idle timeout; a failure is reported once through `failed`.
+/// the idle timeout; a failure is reported once through `failed`. When the
+/// reply side is gone (`abandoned` fires), reading stops.
 struct Reader {
     body: axum::body::BodyDataStream,
     idle: Duration,
     failed: Option<oneshot::Sender<GatewayError>>,
+    abandoned: oneshot::Receiver<()>,
+}
+
+/// What reading the request body gave.
+enum Read {
+    Chunk(Bytes),
+    /// The body ended: the request stream half-closes.
+    End,
+    /// The call must be cancelled: a failure was reported, or nobody waits
+    /// for the reply any more.
+    Abort,
 }
 
 impl Reader {
-    /// The next chunk; `None` at the end of the body or after a failure.
-    async fn chunk(&mut self) -> Option<Bytes> {
-        match tokio::time::timeout(self.idle, self.body.next()).await {
-            Ok(Some(Ok(chunk))) => Some(chunk),
-            Ok(None) => None,
-            Ok(Some(Err(e))) => {
-                self.fail(GatewayError::BodyRead(e.to_string()));
-                None
-            }
-            Err(_) => {
-                self.fail(GatewayError::StreamTimeout {
-                    what: "idle",
-                    timeout: self.idle,
-                });
-                None
-            }
+    async fn chunk(&mut self) -> Read {
+        let next = tokio::select! {
+            biased;
+            _ = &mut self.abandoned => return Read::Abort,
+            next = tokio::time::timeout(self.idle, self.body.next()) => next,
+        };
+        match next {
+            Ok(Some(Ok(chunk))) => Read::Chunk(chunk),
+            Ok(None) => Read::End,
+            Ok(Some(Err(e))) => self.fail(GatewayError::BodyRead(e.to_string())),
+            Err(_) => self.fail(GatewayError::StreamTimeout {
+                what: "idle",
+                timeout: self.idle,
+            }),
         }
     }
 
-    fn fail(&mut self, error: GatewayError) {
+    /// Reports `error` (the first one only) and asks for the call to be cancelled.
+    fn fail(&mut self, error: GatewayError) -> Read {
         if let Some(failed) = self.failed.take() {
             let _ = failed.send(error);
         }
-    }
-
-    fn has_failed(&self) -> bool {
-        self.failed.is_none()
+        Read::Abort
     }
 }
 
-/// Ends a request stream without ending the call: a half-close would let
-/// the backend answer as if the client had finished.
-async fn stall<T>() -> Option<T> {
-    std::future::pending().await
+/// Cancels the call and ends the request stream: a half-close would let the
+/// backend answer as if the client had finished.
+fn abort<S>() -> Option<(Outgoing, Option<S>)> {
+    Some((Outgoing::Abort, None))
 }
 
 /// NDJSON request lines as messages, each as soon as its line is complete.
@@ -552,10 +626,12 @@ fn ndjson_messages(
     values: Vec<String>,
     query: Option<String>,
     max_line: usize,
-) -> BoxStream<'static, Bytes> {
+) -> BoxStream<'static, Outgoing> {
     struct State {
         reader: Reader,
         buffer: BytesMut,
+        /// Bytes of `buffer` already searched for a newline.
+        scanned: usize,
         line: usize,
         ended: bool,
         gw: Gateway,
@@ -567,6 +643,7 @@ fn ndjson_messages(
     let state = State {
         reader,
         buffer: BytesMut::new(),
+        scanned: 0,
         line: 0,
         ended: false,
         gw,
@@ -575,57 +652,66 @@ fn ndjson_messages(
         query,
         max_line,
     };
-    stream::unfold(state, |mut s| async move {
+    stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
         loop {
-            let complete = s.buffer.iter().position(|&b| b == b'\n');
+            let complete = s.buffer[s.scanned..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map(|at| s.scanned + at);
             let text = match complete {
                 Some(at) => {
-                    let line = s.buffer.split_to(at + 1);
-                    line.freeze()
+                    s.scanned = 0;
+                    s.buffer.split_to(at + 1).freeze()
                 }
                 None if s.ended && !s.buffer.is_empty() => s.buffer.split().freeze(),
                 None if s.ended => return None,
                 None => {
-                    match s.reader.chunk().await {
-                        Some(chunk) => s.buffer.extend_from_slice(&chunk),
-                        None if s.reader.has_failed() => return stall().await,
-                        None => s.ended = true,
-                    }
-                    if s.buffer.len() > s.max_line && !s.buffer.contains(&b'\n') {
+                    s.scanned = s.buffer.len();
+                    if s.buffer.len() > s.max_line {
+                        let line = s.line + 1;
+                        let max = s.max_line;
                         s.reader.fail(GatewayError::BadLine {
-                            line: s.line + 1,
-                            message: format!("longer than {} bytes", s.max_line),
+                            line,
+                            message: format!("longer than {max} bytes"),
                         });
-                        return stall().await;
+                        return abort();
+                    }
+                    match s.reader.chunk().await {
+                        Read::Chunk(chunk) => s.buffer.extend_from_slice(&chunk),
+                        Read::End => s.ended = true,
+                        Read::Abort => return abort(),
                     }
                     continue;
                 }
             };
             s.line += 1;
-            if text.len() > s.max_line.saturating_add(1) {
-                let line = s.line;
+            let content = text.strip_suffix(b"\n").unwrap_or(&text);
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            if content.len() > s.max_line {
+                let (line, max) = (s.line, s.max_line);
                 s.reader.fail(GatewayError::BadLine {
                     line,
-                    message: format!("longer than {} bytes", s.max_line),
+                    message: format!("longer than {max} bytes"),
                 });
-                return stall().await;
+                return abort();
             }
-            if text.trim_ascii().is_empty() {
+            if content.trim_ascii().is_empty() {
                 continue;
             }
             match s
                 .gw
                 .codec()
-                .request(&s.route, &s.values, s.query.as_deref(), &text)
+                .request(&s.route, &s.values, s.query.as_deref(), content)
             {
-                Ok(message) => return Some((Bytes::from(message), s)),
+                Ok(message) => return Some((Outgoing::Message(Bytes::from(message)), Some(s))),
                 Err(e) => {
                     let line = s.line;
                     s.reader.fail(GatewayError::BadLine {
                         line,
                         message: GatewayError::from(e).client_message(),
                     });
-                    return stall().await;
+                    return abort();
                 }
             }
         }
@@ -634,56 +720,52 @@ fn ndjson_messages(
 }
 
 /// A raw upload as `google.api.HttpBody` messages, one per body chunk (at
-/// most 1 MiB each) as it arrives; the first carries the content type.
+/// most 1 MiB each) as it arrives; the first carries the content type. An
+/// empty body is one empty message, so the backend still gets the path
+/// fields and the content type.
 fn upload_chunks(
     reader: Reader,
-    gw: Gateway,
-    route: Arc<Route>,
-    values: Vec<String>,
-    query: Option<String>,
+    prefix: Vec<u8>,
+    field: Option<crate::http_rule::FieldPath>,
     content_type: String,
-) -> BoxStream<'static, Bytes> {
-    // The path and query fields, encoded once and repeated in every message.
-    let prefix = gw.codec().request(&route, &values, query.as_deref(), b"");
-    let field = match &route.body {
-        BodyRule::Field(path) => Some(path.clone()),
-        _ => None,
+) -> BoxStream<'static, Outgoing> {
+    struct State {
+        reader: Reader,
+        rest: Bytes,
+        content_type: Option<String>,
+        prefix: Vec<u8>,
+        field: Option<crate::http_rule::FieldPath>,
+        sent: bool,
+    }
+    let state = State {
+        reader,
+        rest: Bytes::new(),
+        content_type: Some(content_type),
+        prefix,
+        field,
+        sent: false,
     };
-    let state = (reader, Bytes::new(), Some(content_type), prefix, field);
-    stream::unfold(
-        state,
-        |(mut reader, mut rest, mut content_type, prefix, field)| async move {
-            let prefix_bytes = match &prefix {
-                Ok(p) => p.clone(),
-                Err(e) => {
-                    reader.fail(GatewayError::BadLine {
-                        line: 0,
-                        message: e.to_string(),
-                    });
-                    return stall().await;
-                }
-            };
-            if rest.is_empty() {
-                rest = match reader.chunk().await {
-                    Some(chunk) => chunk,
-                    None if reader.has_failed() => return stall().await,
-                    None => return None,
-                };
+    stream::unfold(Some(state), |state| async move {
+        let mut s = state?;
+        while s.rest.is_empty() {
+            match s.reader.chunk().await {
+                Read::Chunk(chunk) => s.rest = chunk,
+                Read::End if s.sent => return None,
+                Read::End => break,
+                Read::Abort => return abort(),
             }
-            let data = rest.split_to(rest.len().min(MAX_UPLOAD_CHUNK));
-            let mut message = prefix_bytes;
-            http_body::append(
-                &mut message,
-                field.as_ref(),
-                content_type.take().as_deref().unwrap_or_default(),
-                data,
-            );
-            Some((
-                Bytes::from(message),
-                (reader, rest, content_type, prefix, field),
-            ))
-        },
-    )
+        }
+        let data = s.rest.split_to(s.rest.len().min(MAX_UPLOAD_CHUNK));
+        let mut message = s.prefix.clone();
+        http_body::append(
+            &mut message,
+            s.field.as_ref(),
+            s.content_type.take().as_deref().unwrap_or_default(),
+            data,
+        );
+        s.sent = true;
+        Some((Outgoing::Message(Bytes::from(message)), Some(s)))
+    })
     .boxed()
 }
 
@@ -729,6 +811,9 @@ mod tests {
             ),
             (Some("text/html"), Framing::Ndjson, None),
             (Some("application/json;q=0"), Framing::Ndjson, None),
+            (Some("application/json;q=0, */*"), Framing::Json, None),
+            (Some("text/event-stream;Q=0, text/*"), Framing::Ndjson, None),
+            (Some("application/x-ndjson;q=0, */*"), Framing::Ndjson, None),
         ] {
             let header = accept.map(HeaderValue::from_static);
             let got = Framing::negotiate(header.as_ref(), default).ok();

@@ -13,6 +13,7 @@
 //! message as the reason when it fails. A close frame from the client ends
 //! the call (the close handshake leaves no room for a final status).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -20,21 +21,21 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::SinkExt;
-use futures_util::stream::{self, BoxStream, SplitSink, SplitStream, StreamExt};
+use futures_util::stream::{self, SplitSink, StreamExt};
 use http::header::{CONNECTION, UPGRADE};
 use http::request::Parts;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 use tonic::metadata::MetadataMap;
 
 use super::handler::call_error;
 use super::reload::Cut;
-use super::stream::{ended, failed};
+use super::stream::{MAX_UPLOAD_CHUNK, ended};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
 use crate::transcode::http_body;
-use crate::upstream::stream::reply_error;
+use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 
 /// Close code of a call that ended with gRPC code `c`: 4000 + c (OK: 1000).
 pub fn close_code(code: Code) -> u16 {
@@ -69,14 +70,19 @@ pub(super) async fn websocket(
     query: Option<String>,
     metadata: MetadataMap,
 ) -> Result<Response, GatewayError> {
+    let limit = gw.config().transcode.max_body_bytes;
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
         .await
         .map_err(|e| GatewayError::BadHeader {
             header: "Upgrade",
             reason: e.body_text(),
-        })?;
+        })?
+        // A frame is a message, held whole: as large as a request body may be.
+        .max_message_size(limit)
+        .max_frame_size(limit);
     let cut = parts.extensions.get::<Cut>().cloned();
     let session = Session {
+        frames: 0,
         cut,
         gw: gw.clone(),
         route: found.route.clone(),
@@ -88,6 +94,8 @@ pub(super) async fn websocket(
 }
 
 struct Session {
+    /// Frames read so far, to name a bad one.
+    frames: usize,
     cut: Option<Cut>,
     gw: Gateway,
     route: Arc<Route>,
@@ -96,193 +104,257 @@ struct Session {
     target: RouteBackend,
 }
 
+/// A request message waiting for the backend, or the end of the requests.
+enum Queued {
+    Message(Bytes),
+    Finish,
+}
+
+/// What the session does after a client frame.
+enum Step {
+    /// Queue these request messages.
+    Send(Vec<Queued>),
+    /// End the request stream (half-close).
+    Finish,
+    /// Nothing to send.
+    Skip,
+    /// The client closed the socket: cancel the call, answer the close.
+    Closed,
+    /// The client is gone or broke the protocol: cancel the call.
+    Cancel(Option<GatewayError>),
+}
+
 impl Session {
+    /// Runs the call: one loop reads the client's frames (for as long as
+    /// the session lasts, so a close or a dropped connection is seen at
+    /// once), feeds request messages to the backend as it takes them, and
+    /// writes replies as they come.
     async fn run(mut self, socket: WebSocket, metadata: MetadataMap) {
-        let (mut sink, source) = socket.split();
-        let (report, failure) = oneshot::channel::<GatewayError>();
-        let mut failure = Some(failure);
-        let requests = self.requests(source, report);
+        let (mut sink, mut source) = socket.split();
         let options = self.gw.config().streaming;
-        let opened = tokio::select! {
-            opened = self.gw.upstreams().streaming(&self.target, &self.route, requests, metadata, options.max_duration) => opened,
-            error = failed(&mut failure) => {
-                close(&mut sink, &error).await;
-                return;
+        let deadline = tokio::time::Instant::now() + options.max_duration;
+        let client_streaming = self.route.method.is_client_streaming();
+
+        // Request messages go through a channel of one: the socket is read
+        // no faster than the backend takes messages. Dropping `cancel`
+        // (when the session ends early) resets the call; dropping `tx`
+        // after the last message half-closes it.
+        let (tx, rx) = mpsc::channel::<Bytes>(1);
+        let (cancel, cancelled) = oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let mut pending: VecDeque<Queued> = VecDeque::new();
+        let requests = stream::unfold(Some((rx, cancelled)), |state| async move {
+            let (mut rx, mut cancelled) = state?;
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => Some((Outgoing::Abort, None)),
+                message = rx.recv() => message.map(|m| (Outgoing::Message(m), Some((rx, cancelled)))),
             }
-        };
-        let mut reply = match opened {
-            Ok(reply) => reply,
-            Err(e) => {
-                close(&mut sink, &call_error(&self.gw, &self.target.name, e)).await;
-                return;
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                next = tokio::time::timeout(options.idle_timeout, reply.messages.message()) => next,
-                error = failed(&mut failure) => {
-                    close(&mut sink, &error).await;
-                    return;
+        })
+        .boxed();
+        let mut cut = self.cut.take();
+        // A method that takes one message: from the path and query, or the
+        // first frame.
+        let mut awaiting_first = false;
+        if !client_streaming {
+            if self.route.body == BodyRule::None {
+                match self.message(&Message::Text(Utf8Bytes::from_static(""))) {
+                    Ok(first) => pending.extend(first),
+                    Err(error) => return close(&mut sink, &error).await,
                 }
-                () = ended(&mut self.cut) => {
-                    close(&mut sink, &GatewayError::ShuttingDown).await;
-                    return;
-                }
-            };
-            let message = match next {
-                Ok(Ok(Some(message))) => message,
-                Ok(Ok(None)) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: close_code(Code::Ok),
-                            reason: Utf8Bytes::from_static("OK"),
-                        })))
-                        .await;
-                    // Also flushes the reply to a close the client began.
-                    let _ = sink.close().await;
-                    return;
-                }
-                Ok(Err(status)) => {
-                    let error = call_error(&self.gw, &self.target.name, reply_error(status));
-                    close(&mut sink, &error).await;
-                    return;
-                }
-                Err(_) => {
-                    let error = GatewayError::StreamTimeout {
-                        what: "idle",
-                        timeout: options.idle_timeout,
-                    };
-                    close(&mut sink, &error).await;
-                    return;
-                }
-            };
-            let frame = if self.route.raw_response {
-                http_body::decode(&message)
-                    .map(|b| Message::Binary(b.data))
-                    .map_err(|e| e.to_string())
+                pending.push_back(Queued::Finish);
             } else {
-                self.gw
-                    .codec()
-                    .response(&self.route, &message)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| {
-                        String::from_utf8(json)
-                            .map(|t| Message::Text(t.into()))
-                            .map_err(|e| e.to_string())
-                    })
-            };
-            match frame {
-                Ok(frame) => {
-                    if sink.send(frame).await.is_err() {
-                        // The client is gone; dropping the reply cancels the call.
-                        return;
+                awaiting_first = true;
+            }
+        }
+
+        let gw = self.gw.clone();
+        let (route, target) = (self.route.clone(), self.target.clone());
+        let mut opening = std::pin::pin!(gw.upstreams().streaming(
+            &target,
+            &route,
+            requests,
+            metadata,
+            options.max_duration
+        ));
+        let mut reply: Option<StreamReply> = None;
+        // Held for the whole session; see `requests`.
+        let _cancel = cancel;
+        loop {
+            if matches!(pending.front(), Some(Queued::Finish)) {
+                pending.pop_front();
+                tx = None;
+            }
+            let idle = tokio::time::sleep(options.idle_timeout);
+            tokio::select! {
+                // Flush queued request messages as the backend takes them.
+                permit = reserve(tx.as_ref()), if !pending.is_empty() => {
+                    if let (Some(permit), Some(Queued::Message(m))) = (permit, pending.pop_front()) {
+                        permit.send(m);
                     }
                 }
-                Err(cause) => {
-                    let error = GatewayError::BadBackend {
-                        backend: self.target.name.clone(),
-                        cause,
+                frame = source.next(), if pending.is_empty() => {
+                    let step = match frame {
+                        Some(Ok(frame)) => self.step(&frame, client_streaming, &mut awaiting_first),
+                        Some(Err(_)) | None => Step::Cancel(None),
                     };
-                    close(&mut sink, &error).await;
-                    return;
+                    match step {
+                        Step::Send(messages) => pending.extend(messages),
+                        Step::Finish => pending.push_back(Queued::Finish),
+                        Step::Skip => {}
+                        // Ending the session drops `cancel`, which resets the call.
+                        Step::Cancel(None) => return,
+                        Step::Closed => {
+                            // Flushes the close reply tungstenite has queued.
+                            let _ = sink.close().await;
+                            return;
+                        }
+                        Step::Cancel(Some(error)) => return close(&mut sink, &error).await,
+                    }
                 }
+                opened = &mut opening, if reply.is_none() => match opened {
+                    Ok(opened) => reply = Some(opened),
+                    Err(e) => return close(&mut sink, &call_error(&gw, &target.name, e)).await,
+                },
+                next = next_reply(reply.as_mut()), if reply.is_some() => {
+                    let message = match next {
+                        Ok(Some(message)) => message,
+                        Ok(None) => {
+                            let _ = sink
+                                .send(Message::Close(Some(CloseFrame {
+                                    code: close_code(Code::Ok),
+                                    reason: Utf8Bytes::from_static("OK"),
+                                })))
+                                .await;
+                            // Also flushes the reply to a close the client began.
+                            let _ = sink.close().await;
+                            return;
+                        }
+                        Err(status) => {
+                            let error = call_error(&gw, &target.name, reply_error(status));
+                            return close(&mut sink, &error).await;
+                        }
+                    };
+                    match self.frame(&message) {
+                        Ok(frame) => {
+                            if sink.send(frame).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(cause) => {
+                            let error = GatewayError::BadBackend { backend: target.name.clone(), cause };
+                            return close(&mut sink, &error).await;
+                        }
+                    }
+                }
+                () = idle => {
+                    let error = GatewayError::StreamTimeout { what: "idle", timeout: options.idle_timeout };
+                    return close(&mut sink, &error).await;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let error = GatewayError::StreamTimeout { what: "too long", timeout: options.max_duration };
+                    return close(&mut sink, &error).await;
+                }
+                () = ended(&mut cut) => return close(&mut sink, &GatewayError::ShuttingDown).await,
             }
         }
     }
 
-    /// Request messages from the client's frames until it closes; a frame
-    /// that is not a valid message is reported through `failed`. A method
-    /// that takes one request message ends its request stream after it.
-    fn requests(
-        &self,
-        source: SplitStream<WebSocket>,
-        failed: oneshot::Sender<GatewayError>,
-    ) -> BoxStream<'static, Bytes> {
-        let gw = self.gw.clone();
-        let route = self.route.clone();
-        let values = self.values.clone();
-        let query = self.query.clone();
-        let single = !route.method.is_client_streaming();
-        if single && route.body == BodyRule::None {
-            // Path and query are the whole request: no frame to wait for.
-            return match gw.codec().request(&route, &values, query.as_deref(), b"") {
-                Ok(message) => stream::once(async move { Bytes::from(message) }).boxed(),
-                Err(e) => {
-                    let _ = failed.send(GatewayError::from(e));
-                    stream::pending().boxed()
+    /// What a client frame asks for.
+    fn step(&mut self, frame: &Message, client_streaming: bool, awaiting_first: &mut bool) -> Step {
+        match frame {
+            Message::Ping(_) | Message::Pong(_) => Step::Skip,
+            Message::Close(_) => Step::Closed,
+            // An empty text frame ends the request stream and keeps the
+            // socket open for the replies and the status.
+            Message::Text(text) if text.is_empty() && client_streaming => Step::Finish,
+            _ if !client_streaming && !*awaiting_first => Step::Skip,
+            frame => match self.message(frame) {
+                Ok(mut messages) => {
+                    if !client_streaming {
+                        *awaiting_first = false;
+                        messages.push(Queued::Finish);
+                    }
+                    Step::Send(messages)
                 }
-            };
+                Err(error) => Step::Cancel(Some(error)),
+            },
         }
-        let state = (source, Some(failed), 0usize, false);
-        stream::unfold(state, move |(mut source, mut failed, mut n, done)| {
-            let (gw, route, values, query) =
-                (gw.clone(), route.clone(), values.clone(), query.clone());
-            async move {
-                if done {
-                    return None;
-                }
+    }
+
+    /// The request messages of one frame: a JSON text frame is one message;
+    /// a binary frame of a raw upload is one or more chunks.
+    fn message(&mut self, frame: &Message) -> Result<Vec<Queued>, GatewayError> {
+        self.frames += 1;
+        let line = self.frames;
+        let bad = |message: String| GatewayError::BadLine { line, message };
+        let codec = self.gw.codec();
+        match frame {
+            Message::Text(text) if !self.route.raw_request => codec
+                .request(
+                    &self.route,
+                    &self.values,
+                    self.query.as_deref(),
+                    text.as_bytes(),
+                )
+                .map(|m| vec![Queued::Message(Bytes::from(m))])
+                .map_err(|e| bad(GatewayError::from(e).client_message())),
+            Message::Binary(data) if self.route.raw_request => {
+                let prefix = codec
+                    .request(&self.route, &self.values, self.query.as_deref(), b"")
+                    .map_err(|e| bad(GatewayError::from(e).client_message()))?;
+                let path = match &self.route.body {
+                    BodyRule::Field(path) => Some(path),
+                    _ => None,
+                };
+                let mut data = data.clone();
+                let mut out = Vec::new();
                 loop {
-                    let frame = match source.next().await {
-                        Some(Ok(frame)) => frame,
-                        Some(Err(_)) | None => return None,
-                    };
-                    let built = match frame {
-                        // An empty text frame ends the request stream and
-                        // keeps the socket open for the replies and the status.
-                        Message::Text(text) if text.is_empty() => return None,
-                        Message::Text(text) if !route.raw_request => gw
-                            .codec()
-                            .request(&route, &values, query.as_deref(), text.as_bytes())
-                            .map_err(GatewayError::from),
-                        Message::Binary(data) if route.raw_request => {
-                            let mut message = gw
-                                .codec()
-                                .request(&route, &values, query.as_deref(), b"")
-                                .map_err(GatewayError::from);
-                            if let Ok(m) = message.as_mut() {
-                                let path = match &route.body {
-                                    BodyRule::Field(path) => Some(path),
-                                    _ => None,
-                                };
-                                http_body::append(m, path, "", data);
-                            }
-                            message
-                        }
-                        Message::Close(_) => return None,
-                        Message::Ping(_) | Message::Pong(_) => continue,
-                        Message::Text(_) => Err(GatewayError::BadLine {
-                            line: n + 1,
-                            message: "send this method's chunks as binary frames".to_owned(),
-                        }),
-                        Message::Binary(_) => Err(GatewayError::BadLine {
-                            line: n + 1,
-                            message: "send JSON messages as text frames".to_owned(),
-                        }),
-                    };
-                    n += 1;
-                    match built {
-                        Ok(message) => {
-                            return Some((Bytes::from(message), (source, failed, n, single)));
-                        }
-                        Err(error) => {
-                            let error = match error {
-                                GatewayError::BadLine { .. } => error,
-                                other => GatewayError::BadLine {
-                                    line: n,
-                                    message: other.client_message(),
-                                },
-                            };
-                            if let Some(failed) = failed.take() {
-                                let _ = failed.send(error);
-                            }
-                            // No half-close: the call ends when the failure is seen.
-                            return std::future::pending().await;
-                        }
+                    let chunk = data.split_to(data.len().min(MAX_UPLOAD_CHUNK));
+                    let mut message = prefix.clone();
+                    http_body::append(&mut message, path, "", chunk);
+                    out.push(Queued::Message(Bytes::from(message)));
+                    if data.is_empty() {
+                        return Ok(out);
                     }
                 }
             }
-        })
-        .boxed()
+            Message::Text(_) => Err(bad("send this method's chunks as binary frames".to_owned())),
+            _ => Err(bad("send JSON messages as text frames".to_owned())),
+        }
+    }
+
+    /// A reply as a frame: JSON text, or the raw bytes of an `HttpBody`.
+    fn frame(&self, message: &[u8]) -> Result<Message, String> {
+        if self.route.raw_response {
+            return http_body::decode(message)
+                .map(|b| Message::Binary(b.data))
+                .map_err(|e| e.to_string());
+        }
+        let json = self
+            .gw
+            .codec()
+            .response(&self.route, message)
+            .map_err(|e| e.to_string())?;
+        String::from_utf8(json)
+            .map(|t| Message::Text(t.into()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A send slot on the request channel; `None` once the channel is closed.
+async fn reserve(tx: Option<&mpsc::Sender<Bytes>>) -> Option<mpsc::Permit<'_, Bytes>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => None,
+    }
+}
+
+/// The next reply message; never without an open call.
+async fn next_reply(reply: Option<&mut StreamReply>) -> Result<Option<Bytes>, tonic::Status> {
+    match reply {
+        Some(reply) => reply.messages.message().await,
+        None => std::future::pending().await,
     }
 }
 

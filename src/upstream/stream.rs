@@ -1,7 +1,8 @@
 //! Streaming calls (server, client and bidirectional): encoded messages in,
 //! encoded messages out, through tonic's framing with a pass-through codec.
 //!
-//! The request side is a stream the caller feeds as the HTTP body arrives;
+//! The request side is a stream the caller feeds as the HTTP body arrives
+//! (ending it half-closes; [`Outgoing::Abort`] cancels);
 //! the reply side is tonic's `Streaming`, read one message at a time by the
 //! HTTP response as the client takes them, so HTTP/2 flow control carries
 //! backpressure from a slow client to the backend. Dropping the reply stream
@@ -53,7 +54,7 @@ impl Upstreams {
         deadline: Duration,
     ) -> Result<StreamReply, CallError>
     where
-        S: Stream<Item = Bytes> + Send + 'static,
+        S: Stream<Item = Outgoing> + Send + 'static,
     {
         let Some(backend) = self.backends.get(target.index) else {
             return Err(CallError::Protocol(
@@ -108,12 +109,23 @@ pub fn reply_error(status: Status) -> CallError {
     }
 }
 
+/// What the request side of a streaming call sends next.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// One encoded request message.
+    Message(Bytes),
+    /// Cancel the call: the backend sees the stream reset, never a
+    /// half-close it could take for a finished request stream. Ending the
+    /// request stream (`None`) is the half-close.
+    Abort,
+}
+
 /// Passes encoded messages through: the gateway encodes and decodes itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
 impl Codec for RawCodec {
-    type Encode = Bytes;
+    type Encode = Outgoing;
     type Decode = Bytes;
     type Encoder = RawCodec;
     type Decoder = RawCodec;
@@ -128,12 +140,18 @@ impl Codec for RawCodec {
 }
 
 impl Encoder for RawCodec {
-    type Item = Bytes;
+    type Item = Outgoing;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
+    fn encode(&mut self, item: Outgoing, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            Outgoing::Message(message) => {
+                dst.put(message);
+                Ok(())
+            }
+            // An encoding error fails the request body: the HTTP/2 stream is reset.
+            Outgoing::Abort => Err(Status::cancelled("the request stream was abandoned")),
+        }
     }
 }
 

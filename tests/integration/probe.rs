@@ -95,6 +95,8 @@ pub struct Probe {
     pub produced: Arc<AtomicUsize>,
     /// Chat messages received so far.
     pub chat_received: Arc<AtomicUsize>,
+    /// Chat calls that ended without a status: reset or dropped by the client.
+    pub chat_cancelled: Arc<AtomicUsize>,
     /// Lets a held Count stream go on.
     pub release: Arc<tokio::sync::Notify>,
 }
@@ -364,9 +366,12 @@ impl Probe {
     /// `Chat`: reads request frames as they come and answers each at once.
     fn chat(self, request: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
         let body = request.into_body().into_data_stream();
-        let state = (body, BytesMut::new(), self, false);
-        let frames =
-            futures_util::stream::unfold(state, |(mut body, mut buffer, probe, done)| async move {
+        // Counts the call as cancelled unless it ends with a status.
+        let guard = CancelGuard(Some(self.chat_cancelled.clone()));
+        let state = (body, BytesMut::new(), self, false, guard);
+        let frames = futures_util::stream::unfold(
+            state,
+            |(mut body, mut buffer, probe, done, mut guard)| async move {
                 use futures_util::StreamExt;
                 if done {
                     return None;
@@ -381,9 +386,10 @@ impl Probe {
                             probe.chat_received.fetch_add(1, Ordering::SeqCst);
                             if echo.text == "fail" {
                                 let trailers = status_trailers(3, "chat failed on purpose");
+                                guard.0 = None;
                                 return Some((
                                     Ok::<_, tonic::Status>(Frame::trailers(trailers)),
-                                    (body, buffer, probe, true),
+                                    (body, buffer, probe, true, guard),
                                 ));
                             }
                             let reply = EchoReply {
@@ -392,21 +398,26 @@ impl Probe {
                             };
                             return Some((
                                 Ok(Frame::data(frame(&reply.encode_to_vec()))),
-                                (body, buffer, probe, false),
+                                (body, buffer, probe, false, guard),
                             ));
                         }
                     }
                     match body.next().await {
                         Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-                        Some(Err(_)) | None => {
+                        // Reset by the client: the call is cancelled, no status.
+                        Some(Err(_)) => return None,
+                        // Half-closed: the call ends well.
+                        None => {
+                            guard.0 = None;
                             return Some((
                                 Ok(Frame::trailers(status_trailers(0, ""))),
-                                (body, buffer, probe, true),
+                                (body, buffer, probe, true, guard),
                             ));
                         }
                     }
                 }
-            });
+            },
+        );
         grpc_response(StreamBody::new(frames))
     }
 }

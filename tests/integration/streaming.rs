@@ -271,6 +271,23 @@ async fn bidirectional_ndjson_answers_each_line_as_it_arrives() {
     assert_eq!(probe.chat_received.load(Ordering::SeqCst), 2);
     drop(lines);
     assert_eq!(text(response).await, "");
+    assert_eq!(probe.chat_cancelled.load(Ordering::SeqCst), 0, "ended well");
+
+    // A client that leaves mid-stream resets the backend's call.
+    let (lines, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut response = client()
+        .post(stack.0.url("/v1/chat"))
+        .body(body)
+        .send_with_first_line(&lines, "{\"text\":\"one\"}\n")
+        .await;
+    read_lines(&mut response, 1).await;
+    drop(response);
+    eventually(5, "backend chat cancelled", || async {
+        probe.chat_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(lines);
 }
 
 #[tokio::test]
@@ -285,6 +302,10 @@ async fn a_bad_line_ends_the_stream_naming_its_number() {
     let message = reply.json["message"].as_str().unwrap();
     assert!(message.starts_with("line 2: "), "{message}");
     assert_eq!(probe.chat_received.load(Ordering::SeqCst), 0);
+    eventually(5, "backend chat cancelled", || async {
+        probe.chat_cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
     // After a reply: the error is the last line, and nothing after the bad
     // line reaches the backend.
@@ -312,6 +333,11 @@ async fn a_bad_line_ends_the_stream_naming_its_number() {
     let message = last[0]["message"].as_str().unwrap();
     assert!(message.starts_with("line 2: "), "{message}");
     assert_eq!(probe.chat_received.load(Ordering::SeqCst), 1);
+    // The backend's call was reset, not half-closed nor left open.
+    eventually(5, "backend chat cancelled", || async {
+        probe.chat_cancelled.load(Ordering::SeqCst) == 2
+    })
+    .await;
 
     // A backend error mid-stream ends it the same way.
     let response = client()
@@ -349,7 +375,7 @@ async fn raw_request_body_reaches_its_field() {
 
 #[tokio::test]
 async fn streams_end_at_their_maximum_duration() {
-    let (stack, probe) = start("streaming:\n  max_duration: 400ms\n").await;
+    let (stack, probe) = start("streaming:\n  max_duration: 1s\n").await;
     let response = client()
         .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
         .send()
@@ -358,14 +384,7 @@ async fn streams_end_at_their_maximum_duration() {
     let lines = json_lines(&text(response).await);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[1]["code"], 4);
-    assert!(
-        lines[1]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("stream too long after"),
-        "{}",
-        lines[1]
-    );
+    assert_eq!(lines[1]["message"], "stream too long after 1s");
     eventually(5, "backend stream cancelled", || async {
         probe.streams_cancelled.load(Ordering::SeqCst) == 1
     })
@@ -477,12 +496,31 @@ mod websocket {
             other => panic!("{other:?}"),
         }
 
-        // A client closing the socket ends the call; the backend sees it end.
+        assert_eq!(probe.chat_cancelled.load(Ordering::SeqCst), 0);
+
+        // A client closing the socket cancels the call: the backend sees a
+        // reset, not a finished request stream.
         let mut socket = connect(stack.0.addr, "/v1/chat").await;
         socket.send(Message::text(r#"{"text":"x"}"#)).await.unwrap();
         next_text(&mut socket).await;
         socket.close(None).await.unwrap();
         assert!(matches!(next_text(&mut socket).await, Message::Close(_)));
+        crate::support::eventually(5, "backend chat cancelled", || async {
+            probe.chat_cancelled.load(Ordering::SeqCst) == 1
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_watch_over_websocket_ends_when_the_client_leaves() {
+        let (stack, probe) = start("").await;
+        let mut socket = connect(stack.0.addr, "/v1/count?n=1000000").await;
+        assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"1"}"#));
+        drop(socket);
+        crate::support::eventually(5, "backend stream cancelled", || async {
+            probe.streams_cancelled.load(Ordering::SeqCst) == 1
+        })
+        .await;
     }
 
     #[tokio::test]
