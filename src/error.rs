@@ -65,6 +65,12 @@ pub enum GatewayError {
         /// The limit that passed.
         timeout: std::time::Duration,
     },
+    /// A page of another site tried to open a WebSocket.
+    #[error("WebSockets from origin {origin:?} are not allowed")]
+    CrossOrigin {
+        /// The `Origin` header as sent.
+        origin: String,
+    },
     /// The gateway is shutting down and ends its open streams.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -182,6 +188,7 @@ impl GatewayError {
             | Self::BadLine { .. } => Code::InvalidArgument,
             Self::StreamTimeout { .. } => Code::DeadlineExceeded,
             Self::ShuttingDown => Code::Unavailable,
+            Self::CrossOrigin { .. } => Code::PermissionDenied,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,

@@ -78,6 +78,10 @@ pub struct StreamingSection {
     /// Longest a stream may go without a message either way.
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    /// Origins (`https://app.example.com`) whose pages may open WebSockets,
+    /// besides the gateway's own.
+    #[serde(default)]
+    pub websocket_origins: Vec<String>,
 }
 
 /// `apis[]`

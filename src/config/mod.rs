@@ -78,7 +78,7 @@ pub struct Config {
 }
 
 /// Streaming methods over HTTP.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamingOptions {
     /// Framing of a server stream when `Accept` allows any. Default NDJSON.
     pub default_framing: Framing,
@@ -88,6 +88,10 @@ pub struct StreamingOptions {
     /// Longest a stream may go without a message from the backend (or, on
     /// a client stream, from the client). Default 5m.
     pub idle_timeout: Duration,
+    /// Origins besides the gateway's own whose pages may open WebSockets,
+    /// lower-cased, without a trailing slash. Default none: a browser page
+    /// of another site cannot use a visitor's cookies to open a stream.
+    pub websocket_origins: Vec<String>,
 }
 
 impl Default for StreamingOptions {
@@ -96,6 +100,7 @@ impl Default for StreamingOptions {
             default_framing: Framing::Ndjson,
             max_duration: Duration::from_secs(3600),
             idle_timeout: Duration::from_secs(300),
+            websocket_origins: Vec::new(),
         }
     }
 }
@@ -552,6 +557,12 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                     .unwrap_or(d.max_duration),
                 idle_timeout: nonzero(raw.streaming.idle_timeout, "streaming.idle_timeout", &err)?
                     .unwrap_or(d.idle_timeout),
+                websocket_origins: raw
+                    .streaming
+                    .websocket_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
             }
         },
         reload: ReloadOptions {

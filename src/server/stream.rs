@@ -65,7 +65,7 @@ pub(super) async fn call(
     metadata: MetadataMap,
 ) -> Result<Response, GatewayError> {
     let route = found.route.clone();
-    let options = gw.config().streaming;
+    let options = &gw.config().streaming;
     // Counted from the start: the wait for the backend's headers is part of it.
     let deadline = Instant::now() + options.max_duration;
     let mut cut = parts.extensions.get::<Cut>().cloned();
@@ -502,10 +502,8 @@ fn framed(
     });
     headers.insert(CONTENT_TYPE, framing.content_type());
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    if framing == Framing::Sse {
-        // Proxies that buffer would hold events back.
-        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    }
+    // Proxies that buffer (nginx) would hold messages back.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     (StatusCode::OK, headers, Body::from_stream(body)).into_response()
 }
 

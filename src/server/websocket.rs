@@ -45,6 +45,38 @@ pub fn close_code(code: Code) -> u16 {
     }
 }
 
+/// Refuses a WebSocket opened by a page of another site: browsers send
+/// cookies with cross-site handshakes and, unlike other cross-site requests,
+/// let the page read the replies. Requests without `Origin` (curl, servers)
+/// and same-origin pages pass; other origins must be listed in
+/// `streaming.websocket_origins`.
+///
+/// # Errors
+/// [`GatewayError::CrossOrigin`] for an origin that is neither.
+pub fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), GatewayError> {
+    let Some(origin) = parts.headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .unwrap_or_default()
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    let own_host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    if origin_host.is_some() && origin_host == own_host.as_deref() {
+        return Ok(());
+    }
+    if allowed.iter().any(|a| *a == origin) {
+        return Ok(());
+    }
+    Err(GatewayError::CrossOrigin { origin })
+}
+
 /// Whether the request asks to upgrade to a WebSocket.
 pub fn is_websocket(parts: &Parts) -> bool {
     let has = |name, token: &str| {
@@ -70,6 +102,7 @@ pub(super) async fn websocket(
     query: Option<String>,
     metadata: MetadataMap,
 ) -> Result<Response, GatewayError> {
+    check_origin(parts, &gw.config().streaming.websocket_origins)?;
     let limit = gw.config().transcode.max_body_bytes;
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
         .await
@@ -131,7 +164,7 @@ impl Session {
     /// writes replies as they come.
     async fn run(mut self, socket: WebSocket, metadata: MetadataMap) {
         let (mut sink, mut source) = socket.split();
-        let options = self.gw.config().streaming;
+        let options = self.gw.config().streaming.clone();
         let deadline = tokio::time::Instant::now() + options.max_duration;
         let client_streaming = self.route.method.is_client_streaming();
 
@@ -378,6 +411,35 @@ async fn close(sink: &mut SplitSink<WebSocket, Message>, error: &GatewayError) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_own_and_listed_origins_may_open_websockets() {
+        let allowed = vec!["https://app.example.com".to_owned()];
+        for (origin, host, ok) in [
+            (None, "gw.example.com", true),
+            (Some("https://gw.example.com"), "gw.example.com", true),
+            (Some("http://127.0.0.1:8080"), "127.0.0.1:8080", true),
+            (Some("https://APP.example.com/"), "gw.example.com", true),
+            (Some("https://evil.example"), "gw.example.com", false),
+            (
+                Some("https://gw.example.com.evil.example"),
+                "gw.example.com",
+                false,
+            ),
+            (Some("null"), "gw.example.com", false),
+        ] {
+            let mut request = http::Request::builder().uri("/x").header("host", host);
+            if let Some(origin) = origin {
+                request = request.header("origin", origin);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            assert_eq!(
+                check_origin(&parts, &allowed).is_ok(),
+                ok,
+                "{origin:?} on {host}"
+            );
+        }
+    }
 
     #[test]
     fn close_codes_carry_the_grpc_code() {

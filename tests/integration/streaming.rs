@@ -512,6 +512,42 @@ mod websocket {
     }
 
     #[tokio::test]
+    async fn pages_of_other_sites_cannot_open_websockets() {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let (stack, _) =
+            start("streaming:\n  websocket_origins: [\"https://app.example.com\"]\n").await;
+        let with_origin = |origin: &str| {
+            let mut request = format!("ws://{}/v1/chat", stack.0.addr)
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+            request
+        };
+        match tokio_tungstenite::connect_async(with_origin("https://evil.example")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403)
+            }
+            other => panic!("{other:?}"),
+        }
+        let own = format!("http://{}", stack.0.addr);
+        for origin in ["https://app.example.com", own.as_str()] {
+            let (mut socket, _) = tokio_tungstenite::connect_async(with_origin(origin))
+                .await
+                .unwrap();
+            socket
+                .send(Message::text(r#"{"text":"hi"}"#))
+                .await
+                .unwrap();
+            assert_eq!(
+                next_text(&mut socket).await,
+                Message::text(r#"{"text":"re: hi"}"#)
+            );
+        }
+    }
+
+    #[tokio::test]
     async fn a_watch_over_websocket_ends_when_the_client_leaves() {
         let (stack, probe) = start("").await;
         let mut socket = connect(stack.0.addr, "/v1/count?n=1000000").await;
