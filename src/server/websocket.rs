@@ -71,7 +71,7 @@ pub fn check_origin(parts: &Parts, allowed: &[String]) -> Result<(), GatewayErro
     if origin_host.is_some() && origin_host == own_host.as_deref() {
         return Ok(());
     }
-    if allowed.iter().any(|a| *a == origin) {
+    if allowed.contains(&origin) {
         return Ok(());
     }
     Err(GatewayError::CrossOrigin { origin })
