@@ -856,6 +856,38 @@ mod shop_examples {
     }
 
     #[tokio::test]
+    async fn client_stream_lines_reach_the_backend_before_the_body_ends() {
+        let stack = start().await;
+        let (lines, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+        lines
+            .send(Ok("{\"sku\":\"sku-kettle\",\"quantity\":5}\n".into()))
+            .await
+            .unwrap();
+        // The body stays open: the backend can only refuse this line if it
+        // got it while the client was still sending.
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client()
+                .post(stack.url("/v1/inventory:bulkReserve"))
+                .header("x-api-key", API_KEY)
+                .body(reqwest::Body::wrap_stream(
+                    tokio_stream::wrappers::ReceiverStream::new(rx),
+                ))
+                .send(),
+        )
+        .await
+        .expect("an answer while the body is still open")
+        .unwrap();
+        assert_eq!(response.status(), 400);
+        let body: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
+        assert!(
+            body["message"].as_str().unwrap().starts_with("message 1: "),
+            "{body}"
+        );
+        drop(lines);
+    }
+
+    #[tokio::test]
     async fn raw_bodies_both_ways() {
         let stack = start().await;
         let invoice = get(&stack, "/v1/users/1/orders/1001/invoice").await;
