@@ -205,27 +205,8 @@ async fn sighup_reloads_the_binary() {
     let dir = TempDir::new("reload-hup");
     let users = users_backend(backends.users);
     let path = dir.write_config(&config_text(&users, "reload:\n  watch: false\n"));
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
+    let child = crate::support::spawn_gateway(&path).await;
+    let url = child.url.clone();
     let http = client();
     let status = |path: &'static str| {
         let (http, url) = (http.clone(), url.clone());
@@ -248,7 +229,7 @@ async fn sighup_reloads_the_binary() {
     // watch: false, so only the signal reloads.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status("/api/v1/users/1").await, 404);
-    let pid = child.0.id().to_string();
+    let pid = child.process.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-HUP", &pid])
         .status()

@@ -626,32 +626,8 @@ async fn a_hundred_thousand_messages_stream_in_constant_memory() {
         "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\nreload:\n  watch: false\n",
         crate::support::root().join("tests/fixtures/protos").display()
     ));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let gateway = Killed(
-        std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    eventually(20, "the gateway serves", || async {
-        client().get(format!("{url}/healthz")).send().await.is_ok()
-    })
-    .await;
+    let gateway = crate::support::spawn_gateway(&path).await;
+    let url = gateway.url.clone();
     // Warm up, so the baseline includes connections and buffers.
     let warm = client()
         .get(format!("{url}/v1/count?n=1000&padBytes=1000"))
@@ -659,7 +635,7 @@ async fn a_hundred_thousand_messages_stream_in_constant_memory() {
         .await
         .unwrap();
     text(warm).await;
-    let (_, before) = memory_kib(gateway.0.id());
+    let (_, before) = memory_kib(gateway.process.id());
 
     // 100,000 replies of 1 kB: about 100 MB through the gateway.
     let mut response = client()
@@ -676,7 +652,7 @@ async fn a_hundred_thousand_messages_stream_in_constant_memory() {
     }
     assert_eq!(lines, 100_000);
     assert_eq!(probe.produced.load(Ordering::SeqCst), 101_000);
-    let (peak, after) = memory_kib(gateway.0.id());
+    let (peak, after) = memory_kib(gateway.process.id());
     eprintln!(
         "100k-message stream: {} MB through the gateway; RSS {before} KiB before, {after} KiB after, peak {peak} KiB",
         bytes / 1_000_000

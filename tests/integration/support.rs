@@ -324,3 +324,46 @@ pub fn example_config_file(backends: &shop::Backends) -> (TempDir, PathBuf) {
     let path = dir.write_config(&text);
     (dir, path)
 }
+
+/// A `protogate serve` process, killed when dropped.
+pub struct GatewayProcess {
+    pub process: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts the built binary on `config` on a free loopback port and waits
+/// until it answers `/healthz`.
+pub async fn spawn_gateway(config: &std::path::Path) -> GatewayProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let process = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let gateway = GatewayProcess {
+        process,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let http = client();
+    eventually(20, "the gateway binary serves", || async {
+        http.get(format!("{}/healthz", gateway.url))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    gateway
+}
