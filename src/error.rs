@@ -65,6 +65,21 @@ pub enum GatewayError {
         /// The limit that passed.
         timeout: std::time::Duration,
     },
+    /// Too many requests in flight; this one is refused at once.
+    #[error("the gateway is overloaded; retry shortly")]
+    Overloaded,
+    /// The request target is too long.
+    #[error("request target exceeds the limit of {limit} bytes")]
+    UriTooLong {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The request headers are too large.
+    #[error("request headers exceed the limit of {limit} bytes")]
+    HeadersTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// A page of another site tried to open a WebSocket.
     #[error("WebSockets from origin {origin:?} are not allowed")]
     CrossOrigin {
@@ -189,6 +204,8 @@ impl GatewayError {
             Self::StreamTimeout { .. } => Code::DeadlineExceeded,
             Self::ShuttingDown => Code::Unavailable,
             Self::CrossOrigin { .. } => Code::PermissionDenied,
+            Self::Overloaded => Code::Unavailable,
+            Self::UriTooLong { .. } | Self::HeadersTooLarge { .. } => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,
@@ -215,6 +232,8 @@ impl GatewayError {
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             other => http_status(other.code()),
         }
     }

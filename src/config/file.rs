@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// Streaming methods over HTTP.
     #[serde(default)]
     pub streaming: StreamingSection,
+    /// Cross-origin calls from browsers.
+    #[serde(default)]
+    pub cors: CorsSection,
 }
 
 /// How a server stream is written when the client's `Accept` allows any.
@@ -207,6 +210,38 @@ pub struct ServerSection {
     /// How long a stopping gateway waits for requests and streams in flight.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// Longest request target (path and query), in bytes.
+    pub max_uri_bytes: Option<usize>,
+    /// Largest total size of the request headers, in bytes.
+    pub max_header_bytes: Option<usize>,
+    /// API requests handled at once; more are refused with 503.
+    pub max_concurrent_requests: Option<usize>,
+    /// Compress responses (gzip, br) for clients that accept it.
+    pub compression: Option<bool>,
+}
+
+/// `cors:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Origins allowed to call the API from a browser, or `["*"]`.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    /// Methods allowed in cross-origin calls.
+    #[serde(default)]
+    pub allowed_methods: Vec<String>,
+    /// Request headers allowed in cross-origin calls.
+    #[serde(default)]
+    pub allowed_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and credentials.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
 }
 
 /// `descriptors:`

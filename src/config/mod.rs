@@ -75,6 +75,55 @@ pub struct Config {
     pub reload: ReloadOptions,
     /// Streaming methods.
     pub streaming: StreamingOptions,
+    /// Request size limits, load shedding and compression at the edge.
+    pub edge: EdgeOptions,
+    /// Cross-origin calls. Default none: browsers on other origins cannot call.
+    pub cors: Option<CorsOptions>,
+}
+
+/// Limits and protocol handling applied to every request.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Longest request target (path and query); 414 above it. Default 8 KiB.
+    pub max_uri_bytes: usize,
+    /// Largest total size of request header names and values; 431 above it.
+    /// Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// API requests handled at once; more get 503 with `Retry-After` at once
+    /// instead of queueing. Gateway endpoints (health, docs) are not
+    /// counted. Default 1024.
+    pub max_concurrent_requests: usize,
+    /// Compress responses with gzip or br when the client accepts it
+    /// (streams excepted: compression would hold messages back). Default true.
+    pub compression: bool,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_concurrent_requests: 1024,
+            compression: true,
+        }
+    }
+}
+
+/// Cross-origin resource sharing, for browsers.
+#[derive(Debug, Clone)]
+pub struct CorsOptions {
+    /// Allowed origins; `None` means any (`*`).
+    pub allowed_origins: Option<Vec<http::HeaderValue>>,
+    /// Allowed methods. Default GET, POST, PUT, PATCH, DELETE.
+    pub allowed_methods: Vec<http::Method>,
+    /// Allowed request headers. Default authorization, content-type.
+    pub allowed_headers: Vec<HeaderName>,
+    /// Response headers scripts may read. Default none.
+    pub expose_headers: Vec<HeaderName>,
+    /// Send `Access-Control-Allow-Credentials: true`. Default false.
+    pub allow_credentials: bool,
+    /// Preflight cache time. Default 1h.
+    pub max_age: Duration,
 }
 
 /// Streaming methods over HTTP.
@@ -549,6 +598,32 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                 })
                 .transpose()?,
         },
+        edge: {
+            let d = EdgeOptions::default();
+            let positive = |v: Option<usize>, key: &str, default: usize| match v {
+                Some(0) => Err(err(key, "must be greater than 0".into())),
+                other => Ok(other.unwrap_or(default)),
+            };
+            EdgeOptions {
+                max_uri_bytes: positive(
+                    raw.server.max_uri_bytes,
+                    "server.max_uri_bytes",
+                    d.max_uri_bytes,
+                )?,
+                max_header_bytes: positive(
+                    raw.server.max_header_bytes,
+                    "server.max_header_bytes",
+                    d.max_header_bytes,
+                )?,
+                max_concurrent_requests: positive(
+                    raw.server.max_concurrent_requests,
+                    "server.max_concurrent_requests",
+                    d.max_concurrent_requests,
+                )?,
+                compression: raw.server.compression.unwrap_or(d.compression),
+            }
+        },
+        cors: cors(raw.cors, &err)?,
         streaming: {
             let d = StreamingOptions::default();
             StreamingOptions {
@@ -772,6 +847,81 @@ fn apis(
         });
     }
     Ok(out)
+}
+
+fn cors(
+    raw: file::CorsSection,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Option<CorsOptions>> {
+    if raw.allowed_origins.is_empty() {
+        return Ok(None);
+    }
+    let allowed_origins = if raw.allowed_origins.iter().any(|o| o == "*") {
+        if raw.allow_credentials {
+            bail!(err(
+                "cors.allowed_origins",
+                "\"*\" cannot be combined with allow_credentials; list the origins".into()
+            ));
+        }
+        None
+    } else {
+        Some(
+            raw.allowed_origins
+                .iter()
+                .map(|o| {
+                    let o = o.trim_end_matches('/');
+                    if !(o.starts_with("http://") || o.starts_with("https://")) {
+                        return Err(err(
+                            "cors.allowed_origins",
+                            format!("{o:?} must look like https://host[:port]"),
+                        ));
+                    }
+                    http::HeaderValue::from_str(o).map_err(|_| {
+                        err(
+                            "cors.allowed_origins",
+                            format!("{o:?} is not a valid origin"),
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )
+    };
+    let header_names = |list: &[String], key: &str| {
+        list.iter()
+            .map(|h| {
+                HeaderName::try_from(h.to_ascii_lowercase())
+                    .map_err(|_| err(key, format!("{h:?} is not a valid header name")))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let allowed_methods = if raw.allowed_methods.is_empty() {
+        ["GET", "POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .map(|m| http::Method::from_bytes(m.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err("cors.allowed_methods", e.to_string()))?
+    } else {
+        raw.allowed_methods
+            .iter()
+            .map(|m| {
+                http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| err("cors.allowed_methods", format!("{m:?} is not a method")))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let allowed_headers = if raw.allowed_headers.is_empty() {
+        vec![http::header::AUTHORIZATION, http::header::CONTENT_TYPE]
+    } else {
+        header_names(&raw.allowed_headers, "cors.allowed_headers")?
+    };
+    Ok(Some(CorsOptions {
+        allowed_origins,
+        allowed_methods,
+        allowed_headers,
+        expose_headers: header_names(&raw.expose_headers, "cors.expose_headers")?,
+        allow_credentials: raw.allow_credentials,
+        max_age: raw.max_age.unwrap_or(Duration::from_secs(3600)),
+    }))
 }
 
 fn service_patterns(

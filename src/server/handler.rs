@@ -32,8 +32,14 @@ use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_h
 pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let request_id = parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let span = tracing::info_span!(
         "request",
+        id = %request_id,
         method = %parts.method,
         route = Empty,
         upstream = Empty,

@@ -2,6 +2,7 @@
 
 pub mod docs;
 pub mod handler;
+pub mod layers;
 pub mod reload;
 pub mod router;
 pub mod stream;

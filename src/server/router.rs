@@ -8,6 +8,7 @@
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
+use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 
-use super::{docs, handler};
+use super::{docs, handler, layers};
 use crate::error::{GatewayError, JSON};
 use crate::gateway::Gateway;
 use crate::http_rule::LookupError;
@@ -39,7 +40,14 @@ pub fn router(gateway: Gateway) -> Router {
         // reach the fallback, which checks their own route's requirement.
         endpoints = endpoints.route_layer(middleware::from_fn_with_state(gateway.clone(), protect));
     }
-    endpoints.fallback(handler::handle).with_state(gateway)
+    let edge = gateway.config().edge.clone();
+    let cors = gateway.config().cors.clone();
+    let api = layers::shed(
+        handler::handle.with_state(gateway.clone()),
+        edge.max_concurrent_requests,
+    );
+    let router = endpoints.with_state(gateway).fallback_service(api);
+    layers::apply(router, &edge, cors.as_ref())
 }
 
 /// `auth.protect_gateway_endpoints`: the default requirement for health and docs.

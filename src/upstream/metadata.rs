@@ -62,6 +62,9 @@ pub fn is_reserved(name: &str) -> bool {
         )
 }
 
+/// `X-Request-Id`, always forwarded.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// gRPC metadata for the upstream call. `authority` is the request URI's
 /// authority, which HTTP/2 clients send instead of a `Host` header.
 pub fn request_metadata(
@@ -75,6 +78,10 @@ pub fn request_metadata(
         for value in headers.get_all(name) {
             out.append(name.clone(), value.clone());
         }
+    }
+    // The request id (the client's or the gateway's) ties backend logs to ours.
+    if let Some(id) = headers.get(REQUEST_ID) {
+        out.insert(REQUEST_ID, id.clone());
     }
     for (name, value) in headers {
         if let Some(stripped) = name.as_str().strip_prefix(METADATA_PREFIX)

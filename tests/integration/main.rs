@@ -8,6 +8,7 @@ mod auth;
 mod balancing;
 mod cli;
 mod descriptor_set;
+mod edge;
 mod errors;
 mod metadata;
 mod openapi;

@@ -1,0 +1,213 @@
+//! The edge layers: request ids, size limits, CORS, compression both ways,
+//! load shedding.
+
+use std::io::{Read, Write};
+
+use crate::metadata::{start, start_with};
+use crate::support::client;
+
+#[tokio::test]
+async fn request_ids_are_kept_or_made_and_reach_the_backend() {
+    let (stack, _) = start("").await;
+    let made = stack.echo(serde_json::json!({"text": "a"}), &[]).await;
+    let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(made.json["metadata"]["x-request-id"], id.as_str());
+
+    let kept = stack
+        .echo(
+            serde_json::json!({"text": "a"}),
+            &[("x-request-id", "trace-42")],
+        )
+        .await;
+    assert_eq!(kept.headers["x-request-id"], "trace-42");
+    assert_eq!(kept.json["metadata"]["x-request-id"], "trace-42");
+    // Errors carry it too.
+    let missing = stack.0.get("/nowhere").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn oversized_targets_and_headers_are_refused() {
+    let (stack, _) = start("server:\n  max_uri_bytes: 100\n  max_header_bytes: 400\n").await;
+    let long = format!("/v1/echo?x={}", "a".repeat(200));
+    let reply = stack.0.call("POST", &long, Some("{}")).await;
+    assert_eq!(reply.status, 414);
+    assert_eq!(
+        reply.json["message"],
+        "request target exceeds the limit of 100 bytes"
+    );
+    let big = "b".repeat(500);
+    let reply = stack
+        .0
+        .call_with("POST", "/v1/echo", Some("{}"), &[("x-big", &big)])
+        .await;
+    assert_eq!(reply.status, 431);
+    assert_eq!(reply.json["code"], 3);
+    assert_eq!(
+        stack.0.call("POST", "/v1/echo", Some("{}")).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_for_listed_origins_only() {
+    let (stack, _) = start(
+        "cors:\n  allowed_origins: [\"https://app.example.com\"]\n  allowed_headers: [authorization, content-type, x-api-key]\n  max_age: 10m\n",
+    )
+    .await;
+    let preflight = |origin: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, stack.0.url("/v1/echo"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,x-api-key")
+            .send()
+    };
+    let ok = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let headers = ok.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-api-key")
+    );
+    assert_eq!(headers["access-control-max-age"], "600");
+
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let call = client()
+        .post(stack.0.url("/v1/echo"))
+        .header("origin", "https://app.example.com")
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        call.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn responses_are_compressed_but_streams_are_not() {
+    let (stack, _) = start("").await;
+    let big = client()
+        .post(stack.0.url("/v1/echo"))
+        .header("accept-encoding", "gzip")
+        .header("content-type", "application/json")
+        .body(format!("{{\"text\":\"{}\"}}", "z".repeat(5000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.headers()["content-encoding"], "gzip");
+    let compressed = big.bytes().await.unwrap();
+    assert!(compressed.len() < 1000, "{} bytes", compressed.len());
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut json)
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["text"].as_str().unwrap().len(), 5000);
+
+    let stream = client()
+        .get(stack.0.url("/v1/count?n=50&padBytes=100"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.headers().get("content-encoding").is_none());
+    assert_eq!(stream.text().await.unwrap().lines().count(), 50);
+
+    let (plain, _) = start("server:\n  compression: false\n").await;
+    let reply = plain
+        .0
+        .call_with(
+            "POST",
+            "/v1/echo",
+            Some(&format!("{{\"text\":\"{}\"}}", "z".repeat(5000))),
+            &[("accept-encoding", "gzip")],
+        )
+        .await;
+    assert!(reply.headers.get("content-encoding").is_none());
+}
+
+#[tokio::test]
+async fn gzip_request_bodies_are_read() {
+    let (stack, _) = start("").await;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(br#"{"text":"squeezed"}"#).unwrap();
+    let body = encoder.finish().unwrap();
+    let reply = client()
+        .post(stack.0.url("/v1/echo"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let json: serde_json::Value = serde_json::from_str(&reply.text().await.unwrap()).unwrap();
+    assert_eq!(json["text"], "squeezed");
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_at_once() {
+    let (stack, _) = start_with("server:\n  max_concurrent_requests: 1\n", |_| {}).await;
+    let slow = {
+        let url = stack.0.url("/v1/echo");
+        tokio::spawn(async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(r#"{"text":"slow","delayMs":"800"}"#)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let shed = stack
+        .0
+        .call("POST", "/v1/echo", Some(r#"{"text":"fast"}"#))
+        .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "not queued"
+    );
+    assert_eq!(shed.status, 503);
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert_eq!(shed.json["code"], 14);
+    // Health checks are not counted.
+    assert_eq!(stack.0.get_text("/healthz").await.0, 200);
+    assert_eq!(slow.await.unwrap(), 200);
+    assert_eq!(
+        stack
+            .0
+            .call("POST", "/v1/echo", Some(r#"{"text":"again"}"#))
+            .await
+            .status,
+        200
+    );
+}
