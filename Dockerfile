@@ -15,5 +15,8 @@ COPY examples/keys/dev-signing.pub.pem /etc/protogate/examples/keys/dev-signing.
 WORKDIR /etc/protogate
 EXPOSE 8080
 USER nonroot
+# No shell or curl in the image: the binary checks itself.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["/usr/local/bin/protogate", "probe", "--url", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/protogate"]
 CMD ["serve", "--config", "/etc/protogate/gateway.yaml", "--listen", "0.0.0.0:8080"]

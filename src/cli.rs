@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check`.
+//! Command line: `serve`, `check`, `openapi`, `token`, `hash-key`, `probe`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -61,6 +61,16 @@ pub enum Command {
     HashKey {
         /// The key.
         key: String,
+    },
+    /// Exit 0 when a gateway endpoint answers 2xx: a health check for
+    /// images without curl (Docker HEALTHCHECK).
+    Probe {
+        /// The URL to check.
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -175,6 +185,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::HashKey { key } => {
             println!("{}", crate::auth::api_key::hash_hex(&key));
+            Ok(())
+        }
+        Command::Probe { url, timeout } => {
+            crate::auth::install_tls_provider();
+            let response = reqwest::Client::builder()
+                .timeout(timeout)
+                .build()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("{url} did not answer"))?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "{url} answered {}",
+                response.status()
+            );
             Ok(())
         }
     }

@@ -94,3 +94,32 @@ fn bad_config_names_file_and_key_and_exits_non_zero() {
     assert!(!ok && stderr.contains("unknown field `adress`"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_checks_an_endpoint() {
+    let stack = crate::support::start().await;
+    let url = stack.url("/healthz");
+    let (ok, _, stderr) = tokio::task::spawn_blocking(move || protogate(&["probe", "--url", &url]))
+        .await
+        .unwrap();
+    assert!(ok, "{stderr}");
+    let url = stack.url("/nowhere");
+    let (ok, _, stderr) = tokio::task::spawn_blocking(move || protogate(&["probe", "--url", &url]))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("answered 404"), "{stderr}");
+    let (ok, _, stderr) = tokio::task::spawn_blocking(|| {
+        protogate(&[
+            "probe",
+            "--url",
+            "http://127.0.0.1:9/healthz",
+            "--timeout",
+            "1s",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("did not answer"), "{stderr}");
+}
