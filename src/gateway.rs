@@ -16,6 +16,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ServicePattern};
 use crate::descriptor::{self, reflection};
 use crate::http_rule::RouteTable;
+use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
 use crate::transcode::Codec;
 use crate::upstream::Upstreams;
@@ -37,6 +38,7 @@ struct Inner {
     codec: Codec,
     loaded_at: SystemTime,
     generation: u64,
+    metrics: Metrics,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -164,8 +166,17 @@ impl Gateway {
                 codec,
                 loaded_at: SystemTime::now(),
                 generation: previous.map_or(1, |p| p.inner.generation + 1),
+                // Counters keep counting across reloads.
+                metrics: previous
+                    .map(|p| p.inner.metrics.clone())
+                    .unwrap_or_default(),
             }),
         })
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// When this configuration was loaded.

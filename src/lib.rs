@@ -14,6 +14,7 @@ pub mod descriptor;
 pub mod error;
 pub mod gateway;
 pub mod http_rule;
+pub mod metrics;
 pub mod openapi;
 pub mod server;
 pub mod telemetry;

@@ -46,8 +46,9 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         grpc_code = Empty,
     );
     async move {
-        let mut deprecation = None;
-        let result = pipeline(&gw, &mut parts, body, &mut deprecation).await;
+        let _in_flight = gw.metrics().start();
+        let mut matched: Option<Arc<Route>> = None;
+        let result = pipeline(&gw, &mut parts, body, &mut matched).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut response = match result {
             Ok(response) => {
@@ -67,11 +68,17 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
             }
         };
         // A deprecated API says so on every answer, errors included.
-        if let Some(headers) = deprecation {
+        if let Some(headers) = matched.as_ref().and_then(|r| r.deprecation.as_ref()) {
             response
                 .headers_mut()
                 .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        gw.metrics().request(
+            matched.as_ref().map(|r| r.template.source.as_str()),
+            &parts.method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         response
     }
     .instrument(span)
@@ -82,7 +89,7 @@ async fn pipeline(
     gw: &Gateway,
     parts: &mut Parts,
     body: Body,
-    deprecation: &mut Option<Arc<HeaderMap>>,
+    matched: &mut Option<Arc<Route>>,
 ) -> Result<Response, GatewayError> {
     let websocket = websocket::is_websocket(parts);
     let found = match gw.routes().lookup(&parts.method, parts.uri.path()) {
@@ -97,7 +104,7 @@ async fn pipeline(
         other => other?,
     };
     let route = found.route;
-    deprecation.clone_from(&route.deprecation);
+    *matched = Some(route.clone());
     let span = tracing::Span::current();
     span.record("route", route.template.source.as_str());
     // Credentials first: nothing of an unauthenticated request is read or parsed.
@@ -137,6 +144,7 @@ async fn pipeline(
     .await
     .map_err(|_| GatewayError::BodyTimeout { timeout })??;
     let input = message(gw, parts, route, &found.values, query.as_deref(), body)?;
+    let calling = Instant::now();
     let reply = gw
         .upstreams()
         .unary(
@@ -146,8 +154,14 @@ async fn pipeline(
             metadata,
             deadline_at.saturating_duration_since(tokio::time::Instant::now()),
         )
-        .await
-        .map_err(|e| call_error(gw, &target.name, e))?;
+        .await;
+    let code = match &reply {
+        Ok(_) => tonic::Code::Ok,
+        Err(e) => e.code(),
+    };
+    gw.metrics()
+        .upstream(&target.name, code, Some(calling.elapsed()));
+    let reply = reply.map_err(|e| call_error(gw, &target.name, e))?;
     let headers = response_headers(&reply.headers, reply.trailers.as_ref());
     render_reply(gw, route, &target.name, &reply.message, headers)
 }

@@ -208,7 +208,13 @@ impl Live {
                         false
                     }
                 };
-                if let Err(e) = live.reload_from_file(only_if_changed).await {
+                let result = live.reload_from_file(only_if_changed).await;
+                match &result {
+                    Ok(Some(_)) => live.gateway().metrics().reload(true),
+                    Err(_) => live.gateway().metrics().reload(false),
+                    Ok(None) => {}
+                }
+                if let Err(e) = result {
                     tracing::error!(
                         generation = live.gateway().generation(),
                         "configuration reload failed, still serving the previous one: {e:#}"

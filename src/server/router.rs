@@ -2,7 +2,8 @@
 //!
 //! Routing of API calls is the route table's job (the `google.api.http`
 //! precedence rules differ from axum's), so they all reach one fallback.
-//! `/healthz` (liveness) and `/readyz` (readiness) are always served;
+//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
+//! (Prometheus) are always served;
 //! `/openapi.json`, `/openapi.yaml` and `/docs` are served when
 //! `openapi.enabled` is on; they take precedence over API routes of the same path.
 
@@ -26,7 +27,8 @@ use crate::openapi::Format;
 pub fn router(gateway: Gateway) -> Router {
     let mut endpoints = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
     if gateway.config().openapi.enabled {
         let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
         endpoints = endpoints
@@ -109,6 +111,19 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         Ok(json) => (status, [(CONTENT_TYPE, JSON)], json).into_response(),
         Err(e) => GatewayError::Internal(e.to_string()).into_response(),
     }
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let text = gw.metrics().render(&gw.upstreams().status());
+    (
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 // The document only changes with the routes, so clients may cache it briefly.

@@ -67,6 +67,18 @@ pub enum CallError {
     Timeout(Duration),
 }
 
+impl CallError {
+    /// The gRPC code the failure reports.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Status(s) => s.code(),
+            Self::Unreachable(_) | Self::NoEndpoint => Code::Unavailable,
+            Self::Protocol(_) => Code::Internal,
+            Self::Timeout(_) => Code::DeadlineExceeded,
+        }
+    }
+}
+
 impl Upstreams {
     /// Builds every configured backend: resolves its addresses, runs the
     /// first health checks and starts the background tasks. A backend of

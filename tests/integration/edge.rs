@@ -211,3 +211,38 @@ async fn requests_over_the_concurrency_limit_are_shed_at_once() {
         200
     );
 }
+
+#[tokio::test]
+async fn metrics_count_requests_upstream_calls_and_endpoints() {
+    let (stack, _) = start("").await;
+    for _ in 0..3 {
+        stack.echo(serde_json::json!({"text": "a"}), &[]).await;
+    }
+    stack
+        .echo(serde_json::json!({"fault": "FAULT_INTERNAL"}), &[])
+        .await;
+    stack.0.get("/nowhere/at/all").await;
+    let (status, headers, text) = stack.0.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    for line in [
+        r#"protogate_http_requests_total{route="/v1/echo",method="POST",status="200"} 3"#,
+        r#"protogate_http_requests_total{route="/v1/echo",method="POST",status="500"} 1"#,
+        r#"protogate_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"protogate_upstream_calls_total{backend="probe",code="Ok"} 3"#,
+        r#"protogate_upstream_calls_total{backend="probe",code="Internal"} 1"#,
+        r#"protogate_http_request_duration_seconds_count{route="/v1/echo",method="POST"} 4"#,
+        r#"protogate_backend_endpoints{backend="probe",state="healthy"} 1"#,
+        // API requests only: this scrape is not one.
+        "protogate_http_requests_in_flight 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+    }
+    // Raw paths never become labels.
+    assert!(!text.contains("nowhere"), "{text}");
+}

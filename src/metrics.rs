@@ -1,0 +1,259 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+//!
+//! One [`Metrics`] value lives for the whole process and is handed from
+//! gateway to gateway on reload, so counters keep counting. Labels are
+//! bounded: routes by their template (never the raw path), HTTP methods
+//! folded to the standard ones, backends by name, gRPC codes by name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::upstream::balance::{BackendStatus, EndpointState};
+
+/// Labels of an HTTP request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route's template, or `unmatched`.
+    pub route: String,
+    /// The HTTP method (`OTHER` for non-standard ones).
+    pub method: String,
+    /// The HTTP status.
+    pub status: u16,
+}
+
+/// Labels of a request's latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+/// Labels of an upstream call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    backend: String,
+    code: String,
+}
+
+/// Labels of a backend's endpoints in one state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    backend: String,
+    state: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// The gateway's metrics; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<RouteLabels>,
+    in_flight: Gauge,
+    upstream_calls: Family<UpstreamLabels, Counter>,
+    upstream_seconds: Histograms<UpstreamLabels>,
+    endpoints: Family<EndpointLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+/// Labels of a reload.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: String,
+}
+
+fn latency() -> Histogram {
+    // 0.5 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("protogate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route template, method and status",
+            requests.clone(),
+        );
+        let request_seconds: Histograms<RouteLabels> = Family::new_with_constructor(latency);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by route template and method",
+            request_seconds.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled",
+            in_flight.clone(),
+        );
+        let upstream_calls = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_calls",
+            "Calls to backends by backend and gRPC status code",
+            upstream_calls.clone(),
+        );
+        let upstream_seconds: Histograms<UpstreamLabels> = Family::new_with_constructor(latency);
+        registry.register(
+            "upstream_call_duration_seconds",
+            "Duration of unary backend calls by backend and gRPC status code",
+            upstream_seconds.clone(),
+        );
+        let endpoints = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "backend_endpoints",
+            "Endpoints of each backend by state (healthy, unhealthy, ejected)",
+            endpoints.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result (ok, failed)",
+            reloads.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                request_seconds,
+                in_flight,
+                upstream_calls,
+                upstream_seconds,
+                endpoints,
+                reloads,
+            }),
+        }
+    }
+
+    /// Counts a request as started; the guard counts it finished when dropped.
+    pub fn start(&self) -> InFlight {
+        self.inner.in_flight.inc();
+        InFlight {
+            gauge: self.inner.in_flight.clone(),
+        }
+    }
+
+    /// Records a finished request.
+    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
+        let route = route.unwrap_or("unmatched").to_owned();
+        let method = method_label(method);
+        self.inner
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                method: method.clone(),
+                status,
+            })
+            .inc();
+        self.inner
+            .request_seconds
+            .get_or_create(&RouteLabels { route, method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records a backend call and its gRPC code.
+    pub fn upstream(&self, backend: &str, code: tonic::Code, took: Option<Duration>) {
+        let labels = UpstreamLabels {
+            backend: backend.to_owned(),
+            code: format!("{code:?}"),
+        };
+        self.inner.upstream_calls.get_or_create(&labels).inc();
+        if let Some(took) = took {
+            self.inner
+                .upstream_seconds
+                .get_or_create(&labels)
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// Records a reload.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.inner
+            .reloads
+            .get_or_create(&ReloadLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition, with endpoint states as of now.
+    pub fn render(&self, backends: &[BackendStatus]) -> String {
+        self.inner.endpoints.clear();
+        for backend in backends {
+            for (state, name) in [
+                (EndpointState::Healthy, "healthy"),
+                (EndpointState::Unhealthy, "unhealthy"),
+                (EndpointState::Ejected, "ejected"),
+            ] {
+                let count = backend
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.state == state)
+                    .count();
+                let state = name;
+                self.inner
+                    .endpoints
+                    .get_or_create(&EndpointLabels {
+                        backend: backend.name.clone(),
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.inner.registry).is_err() {
+            tracing::warn!("cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Counts one request in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight {
+    gauge: Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Standard methods by name, anything else as `OTHER`: a client cannot
+/// invent label values.
+fn method_label(method: &http::Method) -> String {
+    match *method {
+        http::Method::GET
+        | http::Method::POST
+        | http::Method::PUT
+        | http::Method::PATCH
+        | http::Method::DELETE
+        | http::Method::HEAD
+        | http::Method::OPTIONS => method.as_str().to_owned(),
+        _ => "OTHER".to_owned(),
+    }
+}
