@@ -65,6 +65,9 @@ pub enum GatewayError {
         /// The limit that passed.
         timeout: std::time::Duration,
     },
+    /// The caller or address is over its rate limit.
+    #[error(transparent)]
+    RateLimited(#[from] crate::rate_limit::RateLimited),
     /// Too many requests in flight; this one is refused at once.
     #[error("the gateway is overloaded; retry shortly")]
     Overloaded,
@@ -205,6 +208,7 @@ impl GatewayError {
             Self::ShuttingDown => Code::Unavailable,
             Self::CrossOrigin { .. } => Code::PermissionDenied,
             Self::Overloaded => Code::Unavailable,
+            Self::RateLimited(_) => Code::ResourceExhausted,
             Self::UriTooLong { .. } | Self::HeadersTooLarge { .. } => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented(_) => Code::Unimplemented,
@@ -339,6 +343,17 @@ impl GatewayError {
                 if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                     headers.insert(ALLOW, v);
                 }
+                None
+            }
+            Self::RateLimited(limited) => {
+                // RFC 9110 Retry-After, and the IETF RateLimit fields.
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(limited.retry_after),
+                );
+                headers.insert("ratelimit-limit", HeaderValue::from(limited.limit));
+                headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                headers.insert("ratelimit-reset", HeaderValue::from(limited.retry_after));
                 None
             }
             _ => None,

@@ -18,6 +18,7 @@ use crate::descriptor::{self, reflection};
 use crate::http_rule::RouteTable;
 use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
+use crate::rate_limit::RateLimits;
 use crate::transcode::Codec;
 use crate::upstream::Upstreams;
 
@@ -39,6 +40,7 @@ struct Inner {
     loaded_at: SystemTime,
     generation: u64,
     metrics: Metrics,
+    rate_limits: Option<RateLimits>,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -155,6 +157,7 @@ impl Gateway {
         };
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
+        let rate_limits = RateLimits::build(&config.rate_limit);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -170,8 +173,14 @@ impl Gateway {
                 metrics: previous
                     .map(|p| p.inner.metrics.clone())
                     .unwrap_or_default(),
+                rate_limits,
             }),
         })
+    }
+
+    /// Rate limits, when configured.
+    pub fn rate_limits(&self) -> Option<&RateLimits> {
+        self.inner.rate_limits.as_ref()
     }
 
     /// The process's metrics.

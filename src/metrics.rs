@@ -68,6 +68,7 @@ struct Inner {
     upstream_seconds: Histograms<UpstreamLabels>,
     endpoints: Family<EndpointLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    rate_limited: Counter,
 }
 
 /// Labels of a reload.
@@ -133,6 +134,12 @@ impl Metrics {
             "Configuration reloads by result (ok, failed)",
             reloads.clone(),
         );
+        let rate_limited = Counter::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 by a rate limit",
+            rate_limited.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -143,6 +150,7 @@ impl Metrics {
                 upstream_seconds,
                 endpoints,
                 reloads,
+                rate_limited,
             }),
         }
     }
@@ -186,6 +194,11 @@ impl Metrics {
                 .get_or_create(&labels)
                 .observe(took.as_secs_f64());
         }
+    }
+
+    /// Counts a request refused by a rate limit.
+    pub fn rate_limited(&self) {
+        self.inner.rate_limited.inc();
     }
 
     /// Records a reload.

@@ -54,6 +54,32 @@ pub struct FileConfig {
     /// Cross-origin calls from browsers.
     #[serde(default)]
     pub cors: CorsSection,
+    /// Token-bucket rate limits.
+    #[serde(default)]
+    pub rate_limit: RateLimitSection,
+}
+
+/// `rate_limit:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Anonymous calls, per client address.
+    pub by_address: Option<RateSection>,
+    /// Authenticated calls, per JWT subject or API key.
+    pub by_caller: Option<RateSection>,
+}
+
+/// One token bucket: `requests` per `per`, at most `burst` at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    /// Requests per period.
+    pub requests: u32,
+    /// The period.
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+    /// Requests allowed at once.
+    pub burst: Option<u32>,
 }
 
 /// How a server stream is written when the client's `Accept` allows any.

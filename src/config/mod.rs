@@ -79,6 +79,28 @@ pub struct Config {
     pub edge: EdgeOptions,
     /// Cross-origin calls. Default none: browsers on other origins cannot call.
     pub cors: Option<CorsOptions>,
+    /// Rate limits. Default none.
+    pub rate_limit: RateLimitOptions,
+}
+
+/// Token-bucket rate limits.
+#[derive(Debug, Clone, Default)]
+pub struct RateLimitOptions {
+    /// Anonymous calls, per client address. Default none.
+    pub by_address: Option<RateOptions>,
+    /// Authenticated calls, per JWT subject or API key. Default none.
+    pub by_caller: Option<RateOptions>,
+}
+
+/// One bucket's size and refill.
+#[derive(Debug, Clone)]
+pub struct RateOptions {
+    /// Requests per `per`.
+    pub requests: std::num::NonZeroU32,
+    /// The period.
+    pub per: Duration,
+    /// Requests allowed at once. Default `requests`.
+    pub burst: std::num::NonZeroU32,
 }
 
 /// Limits and protocol handling applied to every request.
@@ -624,6 +646,10 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
             }
         },
         cors: cors(raw.cors, &err)?,
+        rate_limit: RateLimitOptions {
+            by_address: rate(raw.rate_limit.by_address, "rate_limit.by_address", &err)?,
+            by_caller: rate(raw.rate_limit.by_caller, "rate_limit.by_caller", &err)?,
+        },
         streaming: {
             let d = StreamingOptions::default();
             StreamingOptions {
@@ -847,6 +873,31 @@ fn apis(
         });
     }
     Ok(out)
+}
+
+fn rate(
+    raw: Option<file::RateSection>,
+    key: &str,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Option<RateOptions>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let requests = std::num::NonZeroU32::new(raw.requests)
+        .ok_or_else(|| err(&format!("{key}.requests"), "must be greater than 0".into()))?;
+    if raw.per.is_zero() {
+        bail!(err(&format!("{key}.per"), "must be greater than 0".into()));
+    }
+    let burst = match raw.burst {
+        None => requests,
+        Some(b) => std::num::NonZeroU32::new(b)
+            .ok_or_else(|| err(&format!("{key}.burst"), "must be greater than 0".into()))?,
+    };
+    Ok(Some(RateOptions {
+        requests,
+        per: raw.per,
+        burst,
+    }))
 }
 
 fn cors(

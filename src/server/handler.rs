@@ -116,13 +116,20 @@ async fn pipeline(
         .auth()
         .authenticate(requirement, &parts.headers, parts.uri.query())
         .await?;
-    let target = gw.upstreams().select(route, &parts.headers)?;
-    span.record("upstream", target.name.as_str());
-    let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
     let client = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    // After auth, so a caller is limited by identity; before the body is read.
+    if let Some(limits) = gw.rate_limits()
+        && let Err(limited) = limits.check(principal.as_ref(), client.map(|c| c.ip()))
+    {
+        gw.metrics().rate_limited();
+        return Err(limited.into());
+    }
+    let target = gw.upstreams().select(route, &parts.headers)?;
+    span.record("upstream", target.name.as_str());
+    let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
     let authority = parts.uri.authority().map(|a| a.as_str());
     let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
     gw.auth().forward(principal.as_ref(), &mut metadata);

@@ -246,3 +246,39 @@ async fn metrics_count_requests_upstream_calls_and_endpoints() {
     // Raw paths never become labels.
     assert!(!text.contains("nowhere"), "{text}");
 }
+
+#[tokio::test]
+async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
+    let (stack, _) = start("rate_limit:\n  by_address: { requests: 5, per: 1m, burst: 5 }\n").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(stack.echo(serde_json::json!({"text": "x"}), &[]).await);
+    }
+    let ok = statuses.iter().filter(|r| r.status == 200).count();
+    assert_eq!(ok, 5, "the burst passes, the rest is refused");
+    let refused = statuses.last().unwrap();
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json["code"], 8);
+    assert_eq!(refused.headers["ratelimit-limit"], "5");
+    assert_eq!(refused.headers["ratelimit-remaining"], "0");
+    let retry: u64 = refused.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&retry), "one token per 12s: {retry}");
+    let (_, _, metrics) = stack.0.get_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "protogate_rate_limited_requests_total 3"),
+        "{metrics}"
+    );
+    // Refused calls never reach the backend.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"protogate_upstream_calls_total{backend="probe",code="Ok"} 5"#),
+        "{metrics}"
+    );
+}
