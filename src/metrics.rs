@@ -43,6 +43,12 @@ struct UpstreamLabels {
     code: String,
 }
 
+/// Labels of a backend.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
 /// Labels of a backend's endpoints in one state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -67,6 +73,7 @@ struct Inner {
     upstream_calls: Family<UpstreamLabels, Counter>,
     upstream_seconds: Histograms<UpstreamLabels>,
     endpoints: Family<EndpointLabels, Gauge>,
+    retries: Family<BackendLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     rate_limited: Counter,
 }
@@ -128,6 +135,12 @@ impl Metrics {
             "Endpoints of each backend by state (healthy, unhealthy, ejected)",
             endpoints.clone(),
         );
+        let retries = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "upstream_retries",
+            "Retries of idempotent calls made by each backend since it was configured",
+            retries.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -149,6 +162,7 @@ impl Metrics {
                 upstream_calls,
                 upstream_seconds,
                 endpoints,
+                retries,
                 reloads,
                 rate_limited,
             }),
@@ -215,7 +229,14 @@ impl Metrics {
     /// The text exposition, with endpoint states as of now.
     pub fn render(&self, backends: &[BackendStatus]) -> String {
         self.inner.endpoints.clear();
+        self.inner.retries.clear();
         for backend in backends {
+            self.inner
+                .retries
+                .get_or_create(&BackendLabels {
+                    backend: backend.name.clone(),
+                })
+                .set(i64::try_from(backend.retries).unwrap_or(i64::MAX));
             for (state, name) in [
                 (EndpointState::Healthy, "healthy"),
                 (EndpointState::Unhealthy, "unhealthy"),

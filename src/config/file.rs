@@ -313,6 +313,8 @@ pub struct BackendSection {
     pub outlier_detection: Option<OutlierSection>,
     /// Whether `/readyz` waits for this backend.
     pub required: Option<bool>,
+    /// Retries of idempotent methods.
+    pub retry: Option<RetrySection>,
     /// Default deadline for calls to this backend.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
@@ -350,6 +352,22 @@ pub struct HealthCheckSection {
     pub unhealthy_threshold: Option<u32>,
     /// Passed checks in a row before it is healthy again.
     pub healthy_threshold: Option<u32>,
+}
+
+/// `backends.<name>.retry:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Attempts in all, the first included.
+    pub attempts: Option<u32>,
+    /// Backoff before the first retry; doubled for each next one.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff: Option<Duration>,
+    /// Longest backoff.
+    #[serde(default, with = "humantime_serde")]
+    pub max_backoff: Option<Duration>,
+    /// Retries allowed as a share of requests (0.2: one in five).
+    pub budget: Option<f32>,
 }
 
 /// `backends.<name>.outlier_detection:`
@@ -437,4 +455,7 @@ pub struct MethodSection {
     pub unknown_query_parameters: Option<UnknownFields>,
     /// Overrides `transcoding.unknown_json_fields`.
     pub unknown_json_fields: Option<UnknownFields>,
+    /// The method may run twice: retried when its backend has a `retry` policy.
+    #[serde(default)]
+    pub idempotent: bool,
 }

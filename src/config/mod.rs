@@ -290,6 +290,9 @@ pub struct BackendConfig {
     pub health_check: Option<HealthCheckOptions>,
     /// Passive health checks.
     pub outlier: OutlierOptions,
+    /// Retries of idempotent methods. Default: none (only a refused
+    /// connection moves a call to another endpoint).
+    pub retry: RetryOptions,
     /// `/readyz` needs a healthy endpoint of this backend. Default false: a
     /// readiness probe failing on one backend's outage would take every
     /// replica, and so every API, out of service.
@@ -314,7 +317,34 @@ impl BackendConfig {
             && self.dns_refresh == other.dns_refresh
             && self.health_check == other.health_check
             && self.outlier == other.outlier
+            && self.retry == other.retry
             && self.required == other.required
+    }
+}
+
+/// When and how often a failed call is tried again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryOptions {
+    /// Attempts in all. Default 1: no retries.
+    pub attempts: u32,
+    /// Backoff before the first retry, doubled each time, with full jitter.
+    /// Default 25ms.
+    pub backoff: Duration,
+    /// Longest backoff. Default 250ms.
+    pub max_backoff: Duration,
+    /// Retries as a share of calls over the last 10s, so retries cannot
+    /// multiply the load of a backend in trouble. Default 0.2.
+    pub budget: f32,
+}
+
+impl Default for RetryOptions {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::from_millis(25),
+            max_backoff: Duration::from_millis(250),
+            budget: 0.2,
+        }
     }
 }
 
@@ -463,6 +493,8 @@ pub struct MethodOverrides {
     pub unknown_query_parameters: Option<UnknownFields>,
     /// Overrides the global policy for JSON fields.
     pub unknown_json_fields: Option<UnknownFields>,
+    /// The method may run twice. Default false.
+    pub idempotent: bool,
 }
 
 /// Reads and validates a config file.
@@ -584,6 +616,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                 timeout: nonzero(m.timeout, &format!("{key}.timeout"), &err)?,
                 unknown_query_parameters: m.unknown_query_parameters,
                 unknown_json_fields: m.unknown_json_fields,
+                idempotent: m.idempotent,
             },
         );
     }
@@ -774,6 +807,32 @@ fn backend(
         health_check,
         outlier,
         required: b.required.unwrap_or(false),
+        retry: match b.retry {
+            None => RetryOptions::default(),
+            Some(r) => {
+                let d = RetryOptions::default();
+                let attempts = r.attempts.unwrap_or(3);
+                if !(1..=10).contains(&attempts) {
+                    bail!(err(
+                        &format!("{key}.retry.attempts"),
+                        "must be between 1 and 10".into()
+                    ));
+                }
+                let budget = r.budget.unwrap_or(d.budget);
+                if !(0.0..=1.0).contains(&budget) {
+                    bail!(err(
+                        &format!("{key}.retry.budget"),
+                        "must be between 0 and 1".into()
+                    ));
+                }
+                RetryOptions {
+                    attempts,
+                    backoff: r.backoff.unwrap_or(d.backoff),
+                    max_backoff: r.max_backoff.unwrap_or(d.max_backoff),
+                    budget,
+                }
+            }
+        },
         timeout: nonzero(b.timeout, &format!("{key}.timeout"), err)?.unwrap_or(DEFAULT_TIMEOUT),
         connect_timeout: nonzero(b.connect_timeout, &format!("{key}.connect_timeout"), err)?
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT),

@@ -89,6 +89,9 @@ pub struct Route {
     pub unknown_query_parameters: UnknownFields,
     /// Policy for JSON fields naming no field.
     pub unknown_json_fields: UnknownFields,
+    /// The method may run twice (`methods.<name>.idempotent`): retried by a
+    /// backend's `retry` policy.
+    pub idempotent: bool,
     /// 0 for the main rule, 1.. for additional bindings.
     pub binding: usize,
     /// Position in the table, for per-route state kept elsewhere (auth).
@@ -752,6 +755,7 @@ fn compile(
         unknown_json_fields: overrides
             .and_then(|o| o.unknown_json_fields)
             .unwrap_or(config.transcode.unknown_json_fields),
+        idempotent: overrides.is_some_and(|o| o.idempotent),
         binding: binding.index,
         index: 0,
     })

@@ -15,6 +15,7 @@ use http::{HeaderMap, HeaderName, Uri};
 use serde::Serialize;
 use tokio::task::AbortHandle;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::config::{BackendConfig, Balance};
 use crate::http_rule::{Route, RouteBackend};
@@ -30,6 +31,10 @@ pub struct Backend {
     next: AtomicUsize,
     ejecting: Mutex<()>,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// Retries allowed as a share of calls.
+    budget: TpsBudget,
+    /// Retries made, for `/metrics` and `/readyz`.
+    retries: std::sync::atomic::AtomicU64,
 }
 
 /// One instance of a backend: a channel to one address and its health.
@@ -87,6 +92,8 @@ pub struct BackendStatus {
     pub available: bool,
     /// Its endpoints.
     pub endpoints: Vec<EndpointStatus>,
+    /// Retries made so far.
+    pub retries: u64,
 }
 
 /// How a call ended, for passive health.
@@ -212,13 +219,31 @@ impl Endpoint {
 impl Backend {
     /// A backend over `endpoints`, with no background tasks yet.
     pub fn new(config: BackendConfig, endpoints: Vec<Arc<Endpoint>>) -> Arc<Self> {
+        // Over the last 10s, at least one retry a second.
+        let budget = TpsBudget::new(Duration::from_secs(10), 1, config.retry.budget);
         Arc::new(Self {
             config,
             endpoints: ArcSwap::from_pointee(endpoints),
             next: AtomicUsize::new(0),
             ejecting: Mutex::new(()),
             tasks: Mutex::new(Vec::new()),
+            budget,
+            retries: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Counts a call toward the retry budget.
+    pub fn deposit(&self) {
+        self.budget.deposit();
+    }
+
+    /// Takes a retry from the budget; false when the budget is spent.
+    pub fn withdraw(&self) -> bool {
+        let ok = self.budget.withdraw();
+        if ok {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
     /// The backend's name.
@@ -369,6 +394,7 @@ impl Backend {
             })
             .collect();
         BackendStatus {
+            retries: self.retries.load(Ordering::Relaxed),
             name: self.config.name.clone(),
             required: self.config.required,
             available: self.is_available(),

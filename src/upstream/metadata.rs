@@ -64,6 +64,10 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// `X-Request-Id`, always forwarded.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// W3C Trace Context, always forwarded.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// W3C Trace Context vendor data, forwarded with `traceparent`.
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// gRPC metadata for the upstream call. `authority` is the request URI's
 /// authority, which HTTP/2 clients send instead of a `Host` header.
@@ -79,9 +83,12 @@ pub fn request_metadata(
             out.append(name.clone(), value.clone());
         }
     }
-    // The request id (the client's or the gateway's) ties backend logs to ours.
-    if let Some(id) = headers.get(REQUEST_ID) {
-        out.insert(REQUEST_ID, id.clone());
+    // The request id (the client's or the gateway's) ties backend logs to
+    // ours; W3C trace context continues the client's trace in the backend.
+    for name in [REQUEST_ID, TRACEPARENT, TRACESTATE] {
+        if let Some(value) = headers.get(&name) {
+            out.insert(name, value.clone());
+        }
     }
     for (name, value) in headers {
         if let Some(stripped) = name.as_str().strip_prefix(METADATA_PREFIX)

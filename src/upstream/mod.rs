@@ -198,18 +198,33 @@ impl Upstreams {
         headers.insert(TE, TRAILERS);
         let limit = target.max_response_bytes;
         let started = std::time::Instant::now();
+        let retry = &backend.config.retry;
+        let retries = if route.idempotent {
+            retry.attempts.saturating_sub(1)
+        } else {
+            0
+        };
+        backend.deposit();
         let call = async {
-            let mut refused: Vec<Arc<Endpoint>> = Vec::new();
+            // Endpoints not to try again: they refused, or failed a retried call.
+            let mut excluded: Vec<Arc<Endpoint>> = Vec::new();
             let mut last_refusal: Option<String> = None;
+            let mut retried = 0;
             let gave_up = |last: Option<String>| match last {
                 Some(cause) => CallError::Unreachable(cause),
                 None => CallError::NoEndpoint,
             };
-            // Only a backend with several endpoints can need the headers twice.
-            let spare = (backend.endpoints().len() > 1).then(|| headers.clone());
+            // Only a backend with several endpoints, or with retries, can
+            // need the headers twice.
+            let spare = (backend.endpoints().len() > 1 || retries > 0).then(|| headers.clone());
             let mut headers = Some(headers);
             loop {
-                let Some(lease) = backend.pick(&refused) else {
+                let Some(lease) = backend.pick(&excluded).or_else(|| {
+                    // A retry may go back to the endpoint that failed when it is the only one.
+                    (retried > 0 && last_refusal.is_none())
+                        .then(|| backend.pick(&[]))
+                        .flatten()
+                }) else {
                     return Err(gave_up(last_refusal));
                 };
                 let Some(mut attempt_headers) = headers.take().or_else(|| spare.clone()) else {
@@ -230,8 +245,18 @@ impl Upstreams {
                 match result {
                     Err(Attempt::Refused(cause)) => {
                         tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
-                        refused.push(lease.endpoint.clone());
+                        excluded.push(lease.endpoint.clone());
                         last_refusal = Some(cause);
+                    }
+                    Err(Attempt::Failed(e))
+                        if retried < retries && retryable(&e) && backend.withdraw() =>
+                    {
+                        retried += 1;
+                        let delay =
+                            backoff(retry, retried).min(timeout.saturating_sub(started.elapsed()));
+                        tracing::debug!(endpoint = %lease.endpoint.address, attempt = retried + 1, ?delay, "retrying an idempotent call");
+                        excluded.push(lease.endpoint.clone());
+                        tokio::time::sleep(delay).await;
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
                     Ok(reply) => return Ok(reply),
@@ -285,6 +310,27 @@ async fn send(
         .await
         .map_err(|e| transport(e.into()))?;
     read_reply(response, limit).await.map_err(Attempt::Failed)
+}
+
+/// Failures worth another attempt of an idempotent call: the backend was
+/// unavailable or the connection broke. A passed deadline is not: there is
+/// no time left.
+fn retryable(error: &CallError) -> bool {
+    match error {
+        CallError::Unreachable(_) => true,
+        CallError::Status(s) => s.code() == Code::Unavailable,
+        _ => false,
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to
+/// `backoff * 2^(n-1)`, at most `max_backoff`.
+fn backoff(options: &crate::config::RetryOptions, retry: u32) -> Duration {
+    let ceiling = options
+        .backoff
+        .saturating_mul(1 << retry.saturating_sub(1).min(16))
+        .min(options.max_backoff);
+    ceiling.mul_f64(fastrand::f64())
 }
 
 /// Whether a transport error is a refused connection somewhere in its chain.

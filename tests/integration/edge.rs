@@ -282,3 +282,57 @@ async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn idempotent_methods_are_retried_within_the_budget() {
+    use std::sync::atomic::Ordering;
+    let idempotent = "methods:\n  probe.v1.Probe.Echo:\n    idempotent: true\n";
+    let (stack, probe) = start_with(idempotent, |c| {
+        c.backends[0].retry.attempts = 3;
+        c.backends[0].retry.backoff = std::time::Duration::from_millis(5);
+    })
+    .await;
+    // Two UNAVAILABLE answers, then success: the third attempt answers.
+    probe.flaky.store(2, Ordering::SeqCst);
+    let reply = stack.echo(serde_json::json!({"text": "again"}), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 3);
+    // Three failures: out of attempts, the last error is the answer.
+    probe.flaky.store(3, Ordering::SeqCst);
+    let reply = stack.echo(serde_json::json!({"text": "again"}), &[]).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json["message"], "flaky on purpose");
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 6);
+    probe.flaky.store(0, Ordering::SeqCst);
+    let (_, _, metrics) = stack.0.get_text("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"protogate_upstream_retries{backend="probe"} 4"#),
+        "{metrics}"
+    );
+
+    // Without `idempotent`, a method is never retried.
+    let (stack, probe) = start_with("", |c| {
+        c.backends[0].retry.attempts = 3;
+    })
+    .await;
+    probe.flaky.store(1, Ordering::SeqCst);
+    let reply = stack.echo(serde_json::json!({"text": "once"}), &[]).await;
+    assert_eq!(reply.status, 503);
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn trace_context_reaches_the_backend() {
+    let (stack, _) = start("").await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = stack
+        .echo(
+            serde_json::json!({"text": "t"}),
+            &[("traceparent", parent), ("tracestate", "vendor=1")],
+        )
+        .await;
+    assert_eq!(reply.json["metadata"]["traceparent"], parent);
+    assert_eq!(reply.json["metadata"]["tracestate"], "vendor=1");
+}

@@ -99,6 +99,10 @@ pub struct Probe {
     pub chat_cancelled: Arc<AtomicUsize>,
     /// Lets a held Count stream go on.
     pub release: Arc<tokio::sync::Notify>,
+    /// Echo calls to answer UNAVAILABLE before answering normally.
+    pub flaky: Arc<AtomicUsize>,
+    /// Echo calls received.
+    pub echoes: Arc<AtomicUsize>,
 }
 
 impl NamedService for Probe {
@@ -149,6 +153,19 @@ impl Probe {
             "/probe.v1.Probe/Count" => return self.count(request).await,
             "/probe.v1.Probe/Chat" => return self.chat(request),
             _ => {}
+        }
+        self.echoes.fetch_add(1, Ordering::SeqCst);
+        if self
+            .flaky
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", "flaky%20on%20purpose")
+                .body(tonic::body::Body::empty())
+                .unwrap();
         }
         let (parts, body) = request.into_parts();
         let bytes = body
