@@ -50,6 +50,8 @@ pub struct Endpoint {
     healthy: AtomicBool,
     /// Passive failures in a row.
     failures: AtomicU32,
+    /// Ejections in a row with no answered call between them.
+    ejections: AtomicU32,
     /// End of the current ejection in milliseconds after `born`; 0 when not ejected.
     /// An atomic, not a lock: every pick reads it.
     ejected_until: AtomicU64,
@@ -139,6 +141,7 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             born: Instant::now(),
             streak: Mutex::new(0),
@@ -342,16 +345,30 @@ impl Backend {
         self.endpoints.load().iter().any(|e| e.is_healthy())
     }
 
-    /// Passive health: ejects an endpoint after `consecutive_failures`
-    /// failed calls in a row, unless it is the last one taking traffic.
+    /// Passive health, a circuit breaker per endpoint: ejects (opens) it
+    /// after `consecutive_failures` failed calls in a row, unless it is the
+    /// last one taking traffic. When the ejection ends it is half-open: one
+    /// answered call closes it, one failure ejects it again for twice as
+    /// long (up to ten times `ejection_time`).
     pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
         let outlier = &self.config.outlier;
         match outcome {
             Outcome::Neutral => {}
-            Outcome::Answered => endpoint.failures.store(0, Ordering::Relaxed),
+            Outcome::Answered => {
+                endpoint.failures.store(0, Ordering::Relaxed);
+                // A trial call after an ejection answered: closed again.
+                endpoint.ejections.store(0, Ordering::Relaxed);
+            }
             Outcome::Failed => {
                 let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if outlier.consecutive_failures == 0 || failures < outlier.consecutive_failures {
+                let ejections = endpoint.ejections.load(Ordering::Relaxed);
+                // Back from an ejection (half-open), one failure is enough.
+                let threshold = if ejections > 0 {
+                    1
+                } else {
+                    outlier.consecutive_failures
+                };
+                if outlier.consecutive_failures == 0 || failures < threshold {
                     return;
                 }
                 // One ejection at a time, so two endpoints failing together
@@ -368,12 +385,18 @@ impl Backend {
                     return;
                 }
                 endpoint.failures.store(0, Ordering::Relaxed);
-                endpoint.eject(now, outlier.ejection_time);
+                // Each ejection in a row lasts twice as long, up to ten times the first.
+                let ejection = outlier
+                    .ejection_time
+                    .saturating_mul(1 << ejections.min(3))
+                    .min(outlier.ejection_time.saturating_mul(10));
+                endpoint.ejections.fetch_add(1, Ordering::Relaxed);
+                endpoint.eject(now, ejection);
                 tracing::warn!(
                     backend = %self.config.name,
                     endpoint = %endpoint.address,
                     failures,
-                    ejection = ?outlier.ejection_time,
+                    ?ejection,
                     "endpoint ejected after failed calls"
                 );
             }
@@ -587,6 +610,37 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
         assert_eq!(counts(&b, 10).iter().filter(|&&n| n > 0).count(), 2);
+    }
+
+    #[tokio::test]
+    async fn back_from_ejection_one_failure_ejects_again_for_longer() {
+        let b = backend(
+            2,
+            "    balance: round_robin\n    outlier_detection: { consecutive_failures: 3, ejection_time: 200ms }\n",
+        );
+        let first = b.endpoints()[0].clone();
+        for _ in 0..3 {
+            b.record(&first, Outcome::Failed);
+        }
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        // Half-open: a single failure, and out for 400ms this time.
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            first.state(Instant::now()),
+            EndpointState::Ejected,
+            "doubled"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        // An answer closes it: back to three failures.
+        b.record(&first, Outcome::Answered);
+        b.record(&first, Outcome::Failed);
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
     }
 
     #[tokio::test]
