@@ -236,6 +236,9 @@ pub struct ServerSection {
     /// How long a stopping gateway waits for requests and streams in flight.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    /// Longest a client may take to send a request's headers.
+    #[serde(default, with = "humantime_serde")]
+    pub header_read_timeout: Option<Duration>,
     /// Longest request target (path and query), in bytes.
     pub max_uri_bytes: Option<usize>,
     /// Largest total size of the request headers, in bytes.

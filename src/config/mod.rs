@@ -106,6 +106,9 @@ pub struct RateOptions {
 /// Limits and protocol handling applied to every request.
 #[derive(Debug, Clone)]
 pub struct EdgeOptions {
+    /// Longest a client may take to send a request's headers, so slow
+    /// clients (slowloris) cannot hold connections. Default 10s.
+    pub header_read_timeout: Duration,
     /// Longest request target (path and query); 414 above it. Default 8 KiB.
     pub max_uri_bytes: usize,
     /// Largest total size of request header names and values; 431 above it.
@@ -123,6 +126,7 @@ pub struct EdgeOptions {
 impl Default for EdgeOptions {
     fn default() -> Self {
         Self {
+            header_read_timeout: Duration::from_secs(10),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
@@ -660,6 +664,12 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                 other => Ok(other.unwrap_or(default)),
             };
             EdgeOptions {
+                header_read_timeout: nonzero(
+                    raw.server.header_read_timeout,
+                    "server.header_read_timeout",
+                    &err,
+                )?
+                .unwrap_or(d.header_read_timeout),
                 max_uri_bytes: positive(
                     raw.server.max_uri_bytes,
                     "server.max_uri_bytes",

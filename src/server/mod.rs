@@ -9,65 +9,95 @@ pub mod stream;
 pub mod websocket;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 
 pub use reload::{Cut, Live};
 
 /// Serves the live gateway on `listener` until `shutdown` resolves, then
 /// stops accepting and drains in-flight requests for up to
-/// `server.shutdown_grace`; streams still open then are cut. Each request
+/// `server.shutdown_grace`; streams still open then are ended. Each request
 /// goes to the gateway current when it arrives, so reloads take effect
-/// without dropping connections.
+/// without dropping connections. HTTP/1.1 (with upgrades, for WebSockets)
+/// and HTTP/2 share the port; a client gets `server.header_read_timeout`
+/// to send its headers.
 ///
 /// # Errors
-/// I/O errors from the listener.
+/// None today: accept errors are logged and the loop goes on.
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let grace = live.gateway().config().shutdown_grace;
-    let draining = Arc::new(tokio::sync::Notify::new());
-    let started = draining.clone();
-    let shutdown = async move {
-        shutdown.await;
-        tracing::info!(grace = ?grace, "shutting down: draining requests in flight");
-        started.notify_one();
+    let (grace, header_read_timeout) = {
+        let gateway = live.gateway();
+        let config = gateway.config();
+        (config.shutdown_grace, config.edge.header_read_timeout)
     };
-    let app = axum::Router::new()
-        .fallback_service(live.clone().service())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // Responses go out in several writes when large; without TCP_NODELAY,
-    // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds.
-    let listener = listener.tap_io(|tcp| {
+    let app = axum::Router::new().fallback_service(live.clone().service());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, do not spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses go out in several writes when large; without TCP_NODELAY,
+        // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    let mut server = std::pin::pin!(server.into_future());
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %remote, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?grace, "shutting down: draining requests in flight");
+    let mut drained = std::pin::pin!(connections.shutdown());
     tokio::select! {
-        result = &mut server => return result,
-        () = async {
-            draining.notified().await;
-            tokio::time::sleep(grace).await;
-        } => {}
+        () = &mut drained => return Ok(()),
+        () = tokio::time::sleep(grace) => {}
     }
     // Streams do not finish by themselves: end them, with an error line
     // that says why, and let their connections close.
     tracing::warn!(grace = ?grace, "grace period over; ending the streams still open");
     live.cut_streams();
-    match tokio::time::timeout(CUT_WAIT, server).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!("connections still open after the streams ended; stopping anyway");
-            Ok(())
-        }
+    if tokio::time::timeout(CUT_WAIT, drained).await.is_err() {
+        tracing::warn!("connections still open after the streams ended; stopping anyway");
     }
+    Ok(())
 }
 
 /// How long connections get to close after their streams were ended.

@@ -336,3 +336,49 @@ async fn trace_context_reaches_the_backend() {
     assert_eq!(reply.json["metadata"]["traceparent"], parent);
     assert_eq!(reply.json["metadata"]["tracestate"], "vendor=1");
 }
+
+/// Writes `sent` on a raw connection, waits `pause`, and returns whatever
+/// the server answered before closing (bounded by 5s).
+async fn raw(addr: std::net::SocketAddr, sent: &[u8], pause: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    tokio::time::sleep(pause).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closed the connection within 5s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn slow_and_malformed_clients_are_cut_off() {
+    let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
+    let addr = stack.0.addr;
+    // Slowloris: headers that never end. The connection is closed once the
+    // header read timeout passes; it is not held open.
+    let started = std::time::Instant::now();
+    let answer = raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n",
+        std::time::Duration::ZERO,
+    )
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    // Garbage is a 400 and a closed connection.
+    let answer = raw(addr, b"BLAH BLAH\r\n\r\n", std::time::Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    // Meanwhile the gateway serves everyone else.
+    assert_eq!(stack.0.get_text("/healthz").await.0, 200);
+}
