@@ -345,6 +345,10 @@ impl GatewayError {
                 }
                 None
             }
+            Self::Overloaded => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                None
+            }
             Self::RateLimited(limited) => {
                 // RFC 9110 Retry-After, and the IETF RateLimit fields.
                 headers.insert(

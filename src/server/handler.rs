@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::{Instrument, field::Empty};
 
-use super::{stream, websocket};
+use super::{layers, stream, websocket};
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
@@ -46,9 +46,19 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         grpc_code = Empty,
     );
     async move {
-        let _in_flight = gw.metrics().start();
+        let in_flight = gw.metrics().start(gw.config().edge.max_concurrent_requests);
         let mut matched: Option<Arc<Route>> = None;
-        let result = pipeline(&gw, &mut parts, body, &mut matched).await;
+        // Over the concurrency limit, shed at once rather than queue.
+        let result = match in_flight {
+            Some(_) => match layers::check_sizes(&parts, &gw.config().edge) {
+                Ok(()) => pipeline(&gw, &mut parts, body, &mut matched).await,
+                Err(e) => Err(e),
+            },
+            None => {
+                tracing::warn!("request shed: too many requests in flight");
+                Err(GatewayError::Overloaded)
+            }
+        };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let mut response = match result {
             Ok(response) => {

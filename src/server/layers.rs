@@ -2,32 +2,25 @@
 //!
 //! 1. request id: `X-Request-Id` kept when the client sent one, generated
 //!    (a UUID) otherwise, echoed on the response and forwarded to backends;
-//! 2. size limits: request target and headers (414, 431), before anything
-//!    else looks at them;
-//! 3. CORS, preflights included, when `cors` is configured;
-//! 4. response compression (gzip, br), but never of streams: compressing
+//! 2. CORS, preflights included, when `cors` is configured;
+//! 3. response compression (gzip, br), but never of streams: compressing
 //!    would hold messages back;
-//! 5. compressed request bodies (gzip, br), decompressed as they are read,
+//! 4. compressed request bodies (gzip, br), decompressed as they are read,
 //!    so body limits count decompressed bytes.
 //!
-//! Load shedding sits on the API handler alone ([`shed`]), so health checks
-//! and docs answer under load.
-
-use std::convert::Infallible;
+//! Size limits ([`check_sizes`]) and load shedding are the API handler's
+//! first steps, so health checks and docs answer under load; as plain
+//! checks rather than layers they cost no allocation per request.
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::Request;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 use crate::config::{CorsOptions, EdgeOptions};
 use crate::error::GatewayError;
@@ -58,74 +51,83 @@ pub fn apply(router: Router, edge: &EdgeOptions, cors: Option<&CorsOptions>) -> 
     if let Some(cors) = cors {
         router = router.layer(cors_layer(cors));
     }
-    let limits = (edge.max_uri_bytes, edge.max_header_bytes);
     router
-        .layer(middleware::from_fn(move |request: Request, next: Next| {
-            check_sizes(request, next, limits)
-        }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomId))
 }
 
-/// The API handler behind a concurrency limit: a request over it is
-/// answered 503 with `Retry-After` at once rather than queued.
-pub fn shed<S>(
-    handler: S,
-    limit: usize,
-) -> impl tower::Service<
-    Request,
-    Response = Response,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response, Infallible>> + Send,
-> + Clone
-+ Send
-+ Sync
-+ 'static
-where
-    S: tower::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .concurrency_limit(limit)
-        .service(handler)
-}
+/// Request ids in the UUID v4 form from a fast non-cryptographic generator:
+/// they name requests in logs, they guard nothing, and a system random
+/// number per request would cost a syscall.
+#[derive(Debug, Clone, Copy)]
+struct RandomId;
 
-async fn overloaded(_: tower::BoxError) -> Response {
-    tracing::warn!("request shed: too many requests in flight");
-    let mut response = GatewayError::Overloaded.into_response();
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-async fn check_sizes(
-    request: Request,
-    next: Next,
-    (max_uri, max_headers): (usize, usize),
-) -> Response {
-    let uri = request
-        .uri()
-        .path_and_query()
-        .map_or(0, |p| p.as_str().len());
-    if uri > max_uri {
-        return GatewayError::UriTooLong { limit: max_uri }.into_response();
+impl MakeRequestId for RandomId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        Some(RequestId::new(random_uuid()))
     }
-    let headers: usize = request
-        .headers()
+}
+
+fn random_uuid() -> HeaderValue {
+    // Version 4, variant 10: the layout RFC 9562 gives random UUIDs.
+    let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static(
+        "00000000-0000-4000-8000-000000000000",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_random_uuids() {
+        let a = random_uuid();
+        let b = random_uuid();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{text}"
+        );
+        assert!(parts[2].starts_with('4'), "{text}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{text}");
+    }
+}
+
+/// Refuses a request whose target or headers are over the limits (414, 431).
+///
+/// # Errors
+/// [`GatewayError::UriTooLong`] or [`GatewayError::HeadersTooLarge`].
+pub fn check_sizes(parts: &http::request::Parts, edge: &EdgeOptions) -> Result<(), GatewayError> {
+    let uri = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > edge.max_uri_bytes {
+        return Err(GatewayError::UriTooLong {
+            limit: edge.max_uri_bytes,
+        });
+    }
+    let headers: usize = parts
+        .headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
         .sum();
-    if headers > max_headers {
-        return GatewayError::HeadersTooLarge { limit: max_headers }.into_response();
+    if headers > edge.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge {
+            limit: edge.max_header_bytes,
+        });
     }
-    next.run(request).await
+    Ok(())
 }
 
 fn cors_layer(options: &CorsOptions) -> CorsLayer {

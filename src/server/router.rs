@@ -9,7 +9,6 @@
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::handler::Handler;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -44,11 +43,7 @@ pub fn router(gateway: Gateway) -> Router {
     }
     let edge = gateway.config().edge.clone();
     let cors = gateway.config().cors.clone();
-    let api = layers::shed(
-        handler::handle.with_state(gateway.clone()),
-        edge.max_concurrent_requests,
-    );
-    let router = endpoints.with_state(gateway).fallback_service(api);
+    let router = endpoints.fallback(handler::handle).with_state(gateway);
     layers::apply(router, &edge, cors.as_ref())
 }
 
