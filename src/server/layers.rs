@@ -85,27 +85,6 @@ fn random_uuid() -> HeaderValue {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_look_like_random_uuids() {
-        let a = random_uuid();
-        let b = random_uuid();
-        assert_ne!(a, b);
-        let text = a.to_str().unwrap();
-        let parts: Vec<&str> = text.split('-').collect();
-        assert_eq!(
-            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
-            [8, 4, 4, 4, 12],
-            "{text}"
-        );
-        assert!(parts[2].starts_with('4'), "{text}");
-        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{text}");
-    }
-}
-
 /// Refuses a request whose target or headers are over the limits (414, 431).
 ///
 /// # Errors
@@ -153,4 +132,25 @@ fn cors_layer(options: &CorsOptions) -> CorsLayer {
         .expose_headers(expose)
         .allow_credentials(options.allow_credentials)
         .max_age(options.max_age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_random_uuids() {
+        let a = random_uuid();
+        let b = random_uuid();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{text}"
+        );
+        assert!(parts[2].starts_with('4'), "{text}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{text}");
+    }
 }
