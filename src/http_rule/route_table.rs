@@ -56,6 +56,16 @@ pub enum BodyRule {
     Field(FieldPath),
 }
 
+impl BodyRule {
+    /// The field the body goes to, for `body: "field"`.
+    pub fn field(&self) -> Option<&FieldPath> {
+        match self {
+            Self::Field(path) => Some(path),
+            _ => None,
+        }
+    }
+}
+
 /// One HTTP binding of a gRPC method, with everything a request needs precomputed.
 #[derive(Debug, Clone)]
 pub struct Route {

@@ -23,7 +23,7 @@ use super::{layers, stream, websocket};
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
-use crate::http_rule::{BodyRule, Route};
+use crate::http_rule::Route;
 use crate::transcode::{self, http_body};
 use crate::upstream::CallError;
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
@@ -195,11 +195,7 @@ pub(super) fn message(
 ) -> Result<Vec<u8>, GatewayError> {
     if route.raw_request {
         let mut input = gw.codec().request(route, values, query, b"")?;
-        let path = match &route.body {
-            BodyRule::Field(path) => Some(path),
-            _ => None,
-        };
-        http_body::append(&mut input, path, content_type(parts), body);
+        http_body::append(&mut input, route.body.field(), content_type(parts), body);
         return Ok(input);
     }
     check_content_type(parts, &body)?;

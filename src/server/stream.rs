@@ -39,7 +39,7 @@ use super::reload::Cut;
 use crate::config::Framing;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
+use crate::http_rule::{Route, RouteBackend, RouteMatch};
 use crate::transcode::http_body;
 use crate::upstream::CallError;
 use crate::upstream::balance::Lease;
@@ -93,10 +93,7 @@ pub(super) async fn call(
             let prefix = gw
                 .codec()
                 .request(&route, &found.values, query.as_deref(), b"")?;
-            let field = match &route.body {
-                BodyRule::Field(path) => Some(path.clone()),
-                _ => None,
-            };
+            let field = route.body.field().cloned();
             upload_chunks(reader, prefix, field, content_type(parts).to_owned())
         } else {
             ndjson_messages(

@@ -116,6 +116,7 @@ pub(super) async fn websocket(
     let cut = parts.extensions.get::<Cut>().cloned();
     let session = Session {
         frames: 0,
+        upload_prefix: None,
         cut,
         gw: gw.clone(),
         route: found.route.clone(),
@@ -129,6 +130,8 @@ pub(super) async fn websocket(
 struct Session {
     /// Frames read so far, to name a bad one.
     frames: usize,
+    /// The encoded path and query fields of a raw upload's chunks.
+    upload_prefix: Option<Vec<u8>>,
     cut: Option<Cut>,
     gw: Gateway,
     route: Arc<Route>,
@@ -333,13 +336,18 @@ impl Session {
                 .map(|m| vec![Queued::Message(Bytes::from(m))])
                 .map_err(|e| bad(GatewayError::from(e).client_message())),
             Message::Binary(data) if self.route.raw_request => {
-                let prefix = codec
-                    .request(&self.route, &self.values, self.query.as_deref(), b"")
-                    .map_err(|e| bad(GatewayError::from(e).client_message()))?;
-                let path = match &self.route.body {
-                    BodyRule::Field(path) => Some(path),
-                    _ => None,
+                // The path and query fields, encoded once for the session.
+                let prefix = match &self.upload_prefix {
+                    Some(prefix) => prefix.clone(),
+                    None => {
+                        let prefix = codec
+                            .request(&self.route, &self.values, self.query.as_deref(), b"")
+                            .map_err(|e| bad(GatewayError::from(e).client_message()))?;
+                        self.upload_prefix = Some(prefix.clone());
+                        prefix
+                    }
                 };
+                let path = self.route.body.field();
                 let mut data = data.clone();
                 let mut out = Vec::new();
                 loop {
