@@ -71,6 +71,10 @@ pub enum Command {
         /// How long to wait for the answer.
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Accept any certificate: for probing the gateway's own HTTPS
+        /// port on loopback, where the certificate names the public host.
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -187,10 +191,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::auth::api_key::hash_hex(&key));
             Ok(())
         }
-        Command::Probe { url, timeout } => {
+        Command::Probe {
+            url,
+            timeout,
+            insecure,
+        } => {
             crate::auth::install_tls_provider();
             let response = reqwest::Client::builder()
                 .timeout(timeout)
+                .tls_danger_accept_invalid_certs(insecure)
                 .build()?
                 .get(&url)
                 .send()

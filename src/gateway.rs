@@ -243,7 +243,9 @@ async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Resu
         let mut failures = Vec::new();
         let mut answer = None;
         for endpoint in &backend.endpoints {
-            match reflection::fetch(endpoint, backend.connect_timeout, backend.timeout).await {
+            let connection =
+                crate::upstream::balance::connection(endpoint.clone(), endpoint, backend);
+            match reflection::fetch(connection, backend.timeout).await {
                 Ok(found) => {
                     answer = Some(found);
                     break;

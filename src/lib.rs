@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;
 

@@ -76,6 +76,7 @@ struct Inner {
     retries: Family<BackendLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     rate_limited: Counter,
+    tls_handshake_failures: Counter,
 }
 
 /// Labels of a reload.
@@ -153,8 +154,15 @@ impl Metrics {
             "Requests refused with 429 by a rate limit",
             rate_limited.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes with clients that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
+                tls_handshake_failures,
                 registry,
                 requests,
                 request_seconds,
@@ -216,6 +224,11 @@ impl Metrics {
     /// Counts a request refused by a rate limit.
     pub fn rate_limited(&self) {
         self.inner.rate_limited.inc();
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn tls_handshake_failed(&self) {
+        self.inner.tls_handshake_failures.inc();
     }
 
     /// Records a reload.

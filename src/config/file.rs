@@ -247,6 +247,36 @@ pub struct ServerSection {
     pub max_concurrent_requests: Option<usize>,
     /// Compress responses (gzip, br) for clients that accept it.
     pub compression: Option<bool>,
+    /// HTTPS termination.
+    pub tls: Option<ServerTlsSection>,
+}
+
+/// `server.tls:`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether clients may connect without a certificate.
+    pub client_cert_optional: Option<bool>,
+}
+
+/// `backends.<name>.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTlsSection {
+    /// PEM CA certificates to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key: Option<PathBuf>,
+    /// The name the backend's certificate must carry, when not the address's host.
+    pub server_name: Option<String>,
 }
 
 /// `cors:`
@@ -326,6 +356,8 @@ pub struct BackendSection {
     pub connect_timeout: Option<Duration>,
     /// Largest reply message accepted, in bytes.
     pub max_response_bytes: Option<usize>,
+    /// TLS settings for `https://` addresses.
+    pub tls: Option<BackendTlsSection>,
 }
 
 /// Endpoint choice within a backend.

@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use http::HeaderName;
 use http::Uri;
 
+use crate::tls::PemFile;
 pub use file::{Balance, Framing, HttpRuleSection, UnknownFields};
 
 /// Default listen address.
@@ -81,6 +82,46 @@ pub struct Config {
     pub cors: Option<CorsOptions>,
     /// Rate limits. Default none.
     pub rate_limit: RateLimitOptions,
+    /// HTTPS termination. Default none: plain HTTP, for local use or
+    /// behind a proxy that terminates TLS.
+    pub tls: Option<ServerTls>,
+}
+
+/// HTTPS on the listener. Read at startup (like the listen address); the
+/// files it names are reloaded when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// CA certificates for client certificates; set, clients must present
+    /// one it signed (mutual TLS). Default none.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`, clients without a certificate are let in too (and
+    /// are anonymous to the auth rules). Default false.
+    pub client_cert_optional: bool,
+}
+
+/// TLS to a backend (its addresses are `https://`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// CA certificates to trust. Default: the system's roots.
+    pub ca: Option<PemFile>,
+    /// Client certificate and key for mutual TLS. Default none.
+    pub identity: Option<ClientIdentity>,
+    /// The name the backend's certificate must carry. Default: the host of
+    /// the configured address.
+    pub server_name: Option<String>,
+}
+
+/// A client certificate and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// PEM certificate chain.
+    pub cert: PemFile,
+    /// PEM private key.
+    pub key: PemFile,
 }
 
 /// Token-bucket rate limits.
@@ -307,6 +348,9 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Largest reply message accepted. Default 4 MiB.
     pub max_response_bytes: usize,
+    /// TLS for `https://` addresses; the file bytes are part of the value,
+    /// so a reload with a new certificate makes new connections.
+    pub tls: Option<BackendTls>,
 }
 
 impl BackendConfig {
@@ -323,6 +367,7 @@ impl BackendConfig {
             && self.outlier == other.outlier
             && self.retry == other.retry
             && self.required == other.required
+            && self.tls == other.tls
     }
 }
 
@@ -546,7 +591,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
     }
     let mut backends = Vec::new();
     for (name, b) in raw.backends {
-        backends.push(backend(name, b, &err)?);
+        backends.push(backend(name, b, &anchor, &err)?);
     }
 
     let d = raw.descriptors;
@@ -689,6 +734,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
             }
         },
         cors: cors(raw.cors, &err)?,
+        tls: server_tls(raw.server.tls, &anchor, &err)?,
         rate_limit: RateLimitOptions {
             by_address: rate(raw.rate_limit.by_address, "rate_limit.by_address", &err)?,
             by_caller: rate(raw.rate_limit.by_caller, "rate_limit.by_caller", &err)?,
@@ -717,9 +763,72 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
     })
 }
 
+fn server_tls(
+    raw: Option<file::ServerTlsSection>,
+    anchor: &impl Fn(&PathBuf) -> PathBuf,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<Option<ServerTls>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if raw.client_cert_optional.is_some() && raw.client_ca.is_none() {
+        bail!(err(
+            "server.tls.client_cert_optional",
+            "needs `client_ca`".into()
+        ));
+    }
+    let tls = ServerTls {
+        cert: anchor(&raw.cert),
+        key: anchor(&raw.key),
+        client_ca: raw.client_ca.as_ref().map(anchor),
+        client_cert_optional: raw.client_cert_optional.unwrap_or(false),
+    };
+    // Built once here so a bad file fails `protogate check` and reloads.
+    crate::tls::ServerTlsState::load(&tls).map_err(|e| err("server.tls", format!("{e:#}")))?;
+    Ok(Some(tls))
+}
+
+fn backend_tls(
+    raw: file::BackendTlsSection,
+    key: &str,
+    anchor: &impl Fn(&PathBuf) -> PathBuf,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<BackendTls> {
+    let pem = |path: &PathBuf, field: &str, read: fn(&Path) -> anyhow::Result<Vec<u8>>| {
+        let path = anchor(path);
+        read(&path)
+            .map(|pem| PemFile {
+                path: path.clone(),
+                pem,
+            })
+            .map_err(|e| err(&format!("{key}.tls.{field}"), format!("{e:#}")))
+    };
+    let identity = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(k)) => Some(ClientIdentity {
+            cert: pem(cert, "cert", crate::tls::read_certs_pem)?,
+            key: pem(k, "key", crate::tls::read_key_pem)?,
+        }),
+        (None, None) => None,
+        _ => bail!(err(
+            &format!("{key}.tls"),
+            "give `cert` and `key` together".into()
+        )),
+    };
+    Ok(BackendTls {
+        ca: raw
+            .ca
+            .as_ref()
+            .map(|ca| pem(ca, "ca", crate::tls::read_certs_pem))
+            .transpose()?,
+        identity,
+        server_name: raw.server_name,
+    })
+}
+
 fn backend(
     name: String,
     b: file::BackendSection,
+    anchor: &impl Fn(&PathBuf) -> PathBuf,
     err: &impl Fn(&str, String) -> anyhow::Error,
 ) -> anyhow::Result<BackendConfig> {
     let key = format!("backends.{name}");
@@ -739,16 +848,23 @@ fn backend(
         let address: Uri = text
             .parse()
             .map_err(|e| err(&field, format!("{text:?} is not a URL ({e})")))?;
+        let has_port = address.authority().is_some_and(|a| a.port().is_some());
         match address.scheme_str() {
-            Some("http") if address.authority().is_some_and(|a| a.port().is_some()) => {}
-            Some("https") => bail!(err(
+            Some("http") if has_port && b.tls.is_some() => bail!(err(
                 &field,
-                "TLS to backends is not supported yet; use http://".into()
+                format!("{text:?} is plain HTTP but `tls` is set; use https://")
             )),
+            Some("http" | "https") if has_port => {}
             _ => bail!(err(
                 &field,
-                format!("{text:?} must look like http://host:port")
+                format!("{text:?} must look like http://host:port or https://host:port")
             )),
+        }
+        if endpoints
+            .first()
+            .is_some_and(|first: &Uri| first.scheme() != address.scheme())
+        {
+            bail!(err(&field, "mixes http:// and https:// addresses".into()));
         }
         if endpoints.contains(&address) {
             bail!(err(&field, format!("{text:?} is listed twice")));
@@ -807,7 +923,6 @@ fn backend(
         ));
     }
     Ok(BackendConfig {
-        endpoints,
         services,
         reflection: b.reflection,
         weight: b.weight,
@@ -854,6 +969,16 @@ fn backend(
             Some(n) => n,
             None => DEFAULT_MAX_RESPONSE_BYTES,
         },
+        tls: match (b.tls, endpoints.first().and_then(Uri::scheme_str)) {
+            (Some(raw), _) => Some(backend_tls(raw, &key, anchor, err)?),
+            (None, Some("https")) => Some(BackendTls {
+                ca: None,
+                identity: None,
+                server_name: None,
+            }),
+            (None, _) => None,
+        },
+        endpoints,
         name,
     })
 }

@@ -26,7 +26,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Uri;
 use prost::Message;
 use prost_reflect::DescriptorPool;
 use tokio::sync::mpsc;
@@ -155,19 +154,15 @@ pub enum ReflectionError {
 /// UNIMPLEMENTED to `grpc.reflection.v1`, the exchange runs again on
 /// `grpc.reflection.v1alpha` over the same connection.
 ///
-/// `connect_timeout` bounds the TCP connect; `timeout` bounds the whole call,
-/// connecting included.
+/// `endpoint` carries the connect timeout and TLS settings; `timeout`
+/// bounds the whole call, connecting included.
 ///
 /// # Errors
 /// Any [`ReflectionError`] but `Undecodable` and `Pool`; each names `endpoint`.
-#[instrument(skip_all, fields(endpoint = %endpoint))]
-pub async fn fetch(
-    endpoint: &Uri,
-    connect_timeout: Duration,
-    timeout: Duration,
-) -> Result<Reflected, ReflectionError> {
-    let name = endpoint.to_string();
-    match tokio::time::timeout(timeout, exchange(endpoint, connect_timeout, &name)).await {
+#[instrument(skip_all, fields(endpoint = %endpoint.uri()))]
+pub async fn fetch(endpoint: Endpoint, timeout: Duration) -> Result<Reflected, ReflectionError> {
+    let name = endpoint.uri().to_string();
+    match tokio::time::timeout(timeout, exchange(endpoint, &name)).await {
         Ok(result) => result,
         Err(_) => Err(ReflectionError::Timeout {
             endpoint: name,
@@ -208,13 +203,8 @@ pub fn add_to_pool(pool: &mut DescriptorPool, files: &[Bytes]) -> Result<(), Ref
 }
 
 /// Connects, picks the protocol version and collects the files.
-async fn exchange(
-    endpoint: &Uri,
-    connect_timeout: Duration,
-    name: &str,
-) -> Result<Reflected, ReflectionError> {
-    let channel = Endpoint::from(endpoint.clone())
-        .connect_timeout(connect_timeout)
+async fn exchange(endpoint: Endpoint, name: &str) -> Result<Reflected, ReflectionError> {
+    let channel = endpoint
         .connect()
         .await
         .map_err(|e| ReflectionError::Connect {
@@ -717,6 +707,7 @@ fn dependency_order(files: &[File]) -> Result<Vec<usize>, String> {
 
 #[cfg(test)]
 mod tests {
+    use http::Uri;
     use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::Instant;
@@ -782,8 +773,7 @@ mod tests {
 
     async fn fetch_from(backend: &Backend) -> Result<Reflected, ReflectionError> {
         fetch(
-            &backend.uri,
-            Duration::from_secs(2),
+            Endpoint::from(backend.uri.clone()).connect_timeout(Duration::from_secs(2)),
             Duration::from_secs(10),
         )
         .await
@@ -1082,9 +1072,8 @@ mod tests {
         drop(listener);
         let uri: Uri = format!("http://{addr}").parse().unwrap();
         let start = Instant::now();
-        let err = fetch(&uri, Duration::from_secs(1), Duration::from_secs(2))
-            .await
-            .unwrap_err();
+        let endpoint = Endpoint::from(uri).connect_timeout(Duration::from_secs(1));
+        let err = fetch(endpoint, Duration::from_secs(2)).await.unwrap_err();
         assert!(matches!(err, ReflectionError::Connect { .. }), "{err:?}");
         assert!(
             start.elapsed() < Duration::from_secs(2),
@@ -1105,7 +1094,8 @@ mod tests {
             .parse()
             .unwrap();
         let start = Instant::now();
-        let err = fetch(&uri, Duration::from_secs(5), Duration::from_millis(300))
+        let endpoint = Endpoint::from(uri).connect_timeout(Duration::from_secs(5));
+        let err = fetch(endpoint, Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(matches!(err, ReflectionError::Timeout { .. }), "{err:?}");

@@ -27,20 +27,31 @@ pub use reload::{Cut, Live};
 /// goes to the gateway current when it arrives, so reloads take effect
 /// without dropping connections. HTTP/1.1 (with upgrades, for WebSockets)
 /// and HTTP/2 share the port; a client gets `server.header_read_timeout`
-/// to send its headers.
+/// to finish its TLS handshake and again to send its headers. With
+/// `server.tls`, connections are HTTPS only (ALPN `h2`, `http/1.1`) and the
+/// certificate files are reloaded when they change.
 ///
 /// # Errors
-/// None today: accept errors are logged and the loop goes on.
+/// The TLS files cannot be loaded or watched. Accept errors are logged and
+/// the loop goes on.
 pub async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (grace, header_read_timeout) = {
-        let gateway = live.gateway();
-        let config = gateway.config();
-        (config.shutdown_grace, config.edge.header_read_timeout)
+    let gateway = live.gateway();
+    let config = gateway.config();
+    let (grace, header_read_timeout) = (config.shutdown_grace, config.edge.header_read_timeout);
+    let tls = match &config.tls {
+        Some(options) => {
+            let state = crate::tls::ServerTlsState::load(options).map_err(io_error)?;
+            let watch = state.watch(config.reload.debounce).map_err(io_error)?;
+            tracing::info!(cert = %options.cert.display(), mutual = options.client_ca.is_some(), "serving HTTPS");
+            Some((state, watch))
+        }
+        None => None,
     };
+    drop(gateway);
     let app = axum::Router::new().fallback_service(live.clone().service());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -73,12 +84,39 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(remote));
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = connections.watch(connection);
+        let watcher = connections.watcher();
+        let builder = builder.clone();
+        let acceptor = tls.as_ref().map(|(state, _)| state.acceptor());
+        let live = live.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let ended = match acceptor {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await
+                        {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %remote, "TLS handshake failed");
+                                live.gateway().metrics().tls_handshake_failed();
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                live.gateway().metrics().tls_handshake_failed();
+                                return;
+                            }
+                        };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %remote, "connection ended with an error");
             }
         });
@@ -98,6 +136,10 @@ pub async fn serve(
         tracing::warn!("connections still open after the streams ended; stopping anyway");
     }
     Ok(())
+}
+
+fn io_error(e: anyhow::Error) -> std::io::Error {
+    std::io::Error::other(format!("{e:#}"))
 }
 
 /// How long connections get to close after their streams were ended.

@@ -183,7 +183,7 @@ impl Live {
         let gateway = self.gateway();
         let options = gateway.config().reload.clone();
         let watcher = if options.watch {
-            Some(watch_file(&gateway.config().source, changed.clone())?)
+            Some(watch_paths(&[&gateway.config().source], changed.clone())?)
         } else {
             None
         };
@@ -238,16 +238,15 @@ impl Active {
     }
 }
 
-/// Watches the directory the config file is named in, as named (not
-/// resolved): editors replace files rather than write them in place, and a
-/// Kubernetes ConfigMap swaps a symlinked directory. Any write, creation,
-/// rename or removal there is a possible change; the reload then compares
-/// the file's bytes. Reads (as by a reload) are not changes.
-fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWatcher> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// Watches the directories `paths` are named in, as named (not resolved):
+/// editors replace files rather than write them in place, and Kubernetes
+/// swaps a symlinked directory for ConfigMaps and Secrets. Any write,
+/// creation, rename or removal there is a possible change; the reload then
+/// compares the files' bytes. Reads (as by a reload) are not changes.
+pub(crate) fn watch_paths(
+    paths: &[&Path],
+    changed: Arc<Notify>,
+) -> anyhow::Result<RecommendedWatcher> {
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event)
@@ -259,24 +258,35 @@ fn watch_file(path: &Path, changed: Arc<Notify>) -> anyhow::Result<RecommendedWa
                 changed.notify_one();
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "config file watch failed"),
+            Err(e) => tracing::warn!(error = %e, "file watch failed"),
         })
-        .context("cannot start the config file watcher")?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
-    tracing::debug!(dir = %dir.display(), "watching the config file's directory");
+        .context("cannot start a file watcher")?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if dirs.contains(&dir) {
+            continue;
+        }
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", dir.display()))?;
+        tracing::debug!(dir = %dir.display(), "watching for file changes");
+        dirs.push(dir);
+    }
     Ok(watcher)
 }
 
 /// SIGHUP, where there is such a signal.
-struct Hangups {
+pub(crate) struct Hangups {
     #[cfg(unix)]
     signal: Option<tokio::signal::unix::Signal>,
 }
 
 impl Hangups {
-    fn listen() -> Self {
+    pub(crate) fn listen() -> Self {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
@@ -290,7 +300,7 @@ impl Hangups {
     }
 
     /// The next SIGHUP; never, without a handler.
-    async fn next(&mut self) {
+    pub(crate) async fn next(&mut self) {
         #[cfg(unix)]
         if let Some(signal) = self.signal.as_mut()
             && signal.recv().await.is_some()

@@ -122,14 +122,36 @@ impl Drop for Lease {
     }
 }
 
+/// How to connect to `uri` (an address of `origin`): its connect timeout
+/// and, for `https://`, TLS verified against `origin`'s host (or the
+/// configured server name), so resolved IPs still check the right name.
+pub fn connection(uri: Uri, origin: &Uri, config: &BackendConfig) -> TonicEndpoint {
+    let endpoint = TonicEndpoint::from(uri)
+        .origin(origin.clone())
+        .connect_timeout(config.connect_timeout)
+        .tcp_nodelay(true);
+    let Some(tls) = &config.tls else {
+        return endpoint;
+    };
+    let host = origin.host().unwrap_or_default();
+    // The host without IPv6 brackets, as certificates name it.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let settings = crate::tls::client_config(tls, host).timeout(config.connect_timeout);
+    match endpoint.clone().tls_config(settings) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            // Every call then fails as unreachable, with this in the log.
+            tracing::error!(backend = %config.name, error = %e, "cannot set up TLS to the backend");
+            endpoint
+        }
+    }
+}
+
 impl Endpoint {
     /// A lazily connecting channel to `uri`; `origin` is the configured
     /// address, sent as `:authority` when `uri` is a resolved IP.
     pub fn new(uri: Uri, origin: &Uri, config: &BackendConfig) -> Arc<Self> {
-        let channel = TonicEndpoint::from(uri.clone())
-            .origin(origin.clone())
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
+        let channel = connection(uri.clone(), origin, config)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true)

@@ -64,7 +64,8 @@ where
             }
         };
         for addr in addresses {
-            let uri = match format!("http://{addr}").parse::<Uri>() {
+            let scheme = origin.scheme_str().unwrap_or("http");
+            let uri = match format!("{scheme}://{addr}").parse::<Uri>() {
                 Ok(uri) => uri,
                 Err(_) => continue,
             };

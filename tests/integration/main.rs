@@ -15,5 +15,6 @@ mod openapi;
 mod readme;
 mod reload;
 mod streaming;
+mod tls;
 mod transcoding;
 mod versions;
