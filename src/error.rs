@@ -115,6 +115,15 @@ pub enum GatewayError {
         /// Why it could not be reached.
         cause: String,
     },
+    /// Every endpoint's circuit breaker is open: answered at once, without
+    /// a call.
+    #[error("backend {backend} is unavailable: circuit open, retry in {retry_after}s")]
+    CircuitOpen {
+        /// Name of the backend.
+        backend: String,
+        /// Seconds until an endpoint takes a trial call.
+        retry_after: u64,
+    },
     /// The backend's answer was not a valid gRPC reply of the declared type.
     #[error("backend {backend} sent an invalid response: {cause}")]
     BadBackend {
@@ -215,7 +224,7 @@ impl GatewayError {
             Self::Upstream(s) => s.code,
             Self::Auth(e) if e.is_forbidden() => Code::PermissionDenied,
             Self::Auth(_) => Code::Unauthenticated,
-            Self::Unavailable { .. } => Code::Unavailable,
+            Self::Unavailable { .. } | Self::CircuitOpen { .. } => Code::Unavailable,
             Self::BadBackend { .. } => Code::Internal,
             Self::BodyTimeout { .. } => Code::DeadlineExceeded,
             Self::UnsupportedMediaType { .. } => Code::InvalidArgument,
@@ -256,6 +265,7 @@ impl GatewayError {
         match self {
             Self::Upstream(s) => s.message.clone(),
             Self::Unavailable { backend, .. } => format!("backend {backend} is unavailable"),
+            Self::CircuitOpen { .. } => self.to_string(),
             Self::BadBackend { backend, .. } => {
                 format!("backend {backend} sent an invalid response")
             }
@@ -347,6 +357,10 @@ impl GatewayError {
             }
             Self::Overloaded => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                None
+            }
+            Self::CircuitOpen { retry_after, .. } => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
                 None
             }
             Self::RateLimited(limited) => {

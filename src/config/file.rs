@@ -414,6 +414,15 @@ pub struct OutlierSection {
     /// How long an ejected endpoint stays out.
     #[serde(default, with = "humantime_serde")]
     pub ejection_time: Option<Duration>,
+    /// Share of failed calls in a window that ejects an endpoint; 0 turns it off.
+    pub failure_rate: Option<f64>,
+    /// Calls a window needs before its failure rate counts.
+    pub minimum_calls: Option<u32>,
+    /// Length of the failure rate's window.
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// When every endpoint is ejected, send calls to them anyway instead of answering 503.
+    pub fail_open: Option<bool>,
 }
 
 /// What to do with request input that matches no field.

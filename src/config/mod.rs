@@ -412,20 +412,38 @@ pub struct HealthCheckOptions {
     pub healthy_threshold: u32,
 }
 
-/// Ejection of endpoints whose calls keep failing with UNAVAILABLE or no answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A circuit breaker per endpoint: ejection of endpoints whose calls fail
+/// with UNAVAILABLE or get no answer.
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutlierOptions {
-    /// Failures in a row before ejection; 0 turns it off. Default 3.
+    /// Failures in a row that eject; 0 turns this trigger off. Default 5.
     pub consecutive_failures: u32,
-    /// How long an ejected endpoint gets no traffic. Default 30s.
+    /// Share of failed calls within `window` that ejects (once the window
+    /// has `minimum_calls`); 0 turns this trigger off. Default 0.5.
+    pub failure_rate: f64,
+    /// Calls a window needs before its failure rate counts. Default 20.
+    pub minimum_calls: u32,
+    /// The failure rate's window. Default 10s.
+    pub window: Duration,
+    /// How long a first ejection lasts; each further one in a row lasts
+    /// twice as long, up to ten times this. Default 10s.
     pub ejection_time: Duration,
+    /// When every endpoint is ejected, keep sending calls to them (and
+    /// never eject the last one) instead of answering 503 at once, as Envoy's
+    /// panic routing does. Default false: fail fast, so a backend in trouble
+    /// is given room to recover.
+    pub fail_open: bool,
 }
 
 impl Default for OutlierOptions {
     fn default() -> Self {
         Self {
-            consecutive_failures: 3,
-            ejection_time: Duration::from_secs(30),
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            minimum_calls: 20,
+            window: Duration::from_secs(10),
+            ejection_time: Duration::from_secs(10),
+            fail_open: false,
         }
     }
 }
@@ -912,6 +930,23 @@ fn backend(
                 err,
             )?
             .unwrap_or(outlier_defaults.ejection_time),
+            failure_rate: match o.failure_rate {
+                Some(rate) if !(0.0..=1.0).contains(&rate) => bail!(err(
+                    &format!("{key}.outlier_detection.failure_rate"),
+                    "must be between 0 and 1".into()
+                )),
+                other => other.unwrap_or(outlier_defaults.failure_rate),
+            },
+            minimum_calls: match o.minimum_calls {
+                Some(0) => bail!(err(
+                    &format!("{key}.outlier_detection.minimum_calls"),
+                    "must be greater than 0".into()
+                )),
+                other => other.unwrap_or(outlier_defaults.minimum_calls),
+            },
+            window: nonzero(o.window, &format!("{key}.outlier_detection.window"), err)?
+                .unwrap_or(outlier_defaults.window),
+            fail_open: o.fail_open.unwrap_or(outlier_defaults.fail_open),
         },
     };
     if let Some(w) = b.weight

@@ -329,7 +329,11 @@ pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> Gatew
             backend: backend.to_owned(),
             cause,
         },
-        CallError::NoEndpoint => GatewayError::Unavailable {
+        CallError::NoEndpoint(Some(reopens_in)) => GatewayError::CircuitOpen {
+            backend: backend.to_owned(),
+            retry_after: reopens_in.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        CallError::NoEndpoint(None) => GatewayError::Unavailable {
             backend: backend.to_owned(),
             cause: "no healthy endpoint".to_owned(),
         },

@@ -58,6 +58,49 @@ pub struct Endpoint {
     born: Instant,
     /// Consecutive active check results: positive passes, negative failures.
     pub(super) streak: Mutex<i64>,
+    /// A half-open endpoint's one trial call is in flight.
+    probing: AtomicBool,
+    /// Calls and failures in the current failure-rate window.
+    window: Window,
+}
+
+/// Calls and failed calls since `started` (milliseconds after the
+/// endpoint's birth): a fixed window, restarted when it is over. Counts may
+/// be off by a call or two under races; the rate it gives need not be exact.
+#[derive(Debug, Default)]
+struct Window {
+    started: AtomicU64,
+    calls: AtomicU32,
+    failed: AtomicU32,
+}
+
+impl Window {
+    /// Counts a call; returns the window's calls and failures so far.
+    fn add(&self, now: u64, length: u64, failed: bool) -> (u32, u32) {
+        let started = self.started.load(Ordering::Relaxed);
+        if now.saturating_sub(started) >= length
+            && self
+                .started
+                .compare_exchange(started, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.calls.store(0, Ordering::Relaxed);
+            self.failed.store(0, Ordering::Relaxed);
+        }
+        let calls = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = if failed {
+            self.failed.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.failed.load(Ordering::Relaxed)
+        };
+        (calls, failures)
+    }
+
+    fn restart(&self, now: u64) {
+        self.started.store(now, Ordering::Relaxed);
+        self.calls.store(0, Ordering::Relaxed);
+        self.failed.store(0, Ordering::Relaxed);
+    }
 }
 
 /// What an endpoint looks like from `/readyz`.
@@ -68,8 +111,11 @@ pub enum EndpointState {
     Healthy,
     /// Failed its active health checks.
     Unhealthy,
-    /// Taken out for a while after failing calls.
+    /// Taken out for a while after failing calls (the breaker is open).
     Ejected,
+    /// Back from an ejection, taking one trial call at a time until one
+    /// answers (the breaker is half-open).
+    HalfOpen,
 }
 
 /// One endpoint in `/readyz`.
@@ -114,11 +160,28 @@ pub enum Outcome {
 pub struct Lease {
     /// The endpoint.
     pub endpoint: Arc<Endpoint>,
+    /// This is a half-open endpoint's trial call.
+    probe: bool,
+}
+
+impl Lease {
+    fn new(endpoint: &Arc<Endpoint>, probe: bool) -> Self {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            endpoint: endpoint.clone(),
+            probe,
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe {
+            // Answered or not, the trial is over; a neutral end (a deadline,
+            // a client gone) lets the next call try.
+            self.endpoint.probing.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -167,6 +230,8 @@ impl Endpoint {
             ejected_until: AtomicU64::new(0),
             born: Instant::now(),
             streak: Mutex::new(0),
+            probing: AtomicBool::new(false),
+            window: Window::default(),
         })
     }
 
@@ -212,8 +277,31 @@ impl Endpoint {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Back from an ejection and not yet closed by an answered call.
+    fn half_open(&self, now: Instant) -> bool {
+        self.ejections.load(Ordering::Relaxed) > 0 && !self.ejected(now)
+    }
+
+    /// Takes traffic now: healthy, not ejected, and not half-open with its
+    /// trial call already out.
     fn available(&self, now: Instant) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected(now)
+        self.healthy.load(Ordering::Relaxed)
+            && !self.ejected(now)
+            && !(self.probing.load(Ordering::Relaxed) && self.half_open(now))
+    }
+
+    /// Claims the one trial call of a half-open endpoint.
+    fn try_probe(&self) -> bool {
+        self.probing
+            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// How long until it takes a call again, when it is ejected.
+    fn reopens_in(&self, now: Instant) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        let now = self.millis(now);
+        (until > now).then(|| Duration::from_millis(until - now))
     }
 
     fn state(&self, now: Instant) -> EndpointState {
@@ -221,6 +309,8 @@ impl Endpoint {
             EndpointState::Unhealthy
         } else if self.ejected(now) {
             EndpointState::Ejected
+        } else if self.half_open(now) {
+            EndpointState::HalfOpen
         } else {
             EndpointState::Healthy
         }
@@ -299,28 +389,50 @@ impl Backend {
     pub fn pick(&self, exclude: &[Arc<Endpoint>]) -> Option<Lease> {
         let endpoints = self.endpoints.load();
         let now = Instant::now();
-        // The common case: one endpoint, nothing excluded.
-        if let [only] = endpoints.as_slice()
-            && exclude.is_empty()
-        {
-            if !only.available(now) {
-                return None;
-            }
-            only.in_flight.fetch_add(1, Ordering::Relaxed);
-            return Some(Lease {
-                endpoint: only.clone(),
-            });
-        }
         let allowed = |e: &Arc<Endpoint>| !exclude.iter().any(|x| Arc::ptr_eq(x, e));
-        // Endpoints taking traffic; when every one is ejected, the actively
-        // healthy ones anyway: ejection alone must not take a backend down.
-        let chosen = self
-            .choose(&endpoints, |e| allowed(e) && e.available(now))
-            .or_else(|| self.choose(&endpoints, |e| allowed(e) && e.is_healthy()))?;
-        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            endpoint: chosen.clone(),
-        })
+        let chosen = match endpoints.as_slice() {
+            // The common case: one endpoint, nothing excluded.
+            [only] if exclude.is_empty() => only.available(now).then_some(only),
+            all => self.choose(all, |e| allowed(e) && e.available(now)),
+        };
+        if let Some(chosen) = chosen {
+            if !chosen.half_open(now) {
+                return Some(Lease::new(chosen, false));
+            }
+            if chosen.try_probe() {
+                return Some(Lease::new(chosen, true));
+            }
+            // Another call took the trial meanwhile: any closed endpoint.
+            if let Some(closed) = self.choose(&endpoints, |e| {
+                allowed(e) && e.available(now) && !e.half_open(now)
+            }) {
+                return Some(Lease::new(closed, false));
+            }
+        }
+        // Every breaker is open. Fail fast, or (fail_open) use the actively
+        // healthy endpoints anyway.
+        if !self.config.outlier.fail_open {
+            return None;
+        }
+        self.choose(&endpoints, |e| allowed(e) && e.is_healthy())
+            .map(|e| Lease::new(e, false))
+    }
+
+    /// When no endpoint takes calls because every healthy one's breaker is
+    /// open: how long until the first one half-opens. `None` when some
+    /// endpoint is not ejected, or none passes its health checks.
+    pub fn reopens_in(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.is_healthy())
+            .map(|e| e.reopens_in(now))
+            .try_fold(None, |soonest: Option<Duration>, next| {
+                let next = next?;
+                Some(Some(soonest.map_or(next, |s| s.min(next))))
+            })
+            .flatten()
     }
 
     /// One of the endpoints that are `usable`, by the backend's policy.
@@ -367,46 +479,60 @@ impl Backend {
         self.endpoints.load().iter().any(|e| e.is_healthy())
     }
 
-    /// Passive health, a circuit breaker per endpoint: ejects (opens) it
-    /// after `consecutive_failures` failed calls in a row, unless it is the
-    /// last one taking traffic. When the ejection ends it is half-open: one
-    /// answered call closes it, one failure ejects it again for twice as
-    /// long (up to ten times `ejection_time`).
+    /// Passive health, a circuit breaker per endpoint. It opens (ejects the
+    /// endpoint) after `consecutive_failures` failed calls in a row, or when
+    /// the failed share of a window's calls reaches `failure_rate`. When
+    /// the ejection ends it is half-open: one trial call at a time; an
+    /// answer closes it, a failure opens it again for twice as long (up to
+    /// ten times `ejection_time`). With `fail_open`, the last endpoint
+    /// taking traffic is never ejected.
     pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
         let outlier = &self.config.outlier;
+        let now = Instant::now();
+        let window = u64::try_from(outlier.window.as_millis()).unwrap_or(u64::MAX);
         match outcome {
             Outcome::Neutral => {}
             Outcome::Answered => {
                 endpoint.failures.store(0, Ordering::Relaxed);
                 // A trial call after an ejection answered: closed again.
                 endpoint.ejections.store(0, Ordering::Relaxed);
+                endpoint.window.add(endpoint.millis(now), window, false);
             }
             Outcome::Failed => {
+                if endpoint.ejected(now) {
+                    // Calls sent before it opened; it is open already.
+                    return;
+                }
                 let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                let (calls, failed) = endpoint.window.add(endpoint.millis(now), window, true);
                 let ejections = endpoint.ejections.load(Ordering::Relaxed);
-                // Back from an ejection (half-open), one failure is enough.
-                let threshold = if ejections > 0 {
-                    1
-                } else {
-                    outlier.consecutive_failures
-                };
-                if outlier.consecutive_failures == 0 || failures < threshold {
+                let trips = ejections > 0 // a half-open trial failed
+                    || (outlier.consecutive_failures > 0 && failures >= outlier.consecutive_failures)
+                    || (outlier.failure_rate > 0.0
+                        && calls >= outlier.minimum_calls
+                        && f64::from(failed) >= outlier.failure_rate * f64::from(calls));
+                if !trips {
                     return;
                 }
                 // One ejection at a time, so two endpoints failing together
                 // cannot both see the other as the one left.
                 let _one = self.ejecting.lock().unwrap_or_else(PoisonError::into_inner);
-                let now = Instant::now();
-                let others = self
-                    .endpoints
-                    .load()
-                    .iter()
-                    .any(|e| !std::ptr::eq(e.as_ref(), endpoint) && e.available(now));
-                if !others {
-                    // Ejecting the last endpoint would turn a flaky backend into a dead one.
+                if endpoint.ejected(now) {
+                    return;
+                }
+                if outlier.fail_open
+                    && !self
+                        .endpoints
+                        .load()
+                        .iter()
+                        .any(|e| !std::ptr::eq(e.as_ref(), endpoint) && e.available(now))
+                {
+                    // fail_open: ejecting the last endpoint would turn a
+                    // flaky backend into a dead one.
                     return;
                 }
                 endpoint.failures.store(0, Ordering::Relaxed);
+                endpoint.window.restart(endpoint.millis(now));
                 // Each ejection in a row lasts twice as long, up to ten times the first.
                 let ejection = outlier
                     .ejection_time
@@ -418,6 +544,8 @@ impl Backend {
                     backend = %self.config.name,
                     endpoint = %endpoint.address,
                     failures,
+                    window_calls = calls,
+                    window_failures = failed,
                     ?ejection,
                     "endpoint ejected after failed calls"
                 );
@@ -563,6 +691,7 @@ mod tests {
                 busy.in_flight.fetch_add(1, Ordering::Relaxed);
                 Lease {
                     endpoint: busy.clone(),
+                    probe: false,
                 }
             })
             .collect();
@@ -584,10 +713,97 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failing_endpoint_is_ejected_but_never_the_last() {
+    async fn every_breaker_open_fails_fast() {
         let b = backend(
             2,
             "    outlier_detection: { consecutive_failures: 2, ejection_time: 1h }\n",
+        );
+        let [first, second] = [b.endpoints()[0].clone(), b.endpoints()[1].clone()];
+        assert_eq!(b.reopens_in(), None);
+        for endpoint in [&first, &second] {
+            b.record(endpoint, Outcome::Failed);
+            b.record(endpoint, Outcome::Failed);
+        }
+        assert_eq!(second.state(Instant::now()), EndpointState::Ejected);
+        assert!(b.pick(&[]).is_none(), "no call while every breaker is open");
+        let reopens = b.reopens_in().unwrap();
+        assert!(
+            reopens > Duration::from_secs(3590) && reopens <= Duration::from_secs(3600),
+            "{reopens:?}"
+        );
+        // Still ready: the endpoints pass their health checks.
+        assert!(b.status().available);
+    }
+
+    #[tokio::test]
+    async fn failure_rate_opens_the_breaker() {
+        let b = backend(
+            2,
+            "    outlier_detection: { consecutive_failures: 0, failure_rate: 0.5, minimum_calls: 10, window: 1h }\n",
+        );
+        let first = b.endpoints()[0].clone();
+        // 4 of 9 failed, alternating: no streak, too few calls.
+        for i in 0..9 {
+            let outcome = if i % 2 == 1 {
+                Outcome::Failed
+            } else {
+                Outcome::Answered
+            };
+            b.record(&first, outcome);
+        }
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        // The 10th call fails: 5 of 10.
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+    }
+
+    #[tokio::test]
+    async fn failure_rate_counts_within_its_window() {
+        let b = backend(
+            2,
+            "    outlier_detection: { consecutive_failures: 0, failure_rate: 0.5, minimum_calls: 4, window: 200ms }\n",
+        );
+        let first = b.endpoints()[0].clone();
+        for _ in 0..3 {
+            b.record(&first, Outcome::Failed);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A new window: the old failures are gone.
+        b.record(&first, Outcome::Answered);
+        b.record(&first, Outcome::Answered);
+        b.record(&first, Outcome::Answered);
+        b.record(&first, Outcome::Failed);
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+    }
+
+    #[tokio::test]
+    async fn half_open_takes_one_trial_call_at_a_time() {
+        let b = backend(
+            1,
+            "    outlier_detection: { consecutive_failures: 1, ejection_time: 100ms }\n",
+        );
+        let only = b.endpoints()[0].clone();
+        b.record(&only, Outcome::Failed);
+        assert!(b.pick(&[]).is_none());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
+        let trial = b.pick(&[]).expect("the trial call");
+        assert!(b.pick(&[]).is_none(), "one trial at a time");
+        drop(trial);
+        // A trial that ended without a verdict lets the next call try.
+        let trial = b.pick(&[]).expect("the next trial");
+        b.record(&only, Outcome::Answered);
+        drop(trial);
+        assert_eq!(only.state(Instant::now()), EndpointState::Healthy);
+        let (one, two) = (b.pick(&[]), b.pick(&[]));
+        assert!(one.is_some() && two.is_some(), "closed: no limit");
+    }
+
+    #[tokio::test]
+    async fn fail_open_never_ejects_the_last_endpoint() {
+        let b = backend(
+            2,
+            "    outlier_detection: { consecutive_failures: 2, ejection_time: 1h, fail_open: true }\n",
         );
         let [first, second] = [b.endpoints()[0].clone(), b.endpoints()[1].clone()];
         b.record(&first, Outcome::Failed);
@@ -630,7 +846,7 @@ mod tests {
         b.record(&first, Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         assert_eq!(counts(&b, 10).iter().filter(|&&n| n > 0).count(), 2);
     }
 
@@ -646,7 +862,7 @@ mod tests {
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         // Half-open: a single failure, and out for 400ms this time.
         b.record(&first, Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
@@ -657,7 +873,7 @@ mod tests {
             "doubled"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         // An answer closes it: back to three failures.
         b.record(&first, Outcome::Answered);
         b.record(&first, Outcome::Failed);

@@ -59,8 +59,10 @@ pub enum CallError {
     Status(Status),
     /// No answer: the backend could not be reached or the connection failed.
     Unreachable(String),
-    /// No endpoint of the backend is healthy.
-    NoEndpoint,
+    /// No endpoint of the backend takes calls. With a duration, every
+    /// healthy endpoint's circuit breaker is open and the first half-opens
+    /// after it.
+    NoEndpoint(Option<Duration>),
     /// The backend broke the gRPC contract (e.g. two replies to a unary call).
     Protocol(String),
     /// The deadline passed.
@@ -72,7 +74,7 @@ impl CallError {
     pub fn code(&self) -> Code {
         match self {
             Self::Status(s) => s.code(),
-            Self::Unreachable(_) | Self::NoEndpoint => Code::Unavailable,
+            Self::Unreachable(_) | Self::NoEndpoint(_) => Code::Unavailable,
             Self::Protocol(_) => Code::Internal,
             Self::Timeout(_) => Code::DeadlineExceeded,
         }
@@ -212,7 +214,7 @@ impl Upstreams {
             let mut retried = 0;
             let gave_up = |last: Option<String>| match last {
                 Some(cause) => CallError::Unreachable(cause),
-                None => CallError::NoEndpoint,
+                None => CallError::NoEndpoint(backend.reopens_in()),
             };
             // Only a backend with several endpoints, or with retries, can
             // need the headers twice.
@@ -356,7 +358,7 @@ fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
             Outcome::Failed
         }
         Err(Attempt::Failed(CallError::Status(_) | CallError::Protocol(_))) => Outcome::Answered,
-        Err(Attempt::Failed(CallError::NoEndpoint | CallError::Timeout(_))) => Outcome::Neutral,
+        Err(Attempt::Failed(CallError::NoEndpoint(_) | CallError::Timeout(_))) => Outcome::Neutral,
     }
 }
 

@@ -61,7 +61,9 @@ impl Upstreams {
                 "route names an unknown backend".to_owned(),
             ));
         };
-        let lease = backend.pick(&[]).ok_or(CallError::NoEndpoint)?;
+        let lease = backend
+            .pick(&[])
+            .ok_or_else(|| CallError::NoEndpoint(backend.reopens_in()))?;
         let mut grpc = tonic::client::Grpc::new(lease.endpoint.channel().clone())
             .max_decoding_message_size(target.max_response_bytes)
             .max_encoding_message_size(usize::MAX);

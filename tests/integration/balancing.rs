@@ -351,3 +351,65 @@ async fn split_skips_a_backend_that_cannot_answer() {
         "its share went to the other backend"
     );
 }
+
+#[tokio::test]
+async fn circuit_breaker_opens_fails_fast_half_opens_and_closes() {
+    let mut users = instances(1).await;
+    let addr = users[0].addr;
+    let dir = TempDir::new("breaker");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    outlier_detection: {{ consecutive_failures: 2, ejection_time: 1s }}\n",
+                endpoints(&users)
+            ),
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(stack.get("/v1/users/1").await.status, 200);
+
+    // The backend goes away: two failed calls open the breaker.
+    users.remove(0).shutdown().await.unwrap();
+    for _ in 0..2 {
+        let reply = stack.get("/v1/users/1").await;
+        assert_eq!(reply.status, 503, "{}", reply.json);
+        assert!(reply.headers.get("retry-after").is_none());
+    }
+    let (_, ready) = readyz(&stack).await;
+    assert_eq!(states(&ready, "users"), ["ejected"]);
+
+    // Open: answered at once, without a call, with the time to wait.
+    let reply = stack.get("/v1/users/1").await;
+    assert_eq!(reply.status, 503, "{}", reply.json);
+    assert_eq!(reply.json["code"], 14);
+    assert!(
+        reply.json["message"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{}",
+        reply.json
+    );
+    assert_eq!(reply.headers["retry-after"], "1");
+    let (_, _, metrics) = stack.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"protogate_backend_endpoints{backend="users",state="ejected"} 1"#),
+        "{metrics}"
+    );
+
+    // Back on the same port; after the ejection, half-open: the trial call
+    // answers and closes the breaker.
+    let back = shop::spawn_users_v1(addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, ready) = readyz(&stack).await;
+    assert_eq!(states(&ready, "users"), ["half_open"]);
+    assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    let (_, ready) = readyz(&stack).await;
+    assert_eq!(states(&ready, "users"), ["healthy"]);
+    for _ in 0..5 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    assert_eq!(back.served(), 6);
+}
