@@ -118,9 +118,15 @@ pub struct TokenArgs {
 /// # Errors
 /// Whatever stopped the command; `main` prints it and exits non-zero.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = cli.log_format;
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::telemetry::init(format, None)?;
+    }
     match cli.command {
         Command::Serve { config, listen } => {
             let mut config = config::load(&config)?;
+            // Spans are exported only if the config says where.
+            let telemetry = crate::telemetry::init(format, Some(&config.tracing))?;
             if let Some(listen) = listen {
                 config.listen = listen;
             }
@@ -136,7 +142,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             let live = Live::with_listen_override(gateway, listen);
             let _watch = live.watch()?;
-            crate::server::serve(listener, live, shutdown_signal()).await?;
+            let served = crate::server::serve(listener, live, shutdown_signal()).await;
+            telemetry.shutdown().await;
+            served?;
             tracing::info!("protogate stopped");
             Ok(())
         }

@@ -1,9 +1,32 @@
-//! Logging: a `tracing` subscriber writing text or JSON lines to stderr.
+//! Logging and distributed tracing.
 //!
-//! `RUST_LOG` filters as usual (default `info`). Request spans are opened by
-//! the handler; tokens, keys and bodies are never logged.
+//! Log lines go to stderr as text or JSON; `RUST_LOG` filters them (default
+//! `info`). Request spans are opened by the handler; tokens, keys and bodies
+//! are never logged.
+//!
+//! With `tracing.otlp_endpoint`, request spans are also OpenTelemetry server
+//! spans exported over OTLP/gRPC: each continues the client's W3C trace
+//! (`traceparent`) and is the parent the backend sees. `RUST_LOG` does not
+//! decide what is exported. Without it, trace context goes to backends
+//! unchanged and no span work is done.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+use crate::config::TracingOptions;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -15,14 +38,200 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; a second call is a no-op.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+/// Whether spans are exported: request spans then carry OpenTelemetry
+/// fields and trace context is rewritten. Read on every request, so an
+/// atomic rather than a lookup in the subscriber.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The one propagator: W3C trace context.
+static PROPAGATOR: std::sync::LazyLock<TraceContextPropagator> =
+    std::sync::LazyLock::new(TraceContextPropagator::new);
+
+/// The tracer provider, when spans are exported; [`Telemetry::shutdown`]
+/// sends what is still queued.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Installs the global subscriber: log lines, and span export when
+/// `tracing` names a collector. A second call changes nothing. Must run on
+/// the tokio runtime (the exporter's channel lives there).
+///
+/// # Errors
+/// The exporter cannot be built.
+pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Result<Telemetry> {
+    let provider = match tracing {
+        Some(TracingOptions {
+            otlp_endpoint: Some(endpoint),
+            service_name,
+            sample_ratio,
+        }) => Some(provider(endpoint, service_name, *sample_ratio)?),
+        _ => None,
     };
+    let export = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("protogate"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            // Request spans are INFO: exported whatever RUST_LOG says.
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(export)
+        .try_init()
+        .is_ok();
+    if installed && provider.is_some() {
+        EXPORTING.store(true, Ordering::Relaxed);
+        if let Some(options) = tracing {
+            tracing::info!(endpoint = ?options.otlp_endpoint, sample_ratio = options.sample_ratio, "exporting spans over OTLP");
+        }
+    }
+    Ok(Telemetry { provider })
+}
+
+fn provider(endpoint: &str, service_name: &str, ratio: f64) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .context("cannot build the OTLP span exporter")?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .build();
+    Ok(SdkTracerProvider::builder()
+        // Batches on a thread of its own; a full queue drops spans rather
+        // than slowing requests.
+        .with_batch_exporter(exporter)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
+        .with_resource(resource)
+        .build())
+}
+
+impl Telemetry {
+    /// Exports the spans still queued and stops the exporter. Call after
+    /// the server has drained, while the runtime still runs.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // Blocks until the export thread is done; it needs this runtime's
+        // channel task, so wait off the runtime's own threads.
+        let done = tokio::task::spawn_blocking(move || {
+            provider.shutdown_with_timeout(Duration::from_secs(5))
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "spans not exported at shutdown"),
+            Err(e) => tracing::warn!(error = %e, "span exporter shutdown failed"),
+        }
+    }
+}
+
+/// The span of one API request. When spans are exported it is an
+/// OpenTelemetry server span whose parent is the client's `traceparent`.
+pub fn request_span(method: &http::Method, request_id: &str, headers: &HeaderMap) -> tracing::Span {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return tracing::info_span!(
+            "request",
+            id = %request_id,
+            method = %method,
+            route = Empty,
+            upstream = Empty,
+            grpc_code = Empty,
+        );
+    }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %method,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        id = %request_id,
+        method = %method,
+        "http.request.method" = %method,
+        "http.response.status_code" = Empty,
+        route = Empty,
+        "http.route" = Empty,
+        upstream = Empty,
+        grpc_code = Empty,
+    );
+    let parent = PROPAGATOR.extract(&Headers(headers));
+    // Fails only when the span is disabled or already entered.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Names the span after its route, `GET /v1/users/{id}`, once matched.
+pub fn route_matched(span: &tracing::Span, method: &http::Method, template: &str) {
+    span.record("route", template);
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record("http.route", template);
+        span.context()
+            .span()
+            .update_name(format!("{method} {template}"));
+    }
+}
+
+/// Records the answer's status on the span; 5xx marks it failed.
+pub fn answered(span: &tracing::Span, status: http::StatusCode) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record("http.response.status_code", i64::from(status.as_u16()));
+        if status.is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
+}
+
+/// Writes the current span's trace context into the backend's metadata,
+/// replacing the client's, so the backend's spans are children of the
+/// gateway's. Nothing happens when spans are not exported.
+pub fn inject(headers: &mut HeaderMap) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        PROPAGATOR.inject_context(
+            &tracing::Span::current().context(),
+            &mut HeadersMut(headers),
+        );
+    }
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::try_from(value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
 }

@@ -57,6 +57,21 @@ pub struct FileConfig {
     /// Token-bucket rate limits.
     #[serde(default)]
     pub rate_limit: RateLimitSection,
+    /// Distributed tracing: OpenTelemetry spans exported over OTLP.
+    #[serde(default)]
+    pub tracing: TracingSection,
+}
+
+/// `tracing:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// OTLP/gRPC collector, `http://host:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<String>,
+    /// Share of new traces sampled (a client's sampling decision is kept).
+    pub sample_ratio: Option<f64>,
 }
 
 /// `rate_limit:`

@@ -85,6 +85,21 @@ pub struct Config {
     /// HTTPS termination. Default none: plain HTTP, for local use or
     /// behind a proxy that terminates TLS.
     pub tls: Option<ServerTls>,
+    /// Span export. Read at startup.
+    pub tracing: TracingOptions,
+}
+
+/// OpenTelemetry span export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingOptions {
+    /// OTLP/gRPC collector. Default none: no spans are exported, and W3C
+    /// trace context is forwarded to backends unchanged.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name`. Default `protogate`.
+    pub service_name: String,
+    /// Share of new traces sampled; requests that carry a `traceparent`
+    /// follow its sampled flag. Default 1.
+    pub sample_ratio: f64,
 }
 
 /// HTTPS on the listener. Read at startup (like the listen address); the
@@ -753,6 +768,31 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         },
         cors: cors(raw.cors, &err)?,
         tls: server_tls(raw.server.tls, &anchor, &err)?,
+        tracing: TracingOptions {
+            otlp_endpoint: match raw.tracing.otlp_endpoint {
+                Some(endpoint) => match endpoint.parse::<Uri>() {
+                    Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                        Some(endpoint)
+                    }
+                    _ => bail!(err(
+                        "tracing.otlp_endpoint",
+                        format!("{endpoint:?} must look like http://host:4317")
+                    )),
+                },
+                None => None,
+            },
+            service_name: raw
+                .tracing
+                .service_name
+                .unwrap_or_else(|| "protogate".to_owned()),
+            sample_ratio: match raw.tracing.sample_ratio {
+                Some(r) if !(0.0..=1.0).contains(&r) => bail!(err(
+                    "tracing.sample_ratio",
+                    "must be between 0 and 1".into()
+                )),
+                other => other.unwrap_or(1.0),
+            },
+        },
         rate_limit: RateLimitOptions {
             by_address: rate(raw.rate_limit.by_address, "rate_limit.by_address", &err)?,
             by_caller: rate(raw.rate_limit.by_caller, "rate_limit.by_caller", &err)?,

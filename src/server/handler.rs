@@ -17,7 +17,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tracing::{Instrument, field::Empty};
+use tracing::Instrument;
 
 use super::{layers, stream, websocket};
 use crate::auth::strip_query;
@@ -37,14 +37,7 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let span = tracing::info_span!(
-        "request",
-        id = %request_id,
-        method = %parts.method,
-        route = Empty,
-        upstream = Empty,
-        grpc_code = Empty,
-    );
+    let span = crate::telemetry::request_span(&parts.method, request_id, &parts.headers);
     async move {
         let in_flight = gw.metrics().start(gw.config().edge.max_concurrent_requests);
         let mut matched: Option<Arc<Route>> = None;
@@ -77,6 +70,7 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 error.into_response()
             }
         };
+        crate::telemetry::answered(&tracing::Span::current(), response.status());
         // A deprecated API says so on every answer, errors included.
         if let Some(headers) = matched.as_ref().and_then(|r| r.deprecation.as_ref()) {
             response
@@ -116,7 +110,7 @@ async fn pipeline(
     let route = found.route;
     *matched = Some(route.clone());
     let span = tracing::Span::current();
-    span.record("route", route.template.source.as_str());
+    crate::telemetry::route_matched(&span, &parts.method, &route.template.source);
     // Credentials first: nothing of an unauthenticated request is read or parsed.
     let requirement = gw
         .auth()

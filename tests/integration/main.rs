@@ -16,5 +16,6 @@ mod readme;
 mod reload;
 mod streaming;
 mod tls;
+mod tracing;
 mod transcoding;
 mod versions;

@@ -341,6 +341,14 @@ impl Drop for GatewayProcess {
 /// Starts the built binary on `config` on a free loopback port and waits
 /// until it answers `/healthz`.
 pub async fn spawn_gateway(config: &std::path::Path) -> GatewayProcess {
+    spawn_gateway_with_env(config, &[]).await
+}
+
+/// [`spawn_gateway`] with extra environment variables.
+pub async fn spawn_gateway_with_env(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> GatewayProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -350,6 +358,7 @@ pub async fn spawn_gateway(config: &std::path::Path) -> GatewayProcess {
         .args(["serve", "--config"])
         .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -32,7 +32,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    telemetry::init(LogFormat::Text);
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -52,6 +51,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let config = protogate::config::load(&path)?;
+    let telemetry = telemetry::init(LogFormat::Text, Some(&config.tracing))?;
     let required = |name| {
         backend_addr(&config, name)?
             .ok_or_else(|| anyhow!("{}: no backend named {name}", config.source.display()))
@@ -81,7 +81,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Edits to gateway.yaml (and SIGHUP) reload the gateway, as with `protogate serve`.
     let live = Live::new(gateway);
     let watch = live.watch()?;
-    protogate::server::serve(listener, live, protogate::cli::shutdown_signal()).await?;
+    let served = protogate::server::serve(listener, live, protogate::cli::shutdown_signal()).await;
+    telemetry.shutdown().await;
+    served?;
     // The reload task holds the gateway and its backend connections; the
     // backends stop only once those are gone.
     drop(watch);

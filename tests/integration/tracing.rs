@@ -1,0 +1,168 @@
+//! OpenTelemetry span export: the gateway binary sends its request spans to
+//! a real OTLP collector (a tonic server here), continuing the client's
+//! trace and passing its own span to the backend as the parent.
+
+use std::sync::{Arc, Mutex};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
+
+use crate::support::{TempDir, client, eventually, root, spawn_gateway_with_env};
+
+/// Keeps every export request it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    received: Arc<Mutex<Vec<ExportTraceServiceRequest>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.received.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Collector {
+    async fn start(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(self.clone()))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        format!("http://{addr}")
+    }
+
+    /// Spans received so far, with their resource's `service.name`.
+    fn spans(&self) -> Vec<(String, Span)> {
+        let received = self.received.lock().unwrap();
+        let mut out = Vec::new();
+        for request in received.iter() {
+            for resource in &request.resource_spans {
+                let service = resource
+                    .resource
+                    .as_ref()
+                    .and_then(|r| r.attributes.iter().find(|a| a.key == "service.name"))
+                    .and_then(|a| a.value.as_ref())
+                    .and_then(|v| match &v.value {
+                        Some(AnyValue::StringValue(s)) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for scope in &resource.scope_spans {
+                    for span in &scope.spans {
+                        out.push((service.clone(), span.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attribute(span: &Span, key: &str) -> Option<AnyValue> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.clone())
+}
+
+#[tokio::test]
+async fn request_spans_are_exported_and_parent_the_backend_call() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let (probe_addr, _probe) = crate::probe::spawn().await;
+    let dir = TempDir::new("otlp");
+    let config = dir.write_config(&format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\ntracing:\n  otlp_endpoint: {endpoint}\n  service_name: edge-test\n",
+        root().join("tests/fixtures/protos").display()
+    ));
+    // Batches every 100ms instead of 5s, so the test need not wait.
+    let gateway = spawn_gateway_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+    let http = client();
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let reply: serde_json::Value = serde_json::from_str(
+        &http
+            .post(format!("{}/v1/echo", gateway.url))
+            .header("traceparent", format!("00-{trace}-{client_span}-01"))
+            .body(r#"{"text":"traced"}"#)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    // The backend's parent is the gateway's span, in the client's trace.
+    let forwarded = reply["metadata"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = forwarded.split('-').collect();
+    assert_eq!(parts.len(), 4, "{forwarded}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"));
+    assert_ne!(parts[2], client_span, "a new span id: {forwarded}");
+
+    // A request without trace context starts a trace of its own.
+    let status = http
+        .get(format!("{}/v1/echo/untraced", gateway.url))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_client_error() || status.is_success(), "{status}");
+
+    eventually(10, "both request spans reach the collector", || async {
+        collector
+            .spans()
+            .iter()
+            .filter(|(_, s)| s.kind == SpanKind::Server as i32)
+            .count()
+            >= 2
+    })
+    .await;
+    let spans = collector.spans();
+    let (service, span) = spans
+        .iter()
+        .find(|(_, s)| hex(&s.trace_id) == trace && s.kind == SpanKind::Server as i32)
+        .expect("the server span of the traced request");
+    assert_eq!(service, "edge-test");
+    assert_eq!(span.name, "POST /v1/echo");
+    assert_eq!(hex(&span.parent_span_id), client_span);
+    assert_eq!(hex(&span.span_id), parts[2], "the backend's parent");
+    assert_eq!(
+        attribute(span, "http.response.status_code"),
+        Some(AnyValue::IntValue(200))
+    );
+    assert_eq!(
+        attribute(span, "http.route"),
+        Some(AnyValue::StringValue("/v1/echo".into()))
+    );
+    let other = spans
+        .iter()
+        .find(|(_, s)| hex(&s.trace_id) != trace && s.kind == SpanKind::Server as i32)
+        .expect("the untraced request's span");
+    assert!(other.1.parent_span_id.is_empty(), "a root span");
+    drop(gateway);
+}
