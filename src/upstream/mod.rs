@@ -299,6 +299,12 @@ async fn send(
     let transport = |e: Box<dyn std::error::Error + Send + Sync>| {
         if is_refused(e.as_ref()) {
             Attempt::Refused(e.to_string())
+        } else if let Some(reason) = stream_reset(e.as_ref()) {
+            match reason {
+                // The backend never processed it: another endpoint may.
+                h2::Reason::REFUSED_STREAM => Attempt::Refused(e.to_string()),
+                reason => Attempt::Failed(reset_error(reason)),
+            }
         } else {
             Attempt::Failed(CallError::Unreachable(e.to_string()))
         }
@@ -333,6 +339,37 @@ fn backoff(options: &crate::config::RetryOptions, retry: u32) -> Duration {
         .saturating_mul(1 << retry.saturating_sub(1).min(16))
         .min(options.max_backoff);
     ceiling.mul_f64(fastrand::f64())
+}
+
+/// The reason of the RST_STREAM a backend ended the call with, if that is
+/// what `error` is. Not a broken connection or a GOAWAY: those are transport
+/// failures.
+pub(crate) fn stream_reset(error: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return (h2.is_reset() && h2.is_remote())
+                .then(|| h2.reason())
+                .flatten();
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// A reset stream as the gRPC spec maps RST_STREAM codes: REFUSED_STREAM
+/// is UNAVAILABLE (the backend never processed the call); CANCEL and
+/// ENHANCE_YOUR_CALM keep their meaning; any other reason (INTERNAL_ERROR,
+/// PROTOCOL_ERROR, ...) is an INTERNAL failure of the backend, even after a
+/// complete reply message, since the call has no status.
+pub(crate) fn reset_error(reason: h2::Reason) -> CallError {
+    let why = format!("backend reset the stream ({reason})");
+    match reason {
+        h2::Reason::REFUSED_STREAM => CallError::Unreachable(why),
+        h2::Reason::CANCEL => CallError::Status(Status::cancelled(why)),
+        h2::Reason::ENHANCE_YOUR_CALM => CallError::Status(Status::resource_exhausted(why)),
+        _ => CallError::Protocol(why),
+    }
 }
 
 /// Whether a transport error is a refused connection somewhere in its chain.
@@ -405,7 +442,10 @@ async fn read_reply(
     let mut data = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| bad(format!("reply stream failed: {e}")))?;
+        let frame = frame.map_err(|e| match stream_reset(&e) {
+            Some(reason) => reset_error(reason),
+            None => bad(format!("reply stream failed: {e}")),
+        })?;
         match frame.into_data() {
             Ok(chunk) => {
                 if data.len() + chunk.len() > limit.saturating_add(5) {
@@ -464,4 +504,35 @@ fn status_of(headers: &mut http::HeaderMap) -> Option<Status> {
         headers.remove(DETAILS);
     }
     Status::from_header_map(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_resets_map_as_the_grpc_spec_says() {
+        let cases = [
+            (h2::Reason::NO_ERROR, Code::Internal),
+            (h2::Reason::PROTOCOL_ERROR, Code::Internal),
+            (h2::Reason::INTERNAL_ERROR, Code::Internal),
+            (h2::Reason::FLOW_CONTROL_ERROR, Code::Internal),
+            (h2::Reason::FRAME_SIZE_ERROR, Code::Internal),
+            (h2::Reason::REFUSED_STREAM, Code::Unavailable),
+            (h2::Reason::CANCEL, Code::Cancelled),
+            (h2::Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+        ];
+        for (reason, code) in cases {
+            assert_eq!(reset_error(reason).code(), code, "{reason}");
+        }
+    }
+
+    #[test]
+    fn only_a_reset_from_the_peer_is_a_stream_reset() {
+        let local: h2::Error = h2::Reason::INTERNAL_ERROR.into();
+        // An h2::Error made from a reason counts as the local side's.
+        assert_eq!(stream_reset(&local), None);
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(stream_reset(&io), None);
+    }
 }

@@ -70,7 +70,7 @@ impl Upstreams {
         let opened = async {
             grpc.ready()
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(|e| Status::from_error(e.into()))?;
             let mut request =
                 tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
             request.set_timeout(deadline);
@@ -94,20 +94,31 @@ impl Upstreams {
                     Outcome::Answered
                 };
                 backend.record(&lease.endpoint, outcome);
-                Err(CallError::Status(status))
+                Err(reply_error(status))
             }
         }
     }
 }
 
-/// The error of a reply stream. tonic reports a reply over the size limit
-/// as OUT_OF_RANGE, as if the backend had said so; it is the backend's
-/// fault, a protocol error, as for unary calls.
+/// The error of a reply stream. tonic reports some failures as statuses
+/// as if the backend had sent them; they are told apart and named as for
+/// unary calls, so no transport detail reaches the client:
+/// - a reply over the size limit (OUT_OF_RANGE): the backend's fault, a
+///   protocol error;
+/// - a stream the backend reset: by the gRPC spec's RST_STREAM table;
+/// - a connection that broke: the backend is unreachable.
 pub fn reply_error(status: Status) -> CallError {
     if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
-        CallError::Protocol(status.message().to_owned())
-    } else {
-        CallError::Status(status)
+        return CallError::Protocol(status.message().to_owned());
+    }
+    // Statuses made from transport errors keep them as their source; the
+    // backend's own statuses have none.
+    let Some(source) = std::error::Error::source(&status) else {
+        return CallError::Status(status);
+    };
+    match super::stream_reset(source) {
+        Some(reason) => super::reset_error(reason),
+        None => CallError::Unreachable(status.message().to_owned()),
     }
 }
 

@@ -239,3 +239,45 @@ async fn misbehaving_backends_get_502_without_details_leaking() {
     assert_eq!(failed.json["message"], "probe failed");
     assert_eq!(failed.headers["grpc-metadata-x-probe-trailer"], "done");
 }
+
+#[tokio::test]
+async fn backend_stream_resets_are_errors_never_answers() {
+    let (stack, _) = start("").await;
+    // A reset stream has no status: even a complete reply before it is not an answer.
+    for fault in ["FAULT_RESET_AFTER_REPLY", "FAULT_RESET"] {
+        let reply = stack.echo(json!({"fault": fault, "text": "x"}), &[]).await;
+        assert_eq!(reply.status, 502, "{fault}: {}", reply.json);
+        assert_eq!(reply.json["code"], 13, "{fault}: {}", reply.json);
+        assert_eq!(
+            reply.json["message"], "backend probe sent an invalid response",
+            "{fault}: nothing of the cause leaks"
+        );
+    }
+    // A server stream reset after two replies: two lines, then an error line.
+    let response = stack
+        .0
+        .client
+        .get(stack.0.url("/v1/count?n=5&resetAfter=2"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["i"], "1", "{text}");
+    assert_eq!(lines[1]["i"], "2", "{text}");
+    assert_eq!(
+        lines[2],
+        json!({"code": 13, "message": "backend probe sent an invalid response", "details": []}),
+        "{text}"
+    );
+    // The gateway and the connection to the backend carry on.
+    let reply = stack.echo(json!({"text": "after"}), &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json["text"], "after");
+}

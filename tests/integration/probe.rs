@@ -73,6 +73,8 @@ pub struct CountRequest {
     pub pad_bytes: i32,
     #[prost(bool, tag = "4")]
     pub hold_after_first: bool,
+    #[prost(int64, tag = "5")]
+    pub reset_after: i64,
 }
 
 /// `probe.v1.CountReply`.
@@ -256,10 +258,15 @@ impl Probe {
             }
             _ => {}
         }
-        frames.push(Frame::trailers(trailers));
-        let body = StreamBody::new(tokio_stream::iter(
-            frames.into_iter().map(Ok::<_, tonic::Status>),
-        ));
+        let mut frames: Vec<Result<Frame<Bytes>, tonic::Status>> =
+            frames.into_iter().map(Ok).collect();
+        match echo.fault {
+            // A body error: the server resets the stream, no trailers.
+            9 => frames.push(Err(tonic::Status::internal("reset on purpose"))),
+            10 => frames = vec![Err(tonic::Status::internal("reset on purpose"))],
+            _ => frames.push(Ok(Frame::trailers(trailers))),
+        }
+        let body = StreamBody::new(tokio_stream::iter(frames));
         http::Response::builder()
             .header("content-type", "application/grpc")
             .header("x-probe-header", "hello")
@@ -356,6 +363,15 @@ impl Probe {
             }
             if s.i == 1 && s.req.hold_after_first {
                 s.probe.release.notified().await;
+            }
+            if s.req.reset_after > 0 && s.i == s.req.reset_after {
+                // Let the replies sent so far arrive (a reset drops frames
+                // the peer has not read), then fail the body: the server
+                // resets the stream, no trailers.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                s.done = true;
+                s.guard.0 = None;
+                return Some((Err(tonic::Status::internal("reset on purpose")), s));
             }
             let fail = s.req.fail_after < 0 || (s.req.fail_after > 0 && s.i == s.req.fail_after);
             let frame = if fail {
