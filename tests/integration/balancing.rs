@@ -413,3 +413,73 @@ async fn circuit_breaker_opens_fails_fast_half_opens_and_closes() {
     }
     assert_eq!(back.served(), 6);
 }
+
+#[tokio::test]
+async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let mut users = instances(1).await;
+    let addr = users[0].addr;
+    let dir = TempDir::new("killed-mid-load");
+    let stack = Arc::new(
+        gateway(
+            &dir,
+            &config_text(
+                &format!(
+                    "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    connect_timeout: 1s\n    outlier_detection: {{ consecutive_failures: 3, ejection_time: 200ms }}\n",
+                    endpoints(&users)
+                ),
+                "",
+            ),
+        )
+        .await,
+    );
+    let statuses = Arc::new(Mutex::new(BTreeMap::<u16, u32>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (stack, statuses, stop) = (stack.clone(), statuses.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = stack.get("/v1/users/1").await.status.as_u16();
+                    *statuses.lock().unwrap().entry(status).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    users.remove(0).shutdown().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let during = statuses.lock().unwrap().clone();
+    let back = shop::spawn_users_v1(addr).await.unwrap();
+    // Once it is back, every call is answered again.
+    let ok_in_a_row = std::cell::Cell::new(0);
+    eventually(10, "calls succeed after the backend returns", || {
+        let (stack, ok) = (stack.clone(), &ok_in_a_row);
+        async move {
+            if stack.get("/v1/users/1").await.status == 200 {
+                ok.set(ok.get() + 1);
+            } else {
+                ok.set(0);
+            }
+            ok.get() >= 20
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let all = statuses.lock().unwrap().clone();
+    eprintln!("while the backend was down: {during:?}; in all: {all:?}");
+    assert!(
+        all.keys().all(|s| [200, 503].contains(s)),
+        "only answers and 503s: {all:?}"
+    );
+    assert!(during.get(&503).copied().unwrap_or(0) > 0, "{during:?}");
+    assert!(during.get(&200).copied().unwrap_or(0) > 0, "{during:?}");
+    assert!(back.served() >= 20);
+    assert_eq!(stack.get_text("/healthz").await.0, 200);
+}
