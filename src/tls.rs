@@ -18,15 +18,6 @@ use tokio::sync::Notify;
 
 use crate::config::{BackendTls, ServerTls};
 
-/// The certificates in a PEM file, at least one.
-///
-/// # Errors
-/// The file cannot be read or holds no certificate.
-pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_certs(&pem).with_context(|| format!("{}", path.display()))
-}
-
 fn parse_certs(pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -40,23 +31,28 @@ fn parse_key(pem: &[u8]) -> anyhow::Result<PrivateKeyDer<'static>> {
         .map_err(|e| anyhow::anyhow!("holds no PEM private key ({e})"))
 }
 
-/// The bytes of a PEM private key file, checked to hold a key.
+/// The bytes of a PEM file that holds a private key.
 ///
 /// # Errors
 /// The file cannot be read or holds no private key.
 pub fn read_key_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_key(&pem).with_context(|| format!("{}", path.display()))?;
-    Ok(pem)
+    read_checked(path, |pem| parse_key(pem).map(drop))
 }
 
-/// The bytes of a PEM certificate file, checked to hold a certificate.
+/// The bytes of a PEM file that holds at least one certificate.
 ///
 /// # Errors
 /// The file cannot be read or holds no certificate.
 pub fn read_certs_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
+    read_checked(path, |pem| parse_certs(pem).map(drop))
+}
+
+fn read_checked(
+    path: &Path,
+    check: impl Fn(&[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<u8>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_certs(&pem).with_context(|| format!("{}", path.display()))?;
+    check(&pem).with_context(|| path.display().to_string())?;
     Ok(pem)
 }
 

@@ -96,21 +96,20 @@ pub async fn serve(
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await
-                        {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %remote, "TLS handshake failed");
-                                live.gateway().metrics().tls_handshake_failed();
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%remote, "TLS handshake timed out");
-                                live.gateway().metrics().tls_handshake_failed();
-                                return;
-                            }
-                        };
+                    let handshake =
+                        tokio::time::timeout(header_read_timeout, acceptor.accept(tcp)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        failed => {
+                            let error = failed.map_or_else(
+                                |_| "timed out".to_owned(),
+                                |e| e.err().map(|e| e.to_string()).unwrap_or_default(),
+                            );
+                            tracing::debug!(%error, %remote, "TLS handshake failed");
+                            live.gateway().metrics().tls_handshake_failed();
+                            return;
+                        }
+                    };
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(connection.into_owned()).await
