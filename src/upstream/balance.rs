@@ -297,11 +297,16 @@ impl Endpoint {
             .is_ok()
     }
 
-    /// How long until it takes a call again, when it is ejected.
+    /// How long until it takes a call again, when its breaker keeps calls
+    /// out: the rest of its ejection, or nothing while its half-open trial
+    /// call is out (the trial may close it any moment).
     fn reopens_in(&self, now: Instant) -> Option<Duration> {
         let until = self.ejected_until.load(Ordering::Relaxed);
-        let now = self.millis(now);
-        (until > now).then(|| Duration::from_millis(until - now))
+        let at = self.millis(now);
+        if until > at {
+            return Some(Duration::from_millis(until - at));
+        }
+        (self.probing.load(Ordering::Relaxed) && self.half_open(now)).then_some(Duration::ZERO)
     }
 
     fn state(&self, now: Instant) -> EndpointState {
@@ -789,6 +794,7 @@ mod tests {
         assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
         let trial = b.pick(&[]).expect("the trial call");
         assert!(b.pick(&[]).is_none(), "one trial at a time");
+        assert_eq!(b.reopens_in(), Some(Duration::ZERO), "fail fast meanwhile");
         drop(trial);
         // A trial that ended without a verdict lets the next call try.
         let trial = b.pick(&[]).expect("the next trial");
