@@ -166,3 +166,49 @@ async fn request_spans_are_exported_and_parent_the_backend_call() {
     assert!(other.1.parent_span_id.is_empty(), "a root span");
     drop(gateway);
 }
+
+#[tokio::test]
+async fn sigterm_drains_requests_sends_queued_spans_and_exits_zero() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let (probe_addr, _probe) = crate::probe::spawn().await;
+    let dir = TempDir::new("otlp-shutdown");
+    let config = dir.write_config(&format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\nserver:\n  shutdown_grace: 5s\ntracing:\n  otlp_endpoint: {endpoint}\n",
+        root().join("tests/fixtures/protos").display()
+    ));
+    // Batches every 10 minutes: spans can only arrive by the shutdown's flush.
+    let mut gateway =
+        spawn_gateway_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await;
+    let http = client();
+    let echo = |body: &'static str| {
+        let (http, url) = (http.clone(), format!("{}/v1/echo", gateway.url));
+        async move { http.post(url).body(body).send().await.unwrap().status() }
+    };
+    assert_eq!(echo(r#"{"text":"quick"}"#).await, 200);
+    let slow = tokio::spawn(echo(r#"{"text":"slow","delayMs":"800"}"#));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid = gateway.process.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+
+    // The request in flight finishes; the process then exits 0.
+    assert_eq!(slow.await.unwrap(), 200);
+    let mut exit = None;
+    eventually(10, "the gateway exits after SIGTERM", || {
+        let status = gateway.process.try_wait().unwrap();
+        exit = status;
+        async move { status.is_some() }
+    })
+    .await;
+    assert_eq!(exit.and_then(|s| s.code()), Some(0), "{exit:?}");
+    let served = collector
+        .spans()
+        .iter()
+        .filter(|(_, s)| s.kind == SpanKind::Server as i32)
+        .count();
+    assert_eq!(served, 2, "both request spans were sent at shutdown");
+}
