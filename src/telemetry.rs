@@ -69,17 +69,27 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
         }) => Some(provider(endpoint, service_name, *sample_ratio)?),
         _ => None,
     };
-    let export = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("protogate"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            // Request spans are INFO: exported whatever RUST_LOG says.
-            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
-    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let Some(exporting) = &provider else {
+        // No export: one global filter, so spans RUST_LOG turns off cost
+        // nothing at all.
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _ = match format {
+            LogFormat::Text => builder.try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+        return Ok(Telemetry { provider });
+    };
+    let export = tracing_opentelemetry::layer()
+        .with_tracer(exporting.tracer("protogate"))
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        // Request spans are INFO: exported whatever RUST_LOG says.
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -94,7 +104,7 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
         .with(export)
         .try_init()
         .is_ok();
-    if installed && provider.is_some() {
+    if installed {
         EXPORTING.store(true, Ordering::Relaxed);
         if let Some(options) = tracing {
             tracing::info!(endpoint = ?options.otlp_endpoint, sample_ratio = options.sample_ratio, "exporting spans over OTLP");
