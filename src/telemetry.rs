@@ -70,11 +70,14 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
         _ => None,
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: not in container logs or files.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let Some(exporting) = &provider else {
         // No export: one global filter, so spans RUST_LOG turns off cost
         // nothing at all.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(colour)
             .with_writer(std::io::stderr);
         let _ = match format {
             LogFormat::Text => builder.try_init(),
@@ -92,6 +95,7 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(colour)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
