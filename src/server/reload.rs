@@ -161,6 +161,17 @@ impl Live {
             }
             None => {}
         }
+        // The listener's TLS setup and span export are fixed at startup too.
+        if config.tls != current.config().tls {
+            tracing::warn!(
+                "server.tls changed; restart protogate to use it (changed certificate files are reloaded by themselves)"
+            );
+            config.tls = current.config().tls.clone();
+        }
+        if config.tracing != current.config().tracing {
+            tracing::warn!("tracing changed; restart protogate to use it");
+            config.tracing = current.config().tracing.clone();
+        }
         let next = current.reload(config).await?;
         self.active.store(Arc::new(Active::new(next.clone())));
         *loaded = Some(bytes);
