@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 
-use crate::support::{TempDir, client, eventually, root, spawn_gateway_with_env};
+use crate::support::{GatewayProcess, TempDir, client, eventually, root, spawn_gateway_with_env};
 
 /// Keeps every export request it receives.
 #[derive(Clone, Default)]
@@ -85,18 +85,41 @@ fn attribute(span: &Span, key: &str) -> Option<AnyValue> {
         .and_then(|v| v.value.clone())
 }
 
+/// A collector, the probe backend and the gateway binary exporting to the
+/// collector in batches every `batch_ms`; `extra` is more config.
+struct Traced {
+    collector: Collector,
+    gateway: GatewayProcess,
+    _probe: crate::probe::Probe,
+    _dir: TempDir,
+}
+
+impl Traced {
+    async fn start(extra: &str, batch_ms: &str) -> Self {
+        let collector = Collector::default();
+        let endpoint = collector.start().await;
+        let (probe_addr, probe) = crate::probe::spawn().await;
+        let dir = TempDir::new("otlp");
+        let config = dir.write_config(&format!(
+            "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\ntracing:\n  otlp_endpoint: {endpoint}\n{extra}",
+            root().join("tests/fixtures/protos").display()
+        ));
+        let gateway =
+            spawn_gateway_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", batch_ms)]).await;
+        Self {
+            collector,
+            gateway,
+            _probe: probe,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn request_spans_are_exported_and_parent_the_backend_call() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
-    let (probe_addr, _probe) = crate::probe::spawn().await;
-    let dir = TempDir::new("otlp");
-    let config = dir.write_config(&format!(
-        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\ntracing:\n  otlp_endpoint: {endpoint}\n  service_name: edge-test\n",
-        root().join("tests/fixtures/protos").display()
-    ));
     // Batches every 100ms instead of 5s, so the test need not wait.
-    let gateway = spawn_gateway_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+    let traced = Traced::start("  service_name: edge-test\n", "100").await;
+    let (collector, gateway) = (&traced.collector, &traced.gateway);
     let http = client();
 
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -164,22 +187,14 @@ async fn request_spans_are_exported_and_parent_the_backend_call() {
         .find(|(_, s)| hex(&s.trace_id) != trace && s.kind == SpanKind::Server as i32)
         .expect("the untraced request's span");
     assert!(other.1.parent_span_id.is_empty(), "a root span");
-    drop(gateway);
 }
 
 #[tokio::test]
 async fn sigterm_drains_requests_sends_queued_spans_and_exits_zero() {
-    let collector = Collector::default();
-    let endpoint = collector.start().await;
-    let (probe_addr, _probe) = crate::probe::spawn().await;
-    let dir = TempDir::new("otlp-shutdown");
-    let config = dir.write_config(&format!(
-        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\nserver:\n  shutdown_grace: 5s\ntracing:\n  otlp_endpoint: {endpoint}\n",
-        root().join("tests/fixtures/protos").display()
-    ));
     // Batches every 10 minutes: spans can only arrive by the shutdown's flush.
-    let mut gateway =
-        spawn_gateway_with_env(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "600000")]).await;
+    let mut traced = Traced::start("server:\n  shutdown_grace: 5s\n", "600000").await;
+    let collector = traced.collector.clone();
+    let gateway = &mut traced.gateway;
     let http = client();
     let echo = |body: &'static str| {
         let (http, url) = (http.clone(), format!("{}/v1/echo", gateway.url));
