@@ -213,6 +213,38 @@ pub fn answered(span: &tracing::Span, status: http::StatusCode) {
     }
 }
 
+/// The span of a unary backend call; an OpenTelemetry client span, named
+/// `package.Service/Method`, when spans are exported.
+pub fn upstream_span(backend: &str, grpc_path: &str) -> tracing::Span {
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return tracing::info_span!("unary", backend = %backend, method = %grpc_path);
+    }
+    let name = grpc_path.trim_start_matches('/');
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    tracing::info_span!(
+        "unary",
+        otel.name = %name,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        backend = %backend,
+        method = %grpc_path,
+        "rpc.system" = "grpc",
+        "rpc.service" = %service,
+        "rpc.method" = %method,
+        "rpc.grpc.status_code" = Empty,
+    )
+}
+
+/// Records a backend call's gRPC code on its span.
+pub fn upstream_done(span: &tracing::Span, code: tonic::Code) {
+    if EXPORTING.load(Ordering::Relaxed) {
+        span.record("rpc.grpc.status_code", code as i64);
+        if code != tonic::Code::Ok {
+            span.record("otel.status_code", "error");
+        }
+    }
+}
+
 /// Writes the current span's trace context into the backend's metadata,
 /// replacing the client's, so the backend's spans are children of the
 /// gateway's. Nothing happens when spans are not exported.

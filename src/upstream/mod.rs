@@ -24,7 +24,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
-use tracing::instrument;
+use tracing::Instrument;
 
 use crate::config::{BackendConfig, Config};
 use crate::http_rule::{Route, RouteBackend};
@@ -171,8 +171,27 @@ impl Upstreams {
     /// [`CallError::Status`] for a non-OK status, [`CallError::Unreachable`]
     /// for a transport failure, [`CallError::NoEndpoint`] when no endpoint
     /// is healthy, [`CallError::Timeout`] when the deadline passes.
-    #[instrument(skip_all, fields(backend = %target.name, method = %route.grpc_path))]
     pub async fn unary(
+        &self,
+        target: &RouteBackend,
+        route: &Route,
+        message: Bytes,
+        metadata: MetadataMap,
+        timeout: Duration,
+    ) -> Result<UnaryReply, CallError> {
+        let span = crate::telemetry::upstream_span(&target.name, route.grpc_path.path());
+        let result = self
+            .unary_call(target, route, message, metadata, timeout)
+            .instrument(span.clone())
+            .await;
+        crate::telemetry::upstream_done(
+            &span,
+            result.as_ref().err().map_or(Code::Ok, CallError::code),
+        );
+        result
+    }
+
+    async fn unary_call(
         &self,
         target: &RouteBackend,
         route: &Route,
@@ -196,6 +215,8 @@ impl Upstreams {
         framed.put(message);
         let framed = framed.freeze();
         let mut headers = metadata.into_headers();
+        // The backend's parent is this call's span, when spans are exported.
+        crate::telemetry::inject(&mut headers);
         headers.insert(CONTENT_TYPE, GRPC);
         headers.insert(TE, TRAILERS);
         let limit = target.max_response_bytes;

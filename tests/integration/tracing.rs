@@ -173,7 +173,22 @@ async fn request_spans_are_exported_and_parent_the_backend_call() {
     assert_eq!(service, "edge-test");
     assert_eq!(span.name, "POST /v1/echo");
     assert_eq!(hex(&span.parent_span_id), client_span);
-    assert_eq!(hex(&span.span_id), parts[2], "the backend's parent");
+    // The backend call is a client span under it, and the backend's parent.
+    let (_, call) = spans
+        .iter()
+        .find(|(_, s)| s.kind == SpanKind::Client as i32 && hex(&s.trace_id) == trace)
+        .expect("the backend call's span");
+    assert_eq!(call.name, "probe.v1.Probe/Echo");
+    assert_eq!(call.parent_span_id, span.span_id);
+    assert_eq!(hex(&call.span_id), parts[2], "the backend's parent");
+    assert_eq!(
+        attribute(call, "rpc.grpc.status_code"),
+        Some(AnyValue::IntValue(0))
+    );
+    assert_eq!(
+        attribute(call, "rpc.service"),
+        Some(AnyValue::StringValue("probe.v1.Probe".into()))
+    );
     assert_eq!(
         attribute(span, "http.response.status_code"),
         Some(AnyValue::IntValue(200))
