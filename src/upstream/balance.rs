@@ -151,7 +151,11 @@ pub enum Outcome {
     Answered,
     /// No answer or UNAVAILABLE: counts toward ejection.
     Failed,
-    /// Says nothing about the endpoint (e.g. the deadline passed).
+    /// The deadline passed: the call's own fault as likely as the
+    /// endpoint's, except for a half-open endpoint's trial call, which then
+    /// failed (a hung backend must not stay half-open for ever).
+    TimedOut,
+    /// Says nothing about the endpoint (e.g. no endpoint was called).
     Neutral,
 }
 
@@ -160,8 +164,8 @@ pub enum Outcome {
 pub struct Lease {
     /// The endpoint.
     pub endpoint: Arc<Endpoint>,
-    /// This is a half-open endpoint's trial call.
-    probe: bool,
+    /// This is a half-open endpoint's trial call, not yet decided.
+    probe: AtomicBool,
 }
 
 impl Lease {
@@ -169,19 +173,25 @@ impl Lease {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             endpoint: endpoint.clone(),
-            probe,
+            probe: AtomicBool::new(probe),
         }
+    }
+
+    /// Ends the trial, if this is one; true when it was.
+    fn settle(&self) -> bool {
+        let was = self.probe.swap(false, Ordering::Relaxed);
+        if was {
+            self.endpoint.probing.store(false, Ordering::Relaxed);
+        }
+        was
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if self.probe {
-            // Answered or not, the trial is over; a neutral end (a deadline,
-            // a client gone) lets the next call try.
-            self.endpoint.probing.store(false, Ordering::Relaxed);
-        }
+        // A trial that ended undecided (a client gone) lets the next call try.
+        self.settle();
     }
 }
 
@@ -484,6 +494,18 @@ impl Backend {
         self.endpoints.load().iter().any(|e| e.is_healthy())
     }
 
+    /// Whether a call would be sent now: some endpoint passes its health
+    /// checks and its breaker lets calls through (with `fail_open`, any
+    /// healthy endpoint).
+    pub fn takes_calls(&self) -> bool {
+        let now = Instant::now();
+        let fail_open = self.config.outlier.fail_open;
+        self.endpoints
+            .load()
+            .iter()
+            .any(|e| e.available(now) || (fail_open && e.is_healthy()))
+    }
+
     /// Passive health, a circuit breaker per endpoint. It opens (ejects the
     /// endpoint) after `consecutive_failures` failed calls in a row, or when
     /// the failed share of a window's calls reaches `failure_rate`. When
@@ -491,28 +513,44 @@ impl Backend {
     /// answer closes it, a failure opens it again for twice as long (up to
     /// ten times `ejection_time`). With `fail_open`, the last endpoint
     /// taking traffic is never ejected.
-    pub fn record(&self, endpoint: &Endpoint, outcome: Outcome) {
+    ///
+    /// While an endpoint is ejected or half-open, only its trial call
+    /// decides: calls sent before it opened may end any time and say little
+    /// about it now. The trial is over once recorded, even while its stream
+    /// goes on.
+    pub fn record(&self, lease: &Lease, outcome: Outcome) {
+        let endpoint = lease.endpoint.as_ref();
+        let trial = lease.settle();
         let outlier = &self.config.outlier;
         let now = Instant::now();
         let window = u64::try_from(outlier.window.as_millis()).unwrap_or(u64::MAX);
+        let outcome = match outcome {
+            Outcome::TimedOut if trial => Outcome::Failed,
+            Outcome::TimedOut => Outcome::Neutral,
+            other => other,
+        };
+        let open = endpoint.ejections.load(Ordering::Relaxed) > 0;
         match outcome {
-            Outcome::Neutral => {}
+            Outcome::Neutral | Outcome::TimedOut => {}
             Outcome::Answered => {
-                endpoint.failures.store(0, Ordering::Relaxed);
-                // A trial call after an ejection answered: closed again.
-                endpoint.ejections.store(0, Ordering::Relaxed);
                 endpoint.window.add(endpoint.millis(now), window, false);
+                if trial || !open {
+                    endpoint.failures.store(0, Ordering::Relaxed);
+                    // The trial call answered: closed again.
+                    endpoint.ejections.store(0, Ordering::Relaxed);
+                }
             }
             Outcome::Failed => {
-                if endpoint.ejected(now) {
-                    // Calls sent before it opened; it is open already.
+                if open && !trial {
+                    // Open or half-open already: only the trial decides.
                     return;
                 }
                 let failures = endpoint.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let (calls, failed) = endpoint.window.add(endpoint.millis(now), window, true);
                 let ejections = endpoint.ejections.load(Ordering::Relaxed);
-                let trips = ejections > 0 // a half-open trial failed
-                    || (outlier.consecutive_failures > 0 && failures >= outlier.consecutive_failures)
+                let trips = trial
+                    || (outlier.consecutive_failures > 0
+                        && failures >= outlier.consecutive_failures)
                     || (outlier.failure_rate > 0.0
                         && calls >= outlier.minimum_calls
                         && f64::from(failed) >= outlier.failure_rate * f64::from(calls));
@@ -648,6 +686,17 @@ mod tests {
     use super::*;
     use crate::config;
 
+    /// An ordinary call's lease.
+    fn lease(endpoint: &Arc<Endpoint>) -> Lease {
+        Lease::new(endpoint, false)
+    }
+
+    /// A half-open endpoint's trial call.
+    fn trial(endpoint: &Arc<Endpoint>) -> Lease {
+        assert!(endpoint.try_probe(), "no other trial is out");
+        Lease::new(endpoint, true)
+    }
+
     fn backend(n: usize, extra: &str) -> Arc<Backend> {
         let endpoints: Vec<String> = (1..=n).map(|i| format!("http://127.0.0.{i}:1")).collect();
         let text = format!(
@@ -696,7 +745,7 @@ mod tests {
                 busy.in_flight.fetch_add(1, Ordering::Relaxed);
                 Lease {
                     endpoint: busy.clone(),
-                    probe: false,
+                    probe: AtomicBool::new(false),
                 }
             })
             .collect();
@@ -726,8 +775,8 @@ mod tests {
         let [first, second] = [b.endpoints()[0].clone(), b.endpoints()[1].clone()];
         assert_eq!(b.reopens_in(), None);
         for endpoint in [&first, &second] {
-            b.record(endpoint, Outcome::Failed);
-            b.record(endpoint, Outcome::Failed);
+            b.record(&lease(endpoint), Outcome::Failed);
+            b.record(&lease(endpoint), Outcome::Failed);
         }
         assert_eq!(second.state(Instant::now()), EndpointState::Ejected);
         assert!(b.pick(&[]).is_none(), "no call while every breaker is open");
@@ -754,11 +803,11 @@ mod tests {
             } else {
                 Outcome::Answered
             };
-            b.record(&first, outcome);
+            b.record(&lease(&first), outcome);
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
         // The 10th call fails: 5 of 10.
-        b.record(&first, Outcome::Failed);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
     }
 
@@ -770,14 +819,14 @@ mod tests {
         );
         let first = b.endpoints()[0].clone();
         for _ in 0..3 {
-            b.record(&first, Outcome::Failed);
+            b.record(&lease(&first), Outcome::Failed);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
         // A new window: the old failures are gone.
-        b.record(&first, Outcome::Answered);
-        b.record(&first, Outcome::Answered);
-        b.record(&first, Outcome::Answered);
-        b.record(&first, Outcome::Failed);
+        b.record(&lease(&first), Outcome::Answered);
+        b.record(&lease(&first), Outcome::Answered);
+        b.record(&lease(&first), Outcome::Answered);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
     }
 
@@ -788,7 +837,7 @@ mod tests {
             "    outlier_detection: { consecutive_failures: 1, ejection_time: 100ms }\n",
         );
         let only = b.endpoints()[0].clone();
-        b.record(&only, Outcome::Failed);
+        b.record(&lease(&only), Outcome::Failed);
         assert!(b.pick(&[]).is_none());
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
@@ -797,12 +846,36 @@ mod tests {
         assert_eq!(b.reopens_in(), Some(Duration::ZERO), "fail fast meanwhile");
         drop(trial);
         // A trial that ended without a verdict lets the next call try.
-        let trial = b.pick(&[]).expect("the next trial");
-        b.record(&only, Outcome::Answered);
-        drop(trial);
+        let next = b.pick(&[]).expect("the next trial");
+        // Calls sent before the ejection decide nothing now.
+        b.record(&lease(&only), Outcome::Answered);
+        assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
+        b.record(&lease(&only), Outcome::Failed);
+        assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
+        // The trial's answer closes it, even while its lease lives on (a stream).
+        b.record(&next, Outcome::Answered);
         assert_eq!(only.state(Instant::now()), EndpointState::Healthy);
+        assert!(!only.probing.load(Ordering::Relaxed));
         let (one, two) = (b.pick(&[]), b.pick(&[]));
         assert!(one.is_some() && two.is_some(), "closed: no limit");
+    }
+
+    #[tokio::test]
+    async fn a_trial_that_times_out_fails_other_calls_do_not() {
+        let b = backend(
+            2,
+            "    outlier_detection: { consecutive_failures: 1, ejection_time: 100ms }\n",
+        );
+        let first = b.endpoints()[0].clone();
+        for _ in 0..10 {
+            b.record(&lease(&first), Outcome::TimedOut);
+        }
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
+        b.record(&lease(&first), Outcome::Failed);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
+        b.record(&trial(&first), Outcome::TimedOut);
+        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
     }
 
     #[tokio::test]
@@ -812,19 +885,19 @@ mod tests {
             "    outlier_detection: { consecutive_failures: 2, ejection_time: 1h, fail_open: true }\n",
         );
         let [first, second] = [b.endpoints()[0].clone(), b.endpoints()[1].clone()];
-        b.record(&first, Outcome::Failed);
-        b.record(&first, Outcome::Answered);
-        b.record(&first, Outcome::Failed);
+        b.record(&lease(&first), Outcome::Failed);
+        b.record(&lease(&first), Outcome::Answered);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(
             first.state(Instant::now()),
             EndpointState::Healthy,
             "a success resets the count"
         );
-        b.record(&first, Outcome::Failed);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         assert_eq!(counts(&b, 10), [0, 10]);
         for _ in 0..5 {
-            b.record(&second, Outcome::Failed);
+            b.record(&lease(&second), Outcome::Failed);
         }
         assert_eq!(
             second.state(Instant::now()),
@@ -849,7 +922,7 @@ mod tests {
             "    balance: round_robin\n    outlier_detection: { consecutive_failures: 1, ejection_time: 300ms }\n",
         );
         let first = b.endpoints()[0].clone();
-        b.record(&first, Outcome::Failed);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
@@ -864,13 +937,13 @@ mod tests {
         );
         let first = b.endpoints()[0].clone();
         for _ in 0..3 {
-            b.record(&first, Outcome::Failed);
+            b.record(&lease(&first), Outcome::Failed);
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
-        // Half-open: a single failure, and out for 400ms this time.
-        b.record(&first, Outcome::Failed);
+        // Half-open: a failed trial, and out for 400ms this time.
+        b.record(&trial(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(
@@ -880,10 +953,10 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
-        // An answer closes it: back to three failures.
-        b.record(&first, Outcome::Answered);
-        b.record(&first, Outcome::Failed);
-        b.record(&first, Outcome::Failed);
+        // The trial answers and closes it: back to three failures.
+        b.record(&trial(&first), Outcome::Answered);
+        b.record(&lease(&first), Outcome::Failed);
+        b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
     }
 

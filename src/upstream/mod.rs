@@ -143,7 +143,7 @@ impl Upstreams {
     ) -> Result<&'r RouteBackend, UnknownBackend> {
         let (chosen, overridden) = balance::select(route, headers, self.override_header.as_ref())?;
         let available =
-            |b: &RouteBackend| self.backends.get(b.index).is_some_and(|b| b.is_available());
+            |b: &RouteBackend| self.backends.get(b.index).is_some_and(|b| b.takes_calls());
         if overridden || route.backends.len() == 1 || available(chosen) {
             return Ok(chosen);
         }
@@ -233,10 +233,14 @@ impl Upstreams {
             let mut excluded: Vec<Arc<Endpoint>> = Vec::new();
             let mut last_refusal: Option<String> = None;
             let mut retried = 0;
-            let gave_up = |last: Option<String>| match last {
-                Some(cause) => CallError::Unreachable(cause),
-                None => CallError::NoEndpoint(backend.reopens_in()),
-            };
+            // The last failure of a retried call, reported if no endpoint is left.
+            let mut last_failure: Option<CallError> = None;
+            let gave_up =
+                |refusal: Option<String>, failure: Option<CallError>| match (refusal, failure) {
+                    (Some(cause), _) => CallError::Unreachable(cause),
+                    (None, Some(failure)) => failure,
+                    (None, None) => CallError::NoEndpoint(backend.reopens_in()),
+                };
             // Only a backend with several endpoints, or with retries, can
             // need the headers twice.
             let spare = (backend.endpoints().len() > 1 || retries > 0).then(|| headers.clone());
@@ -248,10 +252,10 @@ impl Upstreams {
                         .then(|| backend.pick(&[]))
                         .flatten()
                 }) else {
-                    return Err(gave_up(last_refusal));
+                    return Err(gave_up(last_refusal, last_failure));
                 };
                 let Some(mut attempt_headers) = headers.take().or_else(|| spare.clone()) else {
-                    return Err(gave_up(last_refusal));
+                    return Err(gave_up(last_refusal, last_failure));
                 };
                 // Sent so the backend knows what is left; enforced below, whatever it does.
                 let left = timeout.saturating_sub(started.elapsed());
@@ -263,8 +267,13 @@ impl Upstreams {
                 *request.method_mut() = http::Method::POST;
                 *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
                 *request.headers_mut() = attempt_headers;
-                let result = send(lease.endpoint.channel(), request, limit).await;
-                backend.record(&lease.endpoint, outcome(&result));
+                // Bounded here too, so a call that runs out of time is
+                // recorded against its endpoint (the outer bound covers backoff).
+                let result =
+                    tokio::time::timeout(left, send(lease.endpoint.channel(), request, limit))
+                        .await
+                        .unwrap_or(Err(Attempt::Failed(CallError::Timeout(timeout))));
+                backend.record(&lease, outcome(&result));
                 match result {
                     Err(Attempt::Refused(cause)) => {
                         tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
@@ -279,6 +288,9 @@ impl Upstreams {
                             backoff(retry, retried).min(timeout.saturating_sub(started.elapsed()));
                         tracing::debug!(endpoint = %lease.endpoint.address, attempt = retried + 1, ?delay, "retrying an idempotent call");
                         excluded.push(lease.endpoint.clone());
+                        // Not in flight while waiting.
+                        drop(lease);
+                        last_failure = Some(e);
                         tokio::time::sleep(delay).await;
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
@@ -411,12 +423,21 @@ fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
 fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
     match result {
         Ok(_) => Outcome::Answered,
-        Err(Attempt::Refused(_) | Attempt::Failed(CallError::Unreachable(_))) => Outcome::Failed,
-        Err(Attempt::Failed(CallError::Status(s))) if s.code() == Code::Unavailable => {
-            Outcome::Failed
-        }
-        Err(Attempt::Failed(CallError::Status(_) | CallError::Protocol(_))) => Outcome::Answered,
-        Err(Attempt::Failed(CallError::NoEndpoint(_) | CallError::Timeout(_))) => Outcome::Neutral,
+        Err(Attempt::Refused(_)) => Outcome::Failed,
+        Err(Attempt::Failed(e)) => failure_outcome(e),
+    }
+}
+
+/// What a failed call says about the endpoint's health: no answer or
+/// UNAVAILABLE is a failure; any other status, even a broken reply, is an
+/// answer.
+pub(crate) fn failure_outcome(error: &CallError) -> Outcome {
+    match error {
+        CallError::Unreachable(_) => Outcome::Failed,
+        CallError::Status(s) if s.code() == Code::Unavailable => Outcome::Failed,
+        CallError::Status(_) | CallError::Protocol(_) => Outcome::Answered,
+        CallError::Timeout(_) => Outcome::TimedOut,
+        CallError::NoEndpoint(_) => Outcome::Neutral,
     }
 }
 

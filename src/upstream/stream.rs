@@ -79,7 +79,7 @@ impl Upstreams {
         };
         match opened.await {
             Ok(response) => {
-                backend.record(&lease.endpoint, Outcome::Answered);
+                backend.record(&lease, Outcome::Answered);
                 let (headers, messages, _) = response.into_parts();
                 Ok(StreamReply {
                     headers,
@@ -88,13 +88,9 @@ impl Upstreams {
                 })
             }
             Err(status) => {
-                let outcome = if status.code() == Code::Unavailable {
-                    Outcome::Failed
-                } else {
-                    Outcome::Answered
-                };
-                backend.record(&lease.endpoint, outcome);
-                Err(reply_error(status))
+                let error = reply_error(status);
+                backend.record(&lease, super::failure_outcome(&error));
+                Err(error)
             }
         }
     }

@@ -483,3 +483,33 @@ async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
     assert!(back.served() >= 20);
     assert_eq!(stack.get_text("/healthz").await.0, 200);
 }
+
+#[tokio::test]
+async fn split_skips_a_backend_whose_breakers_are_open() {
+    let stable = instances(1).await;
+    let mut canary = instances(1).await;
+    let dir = TempDir::new("canary-open");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  stable:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 50\n  canary:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n    weight: 50\n    outlier_detection: {{ consecutive_failures: 2, ejection_time: 1h }}\n",
+                stable[0].addr, canary[0].addr
+            ),
+            "",
+        ),
+    )
+    .await;
+    // No active checks: only failed calls tell the canary is gone.
+    canary.remove(0).shutdown().await.unwrap();
+    eventually(5, "the canary's breaker opens", || async {
+        let _ = stack.get("/v1/users/1").await;
+        states(&readyz(&stack).await.1, "canary") == ["ejected"]
+    })
+    .await;
+    let before = stable[0].served();
+    for _ in 0..100 {
+        assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    }
+    assert_eq!(stable[0].served() - before, 100, "the canary's share too");
+}
