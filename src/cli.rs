@@ -136,9 +136,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             let bound = listener.local_addr()?;
+            let scheme = if gateway.config().tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             tracing::info!(
                 routes = gateway.routes().routes().len(),
-                "protogate listening on http://{bound}"
+                "protogate listening on {scheme}://{bound}"
             );
             let live = Live::with_listen_override(gateway, listen);
             let _watch = live.watch()?;
@@ -150,6 +155,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let config = config::load(&config)?;
+            if let Some(tls) = &config.tls {
+                crate::tls::ServerTlsState::load(tls).context("server.tls")?;
+            }
             let gateway = Gateway::load(config).await?;
             let mut out = std::io::stdout().lock();
             print_routes(&gateway, &mut out)?;

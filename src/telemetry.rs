@@ -273,6 +273,11 @@ struct HeadersMut<'a>(&'a mut HeaderMap);
 
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // No empty `tracestate` when the client sent none.
+        if value.is_empty() {
+            self.0.remove(key);
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::try_from(value),

@@ -91,9 +91,9 @@ impl ServerFiles {
             (Some(pem), Some(path)) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in parse_certs(pem).with_context(|| path.display().to_string())? {
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("{}: not a CA certificate", path.display()))?;
+                    roots.add(cert).with_context(|| {
+                        format!("{}: cannot be used as a CA certificate", path.display())
+                    })?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
@@ -190,15 +190,7 @@ impl ServerTlsState {
         let mut hangups = crate::server::reload::Hangups::listen();
         let task = tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    () = changed.notified() => loop {
-                        tokio::select! {
-                            () = changed.notified() => {}
-                            () = tokio::time::sleep(debounce) => break,
-                        }
-                    },
-                    () = hangups.next() => {}
-                }
+                crate::server::reload::next_trigger(&changed, &mut hangups, debounce).await;
                 match state.reload() {
                     Ok(true) => {
                         tracing::info!(cert = %state.options.cert.display(), "TLS certificate reloaded")
@@ -246,6 +238,20 @@ pub fn client_config(tls: &BackendTls, host: &str) -> tonic::transport::ClientTl
         ));
     }
     config
+}
+
+/// Sets up tonic's TLS connector for `tls` as a call would, to report
+/// what it refuses (a bad server name, a key that does not fit its
+/// certificate) when the configuration loads.
+///
+/// # Errors
+/// What tonic refuses.
+pub fn check_client(tls: &BackendTls, host: &str) -> anyhow::Result<()> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    tonic::transport::Endpoint::from_static("https://localhost")
+        .tls_config(client_config(tls, host))
+        .map(drop)
+        .map_err(|e| anyhow::anyhow!("{}", crate::descriptor::reflection::causes(&e)))
 }
 
 /// A PEM file's path and its bytes, read when the configuration loads.

@@ -113,13 +113,13 @@ pub struct ServerTls {
     /// CA certificates for client certificates; set, clients must present
     /// one it signed (mutual TLS). Default none.
     pub client_ca: Option<PathBuf>,
-    /// With `client_ca`, clients without a certificate are let in too (and
-    /// are anonymous to the auth rules). Default false.
+    /// With `client_ca`, clients without a certificate are let in too.
+    /// The certificate is not passed to the auth rules. Default false.
     pub client_cert_optional: bool,
 }
 
 /// TLS to a backend (its addresses are `https://`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BackendTls {
     /// CA certificates to trust. Default: the system's roots.
     pub ca: Option<PemFile>,
@@ -841,8 +841,9 @@ fn server_tls(
         client_ca: raw.client_ca.as_ref().map(anchor),
         client_cert_optional: raw.client_cert_optional.unwrap_or(false),
     };
-    // Built once here so a bad file fails `protogate check` and reloads.
-    crate::tls::ServerTlsState::load(&tls).map_err(|e| err("server.tls", format!("{e:#}")))?;
+    // The files are read at startup and by `protogate check`, not here: a
+    // reload does not change the listener, and must not fail because a
+    // certificate rotation is half done.
     Ok(Some(tls))
 }
 
@@ -1044,13 +1045,19 @@ fn backend(
             Some(n) => n,
             None => DEFAULT_MAX_RESPONSE_BYTES,
         },
-        tls: match (b.tls, endpoints.first().and_then(Uri::scheme_str)) {
-            (Some(raw), _) => Some(backend_tls(raw, &key, anchor, err)?),
-            (None, Some("https")) => Some(BackendTls {
-                ca: None,
-                identity: None,
-                server_name: None,
-            }),
+        tls: match (b.tls, endpoints.first()) {
+            (Some(raw), first) => {
+                let tls = backend_tls(raw, &key, anchor, err)?;
+                // Built once now, so what tonic would refuse at the first
+                // call (a bad name, a key that does not fit) fails the load.
+                let host = first.and_then(Uri::host).unwrap_or_default();
+                crate::tls::check_client(&tls, host)
+                    .map_err(|e| err(&format!("{key}.tls"), format!("{e:#}")))?;
+                Some(tls)
+            }
+            (None, Some(first)) if first.scheme_str() == Some("https") => {
+                Some(BackendTls::default())
+            }
             (None, _) => None,
         },
         endpoints,

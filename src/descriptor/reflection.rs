@@ -340,7 +340,7 @@ fn failed(endpoint: &str, ask: &Ask, answer: Result<Answer, Status>) -> Reflecti
 
 /// An error and its sources, joined by ": ". A source that repeats the
 /// message before it is left out (hyper's connect errors do).
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut last = error.to_string();
     let mut text = last.clone();
     let mut source = error.source();

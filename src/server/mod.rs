@@ -101,10 +101,10 @@ pub async fn serve(
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         failed => {
-                            let error = failed.map_or_else(
-                                |_| "timed out".to_owned(),
-                                |e| e.err().map(|e| e.to_string()).unwrap_or_default(),
-                            );
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "timed out".to_owned(),
+                            };
                             tracing::debug!(%error, %remote, "TLS handshake failed");
                             live.gateway().metrics().tls_handshake_failed();
                             return;

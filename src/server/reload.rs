@@ -203,22 +203,14 @@ impl Live {
         let mut hangups = Hangups::listen();
         let task = tokio::spawn(async move {
             loop {
-                let only_if_changed = tokio::select! {
-                    () = changed.notified() => {
-                        // Editors write in several steps: wait for a quiet spell.
-                        loop {
-                            tokio::select! {
-                                () = changed.notified() => {}
-                                () = tokio::time::sleep(options.debounce) => break,
-                            }
+                let only_if_changed =
+                    match next_trigger(&changed, &mut hangups, options.debounce).await {
+                        Trigger::FileChanged => true,
+                        Trigger::Hangup => {
+                            tracing::info!("SIGHUP: reloading configuration");
+                            false
                         }
-                        true
-                    }
-                    () = hangups.next() => {
-                        tracing::info!("SIGHUP: reloading configuration");
-                        false
-                    }
-                };
+                    };
                 let result = live.reload_from_file(only_if_changed).await;
                 match &result {
                     Ok(Some(_)) => live.gateway().metrics().reload(true),
@@ -288,6 +280,34 @@ pub(crate) fn watch_paths(
         dirs.push(dir);
     }
     Ok(watcher)
+}
+
+/// What woke a watcher.
+pub(crate) enum Trigger {
+    /// A watched file changed, and `debounce` passed quietly since.
+    FileChanged,
+    /// SIGHUP.
+    Hangup,
+}
+
+/// Waits for a file change followed by `debounce` of quiet (editors and
+/// certificate managers write in several steps), or for SIGHUP.
+pub(crate) async fn next_trigger(
+    changed: &Notify,
+    hangups: &mut Hangups,
+    debounce: std::time::Duration,
+) -> Trigger {
+    tokio::select! {
+        () = changed.notified() => {
+            loop {
+                tokio::select! {
+                    () = changed.notified() => {}
+                    () = tokio::time::sleep(debounce) => return Trigger::FileChanged,
+                }
+            }
+        }
+        () = hangups.next() => Trigger::Hangup,
+    }
 }
 
 /// SIGHUP, where there is such a signal.

@@ -438,16 +438,13 @@ impl Backend {
     /// endpoint is not ejected, or none passes its health checks.
     pub fn reopens_in(&self) -> Option<Duration> {
         let now = Instant::now();
-        self.endpoints
-            .load()
-            .iter()
-            .filter(|e| e.is_healthy())
-            .map(|e| e.reopens_in(now))
-            .try_fold(None, |soonest: Option<Duration>, next| {
-                let next = next?;
-                Some(Some(soonest.map_or(next, |s| s.min(next))))
-            })
-            .flatten()
+        let mut soonest: Option<Duration> = None;
+        for endpoint in self.endpoints.load().iter().filter(|e| e.is_healthy()) {
+            // One that takes calls: the failure was not its breaker's doing.
+            let wait = endpoint.reopens_in(now)?;
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+        }
+        soonest
     }
 
     /// One of the endpoints that are `usable`, by the backend's policy.

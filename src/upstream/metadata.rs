@@ -123,8 +123,6 @@ pub fn request_metadata(
     if let Some(host) = host {
         out.insert(FORWARDED_HOST, host);
     }
-    // With span export on, the backend's parent is the gateway's span.
-    crate::telemetry::inject(&mut out);
     MetadataMap::from_headers(out)
 }
 

@@ -71,8 +71,14 @@ impl Upstreams {
             grpc.ready()
                 .await
                 .map_err(|e| Status::from_error(e.into()))?;
-            let mut request =
-                tonic::Request::from_parts(metadata, tonic::Extensions::default(), requests);
+            // With span export on, the backend's parent is this call's span.
+            let mut headers = metadata.into_headers();
+            crate::telemetry::inject(&mut headers);
+            let mut request = tonic::Request::from_parts(
+                MetadataMap::from_headers(headers),
+                tonic::Extensions::default(),
+                requests,
+            );
             request.set_timeout(deadline);
             grpc.streaming(request, route.grpc_path.clone(), RawCodec)
                 .await

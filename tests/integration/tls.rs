@@ -477,6 +477,7 @@ async fn tls_settings_are_checked_when_the_config_loads() {
     let leaf = pki.server();
     put(&dir.0, "server.pem", &leaf.cert);
     put(&dir.0, "server-key.pem", &leaf.key);
+    put(&dir.0, "other-key.pem", &pki.server().key);
     let backend = |address: &str, tls: &str| {
         format!("  users:\n    address: {address}\n    services: [shop.user.v1.UserService]\n{tls}")
     };
@@ -507,9 +508,20 @@ async fn tls_settings_are_checked_when_the_config_loads() {
             "mixes http:// and https://",
         ),
         (
-            backend("http://127.0.0.1:1", ""),
-            "server:\n  tls:\n    cert: server.pem\n    key: junk.pem\n",
-            "server.tls:",
+            backend(
+                "https://127.0.0.1:1",
+                "    tls:\n      ca: ca.pem\n      cert: server.pem\n      key: other-key.pem\n",
+            ),
+            "",
+            "backends.users.tls:",
+        ),
+        (
+            backend(
+                "https://127.0.0.1:1",
+                "    tls:\n      server_name: \"not a name!\"\n",
+            ),
+            "",
+            "backends.users.tls:",
         ),
         (
             backend("http://127.0.0.1:1", ""),
@@ -530,4 +542,24 @@ async fn tls_settings_are_checked_when_the_config_loads() {
     let config = protogate::config::load(&path).unwrap();
     assert!(config.tls.is_some());
     assert!(config.backends[0].tls.as_ref().unwrap().ca.is_some());
+
+    // The listener's files are checked at startup and by `protogate check`.
+    let path = dir.write_config(&config_text(
+        &backend("http://127.0.0.1:1", ""),
+        "server:\n  tls:\n    cert: server.pem\n    key: junk.pem\n",
+    ));
+    let config = protogate::config::load(&path).unwrap();
+    let err = protogate::tls::ServerTlsState::load(config.tls.as_ref().unwrap()).unwrap_err();
+    assert!(format!("{err:#}").contains("junk.pem"), "{err:#}");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("server.tls") && stderr.contains("junk.pem"),
+        "{stderr}"
+    );
 }

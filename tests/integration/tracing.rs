@@ -146,6 +146,10 @@ async fn request_spans_are_exported_and_parent_the_backend_call() {
     assert_eq!(parts.len(), 4, "{forwarded}");
     assert_eq!((parts[0], parts[1], parts[3]), ("00", trace, "01"));
     assert_ne!(parts[2], client_span, "a new span id: {forwarded}");
+    assert!(
+        reply["metadata"].get("tracestate").is_none(),
+        "no empty tracestate: {reply}"
+    );
 
     // A request without trace context starts a trace of its own.
     let status = http
