@@ -159,7 +159,7 @@ pub enum ReflectionError {
 ///
 /// # Errors
 /// Any [`ReflectionError`] but `Undecodable` and `Pool`; each names `endpoint`.
-#[instrument(skip_all, fields(endpoint = %endpoint.uri()))]
+#[instrument(level = "debug", skip_all, fields(endpoint = %endpoint.uri()))]
 pub async fn fetch(endpoint: Endpoint, timeout: Duration) -> Result<Reflected, ReflectionError> {
     let name = endpoint.uri().to_string();
     match tokio::time::timeout(timeout, exchange(endpoint, &name)).await {
