@@ -298,22 +298,23 @@ impl Upstreams {
                 }
             }
         };
-        match tokio::time::timeout(timeout, call).await {
+        // Every wait in `call` is bounded by the time left (each attempt, each
+        // backoff), so no timer of its own is needed around it.
+        match call.await {
             // Servers that enforce grpc-timeout themselves may cancel or reset
             // the call (tonic answers CANCELLED) a moment before our own timer fires.
-            Ok(Err(CallError::Status(s)))
+            Err(CallError::Status(s))
                 if matches!(s.code(), Code::Cancelled | Code::DeadlineExceeded)
                     && started.elapsed() >= timeout =>
             {
                 Err(CallError::Timeout(timeout))
             }
-            Ok(Err(CallError::Protocol(_) | CallError::Unreachable(_)))
+            Err(CallError::Protocol(_) | CallError::Unreachable(_))
                 if started.elapsed() >= timeout =>
             {
                 Err(CallError::Timeout(timeout))
             }
-            Ok(result) => result,
-            Err(_) => Err(CallError::Timeout(timeout)),
+            result => result,
         }
     }
 }
