@@ -254,6 +254,61 @@ pub fn check_client(tls: &BackendTls, host: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}", crate::descriptor::reflection::causes(&e)))
 }
 
+/// The verified client certificate of a mutual TLS connection, as the
+/// `X-Forwarded-Client-Cert` value backends get (Envoy's format): made once
+/// per connection, added to each of its requests.
+#[derive(Debug, Clone)]
+pub struct ClientCert(pub http::HeaderValue);
+
+impl ClientCert {
+    /// `Hash=<SHA-256 of the DER, hex>;Subject="<subject>"` and a `URI=` or
+    /// `DNS=` for each such subject alternative name. A certificate that does
+    /// not parse (rustls verified it, so this is unlikely) gives the hash alone.
+    pub fn from_der(leaf: &[u8]) -> Option<Self> {
+        use sha2::Digest;
+        use std::fmt::Write;
+        let mut value = String::from("Hash=");
+        for byte in sha2::Sha256::digest(leaf) {
+            let _ = write!(value, "{byte:02x}");
+        }
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) {
+            push_field(&mut value, "Subject", &cert.subject().to_string(), true);
+            if let Ok(Some(names)) = cert.subject_alternative_name() {
+                for name in &names.value.general_names {
+                    match name {
+                        x509_parser::extensions::GeneralName::URI(uri) => {
+                            push_field(&mut value, "URI", uri, false);
+                        }
+                        x509_parser::extensions::GeneralName::DNSName(dns) => {
+                            push_field(&mut value, "DNS", dns, false);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        http::HeaderValue::from_str(&value)
+            .ok()
+            .or_else(|| value.split(';').next().and_then(|hash| hash.parse().ok()))
+            .map(Self)
+    }
+}
+
+/// `;key=value`, the value quoted when asked or when it holds `,`, `;`,
+/// `=` or `"`.
+fn push_field(out: &mut String, key: &str, value: &str, quote: bool) {
+    out.push(';');
+    out.push_str(key);
+    out.push('=');
+    if quote || value.contains([',', ';', '=', '"']) {
+        out.push('"');
+        out.push_str(&value.replace('\\', "\\\\").replace('"', "\\\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
 /// A PEM file's path and its bytes, read when the configuration loads.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PemFile {
@@ -302,5 +357,68 @@ mod tests {
         assert!(
             parse_key(b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").is_ok()
         );
+    }
+}
+
+#[cfg(test)]
+mod client_cert_tests {
+    use super::*;
+    use sha2::Digest;
+
+    fn cert(common_name: &str, sans: Vec<rcgen::SanType>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.subject_alt_names = sans;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn ia5(s: &str) -> rcgen::string::Ia5String {
+        s.try_into().unwrap()
+    }
+
+    #[test]
+    fn forwarded_client_cert_names_hash_subject_and_names() {
+        let der = cert(
+            "client.test",
+            vec![
+                rcgen::SanType::DnsName(ia5("client.test")),
+                rcgen::SanType::URI(ia5("spiffe://shop/web")),
+                rcgen::SanType::URI(ia5("urn:x;y=z")),
+            ],
+        );
+        let hash: String = sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let value = ClientCert::from_der(&der).unwrap().0;
+        assert_eq!(
+            value.to_str().unwrap(),
+            format!(
+                r#"Hash={hash};Subject="CN=client.test";DNS=client.test;URI=spiffe://shop/web;URI="urn:x;y=z""#
+            )
+        );
+    }
+
+    #[test]
+    fn quotes_in_the_subject_are_escaped() {
+        let der = cert(r#"a "b" \c"#, Vec::new());
+        let value = ClientCert::from_der(&der).unwrap().0;
+        assert!(
+            value
+                .to_str()
+                .unwrap()
+                .ends_with(r#";Subject="CN=a \"b\" \\c""#),
+            "{value:?}"
+        );
+    }
+
+    #[test]
+    fn not_a_certificate_gives_the_hash_alone() {
+        let value = ClientCert::from_der(b"not DER").unwrap().0;
+        let text = value.to_str().unwrap();
+        assert!(text.starts_with("Hash=") && !text.contains(';'), "{text}");
     }
 }

@@ -135,7 +135,17 @@ async fn pipeline(
     span.record("upstream", target.name.as_str());
     let query = strip_query(parts.uri.query(), gw.auth().credential_query_params());
     let authority = parts.uri.authority().map(|a| a.as_str());
-    let mut metadata = request_metadata(&parts.headers, authority, &gw.config().metadata, client);
+    let client_cert = parts
+        .extensions
+        .get::<crate::tls::ClientCert>()
+        .map(|c| &c.0);
+    let mut metadata = request_metadata(
+        &parts.headers,
+        authority,
+        &gw.config().metadata,
+        client,
+        client_cert,
+    );
     gw.auth().forward(principal.as_ref(), &mut metadata);
     if route.is_streaming() {
         let query = query.map(std::borrow::Cow::into_owned);

@@ -21,6 +21,8 @@ use tower::ServiceExt;
 
 pub use reload::{Cut, Live};
 
+use crate::tls::ClientCert;
+
 /// Serves the live gateway on `listener` until `shutdown` resolves, then
 /// stops accepting and drains in-flight requests for up to
 /// `server.shutdown_grace`; streams still open then are ended. Each request
@@ -80,10 +82,17 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
-            app.clone().oneshot(request.map(axum::body::Body::new))
-        });
+        // Each request learns the client's address and, over mutual TLS,
+        // its verified certificate.
+        let service = move |client_cert: Option<ClientCert>| {
+            hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                if let Some(cert) = &client_cert {
+                    request.extensions_mut().insert(cert.clone());
+                }
+                app.clone().oneshot(request.map(axum::body::Body::new))
+            })
+        };
         let watcher = connections.watcher();
         let builder = builder.clone();
         let acceptor = tls.as_ref().map(|(state, _)| state.acceptor());
@@ -92,7 +101,7 @@ pub async fn serve(
             let ended = match acceptor {
                 None => {
                     let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service(None));
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
@@ -110,8 +119,14 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let client_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| ClientCert::from_der(leaf));
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service(client_cert));
                     watcher.watch(connection.into_owned()).await
                 }
             };

@@ -36,6 +36,7 @@ fn is_protected(name: &str) -> bool {
                 | "x-forwarded-host"
                 | "x-forwarded-proto"
                 | "x-real-ip"
+                | "x-forwarded-client-cert"
         )
 }
 
@@ -62,6 +63,8 @@ pub fn is_reserved(name: &str) -> bool {
         )
 }
 
+/// The client certificate of a mutual TLS connection, set by the gateway only.
+const FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 /// `X-Request-Id`, always forwarded.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// W3C Trace Context, always forwarded.
@@ -70,12 +73,15 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// gRPC metadata for the upstream call. `authority` is the request URI's
-/// authority, which HTTP/2 clients send instead of a `Host` header.
+/// authority, which HTTP/2 clients send instead of a `Host` header;
+/// `client_cert` the `X-Forwarded-Client-Cert` of a verified client
+/// certificate.
 pub fn request_metadata(
     headers: &HeaderMap,
     authority: Option<&str>,
     options: &MetadataOptions,
     client: Option<SocketAddr>,
+    client_cert: Option<&HeaderValue>,
 ) -> MetadataMap {
     let mut out = HeaderMap::new();
     for name in &options.forward_request_headers {
@@ -102,6 +108,11 @@ pub fn request_metadata(
     // claims, unless the operator says a trusted proxy stands in front.
     out.remove(&FORWARDED_FOR);
     out.remove(&FORWARDED_HOST);
+    // Only the gateway vouches for a client certificate.
+    out.remove(&FORWARDED_CLIENT_CERT);
+    if let Some(cert) = client_cert {
+        out.insert(FORWARDED_CLIENT_CERT, cert.clone());
+    }
     if let Some(client) = client {
         let ip = client.ip().to_string();
         let prior = headers
@@ -265,7 +276,7 @@ mod tests {
             trust_forwarded_for: false,
         };
         let client = Some("127.0.0.1:5000".parse().unwrap());
-        let md = request_metadata(&h, None, &opts, client).into_headers();
+        let md = request_metadata(&h, None, &opts, client, None).into_headers();
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
         assert_eq!(md.get("tenant").unwrap(), "acme");
         assert_eq!(md.get("trace-bin").unwrap(), "AAE=");
@@ -283,11 +294,12 @@ mod tests {
         assert_eq!(md.get("x-forwarded-host").unwrap(), "api.example.com");
 
         opts.trust_forwarded_for = true;
-        let md = request_metadata(&h, None, &opts, client).into_headers();
+        let md = request_metadata(&h, None, &opts, client, None).into_headers();
         assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
 
         h.remove("host");
-        let md = request_metadata(&h, Some("api.example.com:443"), &opts, None).into_headers();
+        let md =
+            request_metadata(&h, Some("api.example.com:443"), &opts, None, None).into_headers();
         assert_eq!(
             md.get("x-forwarded-host").unwrap(),
             "api.example.com:443",

@@ -563,3 +563,57 @@ async fn tls_settings_are_checked_when_the_config_loads() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn verified_client_certificates_reach_the_backend_forged_ones_do_not() {
+    use sha2::Digest;
+    let pki = Pki::new("client CA");
+    let dir = TempDir::new("xfcc");
+    let server = pki.server();
+    put(&dir.0, "server.pem", &server.cert);
+    put(&dir.0, "server-key.pem", &server.key);
+    put(&dir.0, "ca.pem", &pki.ca_pem());
+    let (probe_addr, _probe) = crate::probe::spawn().await;
+    let path = dir.write_config(&format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\nbackends:\n  probe:\n    address: http://{probe_addr}\n    services: [probe.v1.Probe]\nserver:\n  tls:\n    cert: server.pem\n    key: server-key.pem\n    client_ca: ca.pem\n    client_cert_optional: true\n",
+        crate::support::root().join("tests/fixtures/protos").display()
+    ));
+    let (addr, _stop) = serve(protogate::config::load(&path).unwrap()).await;
+    let leaf = pki.client();
+    let der = CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let hash: String = sha2::Sha256::digest(der.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let echo = |identity: Option<&Leaf>| {
+        let client = https_client(addr, &pki.ca_pem(), H2, identity);
+        async move {
+            let text = client
+                .post(format!("https://localhost:{}/v1/echo", addr.port()))
+                .header("x-forwarded-client-cert", "Hash=forged")
+                .header("grpc-metadata-x-forwarded-client-cert", "Hash=forged")
+                .body(r#"{"text":"who"}"#)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["metadata"].clone()
+        }
+    };
+    let with_cert = echo(Some(&leaf)).await;
+    assert_eq!(
+        with_cert["x-forwarded-client-cert"],
+        format!(r#"Hash={hash};Subject="CN=client.test";DNS=client.test"#),
+        "{with_cert}"
+    );
+    let without = echo(None).await;
+    assert!(
+        without.get("x-forwarded-client-cert").is_none(),
+        "a client's own copy never reaches the backend: {without}"
+    );
+}
