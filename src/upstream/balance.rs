@@ -639,7 +639,8 @@ pub struct UnknownBackend {
 }
 
 /// Chooses among a route's backends: the one the override header names
-/// (then also `true`), else a weighted random pick.
+/// (then also `true`), else a weighted random pick. `None` for a route
+/// without backends, which the route table never builds.
 ///
 /// # Errors
 /// [`UnknownBackend`] when the override header names a backend the route does not have.
@@ -647,7 +648,7 @@ pub fn select<'r>(
     route: &'r Route,
     headers: &HeaderMap,
     override_header: Option<&HeaderName>,
-) -> Result<(&'r RouteBackend, bool), UnknownBackend> {
+) -> Result<Option<(&'r RouteBackend, bool)>, UnknownBackend> {
     if let Some(name) = override_header
         && let Some(value) = headers.get(name)
     {
@@ -656,26 +657,24 @@ pub fn select<'r>(
             .backends
             .iter()
             .find(|b| b.name == value)
-            .map(|b| (b, true))
+            .map(|b| Some((b, true)))
             .ok_or_else(|| UnknownBackend {
                 header: name.to_string(),
             });
     }
-    let first = route
-        .backends
-        .first()
-        .expect("the route table gives every route a backend");
-    if route.backends.len() == 1 {
-        return Ok((first, false));
+    if let [only] = route.backends.as_slice() {
+        return Ok(Some((only, false)));
     }
     let mut ticket = fastrand::u32(..route.total_weight.max(1));
+    let mut chosen = None;
     for backend in &route.backends {
+        chosen = Some((backend, false));
         if ticket < backend.weight {
-            return Ok((backend, false));
+            break;
         }
         ticket -= backend.weight;
     }
-    Ok((first, false))
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -986,7 +985,9 @@ mod tests {
         let header = HeaderName::from_static("x-backend");
         let mut canary = 0;
         for _ in 0..10_000 {
-            let (chosen, overridden) = select(route, &HeaderMap::new(), Some(&header)).unwrap();
+            let (chosen, overridden) = select(route, &HeaderMap::new(), Some(&header))
+                .unwrap()
+                .unwrap();
             assert!(!overridden);
             if chosen.name == "canary" {
                 canary += 1;
@@ -997,13 +998,13 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-backend", "canary".parse().unwrap());
         for _ in 0..100 {
-            let (chosen, overridden) = select(route, &headers, Some(&header)).unwrap();
+            let (chosen, overridden) = select(route, &headers, Some(&header)).unwrap().unwrap();
             assert_eq!((chosen.name.as_str(), overridden), ("canary", true));
         }
         // Without a configured header, the client cannot choose.
         let mut stable = 0;
         for _ in 0..1000 {
-            if select(route, &headers, None).unwrap().0.name == "stable" {
+            if select(route, &headers, None).unwrap().unwrap().0.name == "stable" {
                 stable += 1;
             }
         }

@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 use crate::config::{BackendConfig, Config};
 use crate::http_rule::{Route, RouteBackend};
-use balance::{Backend, BackendStatus, Endpoint, Outcome, UnknownBackend};
+use balance::{Backend, BackendStatus, Endpoint, Outcome};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -135,13 +135,17 @@ impl Upstreams {
     /// header names, else a weighted pick among the route's backends.
     ///
     /// # Errors
-    /// [`UnknownBackend`] when the override header names a backend the route does not have.
+    /// [`balance::UnknownBackend`] when the override header names a backend the
+    /// route does not have; `Internal` for a route without backends.
     pub fn select<'r>(
         &self,
         route: &'r Route,
         headers: &HeaderMap,
-    ) -> Result<&'r RouteBackend, UnknownBackend> {
-        let (chosen, overridden) = balance::select(route, headers, self.override_header.as_ref())?;
+    ) -> Result<&'r RouteBackend, crate::error::GatewayError> {
+        let (chosen, overridden) = balance::select(route, headers, self.override_header.as_ref())?
+            .ok_or_else(|| {
+                crate::error::GatewayError::Internal("route without a backend".to_owned())
+            })?;
         let available =
             |b: &RouteBackend| self.backends.get(b.index).is_some_and(|b| b.takes_calls());
         if overridden || route.backends.len() == 1 || available(chosen) {
