@@ -25,8 +25,8 @@ use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
 use crate::transcode::{self, http_body};
-use crate::upstream::CallError;
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
+use crate::upstream::{CallError, Deadline};
 
 /// Handles every request that is not a gateway endpoint.
 pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
@@ -154,27 +154,26 @@ async fn pipeline(
         }
         return stream::call(gw, parts, body, &found, target, query, metadata).await;
     }
-    let timeout = deadline(parts, target.timeout, gw.config().max_grpc_timeout)?;
     // One deadline for the whole request: a client trickling its body spends
     // the time the backend call would have had.
-    let deadline_at = tokio::time::Instant::now() + timeout;
+    let deadline = Deadline::after(timeout(
+        parts,
+        target.timeout,
+        gw.config().max_grpc_timeout,
+    )?);
     let body = tokio::time::timeout_at(
-        deadline_at,
+        deadline.at,
         read_body(parts, body, gw.config().transcode.max_body_bytes),
     )
     .await
-    .map_err(|_| GatewayError::BodyTimeout { timeout })??;
+    .map_err(|_| GatewayError::BodyTimeout {
+        timeout: deadline.timeout,
+    })??;
     let input = message(gw, parts, route, &found.values, query.as_deref(), body)?;
     let calling = Instant::now();
     let reply = gw
         .upstreams()
-        .unary(
-            target,
-            route,
-            Bytes::from(input),
-            metadata,
-            deadline_at.saturating_duration_since(tokio::time::Instant::now()),
-        )
+        .unary(target, route, Bytes::from(input), metadata, deadline)
         .await;
     let code = match &reply {
         Ok(_) => tonic::Code::Ok,
@@ -243,8 +242,8 @@ pub(super) fn render_reply(
     Ok((StatusCode::OK, headers, json).into_response())
 }
 
-/// The call deadline: the client's `Grpc-Timeout` (capped), else the route's default.
-fn deadline(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration, GatewayError> {
+/// The call's time: the client's `Grpc-Timeout` (capped), else the route's default.
+fn timeout(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration, GatewayError> {
     let Some(value) = parts.headers.get("grpc-timeout") else {
         return Ok(default);
     };

@@ -41,10 +41,10 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{Route, RouteBackend, RouteMatch};
 use crate::transcode::http_body;
-use crate::upstream::CallError;
 use crate::upstream::balance::Lease;
 use crate::upstream::metadata::response_headers;
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
+use crate::upstream::{CallError, Deadline};
 
 /// Largest chunk of a raw upload sent as one message.
 pub(super) const MAX_UPLOAD_CHUNK: usize = 1 << 20;
@@ -67,7 +67,7 @@ pub(super) async fn call(
     let route = found.route.clone();
     let options = &gw.config().streaming;
     // Counted from the start: the wait for the backend's headers is part of it.
-    let deadline = Instant::now() + options.max_duration;
+    let deadline = Deadline::after(options.max_duration);
     let mut cut = parts.extensions.get::<Cut>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
@@ -122,7 +122,7 @@ pub(super) async fn call(
     let opened = tokio::select! {
         biased;
         error = failed(&mut failure) => return Err(error),
-        opened = gw.upstreams().streaming(target, &route, requests, metadata, options.max_duration) => opened,
+        opened = gw.upstreams().streaming(target, &route, requests, metadata, deadline) => opened,
     };
     let StreamReply {
         headers: reply_headers,
@@ -141,7 +141,7 @@ pub(super) async fn call(
         let result = tokio::select! {
             biased;
             error = failed(&mut failure) => return Err(error),
-            result = tokio::time::timeout_at(deadline, one) => result,
+            result = tokio::time::timeout_at(deadline.at, one) => result,
         };
         let bad = |cause: &str| GatewayError::BadBackend {
             backend: target.name.clone(),
@@ -154,8 +154,10 @@ pub(super) async fn call(
             }
             Ok(Ok((None, _, _))) => Err(bad("no reply to a client stream")),
             Ok(Ok((Some(_), Some(_), _))) => Err(bad("more than one reply to a client stream")),
-            Ok(Err(status)) => Err(call_error(gw, &target.name, reply_error(status))),
-            Err(_) => Err(GatewayError::StreamTimeout {
+            Ok(Err(status)) if !deadline.passed() => {
+                Err(call_error(gw, &target.name, reply_error(status)))
+            }
+            Ok(Err(_)) | Err(_) => Err(GatewayError::StreamTimeout {
                 what: "too long",
                 timeout: options.max_duration,
             }),
@@ -165,14 +167,11 @@ pub(super) async fn call(
 
     // The first message decides the HTTP status: an error before it is an
     // ordinary error response.
-    // The first message decides the HTTP status: an error before it is an
-    // ordinary error response.
-    let deadline = Instant::now() + options.max_duration;
     let first = tokio::select! {
         biased;
         error = failed(&mut failure) => return Err(error),
         () = ended(&mut cut) => return Err(GatewayError::ShuttingDown),
-        first = next(&mut messages, deadline, options.idle_timeout, options.max_duration) => first,
+        first = next(&mut messages, deadline.at, options.idle_timeout, options.max_duration) => first,
     };
     let first = match first {
         Next::Message(m) => Some(m),
@@ -189,7 +188,7 @@ pub(super) async fn call(
         failure,
         cut,
         _waiting: waiting,
-        deadline,
+        deadline: deadline.at,
         idle: options.idle_timeout,
         max_duration: options.max_duration,
     };
@@ -415,6 +414,13 @@ async fn next(
     match tokio::time::timeout_at(limit, messages.message()).await {
         Ok(Ok(Some(m))) => Next::Message(m),
         Ok(Ok(None)) => Next::End,
+        // However the backend or tonic ends a call whose time is up, it is the cut.
+        Ok(Err(_)) if Instant::now() >= deadline => {
+            Next::Failed(Failure::Gateway(GatewayError::StreamTimeout {
+                what: "too long",
+                timeout: max_duration,
+            }))
+        }
         Ok(Err(status)) => Next::Failed(Failure::Call(reply_error(status))),
         Err(_) => Next::Failed(Failure::Gateway(GatewayError::StreamTimeout {
             what,

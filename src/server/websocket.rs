@@ -35,6 +35,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
 use crate::transcode::http_body;
+use crate::upstream::Deadline;
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 
 /// Close code of a call that ended with gRPC code `c`: 4000 + c (OK: 1000).
@@ -168,7 +169,7 @@ impl Session {
     async fn run(mut self, socket: WebSocket, metadata: MetadataMap) {
         let (mut sink, mut source) = socket.split();
         let options = self.gw.config().streaming.clone();
-        let deadline = tokio::time::Instant::now() + options.max_duration;
+        let deadline = Deadline::after(options.max_duration);
         let client_streaming = self.route.method.is_client_streaming();
 
         // Request messages go through a channel of one: the socket is read
@@ -206,13 +207,10 @@ impl Session {
 
         let gw = self.gw.clone();
         let (route, target) = (self.route.clone(), self.target.clone());
-        let mut opening = std::pin::pin!(gw.upstreams().streaming(
-            &target,
-            &route,
-            requests,
-            metadata,
-            options.max_duration
-        ));
+        let mut opening = std::pin::pin!(
+            gw.upstreams()
+                .streaming(&target, &route, requests, metadata, deadline)
+        );
         let mut reply: Option<StreamReply> = None;
         // Held for the whole session; see `requests`.
         let _cancel = cancel;
@@ -287,7 +285,7 @@ impl Session {
                     let error = GatewayError::StreamTimeout { what: "idle", timeout: options.idle_timeout };
                     return close(&mut sink, &error).await;
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                () = tokio::time::sleep_until(deadline.at) => {
                     let error = GatewayError::StreamTimeout { what: "too long", timeout: options.max_duration };
                     return close(&mut sink, &error).await;
                 }

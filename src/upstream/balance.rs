@@ -151,11 +151,11 @@ pub enum Outcome {
     Answered,
     /// No answer or UNAVAILABLE: counts toward ejection.
     Failed,
-    /// The deadline passed: the call's own fault as likely as the
-    /// endpoint's, except for a half-open endpoint's trial call, which then
-    /// failed (a hung backend must not stay half-open for ever).
-    TimedOut,
-    /// Says nothing about the endpoint (e.g. no endpoint was called).
+    /// Says nothing about the endpoint: no endpoint was called, or the
+    /// caller's deadline ended the call. A deadline is the caller's to set
+    /// (`Grpc-Timeout` can be a millisecond), so it never counts against a
+    /// backend, not even for a trial call, which then frees the trial for the
+    /// next call; a hung backend is found by active health checks.
     Neutral,
 }
 
@@ -521,14 +521,9 @@ impl Backend {
         let outlier = &self.config.outlier;
         let now = Instant::now();
         let window = u64::try_from(outlier.window.as_millis()).unwrap_or(u64::MAX);
-        let outcome = match outcome {
-            Outcome::TimedOut if trial => Outcome::Failed,
-            Outcome::TimedOut => Outcome::Neutral,
-            other => other,
-        };
         let open = endpoint.ejections.load(Ordering::Relaxed) > 0;
         match outcome {
-            Outcome::Neutral | Outcome::TimedOut => {}
+            Outcome::Neutral => {}
             Outcome::Answered => {
                 endpoint.window.add(endpoint.millis(now), window, false);
                 if trial || !open {
@@ -857,21 +852,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_trial_that_times_out_fails_other_calls_do_not() {
+    async fn timeouts_never_count_not_even_for_a_trial() {
         let b = backend(
             2,
             "    outlier_detection: { consecutive_failures: 1, ejection_time: 100ms }\n",
         );
         let first = b.endpoints()[0].clone();
         for _ in 0..10 {
-            b.record(&lease(&first), Outcome::TimedOut);
+            b.record(&lease(&first), Outcome::Neutral);
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
         b.record(&lease(&first), Outcome::Failed);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
-        b.record(&trial(&first), Outcome::TimedOut);
-        assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
+        b.record(&trial(&first), Outcome::Neutral);
+        assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
+        // The trial is free again for the next call.
+        let next = trial(&first);
+        b.record(&next, Outcome::Answered);
+        assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
     }
 
     #[tokio::test]

@@ -181,11 +181,11 @@ impl Upstreams {
         route: &Route,
         message: Bytes,
         metadata: MetadataMap,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<UnaryReply, CallError> {
         let span = crate::telemetry::upstream_span(&target.name, route.grpc_path.path());
         let result = self
-            .unary_call(target, route, message, metadata, timeout)
+            .unary_call(target, route, message, metadata, deadline)
             .instrument(span.clone())
             .await;
         crate::telemetry::upstream_done(
@@ -201,7 +201,7 @@ impl Upstreams {
         route: &Route,
         message: Bytes,
         metadata: MetadataMap,
-        timeout: Duration,
+        deadline: Deadline,
     ) -> Result<UnaryReply, CallError> {
         let Some(backend) = self.backends.get(target.index) else {
             return Err(CallError::Protocol(
@@ -224,7 +224,6 @@ impl Upstreams {
         headers.insert(CONTENT_TYPE, GRPC);
         headers.insert(TE, TRAILERS);
         let limit = target.max_response_bytes;
-        let started = std::time::Instant::now();
         let retry = &backend.config.retry;
         let retries = if route.idempotent {
             retry.attempts.saturating_sub(1)
@@ -250,6 +249,9 @@ impl Upstreams {
             let spare = (backend.endpoints().len() > 1 || retries > 0).then(|| headers.clone());
             let mut headers = Some(headers);
             loop {
+                if deadline.passed() {
+                    return Err(deadline.exceeded());
+                }
                 let Some(lease) = backend.pick(&excluded).or_else(|| {
                     // A retry may go back to the endpoint that failed when it is the only one.
                     (retried > 0 && last_refusal.is_none())
@@ -262,7 +264,7 @@ impl Upstreams {
                     return Err(gave_up(last_refusal, last_failure));
                 };
                 // Sent so the backend knows what is left; enforced below, whatever it does.
-                let left = timeout.saturating_sub(started.elapsed());
+                let left = deadline.left();
                 if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(left)) {
                     attempt_headers.insert(GRPC_TIMEOUT, value);
                 }
@@ -271,12 +273,15 @@ impl Upstreams {
                 *request.method_mut() = http::Method::POST;
                 *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
                 *request.headers_mut() = attempt_headers;
-                // Bounded here too, so a call that runs out of time is
-                // recorded against its endpoint (the outer bound covers backoff).
-                let result =
-                    tokio::time::timeout(left, send(lease.endpoint.channel(), request, limit))
-                        .await
-                        .unwrap_or(Err(Attempt::Failed(CallError::Timeout(timeout))));
+                // The caller's deadline owns the call: whatever ends it once
+                // the deadline is reached (this timer, tonic's own from the
+                // grpc-timeout header, a late reply of any status) is a
+                // timeout, and says nothing about the endpoint.
+                let sent = send(lease.endpoint.channel(), request, limit);
+                let result = match tokio::time::timeout_at(deadline.at, sent).await {
+                    Ok(result) if !deadline.passed() => result,
+                    _ => Err(Attempt::Expired),
+                };
                 backend.record(&lease, outcome(&result));
                 match result {
                     Err(Attempt::Refused(cause)) => {
@@ -288,8 +293,7 @@ impl Upstreams {
                         if retried < retries && retryable(&e) && backend.withdraw() =>
                     {
                         retried += 1;
-                        let delay =
-                            backoff(retry, retried).min(timeout.saturating_sub(started.elapsed()));
+                        let delay = backoff(retry, retried).min(deadline.left());
                         tracing::debug!(endpoint = %lease.endpoint.address, attempt = retried + 1, ?delay, "retrying an idempotent call");
                         excluded.push(lease.endpoint.clone());
                         // Not in flight while waiting.
@@ -298,34 +302,58 @@ impl Upstreams {
                         tokio::time::sleep(delay).await;
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
+                    Err(Attempt::Expired) => return Err(deadline.exceeded()),
                     Ok(reply) => return Ok(reply),
                 }
             }
         };
-        // Every wait in `call` is bounded by the time left (each attempt, each
+        // Every wait in `call` is bounded by the deadline (each attempt, each
         // backoff), so no timer of its own is needed around it.
-        match call.await {
-            // Servers that enforce grpc-timeout themselves may cancel or reset
-            // the call (tonic answers CANCELLED) a moment before our own timer fires.
-            Err(CallError::Status(s))
-                if matches!(s.code(), Code::Cancelled | Code::DeadlineExceeded)
-                    && started.elapsed() >= timeout =>
-            {
-                Err(CallError::Timeout(timeout))
-            }
-            Err(CallError::Protocol(_) | CallError::Unreachable(_))
-                if started.elapsed() >= timeout =>
-            {
-                Err(CallError::Timeout(timeout))
-            }
-            result => result,
-        }
+        call.await
     }
 }
 
-/// One attempt's failure: refused before the request left, or any other.
+/// When a call must have ended: the caller's `Grpc-Timeout` (capped) or the
+/// route's or backend's timeout, fixed once when the request arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// The instant the call's time is up.
+    pub at: tokio::time::Instant,
+    /// The whole time the call was given, for messages.
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Self {
+            at: tokio::time::Instant::now() + timeout,
+            timeout,
+        }
+    }
+
+    /// The time left, zero once passed.
+    pub fn left(&self) -> Duration {
+        self.at
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    /// Whether the deadline has been reached.
+    pub fn passed(&self) -> bool {
+        tokio::time::Instant::now() >= self.at
+    }
+
+    /// The error of a call that ran out of time.
+    pub fn exceeded(&self) -> CallError {
+        CallError::Timeout(self.timeout)
+    }
+}
+
+/// One attempt's failure: refused before the request left, out of time
+/// (by any timer), or any other.
 enum Attempt {
     Refused(String),
+    Expired,
     Failed(CallError),
 }
 
@@ -335,7 +363,9 @@ async fn send(
     limit: usize,
 ) -> Result<UnaryReply, Attempt> {
     let transport = |e: Box<dyn std::error::Error + Send + Sync>| {
-        if is_refused(e.as_ref()) {
+        if is_expired(e.as_ref()) {
+            Attempt::Expired
+        } else if is_refused(e.as_ref()) {
             Attempt::Refused(e.to_string())
         } else if let Some(reason) = stream_reset(e.as_ref()) {
             match reason {
@@ -410,6 +440,19 @@ pub(crate) fn reset_error(reason: h2::Reason) -> CallError {
     }
 }
 
+/// Whether an error is tonic's own deadline timer (set from the
+/// `grpc-timeout` header) somewhere in its chain.
+pub(crate) fn is_expired(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Whether a transport error is a refused connection somewhere in its chain.
 fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(error);
@@ -429,6 +472,7 @@ fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
     match result {
         Ok(_) => Outcome::Answered,
         Err(Attempt::Refused(_)) => Outcome::Failed,
+        Err(Attempt::Expired) => Outcome::Neutral,
         Err(Attempt::Failed(e)) => failure_outcome(e),
     }
 }
@@ -441,8 +485,7 @@ pub(crate) fn failure_outcome(error: &CallError) -> Outcome {
         CallError::Unreachable(_) => Outcome::Failed,
         CallError::Status(s) if s.code() == Code::Unavailable => Outcome::Failed,
         CallError::Status(_) | CallError::Protocol(_) => Outcome::Answered,
-        CallError::Timeout(_) => Outcome::TimedOut,
-        CallError::NoEndpoint(_) => Outcome::Neutral,
+        CallError::Timeout(_) | CallError::NoEndpoint(_) => Outcome::Neutral,
     }
 }
 
@@ -489,9 +532,11 @@ async fn read_reply(
     let mut data = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
+        // A connection that breaks after the headers is no answer, as a
+        // refused one is: UNAVAILABLE, and a failure of the endpoint.
         let frame = frame.map_err(|e| match stream_reset(&e) {
             Some(reason) => reset_error(reason),
-            None => bad(format!("reply stream failed: {e}")),
+            None => CallError::Unreachable(format!("reply stream failed: {e}")),
         })?;
         match frame.into_data() {
             Ok(chunk) => {

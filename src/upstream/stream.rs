@@ -8,8 +8,6 @@
 //! backpressure from a slow client to the backend. Dropping the reply stream
 //! resets the HTTP/2 stream: the backend sees the call cancelled.
 
-use std::time::Duration;
-
 use bytes::{Buf, BufMut, Bytes};
 use futures_util::Stream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -18,7 +16,7 @@ use tonic::{Code, Status, Streaming};
 use tracing::instrument;
 
 use super::balance::{Lease, Outcome};
-use super::{CallError, Upstreams};
+use super::{CallError, Deadline, Upstreams};
 use crate::http_rule::{Route, RouteBackend};
 
 /// An open streaming call.
@@ -37,8 +35,11 @@ impl Upstreams {
     /// sending `requests` as they come, and returns once the backend's
     /// response headers arrived.
     ///
-    /// `deadline` is sent as `grpc-timeout`; the caller enforces its own
-    /// limits while reading.
+    /// What is left of `deadline` is sent as `grpc-timeout`; the caller
+    /// enforces its own limits while reading. Opening is bounded by it: a
+    /// backend that sends no headers before the deadline (a client stream
+    /// it reads to the end first) ends in [`CallError::Timeout`], which
+    /// says nothing about the endpoint.
     ///
     /// # Errors
     /// [`CallError::Status`] when the backend refuses the call at once,
@@ -51,7 +52,7 @@ impl Upstreams {
         route: &Route,
         requests: S,
         metadata: MetadataMap,
-        deadline: Duration,
+        deadline: Deadline,
     ) -> Result<StreamReply, CallError>
     where
         S: Stream<Item = Outgoing> + Send + 'static,
@@ -79,12 +80,14 @@ impl Upstreams {
                 tonic::Extensions::default(),
                 requests,
             );
-            request.set_timeout(deadline);
+            request.set_timeout(deadline.left());
             grpc.streaming(request, route.grpc_path.clone(), RawCodec)
                 .await
         };
-        match opened.await {
-            Ok(response) => {
+        // As for unary calls, the deadline owns the call, whichever timer
+        // (this one, or tonic's from the grpc-timeout header) fires first.
+        match tokio::time::timeout_at(deadline.at, opened).await {
+            Ok(Ok(response)) => {
                 backend.record(&lease, Outcome::Answered);
                 let (headers, messages, _) = response.into_parts();
                 Ok(StreamReply {
@@ -93,10 +96,14 @@ impl Upstreams {
                     lease,
                 })
             }
-            Err(status) => {
+            Ok(Err(status)) if !deadline.passed() && !super::is_expired(&status) => {
                 let error = reply_error(status);
                 backend.record(&lease, super::failure_outcome(&error));
                 Err(error)
+            }
+            _ => {
+                backend.record(&lease, Outcome::Neutral);
+                Err(deadline.exceeded())
             }
         }
     }

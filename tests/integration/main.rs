@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod balancing;
 mod cli;
+mod deadlines;
 mod descriptor_set;
 mod edge;
 mod errors;

@@ -154,6 +154,7 @@ impl Probe {
             "/probe.v1.Probe/Store" => return store(request).await,
             "/probe.v1.Probe/Count" => return self.count(request).await,
             "/probe.v1.Probe/Chat" => return self.chat(request),
+            "/probe.v1.Probe/Collect" => return collect(request).await,
             _ => {}
         }
         self.echoes.fetch_add(1, Ordering::SeqCst);
@@ -182,6 +183,9 @@ impl Probe {
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
 
+        if echo.fault == 11 {
+            return late_unknown(&parts.headers);
+        }
         let mut guard = CancelGuard(Some(self.cancelled.clone()));
         if echo.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(echo.delay_ms as u64)).await;
@@ -273,6 +277,48 @@ impl Probe {
             .body(tonic::body::Body::new(body))
             .unwrap()
     }
+}
+
+/// `FAULT_LATE_UNKNOWN`: headers now, UNKNOWN once the call's `grpc-timeout`
+/// has passed (tonic's server timer covers only the wait for the headers).
+fn late_unknown(headers: &http::HeaderMap) -> http::Response<tonic::body::Body> {
+    let timeout = headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| protogate::upstream::metadata::parse_grpc_timeout(v).ok())
+        .unwrap_or(Duration::from_millis(10));
+    let trailers = futures_util::stream::once(async move {
+        tokio::time::sleep(timeout).await;
+        Ok::<_, tonic::Status>(Frame::trailers(status_trailers(2, "late on purpose")))
+    });
+    grpc_response(StreamBody::new(trailers))
+}
+
+/// `Collect`: the whole request stream first, then one reply.
+async fn collect(request: http::Request<tonic::body::Body>) -> http::Response<tonic::body::Body> {
+    let bytes = match request.into_body().collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let mut texts = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(message) = rest.get(5..5 + len) else {
+            break;
+        };
+        texts.push(EchoRequest::decode(message).unwrap_or_default().text);
+        rest = &rest[5 + len..];
+    }
+    let reply = EchoReply {
+        text: texts.join(" "),
+        ..Default::default()
+    };
+    let frames = vec![
+        Ok::<_, tonic::Status>(Frame::data(frame(&reply.encode_to_vec()))),
+        Ok(Frame::trailers(status_trailers(0, ""))),
+    ];
+    grpc_response(StreamBody::new(tokio_stream::iter(frames)))
 }
 
 /// `probe.v1.StoreRequest`.
