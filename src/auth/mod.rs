@@ -373,12 +373,22 @@ impl Authenticator {
     }
 
     /// Puts the verified identity into `metadata`, after removing whatever
-    /// the client sent under the names the gateway sets, and credentials
-    /// unless `auth.forward.credentials` is on.
+    /// the client sent under the names the gateway sets, and credentials:
+    /// on an authenticated route only the verified one stays, with
+    /// `auth.forward.credentials`; a route the gateway does not authenticate
+    /// (`principal` is `None`) keeps the client's `Authorization`, unless
+    /// `auth.forward.credentials` makes `authorization` mean "verified".
     pub fn forward(&self, principal: Option<&Principal>, metadata: &mut MetadataMap) {
         let mut map = std::mem::take(metadata).into_headers();
+        // A route the gateway did not authenticate keeps the client's
+        // `Authorization` (copied only with `metadata.forward_authorization`)
+        // for a backend that checks it, unless backends take `authorization`
+        // as verified (`forward.credentials`).
+        let pass_authorization = principal.is_none() && !self.forward.credentials;
         for name in self.targets.iter().chain(&self.credential_headers) {
-            map.remove(name);
+            if !(pass_authorization && name == AUTHORIZATION) {
+                map.remove(name);
+            }
         }
         // Only the credential that was verified, never whatever else the client sent.
         if self.forward.credentials {

@@ -447,9 +447,10 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
         metadata.get("x-user-id").is_none(),
         "a client's identity header never reaches the backend"
     );
-    assert!(
-        metadata.get("authorization").is_none(),
-        "credentials are not forwarded by default"
+    assert_eq!(
+        metadata.get("authorization").unwrap(),
+        "Bearer abc",
+        "a route the gateway does not authenticate passes Authorization on"
     );
     assert_eq!(metadata.get("x-request-id").unwrap(), "r1");
 
@@ -462,8 +463,13 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
     };
     let mut metadata = MetadataMap::new();
     metadata.insert("x-user-id", "spoofed".parse().unwrap());
+    metadata.insert("authorization", "Bearer abc".parse().unwrap());
     auth.forward(Some(&principal), &mut metadata);
     assert_eq!(metadata.get("x-user-id").unwrap(), "user-1");
+    assert!(
+        metadata.get("authorization").is_none(),
+        "credentials of an authenticated route are not forwarded by default"
+    );
     let payload = metadata.get("x-jwt-payload").unwrap().to_str().unwrap();
     let decoded: Map<String, Value> =
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();

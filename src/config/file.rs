@@ -501,6 +501,9 @@ pub struct MetadataSection {
     /// Append to a client's `X-Forwarded-For` rather than replace it.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Forward a client's `Authorization` on routes the gateway does not
+    /// authenticate. Default true.
+    pub forward_authorization: Option<bool>,
 }
 
 /// `methods.<package.Service.Method>:`

@@ -564,6 +564,12 @@ pub struct MetadataOptions {
     /// Append to the client's `X-Forwarded-For` instead of replacing it.
     /// Default false: only behind a proxy that sets it is it trustworthy.
     pub trust_forwarded_for: bool,
+    /// Send a client's `Authorization` header as `authorization` metadata
+    /// on routes the gateway does not authenticate (no `auth`, or a
+    /// `public` rule), for backends that check callers themselves, as
+    /// grpc-gateway and Envoy do. Default true; never with
+    /// `auth.forward.credentials`, whose `authorization` is verified.
+    pub forward_authorization: bool,
 }
 
 /// Per-method overrides.
@@ -577,6 +583,50 @@ pub struct MethodOverrides {
     pub unknown_json_fields: Option<UnknownFields>,
     /// The method may run twice. Default false.
     pub idempotent: bool,
+}
+
+/// Credentials never go through `metadata.forward_request_headers`: listing
+/// one would do nothing (the rules below decide), so it is an error that
+/// says what to use instead.
+fn check_credential_headers(
+    listed: &[HeaderName],
+    auth: &auth::AuthConfig,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<()> {
+    let key = "metadata.forward_request_headers";
+    let checked: Vec<String> = auth
+        .jwt
+        .iter()
+        .map(|p| &p.location)
+        .chain(auth.api_keys.as_ref().map(|k| &k.location))
+        .filter_map(|l| match l {
+            auth::Location::Header(h) => Some(h.to_ascii_lowercase()),
+            auth::Location::Cookie(_) => Some("cookie".to_owned()),
+            _ => None,
+        })
+        .collect();
+    for name in listed {
+        let name = name.as_str();
+        if name == "authorization" {
+            bail!(err(
+                key,
+                "\"authorization\" is not forwarded by this list: on routes the gateway does not \
+                 authenticate it is forwarded by default (metadata.forward_authorization), on \
+                 routes it authenticates only as the verified credential (auth.forward.credentials)"
+                    .into()
+            ));
+        }
+        if checked.iter().any(|c| c == name) {
+            bail!(err(
+                key,
+                format!(
+                    "{name:?} carries a credential the gateway checks: it reaches backends only \
+                     as the verified credential, with auth.forward.credentials"
+                )
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads and validates a config file.
@@ -710,15 +760,20 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         backends,
         transcode,
         metadata: MetadataOptions {
-            forward_request_headers,
+            forward_request_headers: forward_request_headers.clone(),
             trust_forwarded_for: raw.metadata.trust_forwarded_for,
+            forward_authorization: raw.metadata.forward_authorization.unwrap_or(true),
         },
         methods,
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         openapi: openapi(raw.openapi, &err)?,
-        auth: auth::validate(raw.auth, base, &err)?,
+        auth: {
+            let auth = auth::validate(raw.auth, base, &err)?;
+            check_credential_headers(&forward_request_headers, &auth, &err)?;
+            auth
+        },
         apis: apis(raw.apis, &err)?,
         http_rules: http_rules(raw.http, &err)?,
         traffic: TrafficOptions {
@@ -1408,6 +1463,16 @@ backends:
             (
                 format!("{MINIMAL}metadata:\n  forward_request_headers: [Content-Type]\n"),
                 "gateway.yaml: metadata.forward_request_headers: \"Content-Type\" is reserved",
+            ),
+            (
+                format!("{MINIMAL}metadata:\n  forward_request_headers: [Authorization]\n"),
+                "gateway.yaml: metadata.forward_request_headers: \"authorization\" is not forwarded by this list: on routes the gateway does not authenticate it is forwarded by default (metadata.forward_authorization)",
+            ),
+            (
+                format!(
+                    "{MINIMAL}metadata:\n  forward_request_headers: [x-api-key]\nauth:\n  api_keys:\n    from: {{ header: x-api-key }}\n    keys: [{{ name: a, sha256: c8508ef6b8945d666ebda9da5ac196d24548fc98ba6eac51b11805cd15a6d4c8 }}]\n"
+                ),
+                "gateway.yaml: metadata.forward_request_headers: \"x-api-key\" carries a credential the gateway checks: it reaches backends only as the verified credential, with auth.forward.credentials",
             ),
             (
                 "backends: {}\ndescriptors:\n  protos: [a.proto]\n".to_owned(),

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::HeaderMap;
-use http::header::{HOST, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
 
 use crate::config::MetadataOptions;
@@ -87,6 +87,12 @@ pub fn request_metadata(
     for name in &options.forward_request_headers {
         for value in headers.get_all(name) {
             out.append(name.clone(), value.clone());
+        }
+    }
+    // Kept only where the gateway does not authenticate: `Authenticator::forward` decides.
+    if options.forward_authorization {
+        for value in headers.get_all(AUTHORIZATION) {
+            out.append(AUTHORIZATION, value.clone());
         }
     }
     // The request id (the client's or the gateway's) ties backend logs to
@@ -274,6 +280,7 @@ mod tests {
         let mut opts = MetadataOptions {
             forward_request_headers: vec![HeaderName::from_static("x-request-id")],
             trust_forwarded_for: false,
+            forward_authorization: false,
         };
         let client = Some("127.0.0.1:5000".parse().unwrap());
         let md = request_metadata(&h, None, &opts, client, None).into_headers();
@@ -282,7 +289,7 @@ mod tests {
         assert_eq!(md.get("trace-bin").unwrap(), "AAE=");
         assert!(
             md.get("authorization").is_none(),
-            "neither allowlisted nor through the prefix"
+            "not with forward_authorization off, never through the prefix"
         );
         assert!(md.get("cookie").is_none());
         assert!(md.get("grpc-status").is_none(), "reserved");

@@ -73,12 +73,73 @@ async fn request_headers_become_metadata_by_allowlist_and_prefix() {
             .is_some_and(|h| h.starts_with("127.0.0.1:")),
         "{md}"
     );
-    assert!(
-        md.get("authorization").is_none(),
-        "credentials are not forwarded: {md}"
+    assert_eq!(
+        md["authorization"], "Bearer secret",
+        "without auth the client's own Authorization goes on, never a Grpc-Metadata- copy: {md}"
     );
     assert!(md.get("cookie").is_none(), "{md}");
     assert!(md.get("grpc-metadata-tenant").is_none(), "{md}");
+}
+
+/// `auth:` with the example API key, read from `x-api-key`.
+fn api_key_auth(default: &str, forward: &str) -> String {
+    format!(
+        "auth:\n  api_keys:\n    from: {{ header: x-api-key }}\n    keys:\n      - name: bot\n        \
+         sha256: c8508ef6b8945d666ebda9da5ac196d24548fc98ba6eac51b11805cd15a6d4c8\n  \
+         default: {default}\n  forward: {forward}\n"
+    )
+}
+
+#[tokio::test]
+async fn issue_14_authorization_reaches_backends_that_check_it_themselves() {
+    // (config, request headers, the authorization the backend gets)
+    let key = ("x-api-key", crate::support::API_KEY);
+    let bearer = ("authorization", "Bearer client-token");
+    let cases: Vec<(String, Vec<(&str, &str)>, Option<&str>)> = vec![
+        // The gateway does not authenticate: passed on.
+        (String::new(), vec![bearer], Some("Bearer client-token")),
+        (
+            api_key_auth("{ public: true }", "{}"),
+            vec![bearer],
+            Some("Bearer client-token"),
+        ),
+        // Unless switched off, or backends take `authorization` as verified.
+        (
+            "  forward_authorization: false\n".into(),
+            vec![bearer],
+            None,
+        ),
+        (
+            api_key_auth("{ public: true }", "{ credentials: true }"),
+            vec![bearer],
+            None,
+        ),
+        // The gateway authenticates: only the verified credential, only
+        // with forward.credentials.
+        (
+            api_key_auth("{ allow: [api_key] }", "{}"),
+            vec![bearer, key],
+            None,
+        ),
+        (
+            api_key_auth("{ allow: [api_key] }", "{ credentials: true }"),
+            vec![bearer, key],
+            None,
+        ),
+    ];
+    for (extra, headers, want) in cases {
+        let (stack, _) = start(&extra).await;
+        let reply = stack
+            .0
+            .call_with("POST", "/v1/echo", Some("{}"), &headers)
+            .await;
+        assert_eq!(reply.status, 200, "{extra}: {}", reply.json);
+        let md = &reply.json["metadata"];
+        assert_eq!(md["authorization"].as_str(), want, "{extra}: {md}");
+        if extra.contains("credentials: true") && extra.contains("allow") {
+            assert_eq!(md["x-api-key"], crate::support::API_KEY, "{extra}: {md}");
+        }
+    }
 }
 
 #[tokio::test]
