@@ -95,7 +95,8 @@ async fn issue_14_authorization_reaches_backends_that_check_it_themselves() {
     // (config, request headers, the authorization the backend gets)
     let key = ("x-api-key", crate::support::API_KEY);
     let bearer = ("authorization", "Bearer client-token");
-    let cases: Vec<(String, Vec<(&str, &str)>, Option<&str>)> = vec![
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         // The gateway does not authenticate: passed on.
         (String::new(), vec![bearer], Some("Bearer client-token")),
         (
