@@ -310,7 +310,7 @@ pub(super) async fn read_body(
 
 pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> GatewayError {
     match error {
-        CallError::Status(status) => {
+        CallError::Status { status, headers } => {
             let details = (!status.details().is_empty())
                 .then(|| {
                     transcode::status::details(
@@ -325,7 +325,8 @@ pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> Gatew
                 code: status.code(),
                 message: status.message().to_owned(),
                 details,
-                headers: response_headers(status.metadata(), None),
+                // As for a reply: header metadata, then the trailers.
+                headers: response_headers(&headers, Some(status.metadata())),
             }))
         }
         CallError::Unreachable(cause) => GatewayError::Unavailable {

@@ -154,9 +154,11 @@ pub(super) async fn call(
             }
             Ok(Ok((None, _, _))) => Err(bad("no reply to a client stream")),
             Ok(Ok((Some(_), Some(_), _))) => Err(bad("more than one reply to a client stream")),
-            Ok(Err(status)) if !deadline.passed() => {
-                Err(call_error(gw, &target.name, reply_error(status)))
-            }
+            Ok(Err(status)) if !deadline.passed() => Err(call_error(
+                gw,
+                &target.name,
+                reply_error(status).after_headers(&reply_headers),
+            )),
             Ok(Err(_)) | Err(_) => Err(GatewayError::StreamTimeout {
                 what: "too long",
                 timeout: options.max_duration,
@@ -176,6 +178,13 @@ pub(super) async fn call(
     let first = match first {
         Next::Message(m) => Some(m),
         Next::End => None,
+        Next::Failed(Failure::Call(e)) => {
+            return Err(call_error(
+                gw,
+                &target.name,
+                e.after_headers(&reply_headers),
+            ));
+        }
         Next::Failed(e) => return Err(e.into_gateway(gw, &target.name)),
     };
     let route_for_first = route.clone();

@@ -55,8 +55,15 @@ pub struct UnaryReply {
 /// Why a call failed.
 #[derive(Debug)]
 pub enum CallError {
-    /// The backend answered with a non-OK status.
-    Status(Status),
+    /// The backend answered with a non-OK status. The status's metadata
+    /// is the trailers (or a trailers-only answer's headers); `headers` the
+    /// header metadata sent before them.
+    Status {
+        /// The status, with the trailer metadata.
+        status: Status,
+        /// Header metadata, when the answer had headers of its own.
+        headers: MetadataMap,
+    },
     /// No answer: the backend could not be reached or the connection failed.
     Unreachable(String),
     /// No endpoint of the backend takes calls. With a duration, every
@@ -70,10 +77,30 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// A status without header metadata of its own.
+    pub fn status(status: Status) -> Self {
+        Self::Status {
+            status,
+            headers: MetadataMap::new(),
+        }
+    }
+
+    /// The failure of a call whose answer began with `headers`: a status
+    /// keeps them as its header metadata.
+    pub fn after_headers(self, headers: &MetadataMap) -> Self {
+        match self {
+            Self::Status { status, .. } => Self::Status {
+                status,
+                headers: headers.clone(),
+            },
+            other => other,
+        }
+    }
+
     /// The gRPC code the failure reports.
     pub fn code(&self) -> Code {
         match self {
-            Self::Status(s) => s.code(),
+            Self::Status { status, .. } => status.code(),
             Self::Unreachable(_) | Self::NoEndpoint(_) => Code::Unavailable,
             Self::Protocol(_) => Code::Internal,
             Self::Timeout(_) => Code::DeadlineExceeded,
@@ -394,7 +421,7 @@ async fn send(
 fn retryable(error: &CallError) -> bool {
     match error {
         CallError::Unreachable(_) => true,
-        CallError::Status(s) => s.code() == Code::Unavailable,
+        CallError::Status { status, .. } => status.code() == Code::Unavailable,
         _ => false,
     }
 }
@@ -434,8 +461,8 @@ pub(crate) fn reset_error(reason: h2::Reason) -> CallError {
     let why = format!("backend reset the stream ({reason})");
     match reason {
         h2::Reason::REFUSED_STREAM => CallError::Unreachable(why),
-        h2::Reason::CANCEL => CallError::Status(Status::cancelled(why)),
-        h2::Reason::ENHANCE_YOUR_CALM => CallError::Status(Status::resource_exhausted(why)),
+        h2::Reason::CANCEL => CallError::status(Status::cancelled(why)),
+        h2::Reason::ENHANCE_YOUR_CALM => CallError::status(Status::resource_exhausted(why)),
         _ => CallError::Protocol(why),
     }
 }
@@ -483,8 +510,8 @@ fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
 pub(crate) fn failure_outcome(error: &CallError) -> Outcome {
     match error {
         CallError::Unreachable(_) => Outcome::Failed,
-        CallError::Status(s) if s.code() == Code::Unavailable => Outcome::Failed,
-        CallError::Status(_) | CallError::Protocol(_) => Outcome::Answered,
+        CallError::Status { status, .. } if status.code() == Code::Unavailable => Outcome::Failed,
+        CallError::Status { .. } | CallError::Protocol(_) => Outcome::Answered,
         CallError::Timeout(_) | CallError::NoEndpoint(_) => Outcome::Neutral,
     }
 }
@@ -497,10 +524,11 @@ async fn read_reply(
 ) -> Result<UnaryReply, CallError> {
     let bad = |why: String| CallError::Protocol(why);
     let (mut parts, mut body) = response.into_parts();
+    // Trailers-only: the headers are the trailers, and the status's metadata.
     if let Some(status) = status_of(&mut parts.headers)
         && status.code() != Code::Ok
     {
-        return Err(CallError::Status(status));
+        return Err(CallError::status(status));
     }
     if parts.status != http::StatusCode::OK {
         // No gRPC status: a proxy or web server answered. The gRPC spec's
@@ -513,7 +541,7 @@ async fn read_reply(
             429 | 502 | 503 | 504 => Code::Unavailable,
             _ => Code::Unknown,
         };
-        return Err(CallError::Status(Status::new(
+        return Err(CallError::status(Status::new(
             code,
             format!(
                 "backend answered HTTP {} without a gRPC status",
@@ -555,7 +583,10 @@ async fn read_reply(
     }
     .ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
     if status.code() != Code::Ok {
-        return Err(CallError::Status(status));
+        return Err(CallError::Status {
+            status,
+            headers: MetadataMap::from_headers(parts.headers),
+        });
     }
     let message = match data.first() {
         Some(0) if data.len() >= 5 => {

@@ -123,7 +123,7 @@ pub fn reply_error(status: Status) -> CallError {
     // Statuses made from transport errors keep them as their source; the
     // backend's own statuses have none.
     let Some(source) = std::error::Error::source(&status) else {
-        return CallError::Status(status);
+        return CallError::status(status);
     };
     match super::stream_reset(source) {
         Some(reason) => super::reset_error(reason),

@@ -166,6 +166,39 @@ async fn response_metadata_and_trailers_come_back_as_headers() {
 }
 
 #[tokio::test]
+async fn issue_14_error_replies_keep_header_metadata_and_trailers() {
+    let (stack, _) = start("").await;
+    let reply = stack.echo(json!({"fault": "FAULT_INTERNAL"}), &[]).await;
+    assert_eq!(reply.status, 500, "{}", reply.json);
+    assert_eq!(reply.headers["grpc-metadata-x-probe-header"], "hello");
+    assert_eq!(reply.headers["grpc-trailer-x-probe-trailer"], "done");
+    assert!(reply.headers.get("grpc-metadata-x-probe-trailer").is_none());
+
+    // A stream that fails before its first message: an ordinary error, with both.
+    for accept in ["application/x-ndjson", "text/event-stream"] {
+        let reply = stack
+            .0
+            .call_with(
+                "GET",
+                "/v1/count?n=3&failAfter=-1",
+                None,
+                &[("accept", accept)],
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{accept}: {}", reply.json);
+        assert_eq!(reply.json["code"], 9, "{accept}");
+        assert_eq!(
+            reply.headers["grpc-metadata-x-probe-header"], "counting",
+            "{accept}"
+        );
+        assert_eq!(
+            reply.headers["grpc-trailer-x-probe-trailer"], "failed",
+            "{accept}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn debug_info_is_dropped_unless_configured() {
     let (stack, _) = start("").await;
     let reply = stack.echo(json!({"fault": "FAULT_DEBUG_INFO"}), &[]).await;

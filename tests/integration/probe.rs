@@ -423,7 +423,9 @@ impl Probe {
             let frame = if fail {
                 s.done = true;
                 s.guard.0 = None;
-                Frame::trailers(status_trailers(9, "count failed on purpose"))
+                let mut trailers = status_trailers(9, "count failed on purpose");
+                trailers.insert("x-probe-trailer", "failed".parse().unwrap());
+                Frame::trailers(trailers)
             } else if s.i == s.req.n {
                 s.done = true;
                 s.guard.0 = None;
@@ -439,7 +441,11 @@ impl Probe {
             };
             Some((Ok::<_, tonic::Status>(frame), s))
         });
-        grpc_response(StreamBody::new(frames))
+        let mut response = grpc_response(StreamBody::new(frames));
+        response
+            .headers_mut()
+            .insert("x-probe-header", "counting".parse().unwrap());
+        response
     }
 
     /// `Chat`: reads request frames as they come and answers each at once.
