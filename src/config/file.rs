@@ -254,6 +254,9 @@ pub struct ServerSection {
     /// Longest a client may take to send a request's headers.
     #[serde(default, with = "humantime_serde")]
     pub header_read_timeout: Option<Duration>,
+    /// Longest a connection may stay open without a request in flight.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
     /// Longest request target (path and query), in bytes.
     pub max_uri_bytes: Option<usize>,
     /// Largest total size of the request headers, in bytes.

@@ -165,6 +165,9 @@ pub struct EdgeOptions {
     /// Longest a client may take to send a request's headers, so slow
     /// clients (slowloris) cannot hold connections. Default 10s.
     pub header_read_timeout: Duration,
+    /// Longest a connection (HTTP/1 keep-alive or HTTP/2) stays open with no
+    /// request in flight; then it is closed gracefully. Default 5m.
+    pub idle_timeout: Duration,
     /// Longest request target (path and query); 414 above it. Default 8 KiB.
     pub max_uri_bytes: usize,
     /// Largest total size of request header names and values; 431 above it.
@@ -183,6 +186,7 @@ impl Default for EdgeOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
@@ -803,6 +807,8 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
                     &err,
                 )?
                 .unwrap_or(d.header_read_timeout),
+                idle_timeout: nonzero(raw.server.idle_timeout, "server.idle_timeout", &err)?
+                    .unwrap_or(d.idle_timeout),
                 max_uri_bytes: positive(
                     raw.server.max_uri_bytes,
                     "server.max_uri_bytes",

@@ -1,5 +1,6 @@
 //! The HTTP side: the router, the request pipeline and the listener loop.
 
+pub mod connection;
 pub mod docs;
 pub mod handler;
 pub mod layers;
@@ -15,11 +16,13 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::ServiceExt;
 
 pub use reload::{Cut, Live};
+
+use connection::{Activity, Counted, Timeouts};
 
 use crate::tls::ClientCert;
 
@@ -29,7 +32,9 @@ use crate::tls::ClientCert;
 /// goes to the gateway current when it arrives, so reloads take effect
 /// without dropping connections. HTTP/1.1 (with upgrades, for WebSockets)
 /// and HTTP/2 share the port; a client gets `server.header_read_timeout`
-/// to finish its TLS handshake and again to send its headers. With
+/// to finish its TLS handshake and again to start its first request, and a
+/// connection without a request in flight for `server.idle_timeout` is
+/// closed ([`connection`]). With
 /// `server.tls`, connections are HTTPS only (ALPN `h2`, `http/1.1`) and the
 /// certificate files are reloaded when they change.
 ///
@@ -44,6 +49,10 @@ pub async fn serve(
     let gateway = live.gateway();
     let config = gateway.config();
     let (grace, header_read_timeout) = (config.shutdown_grace, config.edge.header_read_timeout);
+    let timeouts = Timeouts {
+        first_request: header_read_timeout,
+        idle: config.edge.idle_timeout,
+    };
     let tls = match &config.tls {
         Some(options) => {
             let state = crate::tls::ServerTlsState::load(options).map_err(io_error)?;
@@ -61,7 +70,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    let connections = GracefulShutdown::new();
+    // Each connection holds a receiver: `closed()` is the end of the last one.
+    let (stop, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -84,25 +94,38 @@ pub async fn serve(
         let app = app.clone();
         // Each request learns the client's address and, over mutual TLS,
         // its verified certificate.
-        let service = move |client_cert: Option<ClientCert>| {
+        let service = move |client_cert: Option<ClientCert>, activity: Arc<Activity>| {
             hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+                let in_flight = activity.begin();
                 request.extensions_mut().insert(ConnectInfo(remote));
                 if let Some(cert) = &client_cert {
                     request.extensions_mut().insert(cert.clone());
                 }
-                app.clone().oneshot(request.map(axum::body::Body::new))
+                let answer = app.clone().oneshot(request.map(axum::body::Body::new));
+                async move {
+                    let response = answer.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| Counted::new(body, in_flight)),
+                    )
+                }
             })
         };
-        let watcher = connections.watcher();
+        let stopped = stopped.clone();
         let builder = builder.clone();
         let acceptor = tls.as_ref().map(|(state, _)| state.acceptor());
         let live = live.clone();
         tokio::spawn(async move {
             let ended = match acceptor {
                 None => {
-                    let connection =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tcp), service(None));
-                    watcher.watch(connection.into_owned()).await
+                    let activity = Activity::new();
+                    let connection = builder.serve_connection_with_upgrades(
+                        TokioIo::new(tcp),
+                        service(None, activity.clone()),
+                    );
+                    let graceful = |c: std::pin::Pin<&mut _>| {
+                        auto::UpgradeableConnection::graceful_shutdown(c)
+                    };
+                    connection::drive(connection, graceful, activity, timeouts, stopped).await
                 }
                 Some(acceptor) => {
                     let handshake =
@@ -125,9 +148,15 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .and_then(|leaf| ClientCert::from_der(leaf));
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service(client_cert));
-                    watcher.watch(connection.into_owned()).await
+                    let activity = Activity::new();
+                    let connection = builder.serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        service(client_cert, activity.clone()),
+                    );
+                    let graceful = |c: std::pin::Pin<&mut _>| {
+                        auto::UpgradeableConnection::graceful_shutdown(c)
+                    };
+                    connection::drive(connection, graceful, activity, timeouts, stopped).await
                 }
             };
             if let Err(e) = ended {
@@ -137,7 +166,9 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!(grace = ?grace, "shutting down: draining requests in flight");
-    let mut drained = std::pin::pin!(connections.shutdown());
+    drop(stopped);
+    stop.send_replace(true);
+    let mut drained = std::pin::pin!(stop.closed());
     tokio::select! {
         () = &mut drained => return Ok(()),
         () = tokio::time::sleep(grace) => {}

@@ -382,3 +382,88 @@ async fn slow_and_malformed_clients_are_cut_off() {
     // Meanwhile the gateway serves everyone else.
     assert_eq!(stack.0.get_text("/healthz").await.0, 200);
 }
+
+/// Reads until the server closes the connection (EOF or a reset), within 10s.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closed the connection");
+    answer
+}
+
+#[tokio::test]
+async fn issue_14_silent_and_half_preface_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
+    let addr = stack.0.addr;
+    // Nothing at all, a single byte of the HTTP/2 preface, most of it.
+    for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let answer = closed_by_server(&mut stream).await;
+        assert!(answer.is_empty(), "{sent:?}: {answer:?}");
+    }
+    assert_eq!(stack.0.get_text("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn issue_14_http2_connections_without_streams_are_closed() {
+    let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
+    let tcp = tokio::net::TcpStream::connect(stack.0.addr).await.unwrap();
+    let (_client, connection) = h2::client::handshake(tcp).await.unwrap();
+    // The handshake done, no stream ever opened: the server ends the connection.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "the server closed the connection");
+}
+
+#[tokio::test]
+async fn issue_14_idle_keep_alive_connections_are_closed_busy_ones_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (stack, probe) = start("server:\n  idle_timeout: 300ms\n").await;
+    let addr = stack.0.addr;
+
+    // HTTP/2: one request, then idle: GOAWAY and the connection ends.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{addr}/healthz"))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection is closed");
+
+    // HTTP/1.1 keep-alive: the same.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    closed_by_server(&mut stream).await;
+
+    // A stream that outlasts the idle timeout is a request in flight: it
+    // is not cut, and finishes once the backend goes on.
+    let mut response = stack
+        .0
+        .client
+        .get(stack.0.url("/v1/count?n=2&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"{\"i\":\"1\""), "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    probe.release.notify_one();
+    let rest = response.chunk().await.unwrap().unwrap();
+    assert!(rest.starts_with(b"{\"i\":\"2\""), "{rest:?}");
+}

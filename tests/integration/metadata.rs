@@ -332,7 +332,7 @@ async fn misbehaving_backends_get_502_without_details_leaking() {
     let failed = stack.echo(json!({"fault": "FAULT_INTERNAL"}), &[]).await;
     assert_eq!(failed.status, 500);
     assert_eq!(failed.json["message"], "probe failed");
-    assert_eq!(failed.headers["grpc-metadata-x-probe-trailer"], "done");
+    assert_eq!(failed.headers["grpc-trailer-x-probe-trailer"], "done");
 }
 
 #[tokio::test]
