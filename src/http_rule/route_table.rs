@@ -21,7 +21,9 @@ use super::api::deprecation_headers;
 use super::field_path::{FieldPath, FieldPathError};
 use super::rule::{Binding, HttpRule, RuleError, method_rule};
 
-use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
+use super::template::{
+    PathTemplate, Segment, TemplateError, decode, has_valid_escapes, is_dot_segment,
+};
 use crate::config::{BackendConfig, Config, UnknownFields};
 
 /// `google.api.HttpBody`, the message of raw HTTP bodies.
@@ -167,6 +169,12 @@ pub enum LookupError {
     /// A percent-encoding in the path does not decode to UTF-8.
     #[error("path {path} has percent-encoded bytes that are not UTF-8")]
     BadEncoding {
+        /// The request path.
+        path: String,
+    },
+    /// A `%` in the path does not start an escape of two hex digits.
+    #[error("path {path} has a malformed percent-escape")]
+    BadEscape {
         /// The request path.
         path: String,
     },
@@ -443,7 +451,9 @@ impl RouteTable {
     /// # Errors
     /// [`LookupError::NotFound`] when no template matches,
     /// [`LookupError::MethodNotAllowed`] with the allowed methods when only
-    /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments.
+    /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments,
+    /// [`LookupError::BadEscape`] and [`LookupError::BadEncoding`] for
+    /// percent-escapes that are malformed or not UTF-8.
     pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, LookupError> {
         let segments = split_segments(path)?;
         if let Some(found) = self.find(method, &segments) {
@@ -562,13 +572,20 @@ impl RouteTable {
 }
 
 /// Splits a raw path into segments, refusing `.`/`..` segments (also as the
-/// part before a `:verb`) and percent-encodings that are not UTF-8.
+/// part before a `:verb`) and percent-escapes that are malformed or not UTF-8.
 fn split_segments(path: &str) -> Result<Vec<&str>, LookupError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(LookupError::NotFound {
             path: path.to_owned(),
         });
     };
+    // Decoding would keep `%zz` as text and match it; grpc-gateway's matcher
+    // refuses it instead. One scan of the whole path covers the verb too.
+    if path.contains('%') && !has_valid_escapes(path) {
+        return Err(LookupError::BadEscape {
+            path: path.to_owned(),
+        });
+    }
     let segments: Vec<&str> = if rest.is_empty() {
         Vec::new()
     } else {

@@ -115,6 +115,17 @@ fn lookup_errors() {
         ("POST", "/v1/things/..:cancel", "400"),
         ("POST", "/v1/things/.%2E:cancel", "400"),
         ("GET", "/v1/things/%FF%FE", "400 encoding"),
+        // Malformed escapes anywhere: variable, literal, verb (issue "Correct on the wire").
+        ("GET", "/v1/things/a%zzb", "400 escape"),
+        ("GET", "/v1/things/%", "400 escape"),
+        ("GET", "/v1/things/1%4", "400 escape"),
+        ("GET", "/v1/th%zzings/1", "400 escape"),
+        ("GET", "/v1/things/spec%ial", "400 escape"),
+        ("POST", "/v1/things/7:cancel%zz", "400 escape"),
+        ("POST", "/v1/things/7:can%zzcel", "400 escape"),
+        ("GET", "/v1/files/a/%zz/b", "400 escape"),
+        ("GET", "/v2/nowhere/%zz", "400 escape"),
+        ("GET", "/v1/th%69ngs/1", "200"),
         ("GET", "/v1/things/%E2%9C%93", "200"),
         // Encoded slashes stay inside their segment unless switched on.
         ("GET", "/v1/shelves%2Fs1%2Fthings%2Ft1", "404"),
@@ -128,6 +139,7 @@ fn lookup_errors() {
             }
             Err(LookupError::DotSegment { .. }) => "400".to_owned(),
             Err(LookupError::BadEncoding { .. }) => "400 encoding".to_owned(),
+            Err(LookupError::BadEscape { .. }) => "400 escape".to_owned(),
         };
         assert_eq!(got, want, "{method} {path}");
     }
