@@ -37,7 +37,8 @@ pub enum Command {
         #[arg(long, env = "PROTOGATE_LISTEN")]
         listen: Option<SocketAddr>,
     },
-    /// Validate the config and descriptors and print the route table.
+    /// Validate the config and descriptors and print the route table; exit
+    /// non-zero when a binding cannot be routed.
     Check {
         /// Config file.
         #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
@@ -161,6 +162,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let gateway = Gateway::load(config).await?;
             let mut out = std::io::stdout().lock();
             print_routes(&gateway, &mut out)?;
+            let left_out = left_out(&gateway);
+            anyhow::ensure!(
+                left_out == 0,
+                "{left_out} binding(s) cannot be routed; serve would leave them out"
+            );
             Ok(())
         }
         Command::Openapi {
@@ -273,7 +279,18 @@ pub fn mint(args: &TokenArgs) -> anyhow::Result<String> {
     )
 }
 
-/// Writes the route table: HTTP method, template, gRPC method, backend.
+/// Bindings left out of the gateway's route table (duplicates aside).
+fn left_out(gateway: &Gateway) -> usize {
+    gateway
+        .routes()
+        .problems()
+        .iter()
+        .filter(|p| p.kind.is_error())
+        .count()
+}
+
+/// Writes the route table (HTTP method, template, gRPC method, backend),
+/// then each binding left out (`error:`) or routed once (`warning:`).
 ///
 /// # Errors
 /// Write errors.
@@ -311,12 +328,29 @@ pub fn print_routes(gateway: &Gateway, out: &mut impl Write) -> std::io::Result<
     for [m, t, g, b] in &rows {
         writeln!(out, "{m:w0$}  {t:w1$}  {g:w2$}  {b}")?;
     }
-    writeln!(
-        out,
-        "{} routes, config {} is valid",
-        rows.len(),
-        gateway.config().source.display()
-    )
+    let problems = gateway.routes().problems();
+    for p in problems {
+        let level = if p.kind.is_error() {
+            "error"
+        } else {
+            "warning"
+        };
+        writeln!(out, "{level}: {p}")?;
+    }
+    let source = gateway.config().source.display();
+    match (left_out(gateway), problems.len()) {
+        (0, 0) => writeln!(out, "{} routes, config {source} is valid", rows.len()),
+        (0, warnings) => writeln!(
+            out,
+            "{} routes, {warnings} warning(s), config {source} is valid",
+            rows.len()
+        ),
+        (errors, _) => writeln!(
+            out,
+            "{} routes, {errors} binding(s) left out, config {source} is not valid",
+            rows.len()
+        ),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

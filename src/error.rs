@@ -203,9 +203,11 @@ impl GatewayError {
         match self {
             Self::Route(LookupError::NotFound { .. }) => Code::NotFound,
             Self::Route(LookupError::MethodNotAllowed { .. }) => Code::Unimplemented,
-            Self::Route(LookupError::DotSegment { .. } | LookupError::BadEncoding { .. }) => {
-                Code::InvalidArgument
-            }
+            Self::Route(
+                LookupError::DotSegment { .. }
+                | LookupError::BadEncoding { .. }
+                | LookupError::BadEscape { .. },
+            ) => Code::InvalidArgument,
             Self::Transcode(e) if e.is_internal() => Code::Internal,
             Self::Transcode(_)
             | Self::BadHeader { .. }

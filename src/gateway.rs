@@ -15,7 +15,7 @@ use prost_reflect::DescriptorPool;
 use crate::auth::Authenticator;
 use crate::config::{Config, ServicePattern};
 use crate::descriptor::{self, reflection};
-use crate::http_rule::RouteTable;
+use crate::http_rule::{RouteProblem, RouteTable};
 use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
 use crate::rate_limit::RateLimits;
@@ -119,10 +119,12 @@ impl RenderedDoc {
 
 impl Gateway {
     /// Loads descriptors (fetching them from reflection backends), builds the
-    /// route table and connects the backends.
+    /// route table and connects the backends. Bindings that cannot be routed
+    /// are logged, counted in `protogate_route_problems` and left out.
     ///
     /// # Errors
-    /// Descriptor, reflection, route or backend errors, with the config file named.
+    /// Descriptor, reflection, route or backend errors, with the config file
+    /// named; with `descriptors.strict`, any binding that cannot be routed.
     pub async fn load(config: Config) -> anyhow::Result<Self> {
         Self::build(config, None).await
     }
@@ -145,6 +147,10 @@ impl Gateway {
             .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
+        if config.strict_descriptors {
+            refuse_left_out(routes.problems())
+                .with_context(|| format!("{source}: invalid routes"))?;
+        }
         let codec = Codec::build(&routes, &config.transcode.json);
         let auth = Authenticator::build(&config.auth, &routes)
             .await
@@ -158,6 +164,13 @@ impl Gateway {
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         let rate_limits = RateLimits::build(&config.rate_limit);
+        // Counters keep counting across reloads.
+        let metrics = previous
+            .map(|p| p.inner.metrics.clone())
+            .unwrap_or_default();
+        // Reported once nothing can fail: this table is the one to be served.
+        report(routes.problems());
+        metrics.route_problems(routes.problems());
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -169,10 +182,7 @@ impl Gateway {
                 codec,
                 loaded_at: SystemTime::now(),
                 generation: previous.map_or(1, |p| p.inner.generation + 1),
-                // Counters keep counting across reloads.
-                metrics: previous
-                    .map(|p| p.inner.metrics.clone())
-                    .unwrap_or_default(),
+                metrics,
                 rate_limits,
             }),
         })
@@ -231,6 +241,43 @@ impl Gateway {
     /// The backend channels.
     pub fn upstreams(&self) -> &Upstreams {
         &self.inner.upstreams
+    }
+}
+
+/// `descriptors.strict`: every binding left out of the table is an error.
+fn refuse_left_out(problems: &[RouteProblem]) -> anyhow::Result<()> {
+    let left_out: Vec<String> = problems
+        .iter()
+        .filter(|p| p.kind.is_error())
+        .map(ToString::to_string)
+        .collect();
+    anyhow::ensure!(
+        left_out.is_empty(),
+        "descriptors.strict is on and these bindings cannot be routed:\n  {}",
+        left_out.join("\n  ")
+    );
+    Ok(())
+}
+
+/// Logs each binding left out (an error) or routed once (a warning).
+fn report(problems: &[RouteProblem]) {
+    for p in problems {
+        if p.kind.is_error() {
+            tracing::error!(
+                method = %p.method,
+                rule = %p.rule,
+                kind = %p.kind,
+                reason = %p.reason,
+                "binding left out of the route table"
+            );
+        } else {
+            tracing::warn!(
+                method = %p.method,
+                rule = %p.rule,
+                reason = %p.reason,
+                "duplicate binding routed once"
+            );
+        }
     }
 }
 

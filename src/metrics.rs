@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::http_rule::{ProblemKind, RouteProblem};
 use crate::upstream::balance::{BackendStatus, EndpointState};
 
 /// Labels of an HTTP request.
@@ -49,6 +50,12 @@ struct BackendLabels {
     backend: String,
 }
 
+/// Labels of the bindings left out of the route table.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    kind: &'static str,
+}
+
 /// Labels of a backend's endpoints in one state.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -75,6 +82,7 @@ struct Inner {
     endpoints: Family<EndpointLabels, Gauge>,
     retries: Family<BackendLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    route_problems: Family<ProblemLabels, Gauge>,
     rate_limited: Counter,
     tls_handshake_failures: Counter,
 }
@@ -148,6 +156,14 @@ impl Metrics {
             "Configuration reloads by result (ok, failed)",
             reloads.clone(),
         );
+        // A gauge set at each load, not a counter: the registry outlives
+        // reloads, and a fixed annotation must bring the value back to 0.
+        let route_problems = Family::<ProblemLabels, Gauge>::default();
+        registry.register(
+            "route_problems",
+            "Bindings left out of the running route table, by kind (rule, template, field, conflict)",
+            route_problems.clone(),
+        );
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited_requests",
@@ -172,6 +188,7 @@ impl Metrics {
                 endpoints,
                 retries,
                 reloads,
+                route_problems,
                 rate_limited,
             }),
         }
@@ -242,6 +259,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Sets the bindings left out of the route table now serving, every
+    /// kind (0 included); duplicates routed once are not counted.
+    pub fn route_problems(&self, problems: &[RouteProblem]) {
+        for kind in ProblemKind::LEFT_OUT {
+            let count = problems.iter().filter(|p| p.kind == kind).count();
+            self.inner
+                .route_problems
+                .get_or_create(&ProblemLabels {
+                    kind: kind.as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The text exposition, with endpoint states as of now.
     pub fn render(&self, backends: &[BackendStatus]) -> String {
         self.inner.endpoints.clear();
@@ -305,5 +336,48 @@ fn method_label(method: &http::Method) -> String {
         | http::Method::HEAD
         | http::Method::OPTIONS => method.as_str().to_owned(),
         _ => "OTHER".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: ProblemKind) -> RouteProblem {
+        RouteProblem {
+            kind,
+            method: "a.B.C".into(),
+            rule: "GET /x".into(),
+            reason: "why".into(),
+        }
+    }
+
+    #[test]
+    fn route_problems_are_set_at_each_load() {
+        let metrics = Metrics::new();
+        for (problems, want) in [
+            (
+                vec![
+                    problem(ProblemKind::Field),
+                    problem(ProblemKind::Field),
+                    problem(ProblemKind::Conflict),
+                    problem(ProblemKind::Duplicate),
+                ],
+                [("rule", 0), ("template", 0), ("field", 2), ("conflict", 1)],
+            ),
+            // A reload without the problems brings every kind back to 0.
+            (
+                vec![problem(ProblemKind::Duplicate)],
+                [("rule", 0), ("template", 0), ("field", 0), ("conflict", 0)],
+            ),
+        ] {
+            metrics.route_problems(&problems);
+            let text = metrics.render(&[]);
+            for (kind, n) in want {
+                let line = format!("protogate_route_problems{{kind=\"{kind}\"}} {n}\n");
+                assert!(text.contains(&line), "want {line:?} in\n{text}");
+            }
+            assert!(!text.contains("duplicate"), "{text}");
+        }
     }
 }

@@ -334,6 +334,9 @@ pub struct DescriptorsSection {
     /// Binary `FileDescriptorSet` files.
     #[serde(default)]
     pub descriptor_sets: Vec<PathBuf>,
+    /// Refuse to load when a binding cannot be routed.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 /// `backends.<name>:`

@@ -49,6 +49,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Descriptor sources, paths made absolute.
     pub descriptors: DescriptorSources,
+    /// `descriptors.strict`: a binding that cannot be routed (see
+    /// [`crate::http_rule::RouteProblem`]; duplicates aside) fails startup
+    /// and reload instead of being left out. Default false.
+    pub strict_descriptors: bool,
     /// Backends in file order (sorted by name).
     pub backends: Vec<BackendConfig>,
     /// Transcoding options.
@@ -761,6 +765,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         source: path.to_owned(),
         listen,
         descriptors,
+        strict_descriptors: d.strict,
         backends,
         transcode,
         metadata: MetadataOptions {
@@ -1431,6 +1436,19 @@ backends:
         assert_eq!(c.backends[0].timeout, DEFAULT_TIMEOUT);
         assert_eq!(c.transcode.unknown_query_parameters, UnknownFields::Reject);
         assert_eq!(c.transcode.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert!(!c.strict_descriptors);
+    }
+
+    #[test]
+    fn descriptors_strict_is_read() {
+        for (strict, want) in [("true", true), ("false", false)] {
+            let text = MINIMAL.replace(
+                "  protos: [a.proto]\n",
+                &format!("  protos: [a.proto]\n  strict: {strict}\n"),
+            );
+            let c = parse(&text, Path::new("gateway.yaml")).unwrap();
+            assert_eq!(c.strict_descriptors, want, "strict: {strict}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod template;
 
 pub use field_path::FieldPath;
 pub use route_table::{
-    BodyRule, LookupError, MethodMatch, Route, RouteBackend, RouteError, RouteMatch, RouteTable,
+    BodyRule, LookupError, MethodMatch, ProblemKind, Route, RouteBackend, RouteError, RouteMatch,
+    RouteProblem, RouteTable,
 };
 pub use template::PathTemplate;

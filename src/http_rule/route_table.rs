@@ -5,9 +5,22 @@
 //! [`RouteTable::lookup`] matches a request. Precedence, segment by segment
 //! from the left: a literal beats `*`, which beats `**`; a binding with a
 //! custom verb beats one without; an exact HTTP method beats a `*` custom
-//! kind. Two bindings of the same shape, method and verb are a startup error.
-//! The table is immutable once built, so it can be swapped as a whole.
+//! kind. The table is immutable once built, so it can be swapped as a whole.
+//!
+//! A binding that breaks a rule of `http.proto` (a bad template, a field that
+//! is missing or cannot be bound that way) is left out and reported as a
+//! [`RouteProblem`]; the method's other bindings and all other methods are
+//! still routed, since descriptors may come from other teams by reflection.
+//! Bindings that answer the same requests (same shape, verb and HTTP method)
+//! are given to the first in this order: `http.rules` from the config (in
+//! file order), then annotations, then `fallback_routes`; within each, by
+//! full method name, then main binding before additional ones. The others are
+//! problems too, except an exact repeat of a binding of the same method,
+//! which is routed once ([`ProblemKind::Duplicate`], a warning). Mistakes in
+//! the config itself (unknown names, a config rule without or with two
+//! patterns) are still [`RouteError`]s.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +32,11 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor};
 
 use super::api::deprecation_headers;
 use super::field_path::{FieldPath, FieldPathError};
-use super::rule::{Binding, HttpRule, RuleError, method_rule};
+use super::rule::{Binding, HTTP_EXTENSION, HttpRule, RuleError, method_rule};
 
-use super::template::{PathTemplate, Segment, TemplateError, decode, is_dot_segment};
+use super::template::{
+    PathTemplate, Segment, TemplateError, decode, has_valid_escapes, is_dot_segment,
+};
 use crate::config::{BackendConfig, Config, UnknownFields};
 
 /// `google.api.HttpBody`, the message of raw HTTP bodies.
@@ -170,46 +185,25 @@ pub enum LookupError {
         /// The request path.
         path: String,
     },
+    /// A `%` in the path does not start an escape of two hex digits.
+    #[error("path {path} has a malformed percent-escape")]
+    BadEscape {
+        /// The request path.
+        path: String,
+    },
 }
 
-/// Why the table could not be built. Every variant names the method and template.
+/// Why the table could not be built: a mistake in the config itself.
+/// Problems of single bindings are [`RouteProblem`]s instead.
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    /// The rule itself is malformed.
+    /// A rule of `http.rules` is malformed.
     #[error("{method}: {source}")]
     Rule {
         /// Full name of the gRPC method.
         method: String,
         /// What is wrong with the rule.
         source: RuleError,
-    },
-    /// The template does not parse.
-    #[error("{method}: {source}")]
-    Template {
-        /// Full name of the gRPC method.
-        method: String,
-        /// Why the template does not parse.
-        source: TemplateError,
-    },
-    /// A field named by the binding is missing or cannot be used that way.
-    #[error("{method}: {http_method} {template}: {message}")]
-    Binding {
-        /// Full name of the gRPC method.
-        method: String,
-        /// The binding's HTTP method as written.
-        http_method: String,
-        /// The binding's path template as written.
-        template: String,
-        /// What is wrong with the field.
-        message: String,
-    },
-    /// Two bindings answer the same requests.
-    #[error("conflicting routes: {first} and {second} match the same requests")]
-    Conflict {
-        /// The route already in the table.
-        first: String,
-        /// The route that conflicts with it.
-        second: String,
     },
     /// A configured service or method is not in the descriptors.
     #[error("{key}: {name} is not in the loaded descriptors")]
@@ -249,14 +243,71 @@ pub enum RouteError {
         /// The rule's selector.
         selector: String,
     },
-    /// An HTTP method name that is not a token.
-    #[error("{method}: invalid HTTP method {kind:?}")]
-    BadHttpMethod {
-        /// Full name of the gRPC method.
-        method: String,
-        /// The HTTP method as written.
-        kind: String,
-    },
+}
+
+/// What is wrong with a binding; the label of the `route_problems` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// The rule is malformed: no pattern, nested additional bindings, an
+    /// HTTP method that is empty or not a token, an unreadable option.
+    Rule,
+    /// The path template does not parse.
+    Template,
+    /// A path variable, `body` or `response_body` names a field that does
+    /// not exist or cannot be bound that way (e.g. a repeated field in the path).
+    Field,
+    /// Another binding, earlier in the order of precedence, answers the same requests.
+    Conflict,
+    /// An exact repeat of an earlier binding of the same method (same HTTP
+    /// method, pattern, body and response body): routed once. A warning.
+    Duplicate,
+}
+
+impl ProblemKind {
+    /// The kinds that leave a binding unrouted (all but [`ProblemKind::Duplicate`]).
+    pub const LEFT_OUT: [Self; 4] = [Self::Rule, Self::Template, Self::Field, Self::Conflict];
+
+    /// The lower-case name, as in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rule => "rule",
+            Self::Template => "template",
+            Self::Field => "field",
+            Self::Conflict => "conflict",
+            Self::Duplicate => "duplicate",
+        }
+    }
+
+    /// Whether the binding is left out: an error, not a warning.
+    pub fn is_error(self) -> bool {
+        self != Self::Duplicate
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A binding left out of the table (or, for a duplicate, routed once), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteProblem {
+    /// What is wrong.
+    pub kind: ProblemKind,
+    /// Full name of the gRPC method.
+    pub method: String,
+    /// The binding's HTTP method and pattern as written (`GET /v1/{id}`),
+    /// or `google.api.http` when the binding has no usable pattern.
+    pub rule: String,
+    /// Why, naming the field or the binding that keeps the route.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RouteProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.method, self.rule, self.reason)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -282,13 +333,47 @@ pub struct RouteTable {
     root: Node,
     verbs: Vec<String>,
     methods: Vec<Method>,
+    problems: Vec<RouteProblem>,
+}
+
+/// Where a binding comes from; earlier origins win conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Origin {
+    /// `http.rules[i]` of the config: the operator's explicit choice.
+    Config(usize),
+    /// The method's `google.api.http` annotation.
+    Annotation,
+    /// `transcoding.fallback_routes`.
+    Fallback,
+}
+
+/// A compiled binding that has yet to claim its requests.
+struct Candidate {
+    route: Route,
+    /// `GET /v1/{id}` as written, for problems.
+    rule: String,
+    origin: Origin,
+}
+
+impl Candidate {
+    /// Lowest first claims a route: see the module docs.
+    fn precedence(&self) -> (Origin, &str, usize) {
+        (
+            self.origin,
+            self.route.method.full_name(),
+            self.route.binding,
+        )
+    }
 }
 
 impl RouteTable {
-    /// Builds the table for every service that a backend serves.
+    /// Builds the table for every service that a backend serves. Bindings
+    /// that cannot be routed are left out and listed by [`RouteTable::problems`].
     ///
     /// # Errors
-    /// A [`RouteError`] naming the method and template at fault.
+    /// A [`RouteError`] for a mistake in the config: a service, method or
+    /// rule selector that is not in the descriptors, a malformed `http.rules`
+    /// entry, a service claimed by two backends or two API groups.
     pub fn build(pool: &DescriptorPool, config: &Config) -> Result<Self, RouteError> {
         for (i, backend) in config.backends.iter().enumerate() {
             for pattern in &backend.services {
@@ -315,7 +400,7 @@ impl RouteTable {
                 });
             }
         }
-        let mut configured: HashMap<&str, (usize, HttpRule)> = HashMap::new();
+        let mut configured: HashMap<&str, (usize, Vec<Binding>)> = HashMap::new();
         for (i, section) in config.http_rules.iter().enumerate() {
             if !method_exists(&section.selector) {
                 return Err(RouteError::Unknown {
@@ -323,17 +408,21 @@ impl RouteTable {
                     name: section.selector.clone(),
                 });
             }
-            let rule = HttpRule::from_config(section).map_err(|source| RouteError::Rule {
+            let rule_err = |source| RouteError::Rule {
                 method: section.selector.clone(),
                 source,
-            })?;
-            configured.insert(section.selector.as_str(), (i, rule));
+            };
+            let bindings = HttpRule::from_config(section)
+                .map_err(rule_err)?
+                .bindings()
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(rule_err)?;
+            configured.insert(section.selector.as_str(), (i, bindings));
         }
 
-        let mut table = Self {
-            match_encoded_slashes: config.transcode.match_encoded_slashes,
-            ..Self::default()
-        };
+        let mut candidates = Vec::new();
+        let mut problems = Vec::new();
         for service in pool.services() {
             let serving: Vec<(usize, &BackendConfig)> = config
                 .backends
@@ -377,26 +466,33 @@ impl RouteTable {
                 .and_then(|a| a.deprecation.as_ref())
                 .map(|d| Arc::new(deprecation_headers(d)));
             for method in service.methods() {
-                let name = method.full_name().to_owned();
-                let rule = match configured.remove(name.as_str()) {
-                    Some((_, rule)) => Some(rule),
-                    None => method_rule(pool, &method).map_err(|source| RouteError::Rule {
-                        method: name.clone(),
-                        source,
-                    })?,
+                let name = method.full_name();
+                let unreadable = |source: RuleError| RouteProblem {
+                    kind: ProblemKind::Rule,
+                    method: name.to_owned(),
+                    rule: HTTP_EXTENSION.to_owned(),
+                    reason: source.to_string(),
                 };
-                let bindings = match rule {
-                    Some(rule) => rule.bindings().map_err(|source| RouteError::Rule {
-                        method: name.clone(),
-                        source,
-                    })?,
-                    None if config.transcode.fallback_routes => vec![Binding::fallback(&method)],
-                    None => {
-                        tracing::debug!(method = %name, "no google.api.http rule");
-                        continue;
+                let (origin, bindings) = match configured.remove(name) {
+                    Some((i, bindings)) => {
+                        (Origin::Config(i), bindings.into_iter().map(Ok).collect())
                     }
+                    None => match method_rule(pool, &method) {
+                        Ok(Some(rule)) => (Origin::Annotation, rule.bindings()),
+                        Ok(None) if config.transcode.fallback_routes => {
+                            (Origin::Fallback, vec![Ok(Binding::fallback(&method))])
+                        }
+                        Ok(None) => {
+                            tracing::debug!(method = %name, "no google.api.http rule");
+                            continue;
+                        }
+                        Err(source) => {
+                            problems.push(unreadable(source));
+                            continue;
+                        }
+                    },
                 };
-                let overrides = config.methods.get(&name);
+                let overrides = config.methods.get(name);
                 let backends: Vec<RouteBackend> = serving
                     .iter()
                     .map(|&(index, b)| RouteBackend {
@@ -408,18 +504,32 @@ impl RouteTable {
                     })
                     .collect();
                 for binding in bindings {
-                    let route = compile(
-                        &method,
-                        &binding,
-                        Target {
-                            backends: backends.clone(),
-                            prefix,
-                            deprecation: deprecation.clone(),
-                        },
-                        config,
-                        overrides,
-                    )?;
-                    table.insert(route)?;
+                    let binding = match binding {
+                        Ok(binding) => binding,
+                        Err(source) => {
+                            problems.push(unreadable(source));
+                            continue;
+                        }
+                    };
+                    let rule = format!("{} {}", binding.http_method, binding.path);
+                    let target = Target {
+                        backends: backends.clone(),
+                        prefix,
+                        deprecation: deprecation.clone(),
+                    };
+                    match compile(&method, &binding, target, config, overrides) {
+                        Ok(route) => candidates.push(Candidate {
+                            route,
+                            rule,
+                            origin,
+                        }),
+                        Err(Unroutable { kind, reason }) => problems.push(RouteProblem {
+                            kind,
+                            method: name.to_owned(),
+                            rule,
+                            reason,
+                        }),
+                    }
                 }
             }
         }
@@ -430,7 +540,30 @@ impl RouteTable {
                 selector: (*selector).to_owned(),
             });
         }
+
+        let claimed = claim(&candidates, &mut problems);
+        // Stable: a method's problems stay in binding order.
+        problems.sort_by(|a, b| a.method.cmp(&b.method));
+        let mut table = Self {
+            match_encoded_slashes: config.transcode.match_encoded_slashes,
+            problems,
+            ..Self::default()
+        };
+        // Inserted in descriptor order, not precedence order: `check`, the
+        // OpenAPI document and route indexes keep the order of the protos.
+        for (candidate, claimed) in candidates.into_iter().zip(claimed) {
+            if claimed {
+                table.insert(candidate.route);
+            }
+        }
         Ok(table)
+    }
+
+    /// The bindings left out of the table and the duplicates routed once,
+    /// by method name: the one list that logs, metrics, `check` and
+    /// `descriptors.strict` use.
+    pub fn problems(&self) -> &[RouteProblem] {
+        &self.problems
     }
 
     /// All routes in insertion order.
@@ -443,7 +576,9 @@ impl RouteTable {
     /// # Errors
     /// [`LookupError::NotFound`] when no template matches,
     /// [`LookupError::MethodNotAllowed`] with the allowed methods when only
-    /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments.
+    /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments,
+    /// [`LookupError::BadEscape`] and [`LookupError::BadEncoding`] for
+    /// percent-escapes that are malformed or not UTF-8.
     pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, LookupError> {
         let segments = split_segments(path)?;
         if let Some(found) = self.find(method, &segments) {
@@ -521,7 +656,8 @@ impl RouteTable {
         Some(RouteMatch { route, values })
     }
 
-    fn insert(&mut self, mut route: Route) -> Result<(), RouteError> {
+    /// Adds a route whose requests no other route answers (see [`claim`]).
+    fn insert(&mut self, mut route: Route) {
         route.index = self.routes.len();
         let mut node = &mut self.root;
         for segment in &route.template.segments {
@@ -530,16 +666,6 @@ impl RouteTable {
                 Segment::Wildcard => node.wildcard.get_or_insert_with(Default::default),
                 Segment::DeepWildcard => node.deep.get_or_insert_with(Default::default),
             };
-        }
-        if let Some(existing) = node
-            .ends
-            .iter()
-            .find(|e| e.verb == route.template.verb && e.method == route.http_method)
-        {
-            return Err(RouteError::Conflict {
-                first: describe(&self.routes[existing.route]),
-                second: describe(&route),
-            });
         }
         node.ends.push(End {
             verb: route.template.verb.clone(),
@@ -557,18 +683,82 @@ impl RouteTable {
             self.methods.push(m.clone());
         }
         self.routes.push(Arc::new(route));
-        Ok(())
     }
 }
 
+/// Gives the requests of each shape (segments, verb, HTTP method) to the
+/// first candidate in precedence order; the others become problems. Returns
+/// which candidates are routed.
+fn claim(candidates: &[Candidate], problems: &mut Vec<RouteProblem>) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by_key(|&i| candidates[i].precedence());
+    let mut owners: HashMap<(&[Segment], Option<&str>, &MethodMatch), usize> = HashMap::new();
+    let mut claimed = vec![false; candidates.len()];
+    for i in order {
+        let candidate = &candidates[i];
+        let route = &candidate.route;
+        let shape = (
+            route.template.segments.as_slice(),
+            route.template.verb.as_deref(),
+            &route.http_method,
+        );
+        let first = match owners.entry(shape) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+                claimed[i] = true;
+                continue;
+            }
+            Entry::Occupied(owner) => &candidates[*owner.get()],
+        };
+        let (kind, reason) = if is_repeat(&first.route, route) {
+            (
+                ProblemKind::Duplicate,
+                "repeats an earlier binding of the method exactly; routed once".to_owned(),
+            )
+        } else {
+            (
+                ProblemKind::Conflict,
+                format!(
+                    "answers the same requests as {} of {}, which keeps them",
+                    first.rule,
+                    first.route.method.full_name()
+                ),
+            )
+        };
+        problems.push(RouteProblem {
+            kind,
+            method: route.method.full_name().to_owned(),
+            rule: candidate.rule.clone(),
+            reason,
+        });
+    }
+    claimed
+}
+
+/// Whether two bindings of one method are the same binding written twice.
+fn is_repeat(a: &Route, b: &Route) -> bool {
+    a.method == b.method
+        && a.http_method == b.http_method
+        && a.template.source == b.template.source
+        && a.body == b.body
+        && a.response_body == b.response_body
+}
+
 /// Splits a raw path into segments, refusing `.`/`..` segments (also as the
-/// part before a `:verb`) and percent-encodings that are not UTF-8.
+/// part before a `:verb`) and percent-escapes that are malformed or not UTF-8.
 fn split_segments(path: &str) -> Result<Vec<&str>, LookupError> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(LookupError::NotFound {
             path: path.to_owned(),
         });
     };
+    // Decoding would keep `%zz` as text and match it; grpc-gateway's matcher
+    // refuses it instead. One scan of the whole path covers the verb too.
+    if path.contains('%') && !has_valid_escapes(path) {
+        return Err(LookupError::BadEscape {
+            path: path.to_owned(),
+        });
+    }
     let segments: Vec<&str> = if rest.is_empty() {
         Vec::new()
     } else {
@@ -597,15 +787,6 @@ fn split_segments(path: &str) -> Result<Vec<&str>, LookupError> {
         });
     }
     Ok(segments)
-}
-
-fn describe(route: &Route) -> String {
-    format!(
-        "{} {} ({})",
-        route.http_method,
-        route.template,
-        route.method.full_name()
-    )
 }
 
 fn search(
@@ -658,38 +839,46 @@ struct Target<'a> {
     deprecation: Option<Arc<HeaderMap>>,
 }
 
+/// Why one binding cannot be compiled.
+struct Unroutable {
+    kind: ProblemKind,
+    reason: String,
+}
+
+impl From<TemplateError> for Unroutable {
+    fn from(source: TemplateError) -> Self {
+        Self {
+            kind: ProblemKind::Template,
+            reason: source.to_string(),
+        }
+    }
+}
+
 fn compile(
     method: &MethodDescriptor,
     binding: &Binding,
     target: Target<'_>,
     config: &Config,
     overrides: Option<&crate::config::MethodOverrides>,
-) -> Result<Route, RouteError> {
-    let name = method.full_name().to_owned();
-    let template =
-        PathTemplate::parse(&format!("{}{}", target.prefix, binding.path)).map_err(|source| {
-            RouteError::Template {
-                method: name.clone(),
-                source,
-            }
-        })?;
-    let http_method =
-        if binding.http_method == "*" {
-            MethodMatch::Any
-        } else {
-            MethodMatch::Exact(Method::from_bytes(binding.http_method.as_bytes()).map_err(
-                |_| RouteError::BadHttpMethod {
-                    method: name.clone(),
-                    kind: binding.http_method.clone(),
-                },
-            )?)
-        };
+) -> Result<Route, Unroutable> {
+    let name = method.full_name();
+    let template = PathTemplate::parse(&format!("{}{}", target.prefix, binding.path))?;
+    let rule_err = |reason: String| Unroutable {
+        kind: ProblemKind::Rule,
+        reason,
+    };
+    let http_method = if binding.http_method == "*" {
+        MethodMatch::Any
+    } else {
+        MethodMatch::Exact(
+            Method::from_bytes(binding.http_method.as_bytes())
+                .map_err(|_| rule_err(format!("invalid HTTP method {:?}", binding.http_method)))?,
+        )
+    };
     let input = method.input();
-    let binding_err = |message: String| RouteError::Binding {
-        method: name.clone(),
-        http_method: binding.http_method.clone(),
-        template: binding.path.clone(),
-        message,
+    let binding_err = |reason: String| Unroutable {
+        kind: ProblemKind::Field,
+        reason,
     };
     let field_err = |what: String, source: FieldPathError| binding_err(format!("{what}: {source}"));
 
@@ -745,7 +934,7 @@ fn compile(
         method.parent_service().full_name(),
         method.name()
     ))
-    .map_err(|e| binding_err(format!("cannot form the gRPC path: {e}")))?;
+    .map_err(|e| rule_err(format!("cannot form the gRPC path: {e}")))?;
     Ok(Route {
         method: method.clone(),
         http_method,

@@ -176,20 +176,22 @@ impl HttpRule {
         })
     }
 
-    /// Flattens the rule and its additional bindings.
+    /// Flattens the rule and its additional bindings, each checked on its
+    /// own so that one malformed binding does not hide the others.
     ///
-    /// # Errors
-    /// A [`RuleError`] for rules without a pattern or with nested additional bindings.
-    pub fn bindings(&self) -> Result<Vec<Binding>, RuleError> {
-        let mut out = vec![binding(self, 0)?];
+    /// Each entry is a [`RuleError`] for a binding without a pattern, with an
+    /// empty custom kind or with nested additional bindings.
+    pub fn bindings(&self) -> Vec<Result<Binding, RuleError>> {
+        let mut out = vec![binding(self, 0)];
         for (i, extra) in self.additional_bindings.iter().enumerate() {
             let index = i + 1;
-            if !extra.additional_bindings.is_empty() {
-                return Err(RuleError::NestedAdditionalBindings { index });
-            }
-            out.push(binding(extra, index)?);
+            out.push(if extra.additional_bindings.is_empty() {
+                binding(extra, index)
+            } else {
+                Err(RuleError::NestedAdditionalBindings { index })
+            });
         }
-        Ok(out)
+        out
     }
 }
 
@@ -258,8 +260,8 @@ mod tests {
         };
         let got: Vec<_> = rule
             .bindings()
-            .unwrap()
             .into_iter()
+            .map(|b| b.unwrap())
             .map(|b| (b.http_method, b.path, b.body, b.response_body, b.index))
             .collect();
         assert_eq!(
@@ -279,24 +281,37 @@ mod tests {
     }
 
     #[test]
-    fn rejects_rules_without_pattern_or_nested_bindings() {
+    fn rejects_bindings_without_pattern_or_with_nested_bindings_one_by_one() {
         let no_pattern = HttpRule::default();
         assert!(matches!(
-            no_pattern.bindings(),
-            Err(RuleError::MissingPattern { index: 0 })
+            no_pattern.bindings().as_slice(),
+            [Err(RuleError::MissingPattern { index: 0 })]
         ));
         let nested = HttpRule {
             pattern: Some(Pattern::Get("/a".into())),
-            additional_bindings: vec![HttpRule {
-                pattern: Some(Pattern::Get("/b".into())),
-                additional_bindings: vec![HttpRule::default()],
-                ..Default::default()
-            }],
+            additional_bindings: vec![
+                HttpRule {
+                    pattern: Some(Pattern::Get("/b".into())),
+                    additional_bindings: vec![HttpRule::default()],
+                    ..Default::default()
+                },
+                HttpRule::default(),
+                HttpRule {
+                    pattern: Some(Pattern::Get("/c".into())),
+                    ..Default::default()
+                },
+            ],
             ..Default::default()
         };
+        // The good bindings around the bad ones are still there.
         assert!(matches!(
-            nested.bindings(),
-            Err(RuleError::NestedAdditionalBindings { index: 1 })
+            nested.bindings().as_slice(),
+            [
+                Ok(Binding { index: 0, .. }),
+                Err(RuleError::NestedAdditionalBindings { index: 1 }),
+                Err(RuleError::MissingPattern { index: 2 }),
+                Ok(Binding { index: 3, .. }),
+            ]
         ));
     }
 }

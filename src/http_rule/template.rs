@@ -241,6 +241,23 @@ pub fn decode(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether every `%` in a raw path starts an escape of two hex digits.
+///
+/// `decode` keeps a malformed escape (`%zz`, a lone `%`, `%4` at the end) as
+/// literal text, so the route table refuses such paths before matching.
+pub fn has_valid_escapes(raw: &str) -> bool {
+    let mut rest = raw.as_bytes();
+    while let Some(pos) = rest.iter().position(|&b| b == b'%') {
+        match rest.get(pos + 1..pos + 3) {
+            Some([hi, lo]) if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                rest = &rest[pos + 3..];
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Percent-decodes everything except `%2F`/`%2f`, which stay as written.
 fn decode_keep_slash(raw: &str) -> String {
     if !raw.contains('%') {
@@ -657,6 +674,29 @@ mod tests {
         ] {
             let got = PathTemplate::parse(template).unwrap().capture(path, field);
             assert_eq!(got.as_deref(), want, "{template} vs {path}");
+        }
+    }
+
+    #[test]
+    fn malformed_escapes_are_detected() {
+        for (raw, want) in [
+            ("/v1/things/a", true),
+            ("/v1/things/a%20b", true),
+            ("/v1/%E2%9C%93", true),
+            ("%2f%2F", true),
+            ("%41%", false),
+            ("/v1/things/a%zzb", false),
+            ("/v1/things/%", false),
+            ("/v1/things/%4", false),
+            ("/v1/things/%4g", false),
+            ("/v1/things/%g4", false),
+            ("/v1/x:ver%zz", false),
+            ("%%41", false),
+            // Not ASCII after the `%`: not an escape, and no panic on a char boundary.
+            ("%\u{e9}", false),
+            ("%4\u{e9}", false),
+        ] {
+            assert_eq!(has_valid_escapes(raw), want, "{raw:?}");
         }
     }
 

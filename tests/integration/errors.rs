@@ -46,6 +46,38 @@ async fn dot_segments_are_rejected() {
     }
 }
 
+/// Issue "Correct on the wire": `%zz` was matched as literal text.
+#[tokio::test]
+async fn malformed_percent_escapes_are_400_invalid_argument() {
+    let stack = start().await;
+    for path in [
+        // In a variable segment, a literal segment, and the verb.
+        "/v1/users/a%zzb",
+        "/v1/us%zzers/1",
+        "/v1/users/1/orders/2:cancel%zz",
+        "/v1/inventory:batch%zzGet",
+        // A lone `%`, and `%4` at the end.
+        "/v1/users/1%",
+        "/v1/users/%4",
+    ] {
+        let (status, body) = crate::support::raw_get(stack.addr, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            json,
+            json!({
+                "code": 3,
+                "message": format!("path {path} has a malformed percent-escape"),
+                "details": [],
+            }),
+            "{path}"
+        );
+    }
+    // A valid escape of a literal's letter still matches.
+    let (status, body) = crate::support::raw_get(stack.addr, "/v1/us%65rs/1").await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn bad_query_input_is_400_with_bad_request_details() {
     let stack = start().await;

@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod balancing;
+mod bindings;
 mod cli;
 mod deadlines;
 mod descriptor_set;

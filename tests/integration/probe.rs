@@ -126,6 +126,29 @@ impl tower::Service<http::Request<tonic::body::Body>> for Probe {
     }
 }
 
+/// The probe under the name of `tests/fixtures/protos/mixed`'s service,
+/// whose methods it echoes like any method it does not know.
+#[derive(Clone)]
+struct Mixed(Probe);
+
+impl NamedService for Mixed {
+    const NAME: &'static str = "mixed.v1.Mixed";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Mixed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
 /// Counts a cancellation when dropped while armed.
 struct CancelGuard(Option<Arc<AtomicUsize>>);
 
@@ -515,6 +538,7 @@ pub async fn spawn() -> (SocketAddr, Probe) {
     let service = probe.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .add_service(Mixed(service.clone()))
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await

@@ -115,6 +115,17 @@ fn lookup_errors() {
         ("POST", "/v1/things/..:cancel", "400"),
         ("POST", "/v1/things/.%2E:cancel", "400"),
         ("GET", "/v1/things/%FF%FE", "400 encoding"),
+        // Malformed escapes anywhere: variable, literal, verb (issue "Correct on the wire").
+        ("GET", "/v1/things/a%zzb", "400 escape"),
+        ("GET", "/v1/things/%", "400 escape"),
+        ("GET", "/v1/things/1%4", "400 escape"),
+        ("GET", "/v1/th%zzings/1", "400 escape"),
+        ("GET", "/v1/things/spec%ial", "400 escape"),
+        ("POST", "/v1/things/7:cancel%zz", "400 escape"),
+        ("POST", "/v1/things/7:can%zzcel", "400 escape"),
+        ("GET", "/v1/files/a/%zz/b", "400 escape"),
+        ("GET", "/v2/nowhere/%zz", "400 escape"),
+        ("GET", "/v1/th%69ngs/1", "200"),
         ("GET", "/v1/things/%E2%9C%93", "200"),
         // Encoded slashes stay inside their segment unless switched on.
         ("GET", "/v1/shelves%2Fs1%2Fthings%2Ft1", "404"),
@@ -128,6 +139,7 @@ fn lookup_errors() {
             }
             Err(LookupError::DotSegment { .. }) => "400".to_owned(),
             Err(LookupError::BadEncoding { .. }) => "400 encoding".to_owned(),
+            Err(LookupError::BadEscape { .. }) => "400 escape".to_owned(),
         };
         assert_eq!(got, want, "{method} {path}");
     }
@@ -192,61 +204,274 @@ fn precomputes_route_details() {
     assert!(table.routes().iter().all(|r| r.method.name() != "Unmapped"));
 }
 
+/// PROTO with `service Bad { rpcs }` beside Things, built for `services`
+/// plus `extra` config.
+fn build_with(rpcs: &str, services: &str, extra: &str) -> RouteTable {
+    let proto = PROTO.replace(
+        "service Things",
+        &format!("service Bad {{ {rpcs} }}\nservice Things"),
+    );
+    RouteTable::build(
+        &pool_from_source(&proto),
+        &config::for_test(services, extra),
+    )
+    .unwrap_or_else(|e| panic!("{rpcs}: {e}"))
+}
+
+fn problems(table: &RouteTable) -> Vec<String> {
+    table
+        .problems()
+        .iter()
+        .map(|p| format!("{}: {p}", p.kind))
+        .collect()
+}
+
+fn routed_to(table: &RouteTable, method: Method, path: &str) -> Option<String> {
+    table
+        .lookup(&method, path)
+        .ok()
+        .map(|m| m.route.method.full_name().to_owned())
+}
+
+/// Issue "Correct on the wire": one bad binding used to fail the whole build.
 #[test]
-fn startup_errors_name_method_and_template() {
-    for (rpc, want) in [
+fn broken_bindings_are_left_out_and_the_rest_routed() {
+    for (binding, want) in [
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{nope}" }; }"#,
-            r#"t.v1.Bad.A: GET /v1/{nope}: path variable "nope": field "nope" does not exist in t.v1.Req"#,
+            r#"get: "/v1/{nope}""#,
+            r#"field: t.v1.Bad.A: GET /v1/{nope}: path variable "nope": field "nope" does not exist in t.v1.Req"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{tags}" }; }"#,
-            r#"t.v1.Bad.A: GET /v1/{tags}: path variable "tags" must name a singular scalar or enum field"#,
+            r#"get: "/v1/{tags}""#,
+            r#"field: t.v1.Bad.A: GET /v1/{tags}: path variable "tags" must name a singular scalar or enum field"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{inner}" }; }"#,
-            "must name a singular scalar or enum field",
+            r#"get: "/v1/{inner}""#,
+            r#"field: t.v1.Bad.A: GET /v1/{inner}: path variable "inner" must name a singular scalar or enum field"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{tags.x}" }; }"#,
-            r#"field "tags" is not a singular message"#,
+            r#"get: "/v1/{tags.x}""#,
+            r#"field: t.v1.Bad.A: GET /v1/{tags.x}: path variable "tags.x": field "tags" is not a singular message, so "tags.x" cannot go through it"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { post: "/v1/a" body: "missing" }; }"#,
-            r#"t.v1.Bad.A: POST /v1/a: body "missing": field "missing" does not exist"#,
+            r#"post: "/v1/a" body: "missing""#,
+            r#"field: t.v1.Bad.A: POST /v1/a: body "missing": field "missing" does not exist in t.v1.Req"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/a" response_body: "nope" }; }"#,
-            r#"response_body "nope": field "nope" does not exist in t.v1.Resp"#,
+            r#"get: "/v1/a" response_body: "nope""#,
+            r#"field: t.v1.Bad.A: GET /v1/a: response_body "nope": field "nope" does not exist in t.v1.Resp"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "v1/a" }; }"#,
-            r#"t.v1.Bad.A: template "v1/a" must start with '/'"#,
+            r#"get: "v1/a""#,
+            r#"template: t.v1.Bad.A: GET v1/a: template "v1/a" must start with '/'"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{id}" }; }
-               rpc B(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{name}" }; }"#,
-            "conflicting routes: GET /v1/{id} (t.v1.Bad.A) and GET /v1/{name} (t.v1.Bad.B)",
+            r#"get: "/v1/{id}/**/x""#,
+            r#"template: t.v1.Bad.A: GET /v1/{id}/**/x: template "/v1/{id}/**/x": '**' must be the last segment"#,
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/a" additional_bindings { get: "/v1/a" } }; }"#,
-            "conflicting routes: GET /v1/a (t.v1.Bad.A) and GET /v1/a (t.v1.Bad.A)",
+            r#"custom { kind: "" path: "/v1/a" }"#,
+            "rule: t.v1.Bad.A: google.api.http: binding 1 has a custom pattern with an empty kind",
         ),
         (
-            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { custom { kind: "" path: "/v1/a" } }; }"#,
-            "t.v1.Bad.A: binding 0 has a custom pattern with an empty kind",
+            r#"custom { kind: "NOT A TOKEN" path: "/v1/a" }"#,
+            r#"rule: t.v1.Bad.A: NOT A TOKEN /v1/a: invalid HTTP method "NOT A TOKEN""#,
+        ),
+        (
+            r#"body: "*""#,
+            "rule: t.v1.Bad.A: google.api.http: binding 1 has no HTTP method and path",
+        ),
+        (
+            r#"get: "/v1/a" additional_bindings { get: "/v1/b" }"#,
+            "rule: t.v1.Bad.A: google.api.http: additional binding 1 has additional_bindings of its own",
         ),
     ] {
-        let proto = PROTO.replace(
-            "service Things",
-            &format!("service Bad {{ {rpc} }}\nservice Things"),
+        // The broken binding beside a good one of the same method and a good method.
+        let rpcs = format!(
+            r#"rpc A(Req) returns (Resp) {{ option (google.api.http) = {{ get: "/v1/bad/{{id}}" additional_bindings {{ {binding} }} }}; }}
+               rpc B(Req) returns (Resp) {{ option (google.api.http) = {{ get: "/v1/good/{{id}}" }}; }}"#
         );
-        let err = RouteTable::build(&pool_from_source(&proto), &config_for("t.v1.Bad"))
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(want), "{rpc}\n got: {err}\nwant: {want}");
+        let table = build_with(&rpcs, "t.v1.Bad", "");
+        assert_eq!(problems(&table), [want], "{binding}");
+        assert!(table.problems()[0].kind.is_error(), "{binding}");
+        assert_eq!(
+            routed_to(&table, Method::GET, "/v1/bad/1").as_deref(),
+            Some("t.v1.Bad.A"),
+            "{binding}"
+        );
+        assert_eq!(
+            routed_to(&table, Method::GET, "/v1/good/1").as_deref(),
+            Some("t.v1.Bad.B"),
+            "{binding}"
+        );
+        assert_eq!(table.routes().len(), 2, "{binding}");
     }
+}
+
+#[test]
+fn a_broken_main_binding_keeps_the_additional_ones() {
+    let table = build_with(
+        r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/{tags}" additional_bindings { get: "/v1/bad/{id}" } }; }"#,
+        "t.v1.Bad",
+        "",
+    );
+    assert_eq!(
+        problems(&table),
+        [
+            r#"field: t.v1.Bad.A: GET /v1/{tags}: path variable "tags" must name a singular scalar or enum field"#
+        ]
+    );
+    assert_eq!(
+        routed_to(&table, Method::GET, "/v1/bad/1").as_deref(),
+        Some("t.v1.Bad.A")
+    );
+    assert_eq!(table.routes()[0].binding, 1);
+}
+
+#[test]
+fn bindings_answering_the_same_requests_go_to_the_first_in_precedence() {
+    for (case, rpcs, services, extra, want, lookups) in [
+        (
+            "by full method name, not declaration order",
+            r#"rpc B(Req) returns (Resp) { option (google.api.http) = { get: "/v1/bad/{name}" }; }
+               rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/bad/{id}" }; }"#,
+            "t.v1.Bad",
+            "",
+            vec![
+                "conflict: t.v1.Bad.B: GET /v1/bad/{name}: answers the same requests as GET /v1/bad/{id} of t.v1.Bad.A, which keeps them",
+            ],
+            vec![(Method::GET, "/v1/bad/1", Some("t.v1.Bad.A"))],
+        ),
+        (
+            "across services too: t.v1.Bad sorts before t.v1.Things",
+            r#"rpc Z(Req) returns (Resp) { option (google.api.http) = { get: "/v1/things/{name}" }; }"#,
+            "t.v1.*",
+            "",
+            vec![
+                "conflict: t.v1.Things.Get: GET /v1/things/{id}: answers the same requests as GET /v1/things/{name} of t.v1.Bad.Z, which keeps them",
+            ],
+            vec![
+                (Method::GET, "/v1/things/1", Some("t.v1.Bad.Z")),
+                // Get's other binding is still routed.
+                (
+                    Method::GET,
+                    "/v1/shelves/1/things/2",
+                    Some("t.v1.Things.Get"),
+                ),
+            ],
+        ),
+        (
+            "a config rule beats annotations",
+            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/bad/x" }; }
+               rpc Z(Req) returns (Resp);"#,
+            "t.v1.Bad",
+            "http:\n  rules:\n    - selector: t.v1.Bad.Z\n      get: /v1/bad/x\n",
+            vec![
+                "conflict: t.v1.Bad.A: GET /v1/bad/x: answers the same requests as GET /v1/bad/x of t.v1.Bad.Z, which keeps them",
+            ],
+            vec![(Method::GET, "/v1/bad/x", Some("t.v1.Bad.Z"))],
+        ),
+        (
+            "config rules by their order in the file",
+            r#"rpc A(Req) returns (Resp);
+               rpc Z(Req) returns (Resp);"#,
+            "t.v1.Bad",
+            "http:\n  rules:\n    - selector: t.v1.Bad.Z\n      get: /v1/bad/x\n    - selector: t.v1.Bad.A\n      get: /v1/bad/x\n",
+            vec![
+                "conflict: t.v1.Bad.A: GET /v1/bad/x: answers the same requests as GET /v1/bad/x of t.v1.Bad.Z, which keeps them",
+            ],
+            vec![(Method::GET, "/v1/bad/x", Some("t.v1.Bad.Z"))],
+        ),
+        (
+            "an annotation beats a fallback route",
+            r#"rpc A(Req) returns (Resp);
+               rpc B(Req) returns (Resp) { option (google.api.http) = { post: "/t.v1.Bad/A" body: "*" }; }"#,
+            "t.v1.Bad",
+            "transcoding:\n  fallback_routes: true\n",
+            vec![
+                r#"conflict: t.v1.Bad.A: POST /t.v1.Bad/A: answers the same requests as POST /t.v1.Bad/A of t.v1.Bad.B, which keeps them"#,
+            ],
+            vec![(Method::POST, "/t.v1.Bad/A", Some("t.v1.Bad.B"))],
+        ),
+        (
+            "the same pattern with another body is a conflict within one method",
+            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { post: "/v1/bad" body: "*" additional_bindings { post: "/v1/bad" body: "inner" } }; }"#,
+            "t.v1.Bad",
+            "",
+            vec![
+                "conflict: t.v1.Bad.A: POST /v1/bad: answers the same requests as POST /v1/bad of t.v1.Bad.A, which keeps them",
+            ],
+            vec![(Method::POST, "/v1/bad", Some("t.v1.Bad.A"))],
+        ),
+        (
+            "an exact repeat is routed once, with a warning",
+            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/bad/{id}" additional_bindings { get: "/v1/bad/{id}" } }; }"#,
+            "t.v1.Bad",
+            "",
+            vec![
+                "duplicate: t.v1.Bad.A: GET /v1/bad/{id}: repeats an earlier binding of the method exactly; routed once",
+            ],
+            vec![(Method::GET, "/v1/bad/1", Some("t.v1.Bad.A"))],
+        ),
+        (
+            "a * custom kind and an exact method do not conflict",
+            r#"rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/bad/{id}" }; }
+               rpc B(Req) returns (Resp) { option (google.api.http) = { custom { kind: "*" path: "/v1/bad/{id}" } }; }"#,
+            "t.v1.Bad",
+            "",
+            vec![],
+            vec![
+                (Method::GET, "/v1/bad/1", Some("t.v1.Bad.A")),
+                (Method::PUT, "/v1/bad/1", Some("t.v1.Bad.B")),
+            ],
+        ),
+    ] {
+        let table = build_with(rpcs, services, extra);
+        assert_eq!(problems(&table), want, "{case}");
+        for (method, path, want) in lookups {
+            assert_eq!(
+                routed_to(&table, method.clone(), path).as_deref(),
+                want,
+                "{case}: {method} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_routed_order_and_indexes_follow_the_descriptors() {
+    // B is declared first and keeps its place although A wins the conflict.
+    let table = build_with(
+        r#"rpc B(Req) returns (Resp) { option (google.api.http) = { get: "/v1/b" additional_bindings { get: "/v1/x" } }; }
+           rpc A(Req) returns (Resp) { option (google.api.http) = { get: "/v1/x" }; }"#,
+        "t.v1.Bad",
+        "",
+    );
+    let got: Vec<(usize, &str, &str)> = table
+        .routes()
+        .iter()
+        .map(|r| (r.index, r.method.name(), r.template.source.as_str()))
+        .collect();
+    assert_eq!(got, [(0, "B", "/v1/b"), (1, "A", "/v1/x")]);
+}
+
+#[test]
+fn config_rule_bindings_are_checked_like_annotations() {
+    let table = build_with(
+        "rpc A(Req) returns (Resp);",
+        "t.v1.Bad",
+        "http:\n  rules:\n    - selector: t.v1.Bad.A\n      get: /v1/{nope}\n      additional_bindings:\n        - get: /v1/bad/{id}\n",
+    );
+    assert_eq!(
+        problems(&table),
+        [
+            r#"field: t.v1.Bad.A: GET /v1/{nope}: path variable "nope": field "nope" does not exist in t.v1.Req"#
+        ]
+    );
+    assert_eq!(
+        routed_to(&table, Method::GET, "/v1/bad/1").as_deref(),
+        Some("t.v1.Bad.A")
+    );
 }
 
 #[test]
@@ -338,10 +563,6 @@ fn config_rule_errors_name_the_rule() {
         (
             "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      body: \"*\"\n",
             "t.v1.Things.Unmapped: binding 0 has no HTTP method and path",
-        ),
-        (
-            "http:\n  rules:\n    - selector: t.v1.Things.Unmapped\n      get: /v1/{nope}\n",
-            "path variable \"nope\": field \"nope\" does not exist",
         ),
         (
             "http:\n  rules:\n    - selector: t.v1.Other.Call\n      get: /v1/other\n",
