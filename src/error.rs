@@ -38,6 +38,9 @@ pub enum GatewayError {
         /// Why the value is invalid.
         reason: String,
     },
+    /// A binary metadata header that is not base64.
+    #[error(transparent)]
+    BadBinaryHeader(#[from] crate::upstream::metadata::BadBinaryHeader),
     /// The traffic override header names a backend the route does not have.
     #[error(transparent)]
     UnknownBackend(#[from] crate::upstream::balance::UnknownBackend),
@@ -211,6 +214,7 @@ impl GatewayError {
             Self::Transcode(e) if e.is_internal() => Code::Internal,
             Self::Transcode(_)
             | Self::BadHeader { .. }
+            | Self::BadBinaryHeader(_)
             | Self::BodyRead(_)
             | Self::UnknownBackend(_)
             | Self::NotAcceptable { .. }

@@ -145,7 +145,7 @@ async fn pipeline(
         &gw.config().metadata,
         client,
         client_cert,
-    );
+    )?;
     gw.auth().forward(principal.as_ref(), &mut metadata);
     if route.is_streaming() {
         let query = query.map(std::borrow::Cow::into_owned);

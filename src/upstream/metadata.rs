@@ -76,16 +76,21 @@ const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// authority, which HTTP/2 clients send instead of a `Host` header;
 /// `client_cert` the `X-Forwarded-Client-Cert` of a verified client
 /// certificate.
+///
+/// # Errors
+/// [`BadBinaryHeader`] for a binary (`-bin`) header that is not base64:
+/// a backend would refuse the whole call.
 pub fn request_metadata(
     headers: &HeaderMap,
     authority: Option<&str>,
     options: &MetadataOptions,
     client: Option<SocketAddr>,
     client_cert: Option<&HeaderValue>,
-) -> MetadataMap {
+) -> Result<MetadataMap, BadBinaryHeader> {
     let mut out = HeaderMap::new();
     for name in &options.forward_request_headers {
         for value in headers.get_all(name) {
+            check_binary(name.as_str(), name.as_str(), value)?;
             out.append(name.clone(), value.clone());
         }
     }
@@ -107,6 +112,7 @@ pub fn request_metadata(
             && !is_protected(stripped)
             && let Ok(target) = HeaderName::from_bytes(stripped.as_bytes())
         {
+            check_binary(name.as_str(), stripped, value)?;
             out.append(target, value.clone());
         }
     }
@@ -140,7 +146,32 @@ pub fn request_metadata(
     if let Some(host) = host {
         out.insert(FORWARDED_HOST, host);
     }
-    MetadataMap::from_headers(out)
+    Ok(MetadataMap::from_headers(out))
+}
+
+/// A binary metadata header whose value is not base64.
+#[derive(Debug, thiserror::Error)]
+#[error("header {header}: a binary (-bin) metadata value must be base64")]
+pub struct BadBinaryHeader {
+    /// The header as the client sent it.
+    pub header: String,
+}
+
+/// Binary metadata (`-bin`) travels base64-encoded, padded or not, as the
+/// gRPC spec says.
+fn check_binary(header: &str, metadata: &str, value: &HeaderValue) -> Result<(), BadBinaryHeader> {
+    use base64::Engine;
+    const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    if !metadata.ends_with("-bin") || BASE64.decode(value.as_bytes()).is_ok() {
+        return Ok(());
+    }
+    Err(BadBinaryHeader {
+        header: header.to_owned(),
+    })
 }
 
 /// HTTP headers for the reply: `Grpc-Metadata-*` from header metadata and `Grpc-Trailer-*` from trailers.
@@ -283,7 +314,9 @@ mod tests {
             forward_authorization: false,
         };
         let client = Some("127.0.0.1:5000".parse().unwrap());
-        let md = request_metadata(&h, None, &opts, client, None).into_headers();
+        let md = request_metadata(&h, None, &opts, client, None)
+            .unwrap()
+            .into_headers();
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
         assert_eq!(md.get("tenant").unwrap(), "acme");
         assert_eq!(md.get("trace-bin").unwrap(), "AAE=");
@@ -301,12 +334,15 @@ mod tests {
         assert_eq!(md.get("x-forwarded-host").unwrap(), "api.example.com");
 
         opts.trust_forwarded_for = true;
-        let md = request_metadata(&h, None, &opts, client, None).into_headers();
+        let md = request_metadata(&h, None, &opts, client, None)
+            .unwrap()
+            .into_headers();
         assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
 
         h.remove("host");
-        let md =
-            request_metadata(&h, Some("api.example.com:443"), &opts, None, None).into_headers();
+        let md = request_metadata(&h, Some("api.example.com:443"), &opts, None, None)
+            .unwrap()
+            .into_headers();
         assert_eq!(
             md.get("x-forwarded-host").unwrap(),
             "api.example.com:443",

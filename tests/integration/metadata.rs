@@ -144,6 +144,34 @@ async fn issue_14_authorization_reaches_backends_that_check_it_themselves() {
 }
 
 #[tokio::test]
+async fn issue_14_binary_metadata_must_be_base64() {
+    let (stack, probe) = start("").await;
+    for value in ["not base64!", "AAE=x", "%%%"] {
+        let reply = stack
+            .echo(json!({"text": "hi"}), &[("grpc-metadata-trace-bin", value)])
+            .await;
+        assert_eq!(reply.status, 400, "{value}: {}", reply.json);
+        assert_eq!(reply.json["code"], 3, "{value}");
+        assert!(
+            reply.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("grpc-metadata-trace-bin"),
+            "{value}: {}",
+            reply.json
+        );
+    }
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 0, "never sent on");
+    // Padded or not, valid base64 goes through.
+    for value in ["AAE=", "AAE"] {
+        let reply = stack
+            .echo(json!({"text": "hi"}), &[("grpc-metadata-trace-bin", value)])
+            .await;
+        assert_eq!(reply.status, 200, "{value}: {}", reply.json);
+    }
+}
+
+#[tokio::test]
 async fn forwarded_for_is_appended_behind_a_trusted_proxy() {
     let (stack, _) = start("  trust_forwarded_for: true\n").await;
     let reply = stack
