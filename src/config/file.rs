@@ -461,7 +461,7 @@ pub struct TranscodingSection {
     /// Query parameters that name no field.
     #[serde(default)]
     pub unknown_query_parameters: UnknownFields,
-    /// JSON body fields that name no field.
+    /// JSON body fields that name no field (and bodies on bindings without `body`).
     #[serde(default)]
     pub unknown_json_fields: UnknownFields,
     /// Largest accepted request body.

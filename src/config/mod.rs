@@ -525,7 +525,8 @@ pub struct TranscodeOptions {
     pub json: JsonOptions,
     /// Query parameters naming no field. Default reject.
     pub unknown_query_parameters: UnknownFields,
-    /// JSON fields naming no field. Default reject.
+    /// JSON fields naming no field, and JSON bodies other than `{}` or
+    /// `null` sent to bindings without `body`. Default reject.
     pub unknown_json_fields: UnknownFields,
     /// Largest request body. Default 4 MiB.
     pub max_body_bytes: usize,

@@ -155,8 +155,11 @@ impl Codec {
         let deny = route.unknown_json_fields == config::UnknownFields::Reject;
         let mut out = Vec::with_capacity(body.len() + 64);
         let encoded = match plan {
+            BodyPlan::None => {
+                request::check_unbound_body(body, route.unknown_json_fields)?;
+                Ok(())
+            }
             _ if body.is_empty() => Ok(()),
-            BodyPlan::None => return Err(TranscodeError::UnexpectedBody),
             BodyPlan::Whole(index) => self.requests.encode(index, body, deny, &mut out),
             BodyPlan::Field(index, number) => {
                 let BodyRule::Field(path) = &route.body else {
@@ -270,9 +273,18 @@ pub enum TranscodeError {
         /// Why the body does not parse.
         reason: String,
     },
-    /// A body sent to a route that takes none.
+    /// A body other than `{}` or `null` sent to a route that takes none.
     #[error("this method does not take a request body")]
     UnexpectedBody,
+    /// A JSON object with fields sent to a route that takes no body.
+    #[error(
+        "this method does not take a request body; the body sets {}",
+        quoted(fields)
+    )]
+    BodyFields {
+        /// The object's keys as sent, each once.
+        fields: Vec<String>,
+    },
     /// The backend's reply does not decode as the declared output type.
     #[error("cannot decode the {message} reply: {reason}")]
     BadReply {
@@ -318,9 +330,16 @@ impl TranscodeError {
             | Self::InvalidQueryValue { param, .. } => Some(param),
             Self::InvalidPathValue { field, .. } => Some(field),
             Self::InvalidBody { field, .. } => field.as_deref(),
+            Self::BodyFields { fields } => fields.first().map(String::as_str),
             Self::UnexpectedBody | Self::BadReply { .. } | Self::Internal(_) => None,
         }
     }
+}
+
+/// `"a", "b"`: names as a message quotes them.
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    quoted.join(", ")
 }
 
 #[cfg(test)]

@@ -397,13 +397,6 @@ fn rejects_bad_input_naming_the_field() {
             "expected an RFC 3339 timestamp",
         ),
         (
-            "GET",
-            "/v1/items/1",
-            "{}",
-            None,
-            "this method does not take a request body",
-        ),
-        (
             "POST",
             "/v1/items",
             "{",
@@ -478,6 +471,95 @@ fn rejects_bad_input_naming_the_field() {
             "{method} {target} {body}: {message}"
         );
     }
+}
+
+/// Issue "Correct on the wire": a binding without `body` takes the empty
+/// bodies clients send by habit (`{}`, `null`), never fields from one.
+#[test]
+fn bodyless_binding_takes_empty_json_and_no_fields() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_json_fields: ignore\n");
+    let id = || Ok(json!({"id": "42"}));
+    let no_body = "this method does not take a request body";
+    let fields = r#"this method does not take a request body; the body sets "name", "nope""#;
+    for (f, policy, body, want) in [
+        (&reject, "reject", "", id()),
+        (&reject, "reject", " \r\n\t", id()),
+        (&reject, "reject", "{}", id()),
+        (&reject, "reject", " {\n} ", id()),
+        (&reject, "reject", "null", id()),
+        (&reject, "reject", "\n null \t", id()),
+        (
+            &reject,
+            "reject",
+            r#"{"name": "x", "nope": 1}"#,
+            Err((Some("name"), fields)),
+        ),
+        (
+            &reject,
+            "reject",
+            r#"{"name": null}"#,
+            Err((Some("name"), r#"the body sets "name""#)),
+        ),
+        (&reject, "reject", "[1]", Err((None, no_body))),
+        (&reject, "reject", "[]", Err((None, no_body))),
+        (&reject, "reject", r#""x""#, Err((None, no_body))),
+        (&reject, "reject", "5", Err((None, no_body))),
+        (
+            &reject,
+            "reject",
+            "{",
+            Err((None, "invalid JSON body: EOF while parsing")),
+        ),
+        (
+            &reject,
+            "reject",
+            "{} {}",
+            Err((None, "invalid JSON body: trailing characters")),
+        ),
+        (&reject, "reject", "nul", Err((None, "invalid JSON body: "))),
+        // Under `ignore` any JSON is dropped; what is not JSON still is a 400.
+        (&ignore, "ignore", "{}", id()),
+        (&ignore, "ignore", r#"{"name": "x", "id": "7"}"#, id()),
+        (&ignore, "ignore", r#"{"a": 1, "a": 2}"#, id()),
+        (&ignore, "ignore", "[1]", id()),
+        (&ignore, "ignore", r#""x""#, id()),
+        (&ignore, "ignore", "5", id()),
+        (
+            &ignore,
+            "ignore",
+            "{",
+            Err((None, "invalid JSON body: EOF while parsing")),
+        ),
+        (
+            &ignore,
+            "ignore",
+            "[1] x",
+            Err((None, "invalid JSON body: trailing characters")),
+        ),
+    ] {
+        let got = f
+            .build("GET", "/v1/items/42", body)
+            .map_err(|e| (e.field().map(str::to_owned), e.to_string()));
+        match (&got, &want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{policy} {body:?}"),
+            (Err((field, message)), Err((want_field, want_message))) => {
+                assert!(
+                    message.contains(want_message),
+                    "{policy} {body:?}\n got: {message}\nwant: {want_message}"
+                );
+                assert_eq!(
+                    field.as_deref(),
+                    *want_field,
+                    "{policy} {body:?}: {message}"
+                );
+            }
+            _ => panic!("{policy} {body:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Both paths answer without the reference.
+    assert!(reject.fast_answers("GET", "/v1/items/42", " null "));
+    assert!(ignore.fast_answers("GET", "/v1/items/42", r#"{"name": "x"}"#));
 }
 
 trait UnwrapErrString {
