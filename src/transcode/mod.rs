@@ -223,7 +223,8 @@ pub enum TranscodeError {
         /// The parameter name as sent.
         param: String,
     },
-    /// A query parameter names a field the path or body already binds.
+    /// A query parameter names a field the path or body already binds
+    /// (under `unknown_query_parameters: reject`).
     #[error("query parameter {param:?} sets a field already bound by the {by}")]
     BoundQueryParameter {
         /// The parameter name as sent.

@@ -589,8 +589,6 @@ fn ignore_policy_drops_unknown_input() {
             .unwrap(),
         json!({"item": {"name": "n"}})
     );
-    // Bound fields stay protected under the ignore policy.
-    assert!(f.build("GET", "/v1/items/1?id=2", "").is_err());
 
     let per_method = fixture("methods:\n  t.v1.S.Get:\n    unknown_query_parameters: ignore\n");
     assert_eq!(
@@ -598,6 +596,112 @@ fn ignore_policy_drops_unknown_input() {
         json!({"id": "1"})
     );
     assert!(per_method.build("GET", "/v1/list?nope=1", "").is_err());
+}
+
+/// Issue "Correct on the wire": a query parameter naming a field the path or
+/// body binds is a 400 under `reject` (http.proto maps only unbound fields to
+/// the query) and dropped under `ignore`, the path's or body's value winning.
+#[test]
+fn query_parameters_for_bound_fields_by_policy() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_query_parameters: ignore\n");
+    for (method, target, body, want_reject, want_ignore) in [
+        (
+            "GET",
+            "/v1/items/1?id=2",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1"})),
+        ),
+        // Dropped unparsed.
+        (
+            "GET",
+            "/v1/items/1?id=abc",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1"})),
+        ),
+        // The path binds `item.id`: `item.id` is bound, `item.name` is not.
+        (
+            "GET",
+            "/v1/shelves/s/items/7?item.id=9&item.name=x",
+            "",
+            Err((Some("item.id"), "already bound by the path")),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+        ),
+        (
+            "GET",
+            "/v1/shelves/s/items/7?item.name=x",
+            "",
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+        ),
+        (
+            "GET",
+            "/v1/shelves/s/items/7?name=other",
+            "",
+            Err((Some("name"), "already bound by the path")),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7"}})),
+        ),
+        // `body: "item"` binds everything under `item`.
+        (
+            "POST",
+            "/v1/items?item.name=q&item.tags=t&name=n",
+            r#"{"name": "i"}"#,
+            Err((Some("item.name"), "already bound by the body")),
+            Ok(json!({"name": "n", "item": {"name": "i"}})),
+        ),
+        (
+            "POST",
+            "/v1/items?item.id=3",
+            "",
+            Err((Some("item.id"), "already bound by the body")),
+            Ok(json!({})),
+        ),
+        // Path and body both bind under `item`; the path still wins.
+        (
+            "PATCH",
+            "/v1/items/4?item.id=5&item.name=q",
+            r#"{"name": "x"}"#,
+            Err((Some("item.id"), "already bound by the path")),
+            Ok(json!({"item": {"id": "4", "name": "x"}})),
+        ),
+        (
+            "POST",
+            "/v1/all/x?name=y&tag=a",
+            r#"{"tag": ["b"]}"#,
+            Err((Some("name"), "already bound by the path")),
+            Ok(json!({"name": "x", "tag": ["b"]})),
+        ),
+        // A oneof in the input: the reference answers; same outcome.
+        (
+            "GET",
+            "/v1/items/1?left=l&id=2",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1", "left": "l"})),
+        ),
+    ] {
+        for (f, policy, want) in [
+            (&reject, "reject", want_reject),
+            (&ignore, "ignore", want_ignore),
+        ] {
+            let got = f
+                .build(method, target, body)
+                .map_err(|e| (e.field().map(str::to_owned), e.to_string()));
+            match (&got, &want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{policy} {method} {target}"),
+                (Err((field, message)), Err((want_field, want_message))) => {
+                    assert!(
+                        message.contains(want_message),
+                        "{policy} {method} {target}\n got: {message}\nwant: {want_message}"
+                    );
+                    assert_eq!(field.as_deref(), *want_field, "{policy} {method} {target}");
+                }
+                _ => panic!("{policy} {method} {target}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }
 
 fn render(f: &Fixture, path: &str, reply: &str, json: JsonOptions) -> Value {

@@ -317,3 +317,42 @@ async fn empty_content_type_is_no_content_type() {
         .unwrap();
     assert_eq!(binary.status(), 415);
 }
+
+/// A query parameter naming a field the path or body binds is a 400 by
+/// default and dropped under `unknown_query_parameters: ignore`, where the
+/// path's or body's value wins (grpc-gateway's behaviour).
+#[tokio::test]
+async fn query_parameters_for_bound_fields_are_dropped_under_ignore() {
+    let strict = start().await;
+    let lenient = crate::support::start_with(|c| {
+        c.transcode.unknown_query_parameters = protogate::config::UnknownFields::Ignore;
+    })
+    .await;
+    for (stack, want) in [(&strict, 400), (&lenient, 200)] {
+        let got = stack.get("/v1/users/1?id=2").await;
+        assert_eq!(got.status, want, "{:?}", got.json);
+        if want == 200 {
+            assert_eq!(got.json["id"], "1");
+        } else {
+            assert_eq!(got.json["code"], 3);
+        }
+    }
+    // `user.id` is bound by the path and `user.*` by the body.
+    let body = Some(r#"{"displayName": "Alan M. Turing"}"#);
+    let target = "/v1/users/3?updateMask=displayName&user.id=2&user.displayName=Q";
+    let refused = strict.call("PATCH", target, body).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.json);
+    assert_eq!(
+        refused.json["details"][0]["fieldViolations"][0]["field"], "user.id",
+        "{:?}",
+        refused.json
+    );
+    let updated = lenient.call("PATCH", target, body).await;
+    assert_eq!(updated.status, 200, "{:?}", updated.json);
+    assert_eq!(updated.json["id"], "3");
+    assert_eq!(updated.json["displayName"], "Alan M. Turing");
+    assert_eq!(
+        lenient.get("/v1/users/2").await.json["displayName"],
+        "Grace Hopper"
+    );
+}
