@@ -6,6 +6,7 @@
 //! HTTP types or sockets, so a faster codec can replace the internals and be
 //! checked against this one.
 
+mod duplicate_keys;
 pub mod fast;
 pub mod http_body;
 mod query;

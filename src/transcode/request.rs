@@ -1,8 +1,9 @@
 //! Request message building: body, then path variables, then query parameters.
 //!
-//! The body is deserialized straight from bytes into a `DynamicMessage`
-//! (no `serde_json::Value` step). Path variables then set their fields, so
-//! the path wins over the body; the query may only set fields neither binds.
+//! The body is read once for duplicate keys ([`duplicate_keys`]), then
+//! deserialized straight from bytes into a `DynamicMessage` (no
+//! `serde_json::Value` step). Path variables then set their fields, so the
+//! path wins over the body; the query may only set fields neither binds.
 
 use prost::Message;
 use prost_reflect::{
@@ -10,7 +11,7 @@ use prost_reflect::{
 };
 use serde::de::{DeserializeSeed, IgnoredAny};
 
-use super::{TranscodeError, query, value};
+use super::{TranscodeError, duplicate_keys, query, value};
 use crate::config::UnknownFields;
 use crate::http_rule::{BodyRule, Route};
 
@@ -239,12 +240,27 @@ fn body_field_value(
     Ok(parent.get_field(leaf).into_owned())
 }
 
+/// Deserializes `body` as a `desc` message; `prefix` is the dotted path of
+/// where it sits in the request, for error paths.
 fn deserialize(
     desc: MessageDescriptor,
     body: &[u8],
     unknown: UnknownFields,
     prefix: &str,
 ) -> Result<DynamicMessage, TranscodeError> {
+    // prost-reflect lets the last of two equal keys win, so look first.
+    if let Some(duplicate) = duplicate_keys::find(&desc, body) {
+        let path = duplicate.path();
+        let field = match prefix {
+            "" => path,
+            p if path.starts_with('[') => format!("{p}{path}"),
+            p => format!("{p}.{path}"),
+        };
+        return Err(TranscodeError::InvalidBody {
+            reason: format!("{field}: {}", duplicate.reason),
+            field: Some(field),
+        });
+    }
     let options = DeserializeOptions::new().deny_unknown_fields(unknown == UnknownFields::Reject);
     let mut json = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();

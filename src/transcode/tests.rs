@@ -15,6 +15,7 @@ import "google/protobuf/timestamp.proto";
 import "google/protobuf/duration.proto";
 import "google/protobuf/field_mask.proto";
 import "google/protobuf/wrappers.proto";
+import "google/protobuf/struct.proto";
 
 enum Kind { KIND_UNSPECIFIED = 0; KIND_A = 1; KIND_B = 2; }
 message Page { int32 size = 1; string token = 2; }
@@ -38,6 +39,9 @@ message Req {
   oneof choice { string left = 16; string right = 17; }
   string display_name = 18;
   repeated int64 ids = 19;
+  google.protobuf.Struct attrs = 20;
+  map<int32, string> by_number = 21;
+  map<string, Kind> kinds = 22;
 }
 message Resp { string name = 1; repeated Item items = 2; map<string, int32> counts = 3; int64 total = 4; Item first = 5; repeated int64 ids = 6; Kind kind = 7; }
 
@@ -54,6 +58,7 @@ service S {
   rpc Put(Req) returns (Resp) { option (google.api.http) = { put: "/v1/ids/{id}" body: "*" }; }
   rpc Patch(Item) returns (Resp) { option (google.api.http) = { patch: "/v1/kinds/{kind}" body: "*" }; }
   rpc Update(Req) returns (Resp) { option (google.api.http) = { patch: "/v1/items/{item.id}" body: "item" }; }
+  rpc Labels(Req) returns (Resp) { option (google.api.http) = { put: "/v1/labels" body: "labels" }; }
 }
 "#;
 
@@ -701,6 +706,189 @@ fn query_parameters_for_bound_fields_by_policy() {
                 _ => panic!("{policy} {method} {target}: got {got:?}, want {want:?}"),
             }
         }
+    }
+}
+
+/// Issue "Correct on the wire": a key given twice in one JSON object is a
+/// 400 naming it, at any depth, as protobuf's own JSON parsers answer; a
+/// field's JSON and proto names are one key, and so are `"1"` and `"01"`
+/// in a map with integer keys.
+#[test]
+fn duplicate_json_keys_are_rejected_at_every_level() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_json_fields: ignore\n");
+    let many: Vec<String> = (0..20).map(|i| format!(r#""k{i}": "v""#)).collect();
+    let many_labels = format!(r#"{{"labels": {{{}}}}}"#, many.join(", "));
+    let many_twice = format!(r#"{{"labels": {{{}, "k3": "again"}}}}"#, many.join(", "));
+    for (method, target, body, field, message) in [
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": "a", "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": "a", "display_name": "b"}"#,
+            "display_name",
+            r#"duplicate field "display_name": "displayName" names the same field"#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"display_name": "a", "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName": "display_name" names the same field"#,
+        ),
+        // `null` leaves a field unset, but the key is given all the same.
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": null, "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"left": "a", "left": "b"}"#,
+            "left",
+            r#"duplicate field "left""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"page": {"size": 1, "size": 2}}"#,
+            "page.size",
+            r#"duplicate field "size""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"items": [{"name": "a"}, {"name": "a", "name": "b"}]}"#,
+            "items[1].name",
+            r#"duplicate field "name""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"labels": {"a": "1", "a": "2"}}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"labels": {"a": "1", "\u0061": "2"}}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            &many_twice,
+            "labels.k3",
+            r#"duplicate map key "k3""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"byNumber": {"1": "a", "01": "b"}}"#,
+            "byNumber.01",
+            r#"duplicate map key "01""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"attrs": {"a": 1, "a": 2}}"#,
+            "attrs.a",
+            r#"duplicate key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"attrs": {"x": {"a": [{"b": 1, "b": 2}]}}}"#,
+            "attrs.x.a[0].b",
+            r#"duplicate key "b""#,
+        ),
+        (
+            "POST",
+            "/v1/items",
+            r#"{"name": "a", "name": "b"}"#,
+            "item.name",
+            r#"duplicate field "name""#,
+        ),
+        (
+            "PUT",
+            "/v1/labels",
+            r#"{"a": "1", "a": "2"}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        // A query and a oneof in the input: the reference path alone.
+        (
+            "POST",
+            "/v1/all/x?left=l",
+            r#"{"displayName": "a", "display_name": "b"}"#,
+            "display_name",
+            r#"duplicate field "display_name""#,
+        ),
+    ] {
+        for (f, policy) in [(&reject, "reject"), (&ignore, "ignore")] {
+            let err = f
+                .build(method, target, body)
+                .map(|v| format!("built {v}"))
+                .unwrap_err_string();
+            let (got_field, got_message) = err;
+            assert!(
+                got_message.starts_with("invalid JSON body: ") && got_message.contains(message),
+                "{policy} {target} {body}\n got: {got_message}\nwant: {message}"
+            );
+            assert_eq!(
+                got_field.as_deref(),
+                Some(field),
+                "{policy} {target} {body}"
+            );
+        }
+    }
+    // Under `ignore` an unknown key's value is skipped, twice or not; an
+    // unknown enum name drops its map entry, but the key still counts.
+    assert_eq!(
+        ignore
+            .build("POST", "/v1/all/x", r#"{"nope": 1, "nope": 2}"#)
+            .unwrap(),
+        json!({"name": "x"})
+    );
+    assert_eq!(
+        ignore
+            .build(
+                "POST",
+                "/v1/all/x",
+                r#"{"kinds": {"a": "NOPE", "b": "KIND_A"}}"#
+            )
+            .unwrap(),
+        json!({"name": "x", "kinds": {"b": "KIND_A"}})
+    );
+    let dropped_twice = ignore
+        .build(
+            "POST",
+            "/v1/all/x",
+            r#"{"kinds": {"a": "NOPE", "a": "KIND_A"}}"#,
+        )
+        .unwrap_err();
+    assert_eq!(dropped_twice.field(), Some("kinds.a"), "{dropped_twice}");
+    // Equal keys in different objects are no duplicates, and the fast path
+    // still answers those bodies itself.
+    for body in [
+        r#"{"labels": {"a": "1", "b": "2"}, "page": {"size": 1}, "item": {"name": "x"}}"#,
+        r#"{"attrs": {"a": 1, "b": {"a": 2}}, "items": [{"name": "a"}, {"name": "a"}]}"#,
+        r#"{"byNumber": {"1": "a", "2": "b"}, "display_name": "d"}"#,
+        &many_labels,
+    ] {
+        reject.build("POST", "/v1/all/x", body).unwrap();
+        assert!(reject.fast_answers("POST", "/v1/all/x", body), "{body}");
     }
 }
 

@@ -356,3 +356,70 @@ async fn query_parameters_for_bound_fields_are_dropped_under_ignore() {
         "Grace Hopper"
     );
 }
+
+/// A key given twice in a JSON object (at any depth, a field by its JSON and
+/// proto names, a map key) is a 400 naming it, as protobuf's JSON parsers
+/// answer; before, the last one won.
+#[tokio::test]
+async fn duplicate_json_keys_are_400_naming_the_key() {
+    let stack = start().await;
+    for (method, target, body, field) in [
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "email": "b@example.com", "displayName": "D"}"#,
+            "user.email",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "display_name": "E"}"#,
+            "user.display_name",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "labels": {"a": "1", "a": "2"}}"#,
+            "user.labels.a",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "address": {"city": "X", "city": "Y"}}"#,
+            "user.address.city",
+        ),
+        // With a query on an input with a oneof, the reference path answers.
+        (
+            "PATCH",
+            "/v1/users/3?updateMask=displayName",
+            r#"{"displayName": "A", "display_name": "B"}"#,
+            "user.display_name",
+        ),
+        (
+            "PATCH",
+            "/v1/users/3?updateMask=labels",
+            r#"{"labels": {"a": "1", "a": "2"}}"#,
+            "user.labels.a",
+        ),
+    ] {
+        let reply = stack.call(method, target, Some(body)).await;
+        assert_eq!(reply.status, 400, "{body}: {:?}", reply.json);
+        assert_eq!(reply.json["code"], 3, "{body}: {:?}", reply.json);
+        let message = reply.json["message"].as_str().unwrap_or_default();
+        assert!(message.contains("duplicate"), "{body}: {message}");
+        assert_eq!(
+            reply.json["details"][0]["fieldViolations"][0]["field"], field,
+            "{body}: {:?}",
+            reply.json
+        );
+    }
+    assert_eq!(
+        stack.get("/v1/users/4").await.status,
+        404,
+        "nothing created"
+    );
+    assert_eq!(
+        stack.get("/v1/users/3").await.json["displayName"],
+        "Alan Turing"
+    );
+}
