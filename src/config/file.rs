@@ -464,10 +464,10 @@ pub struct TranscodingSection {
     /// JSON output options.
     #[serde(default)]
     pub json: JsonSection,
-    /// Query parameters that name no field.
+    /// Query parameters that name no field, or one the path or body binds.
     #[serde(default)]
     pub unknown_query_parameters: UnknownFields,
-    /// JSON body fields that name no field.
+    /// JSON body fields that name no field (and bodies on bindings without `body`).
     #[serde(default)]
     pub unknown_json_fields: UnknownFields,
     /// Largest accepted request body.

@@ -531,9 +531,11 @@ pub struct JsonOptions {
 pub struct TranscodeOptions {
     /// JSON output.
     pub json: JsonOptions,
-    /// Query parameters naming no field. Default reject.
+    /// Query parameters naming no field, or a field the path or body
+    /// binds. Default reject.
     pub unknown_query_parameters: UnknownFields,
-    /// JSON fields naming no field. Default reject.
+    /// JSON fields naming no field, and JSON bodies other than `{}` or
+    /// `null` sent to bindings without `body`. Default reject.
     pub unknown_json_fields: UnknownFields,
     /// Largest request body. Default 4 MiB.
     pub max_body_bytes: usize,

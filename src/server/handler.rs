@@ -258,7 +258,9 @@ fn timeout(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration, 
 
 /// A body must be JSON. Besides `application/json` and `+json` types, the
 /// types curl and HTML forms send by default (`-d` sends form encoding) are
-/// read as JSON too, so `curl -d '{...}'` works; anything else is a 415.
+/// read as JSON too, so `curl -d '{...}'` works; anything else is a 415. An
+/// empty `Content-Type` (Go's `http.Post(url, "", body)` sends one) counts
+/// as none.
 pub(super) fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
     if body.trim_ascii().is_empty() {
         return Ok(());
@@ -266,6 +268,9 @@ pub(super) fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), Gatew
     let Some(value) = parts.headers.get(CONTENT_TYPE) else {
         return Ok(());
     };
+    if value.as_bytes().trim_ascii().is_empty() {
+        return Ok(());
+    }
     let text = value.to_str().unwrap_or_default();
     let essence = text
         .split(';')

@@ -6,6 +6,7 @@
 //! HTTP types or sockets, so a faster codec can replace the internals and be
 //! checked against this one.
 
+mod duplicate_keys;
 pub mod fast;
 pub mod http_body;
 mod query;
@@ -155,8 +156,11 @@ impl Codec {
         let deny = route.unknown_json_fields == config::UnknownFields::Reject;
         let mut out = Vec::with_capacity(body.len() + 64);
         let encoded = match plan {
+            BodyPlan::None => {
+                request::check_unbound_body(body, route.unknown_json_fields)?;
+                Ok(())
+            }
             _ if body.is_empty() => Ok(()),
-            BodyPlan::None => return Err(TranscodeError::UnexpectedBody),
             BodyPlan::Whole(index) => self.requests.encode(index, body, deny, &mut out),
             BodyPlan::Field(index, number) => {
                 let BodyRule::Field(path) = &route.body else {
@@ -220,7 +224,8 @@ pub enum TranscodeError {
         /// The parameter name as sent.
         param: String,
     },
-    /// A query parameter names a field the path or body already binds.
+    /// A query parameter names a field the path or body already binds
+    /// (under `unknown_query_parameters: reject`).
     #[error("query parameter {param:?} sets a field already bound by the {by}")]
     BoundQueryParameter {
         /// The parameter name as sent.
@@ -270,9 +275,18 @@ pub enum TranscodeError {
         /// Why the body does not parse.
         reason: String,
     },
-    /// A body sent to a route that takes none.
+    /// A body other than `{}` or `null` sent to a route that takes none.
     #[error("this method does not take a request body")]
     UnexpectedBody,
+    /// A JSON object with fields sent to a route that takes no body.
+    #[error(
+        "this method does not take a request body; the body sets {}",
+        quoted(fields)
+    )]
+    BodyFields {
+        /// The object's keys as sent, each once.
+        fields: Vec<String>,
+    },
     /// The backend's reply does not decode as the declared output type.
     #[error("cannot decode the {message} reply: {reason}")]
     BadReply {
@@ -318,9 +332,16 @@ impl TranscodeError {
             | Self::InvalidQueryValue { param, .. } => Some(param),
             Self::InvalidPathValue { field, .. } => Some(field),
             Self::InvalidBody { field, .. } => field.as_deref(),
+            Self::BodyFields { fields } => fields.first().map(String::as_str),
             Self::UnexpectedBody | Self::BadReply { .. } | Self::Internal(_) => None,
         }
     }
+}
+
+/// `"a", "b"`: names as a message quotes them.
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    quoted.join(", ")
 }
 
 #[cfg(test)]

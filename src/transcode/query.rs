@@ -1,9 +1,10 @@
 //! Query parameters into message fields.
 //!
 //! `a.b.c=value` sets the nested field by proto or JSON names; a repeated
-//! scalar takes one element per occurrence (`?tag=a&tag=b`). Fields bound by
-//! the path or the body, maps, repeated messages and plain messages cannot be
-//! set from the query. Unknown names follow the route's policy.
+//! scalar takes one element per occurrence (`?tag=a&tag=b`). Maps, repeated
+//! messages and plain messages cannot be set from the query. Names of fields
+//! bound by the path or the body, and names of no field, follow the route's
+//! `unknown_query_parameters` policy: an error, or dropped.
 
 use std::borrow::Cow;
 
@@ -15,8 +16,8 @@ use prost_reflect::{
 use super::request::slot;
 use super::{TranscodeError, value};
 use crate::config::UnknownFields;
+use crate::http_rule::Route;
 use crate::http_rule::route_table::is_bound;
-use crate::http_rule::{BodyRule, Route};
 
 /// Applies a raw query string to `message`.
 ///
@@ -45,9 +46,9 @@ pub fn apply(
             continue;
         };
         if is_bound(route, &fields) {
-            if route.body == BodyRule::Whole
-                && route.unknown_query_parameters == UnknownFields::Ignore
-            {
+            // http.proto maps only unbound fields to the query; `ignore`
+            // drops the rest unparsed, so the path or body value stands.
+            if route.unknown_query_parameters == UnknownFields::Ignore {
                 continue;
             }
             let by = if route.path_fields.iter().any(|p| p.contains(&fields)) {

@@ -1,15 +1,17 @@
 //! Request message building: body, then path variables, then query parameters.
 //!
-//! The body is deserialized straight from bytes into a `DynamicMessage`
-//! (no `serde_json::Value` step). Path variables then set their fields, so
-//! the path wins over the body; the query may only set fields neither binds.
+//! The body is read once for duplicate keys ([`duplicate_keys`]), then
+//! deserialized straight from bytes into a `DynamicMessage` (no
+//! `serde_json::Value` step). Path variables then set their fields, so the
+//! path wins over the body; the query may only set fields neither binds.
 
 use prost::Message;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, MessageDescriptor, Value,
 };
+use serde::de::{DeserializeSeed, IgnoredAny};
 
-use super::{TranscodeError, query, value};
+use super::{TranscodeError, duplicate_keys, query, value};
 use crate::config::UnknownFields;
 use crate::http_rule::{BodyRule, Route};
 
@@ -29,8 +31,10 @@ pub fn request(
     let input = route.method.input();
     let body = body.trim_ascii();
     let mut message = match &route.body {
-        BodyRule::None if !body.is_empty() => return Err(TranscodeError::UnexpectedBody),
-        BodyRule::None => DynamicMessage::new(input),
+        BodyRule::None => {
+            check_unbound_body(body, route.unknown_json_fields)?;
+            DynamicMessage::new(input)
+        }
         BodyRule::Whole if body.is_empty() => DynamicMessage::new(input),
         BodyRule::Whole => deserialize(input, body, route.unknown_json_fields, "")?,
         BodyRule::Field(path) => {
@@ -58,6 +62,122 @@ pub fn request(
         query::apply(&mut message, route, query)?;
     }
     Ok(message.encode_to_vec())
+}
+
+/// Checks the body sent to a binding without `body`, where no body field is
+/// mapped: nothing, `{}` and `null` (what many clients send with every
+/// request) are fine. Under `reject` anything else is an error; under
+/// `ignore` any JSON is dropped, but what is not JSON still is an error.
+/// `body` is already trimmed.
+///
+/// # Errors
+/// [`TranscodeError::BodyFields`] naming the keys of an object,
+/// [`TranscodeError::UnexpectedBody`] for other JSON, and
+/// [`TranscodeError::InvalidBody`] for what is not JSON.
+pub(super) fn check_unbound_body(
+    body: &[u8],
+    unknown: UnknownFields,
+) -> Result<(), TranscodeError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let reject = unknown == UnknownFields::Reject;
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let shape = UnboundBody { keys: reject }
+        .deserialize(&mut json)
+        .and_then(|shape| json.end().map(|()| shape))
+        .map_err(|e| TranscodeError::InvalidBody {
+            field: None,
+            reason: e.to_string(),
+        })?;
+    match shape {
+        Unbound::Fields(fields) if reject => Err(TranscodeError::BodyFields { fields }),
+        Unbound::Other if reject => Err(TranscodeError::UnexpectedBody),
+        _ => Ok(()),
+    }
+}
+
+/// What a body on a binding without `body` holds.
+enum Unbound {
+    /// `{}` or `null`.
+    Empty,
+    /// An object's keys as sent, each once (empty unless asked for).
+    Fields(Vec<String>),
+    /// Any other JSON value.
+    Other,
+}
+
+/// Reads any JSON value to its [`Unbound`] shape; `keys`: collect an object's keys.
+struct UnboundBody {
+    keys: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for UnboundBody {
+    type Value = Unbound;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Unbound, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UnboundBody {
+    type Value = Unbound;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Unbound, E> {
+        Ok(Unbound::Empty)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unbound, A::Error> {
+        let mut fields = Vec::new();
+        let mut any = false;
+        if self.keys {
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                any = true;
+                if !fields.contains(&key) {
+                    fields.push(key);
+                }
+            }
+        } else {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+                any = true;
+            }
+        }
+        Ok(if any {
+            Unbound::Fields(fields)
+        } else {
+            Unbound::Empty
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unbound, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Unbound::Other)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Unbound, E> {
+        Ok(Unbound::Other)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Unbound, E> {
+        Ok(Unbound::Other)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Unbound, E> {
+        Ok(Unbound::Other)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Unbound, E> {
+        Ok(Unbound::Other)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Unbound, E> {
+        Ok(Unbound::Other)
+    }
 }
 
 /// The message that holds the last field of a path, creating parents on the way.
@@ -120,12 +240,27 @@ fn body_field_value(
     Ok(parent.get_field(leaf).into_owned())
 }
 
+/// Deserializes `body` as a `desc` message; `prefix` is the dotted path of
+/// where it sits in the request, for error paths.
 fn deserialize(
     desc: MessageDescriptor,
     body: &[u8],
     unknown: UnknownFields,
     prefix: &str,
 ) -> Result<DynamicMessage, TranscodeError> {
+    // prost-reflect lets the last of two equal keys win, so look first.
+    if let Some(duplicate) = duplicate_keys::find(&desc, body) {
+        let path = duplicate.path();
+        let field = match prefix {
+            "" => path,
+            p if path.starts_with('[') => format!("{p}{path}"),
+            p => format!("{p}.{path}"),
+        };
+        return Err(TranscodeError::InvalidBody {
+            reason: format!("{field}: {}", duplicate.reason),
+            field: Some(field),
+        });
+    }
     let options = DeserializeOptions::new().deny_unknown_fields(unknown == UnknownFields::Reject);
     let mut json = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();

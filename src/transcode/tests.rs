@@ -15,6 +15,7 @@ import "google/protobuf/timestamp.proto";
 import "google/protobuf/duration.proto";
 import "google/protobuf/field_mask.proto";
 import "google/protobuf/wrappers.proto";
+import "google/protobuf/struct.proto";
 
 enum Kind { KIND_UNSPECIFIED = 0; KIND_A = 1; KIND_B = 2; }
 message Page { int32 size = 1; string token = 2; }
@@ -38,6 +39,9 @@ message Req {
   oneof choice { string left = 16; string right = 17; }
   string display_name = 18;
   repeated int64 ids = 19;
+  google.protobuf.Struct attrs = 20;
+  map<int32, string> by_number = 21;
+  map<string, Kind> kinds = 22;
 }
 message Resp { string name = 1; repeated Item items = 2; map<string, int32> counts = 3; int64 total = 4; Item first = 5; repeated int64 ids = 6; Kind kind = 7; }
 
@@ -54,6 +58,7 @@ service S {
   rpc Put(Req) returns (Resp) { option (google.api.http) = { put: "/v1/ids/{id}" body: "*" }; }
   rpc Patch(Item) returns (Resp) { option (google.api.http) = { patch: "/v1/kinds/{kind}" body: "*" }; }
   rpc Update(Req) returns (Resp) { option (google.api.http) = { patch: "/v1/items/{item.id}" body: "item" }; }
+  rpc Labels(Req) returns (Resp) { option (google.api.http) = { put: "/v1/labels" body: "labels" }; }
 }
 "#;
 
@@ -397,13 +402,6 @@ fn rejects_bad_input_naming_the_field() {
             "expected an RFC 3339 timestamp",
         ),
         (
-            "GET",
-            "/v1/items/1",
-            "{}",
-            None,
-            "this method does not take a request body",
-        ),
-        (
             "POST",
             "/v1/items",
             "{",
@@ -480,6 +478,95 @@ fn rejects_bad_input_naming_the_field() {
     }
 }
 
+/// Issue "Correct on the wire": a binding without `body` takes the empty
+/// bodies clients send by habit (`{}`, `null`), never fields from one.
+#[test]
+fn bodyless_binding_takes_empty_json_and_no_fields() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_json_fields: ignore\n");
+    let id = || Ok(json!({"id": "42"}));
+    let no_body = "this method does not take a request body";
+    let fields = r#"this method does not take a request body; the body sets "name", "nope""#;
+    for (f, policy, body, want) in [
+        (&reject, "reject", "", id()),
+        (&reject, "reject", " \r\n\t", id()),
+        (&reject, "reject", "{}", id()),
+        (&reject, "reject", " {\n} ", id()),
+        (&reject, "reject", "null", id()),
+        (&reject, "reject", "\n null \t", id()),
+        (
+            &reject,
+            "reject",
+            r#"{"name": "x", "nope": 1}"#,
+            Err((Some("name"), fields)),
+        ),
+        (
+            &reject,
+            "reject",
+            r#"{"name": null}"#,
+            Err((Some("name"), r#"the body sets "name""#)),
+        ),
+        (&reject, "reject", "[1]", Err((None, no_body))),
+        (&reject, "reject", "[]", Err((None, no_body))),
+        (&reject, "reject", r#""x""#, Err((None, no_body))),
+        (&reject, "reject", "5", Err((None, no_body))),
+        (
+            &reject,
+            "reject",
+            "{",
+            Err((None, "invalid JSON body: EOF while parsing")),
+        ),
+        (
+            &reject,
+            "reject",
+            "{} {}",
+            Err((None, "invalid JSON body: trailing characters")),
+        ),
+        (&reject, "reject", "nul", Err((None, "invalid JSON body: "))),
+        // Under `ignore` any JSON is dropped; what is not JSON still is a 400.
+        (&ignore, "ignore", "{}", id()),
+        (&ignore, "ignore", r#"{"name": "x", "id": "7"}"#, id()),
+        (&ignore, "ignore", r#"{"a": 1, "a": 2}"#, id()),
+        (&ignore, "ignore", "[1]", id()),
+        (&ignore, "ignore", r#""x""#, id()),
+        (&ignore, "ignore", "5", id()),
+        (
+            &ignore,
+            "ignore",
+            "{",
+            Err((None, "invalid JSON body: EOF while parsing")),
+        ),
+        (
+            &ignore,
+            "ignore",
+            "[1] x",
+            Err((None, "invalid JSON body: trailing characters")),
+        ),
+    ] {
+        let got = f
+            .build("GET", "/v1/items/42", body)
+            .map_err(|e| (e.field().map(str::to_owned), e.to_string()));
+        match (&got, &want) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "{policy} {body:?}"),
+            (Err((field, message)), Err((want_field, want_message))) => {
+                assert!(
+                    message.contains(want_message),
+                    "{policy} {body:?}\n got: {message}\nwant: {want_message}"
+                );
+                assert_eq!(
+                    field.as_deref(),
+                    *want_field,
+                    "{policy} {body:?}: {message}"
+                );
+            }
+            _ => panic!("{policy} {body:?}: got {got:?}, want {want:?}"),
+        }
+    }
+    // Both paths answer without the reference.
+    assert!(reject.fast_answers("GET", "/v1/items/42", " null "));
+    assert!(ignore.fast_answers("GET", "/v1/items/42", r#"{"name": "x"}"#));
+}
+
 trait UnwrapErrString {
     fn unwrap_err_string(self) -> (Option<String>, String);
 }
@@ -507,8 +594,6 @@ fn ignore_policy_drops_unknown_input() {
             .unwrap(),
         json!({"item": {"name": "n"}})
     );
-    // Bound fields stay protected under the ignore policy.
-    assert!(f.build("GET", "/v1/items/1?id=2", "").is_err());
 
     let per_method = fixture("methods:\n  t.v1.S.Get:\n    unknown_query_parameters: ignore\n");
     assert_eq!(
@@ -516,6 +601,295 @@ fn ignore_policy_drops_unknown_input() {
         json!({"id": "1"})
     );
     assert!(per_method.build("GET", "/v1/list?nope=1", "").is_err());
+}
+
+/// Issue "Correct on the wire": a query parameter naming a field the path or
+/// body binds is a 400 under `reject` (http.proto maps only unbound fields to
+/// the query) and dropped under `ignore`, the path's or body's value winning.
+#[test]
+fn query_parameters_for_bound_fields_by_policy() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_query_parameters: ignore\n");
+    for (method, target, body, want_reject, want_ignore) in [
+        (
+            "GET",
+            "/v1/items/1?id=2",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1"})),
+        ),
+        // Dropped unparsed.
+        (
+            "GET",
+            "/v1/items/1?id=abc",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1"})),
+        ),
+        // The path binds `item.id`: `item.id` is bound, `item.name` is not.
+        (
+            "GET",
+            "/v1/shelves/s/items/7?item.id=9&item.name=x",
+            "",
+            Err((Some("item.id"), "already bound by the path")),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+        ),
+        (
+            "GET",
+            "/v1/shelves/s/items/7?item.name=x",
+            "",
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7", "name": "x"}})),
+        ),
+        (
+            "GET",
+            "/v1/shelves/s/items/7?name=other",
+            "",
+            Err((Some("name"), "already bound by the path")),
+            Ok(json!({"name": "shelves/s", "item": {"id": "7"}})),
+        ),
+        // `body: "item"` binds everything under `item`.
+        (
+            "POST",
+            "/v1/items?item.name=q&item.tags=t&name=n",
+            r#"{"name": "i"}"#,
+            Err((Some("item.name"), "already bound by the body")),
+            Ok(json!({"name": "n", "item": {"name": "i"}})),
+        ),
+        (
+            "POST",
+            "/v1/items?item.id=3",
+            "",
+            Err((Some("item.id"), "already bound by the body")),
+            Ok(json!({})),
+        ),
+        // Path and body both bind under `item`; the path still wins.
+        (
+            "PATCH",
+            "/v1/items/4?item.id=5&item.name=q",
+            r#"{"name": "x"}"#,
+            Err((Some("item.id"), "already bound by the path")),
+            Ok(json!({"item": {"id": "4", "name": "x"}})),
+        ),
+        (
+            "POST",
+            "/v1/all/x?name=y&tag=a",
+            r#"{"tag": ["b"]}"#,
+            Err((Some("name"), "already bound by the path")),
+            Ok(json!({"name": "x", "tag": ["b"]})),
+        ),
+        // A oneof in the input: the reference answers; same outcome.
+        (
+            "GET",
+            "/v1/items/1?left=l&id=2",
+            "",
+            Err((Some("id"), "already bound by the path")),
+            Ok(json!({"id": "1", "left": "l"})),
+        ),
+    ] {
+        for (f, policy, want) in [
+            (&reject, "reject", want_reject),
+            (&ignore, "ignore", want_ignore),
+        ] {
+            let got = f
+                .build(method, target, body)
+                .map_err(|e| (e.field().map(str::to_owned), e.to_string()));
+            match (&got, &want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{policy} {method} {target}"),
+                (Err((field, message)), Err((want_field, want_message))) => {
+                    assert!(
+                        message.contains(want_message),
+                        "{policy} {method} {target}\n got: {message}\nwant: {want_message}"
+                    );
+                    assert_eq!(field.as_deref(), *want_field, "{policy} {method} {target}");
+                }
+                _ => panic!("{policy} {method} {target}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+}
+
+/// Issue "Correct on the wire": a key given twice in one JSON object is a
+/// 400 naming it, at any depth, as protobuf's own JSON parsers answer; a
+/// field's JSON and proto names are one key, and so are `"1"` and `"01"`
+/// in a map with integer keys.
+#[test]
+fn duplicate_json_keys_are_rejected_at_every_level() {
+    let reject = fixture("");
+    let ignore = fixture("transcoding:\n  unknown_json_fields: ignore\n");
+    let many: Vec<String> = (0..20).map(|i| format!(r#""k{i}": "v""#)).collect();
+    let many_labels = format!(r#"{{"labels": {{{}}}}}"#, many.join(", "));
+    let many_twice = format!(r#"{{"labels": {{{}, "k3": "again"}}}}"#, many.join(", "));
+    for (method, target, body, field, message) in [
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": "a", "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": "a", "display_name": "b"}"#,
+            "display_name",
+            r#"duplicate field "display_name": "displayName" names the same field"#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"display_name": "a", "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName": "display_name" names the same field"#,
+        ),
+        // `null` leaves a field unset, but the key is given all the same.
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"displayName": null, "displayName": "b"}"#,
+            "displayName",
+            r#"duplicate field "displayName""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"left": "a", "left": "b"}"#,
+            "left",
+            r#"duplicate field "left""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"page": {"size": 1, "size": 2}}"#,
+            "page.size",
+            r#"duplicate field "size""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"items": [{"name": "a"}, {"name": "a", "name": "b"}]}"#,
+            "items[1].name",
+            r#"duplicate field "name""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"labels": {"a": "1", "a": "2"}}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"labels": {"a": "1", "\u0061": "2"}}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            &many_twice,
+            "labels.k3",
+            r#"duplicate map key "k3""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"byNumber": {"1": "a", "01": "b"}}"#,
+            "byNumber.01",
+            r#"duplicate map key "01""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"attrs": {"a": 1, "a": 2}}"#,
+            "attrs.a",
+            r#"duplicate key "a""#,
+        ),
+        (
+            "POST",
+            "/v1/all/x",
+            r#"{"attrs": {"x": {"a": [{"b": 1, "b": 2}]}}}"#,
+            "attrs.x.a[0].b",
+            r#"duplicate key "b""#,
+        ),
+        (
+            "POST",
+            "/v1/items",
+            r#"{"name": "a", "name": "b"}"#,
+            "item.name",
+            r#"duplicate field "name""#,
+        ),
+        (
+            "PUT",
+            "/v1/labels",
+            r#"{"a": "1", "a": "2"}"#,
+            "labels.a",
+            r#"duplicate map key "a""#,
+        ),
+        // A query and a oneof in the input: the reference path alone.
+        (
+            "POST",
+            "/v1/all/x?left=l",
+            r#"{"displayName": "a", "display_name": "b"}"#,
+            "display_name",
+            r#"duplicate field "display_name""#,
+        ),
+    ] {
+        for (f, policy) in [(&reject, "reject"), (&ignore, "ignore")] {
+            let err = f
+                .build(method, target, body)
+                .map(|v| format!("built {v}"))
+                .unwrap_err_string();
+            let (got_field, got_message) = err;
+            assert!(
+                got_message.starts_with("invalid JSON body: ") && got_message.contains(message),
+                "{policy} {target} {body}\n got: {got_message}\nwant: {message}"
+            );
+            assert_eq!(
+                got_field.as_deref(),
+                Some(field),
+                "{policy} {target} {body}"
+            );
+        }
+    }
+    // Under `ignore` an unknown key's value is skipped, twice or not; an
+    // unknown enum name drops its map entry, but the key still counts.
+    assert_eq!(
+        ignore
+            .build("POST", "/v1/all/x", r#"{"nope": 1, "nope": 2}"#)
+            .unwrap(),
+        json!({"name": "x"})
+    );
+    assert_eq!(
+        ignore
+            .build(
+                "POST",
+                "/v1/all/x",
+                r#"{"kinds": {"a": "NOPE", "b": "KIND_A"}}"#
+            )
+            .unwrap(),
+        json!({"name": "x", "kinds": {"b": "KIND_A"}})
+    );
+    let dropped_twice = ignore
+        .build(
+            "POST",
+            "/v1/all/x",
+            r#"{"kinds": {"a": "NOPE", "a": "KIND_A"}}"#,
+        )
+        .unwrap_err();
+    assert_eq!(dropped_twice.field(), Some("kinds.a"), "{dropped_twice}");
+    // Equal keys in different objects are no duplicates, and the fast path
+    // still answers those bodies itself.
+    for body in [
+        r#"{"labels": {"a": "1", "b": "2"}, "page": {"size": 1}, "item": {"name": "x"}}"#,
+        r#"{"attrs": {"a": 1, "b": {"a": 2}}, "items": [{"name": "a"}, {"name": "a"}]}"#,
+        r#"{"byNumber": {"1": "a", "2": "b"}, "display_name": "d"}"#,
+        &many_labels,
+    ] {
+        reject.build("POST", "/v1/all/x", body).unwrap();
+        assert!(reject.fast_answers("POST", "/v1/all/x", body), "{body}");
+    }
 }
 
 fn render(f: &Fixture, path: &str, reply: &str, json: JsonOptions) -> Value {

@@ -140,7 +140,7 @@ async fn bad_json_bodies_are_400_naming_the_field() {
             reply.json
         );
     }
-    let reply = stack.call("GET", "/v1/users/1", Some("{}")).await;
+    let reply = stack.call("GET", "/v1/users/1", Some("[1]")).await;
     assert_status_shape(&reply, 400, 3);
     assert_eq!(
         reply.json["message"],

@@ -214,3 +214,212 @@ async fn json_output_options_apply() {
     assert_eq!(reply.json["labels"], json!({}));
     assert_eq!(reply.json["address"], json!(null));
 }
+
+// Issue "Correct on the wire": what clients put on the wire by habit.
+
+/// Many clients send `{}` (or `null`) with every request, DELETE and GET included.
+#[tokio::test]
+async fn bodyless_binding_takes_empty_json_bodies() {
+    let stack = start().await;
+    for body in ["{}", " { }\n", "null", "\r\n null "] {
+        let reply = stack.call("GET", "/v1/users/1", Some(body)).await;
+        assert_eq!(reply.status, 200, "{body:?}: {:?}", reply.json);
+        assert_eq!(reply.json["id"], "1", "{body:?}");
+    }
+    let deleted = stack.call("DELETE", "/v1/users/3", Some("{}")).await;
+    assert_eq!((deleted.status.as_u16(), &deleted.json), (200, &json!({})));
+    assert_eq!(stack.get("/v1/users/3").await.status, 404);
+}
+
+/// A body that sets fields is refused on a binding without `body`, naming
+/// them, unless `unknown_json_fields: ignore` drops it; what is not JSON is
+/// refused either way.
+#[tokio::test]
+async fn bodyless_binding_refuses_body_fields_unless_ignored() {
+    let strict = start().await;
+    let lenient = crate::support::start_with(|c| {
+        c.transcode.unknown_json_fields = protogate::config::UnknownFields::Ignore;
+    })
+    .await;
+    for (stack, body, want, field) in [
+        (&strict, r#"{"id": "2"}"#, 400, Some("id")),
+        (&strict, "[1]", 400, None),
+        (&strict, "{", 400, None),
+        (&lenient, r#"{"id": "2", "nickname": "x"}"#, 200, None),
+        (&lenient, "[1]", 200, None),
+        (&lenient, "{", 400, None),
+    ] {
+        let reply = stack.call("GET", "/v1/users/1", Some(body)).await;
+        assert_eq!(reply.status, want, "{body}: {:?}", reply.json);
+        if want == 200 {
+            assert_eq!(
+                reply.json["id"], "1",
+                "{body}: the path's id, not the body's"
+            );
+            continue;
+        }
+        assert_eq!(reply.json["code"], 3, "{body}: {:?}", reply.json);
+        assert_eq!(
+            reply.json["details"][0]["fieldViolations"][0]["field"].as_str(),
+            field,
+            "{body}: {:?}",
+            reply.json
+        );
+    }
+    let named = strict
+        .call(
+            "GET",
+            "/v1/users/1",
+            Some(r#"{"id": "2", "nickname": "x"}"#),
+        )
+        .await;
+    assert_eq!(
+        named.json["message"],
+        r#"this method does not take a request body; the body sets "id", "nickname""#
+    );
+}
+
+/// Go's `http.Post(url, "", body)` sends `Content-Type:` with no value: that
+/// is no content type, not an unsupported one.
+#[tokio::test]
+async fn empty_content_type_is_no_content_type() {
+    let stack = start().await;
+    let send = |method: reqwest::Method, path: &str, content_type: &'static [u8], body: &str| {
+        let mut req = stack
+            .client
+            .request(method, stack.url(path))
+            .header(
+                "content-type",
+                reqwest::header::HeaderValue::from_bytes(content_type).unwrap(),
+            )
+            .body(body.to_owned());
+        for (k, v) in &stack.credentials {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let created = send(
+        reqwest::Method::POST,
+        "/v1/users",
+        b"",
+        r#"{"email": "dorothy@example.com", "displayName": "Dorothy Vaughan"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 200);
+    let deleted = send(reqwest::Method::DELETE, "/v1/users/3", b"", "{}")
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    // A value that is not text is still no JSON type.
+    let binary = send(reqwest::Method::POST, "/v1/users", b"\xff", "{}")
+        .await
+        .unwrap();
+    assert_eq!(binary.status(), 415);
+}
+
+/// A query parameter naming a field the path or body binds is a 400 by
+/// default and dropped under `unknown_query_parameters: ignore`, where the
+/// path's or body's value wins (grpc-gateway's behaviour).
+#[tokio::test]
+async fn query_parameters_for_bound_fields_are_dropped_under_ignore() {
+    let strict = start().await;
+    let lenient = crate::support::start_with(|c| {
+        c.transcode.unknown_query_parameters = protogate::config::UnknownFields::Ignore;
+    })
+    .await;
+    for (stack, want) in [(&strict, 400), (&lenient, 200)] {
+        let got = stack.get("/v1/users/1?id=2").await;
+        assert_eq!(got.status, want, "{:?}", got.json);
+        if want == 200 {
+            assert_eq!(got.json["id"], "1");
+        } else {
+            assert_eq!(got.json["code"], 3);
+        }
+    }
+    // `user.id` is bound by the path and `user.*` by the body.
+    let body = Some(r#"{"displayName": "Alan M. Turing"}"#);
+    let target = "/v1/users/3?updateMask=displayName&user.id=2&user.displayName=Q";
+    let refused = strict.call("PATCH", target, body).await;
+    assert_eq!(refused.status, 400, "{:?}", refused.json);
+    assert_eq!(
+        refused.json["details"][0]["fieldViolations"][0]["field"], "user.id",
+        "{:?}",
+        refused.json
+    );
+    let updated = lenient.call("PATCH", target, body).await;
+    assert_eq!(updated.status, 200, "{:?}", updated.json);
+    assert_eq!(updated.json["id"], "3");
+    assert_eq!(updated.json["displayName"], "Alan M. Turing");
+    assert_eq!(
+        lenient.get("/v1/users/2").await.json["displayName"],
+        "Grace Hopper"
+    );
+}
+
+/// A key given twice in a JSON object (at any depth, a field by its JSON and
+/// proto names, a map key) is a 400 naming it, as protobuf's JSON parsers
+/// answer; before, the last one won.
+#[tokio::test]
+async fn duplicate_json_keys_are_400_naming_the_key() {
+    let stack = start().await;
+    for (method, target, body, field) in [
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "email": "b@example.com", "displayName": "D"}"#,
+            "user.email",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "display_name": "E"}"#,
+            "user.display_name",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "labels": {"a": "1", "a": "2"}}"#,
+            "user.labels.a",
+        ),
+        (
+            "POST",
+            "/v1/users",
+            r#"{"email": "a@example.com", "displayName": "D", "address": {"city": "X", "city": "Y"}}"#,
+            "user.address.city",
+        ),
+        // With a query on an input with a oneof, the reference path answers.
+        (
+            "PATCH",
+            "/v1/users/3?updateMask=displayName",
+            r#"{"displayName": "A", "display_name": "B"}"#,
+            "user.display_name",
+        ),
+        (
+            "PATCH",
+            "/v1/users/3?updateMask=labels",
+            r#"{"labels": {"a": "1", "a": "2"}}"#,
+            "user.labels.a",
+        ),
+    ] {
+        let reply = stack.call(method, target, Some(body)).await;
+        assert_eq!(reply.status, 400, "{body}: {:?}", reply.json);
+        assert_eq!(reply.json["code"], 3, "{body}: {:?}", reply.json);
+        let message = reply.json["message"].as_str().unwrap_or_default();
+        assert!(message.contains("duplicate"), "{body}: {message}");
+        assert_eq!(
+            reply.json["details"][0]["fieldViolations"][0]["field"], field,
+            "{body}: {:?}",
+            reply.json
+        );
+    }
+    assert_eq!(
+        stack.get("/v1/users/4").await.status,
+        404,
+        "nothing created"
+    );
+    assert_eq!(
+        stack.get("/v1/users/3").await.json["displayName"],
+        "Alan Turing"
+    );
+}

@@ -7,11 +7,12 @@
 //! a nested message's length is reserved as one byte and widened in place
 //! if the message turns out longer. Each value is read by the same rules
 //! as the reference (`prost-reflect`'s deserializer), so both accept the
-//! same inputs and produce the same message. A key given twice, two members
-//! of one oneof, a `null` where the reference treats it specially and any
-//! error give [`Fallback`]: the reference then parses the body again and
-//! words the error. Well-known types are read by the reference for that
-//! value only.
+//! same inputs and produce the same message. A key given twice (a field by
+//! either name, `null` or not; a map key, compared encoded; a key in
+//! free-form JSON), two members of one oneof, a `null` where the reference
+//! treats it specially and any error give [`Fallback`]: the reference then
+//! parses the body again and words the error. Well-known types are read by
+//! the reference for that value only.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,11 +25,14 @@ use prost::Message;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value,
 };
+use serde::Deserialize;
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
+use serde_json::value::RawValue;
 
 use super::{Fallback, Result};
+use crate::transcode::duplicate_keys;
 
 /// Nesting deeper than this falls back (serde_json stops at 128 anyway).
 const MAX_DEPTH: usize = 100;
@@ -91,6 +95,9 @@ enum Enc {
     Message(usize),
     /// Well-known types: read by the reference, for this value only.
     WellKnown(MessageDescriptor),
+    /// `Struct`, `Value`, `ListValue`, `Any`: free-form JSON, read by the
+    /// reference after a look for duplicate keys, which it lets pass.
+    FreeForm(MessageDescriptor),
     /// `google.protobuf.NullValue`: `null` means a value here; left to the reference.
     NullValue,
 }
@@ -190,6 +197,17 @@ impl RequestPlans {
             Kind::Enum(e) => Enc::Enum(Arc::new(
                 e.values().map(|v| (v.name().into(), v.number())).collect(),
             )),
+            Kind::Message(m)
+                if matches!(
+                    m.full_name(),
+                    "google.protobuf.Struct"
+                        | "google.protobuf.Value"
+                        | "google.protobuf.ListValue"
+                        | "google.protobuf.Any"
+                ) =>
+            {
+                Enc::FreeForm(m.clone())
+            }
             Kind::Message(m) if m.full_name().starts_with("google.protobuf.") => {
                 Enc::WellKnown(m.clone())
             }
@@ -322,7 +340,10 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
             .messages
             .get(self.index)
             .ok_or_else(|| A::Error::custom("no plan"))?;
-        let mut seen = 0u64;
+        // Every key given, `null` included (a field given twice is a
+        // duplicate), and the fields a value was given for (for oneofs).
+        let mut given = 0u64;
+        let mut present = 0u64;
         while let Some(key) = map.next_key_seed(KeySeed(plan))? {
             let Some(i) = key else {
                 if self.cx.deny_unknown {
@@ -332,21 +353,22 @@ impl<'de> Visitor<'de> for MessageSeed<'_, '_> {
                 continue;
             };
             let field = &plan.fields[i];
-            if seen & field.bit != 0 {
-                // The reference lets the last one win; that needs the whole object.
+            if given & field.bit != 0 {
+                // The reference words the error.
                 return Err(A::Error::custom("duplicate field"));
             }
-            let present = map.next_value_seed(FieldSeed {
+            given |= field.bit;
+            let is_present = map.next_value_seed(FieldSeed {
                 cx: self.cx,
                 field,
                 out: self.out,
                 depth: self.depth,
             })?;
-            if present {
-                if seen & field.oneof_mask != 0 {
+            if is_present {
+                if present & field.oneof_mask != 0 {
                     return Err(A::Error::custom("two members of a oneof"));
                 }
-                seen |= field.bit;
+                present |= field.bit;
             }
         }
         Ok(())
@@ -410,7 +432,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_, '_> {
         match (&self.field.kind, &self.field.shape) {
             // `null` is a value of these; the reference knows what to make of it.
             (Enc::NullValue, Shape::Singular) => Err(E::custom("null value")),
-            (Enc::WellKnown(m), Shape::Singular) if m.full_name() == "google.protobuf.Value" => {
+            (Enc::FreeForm(m), Shape::Singular) if m.full_name() == "google.protobuf.Value" => {
                 Err(E::custom("null value"))
             }
             _ => Ok(false),
@@ -508,11 +530,19 @@ fn write_value<'de, D: Deserializer<'de>>(
         }
         Enc::WellKnown(desc) => {
             let message = DynamicMessage::deserialize_with_options(desc.clone(), d, cx.options)?;
-            put_tag(out, number, 2);
-            put_varint(out, message.encoded_len() as u64);
-            message
-                .encode(out)
-                .map_err(|_| D::Error::custom("encode"))?;
+            put_message(number, &message, out).map_err(D::Error::custom)?;
+            Written::Value
+        }
+        Enc::FreeForm(desc) => {
+            let raw = <&RawValue>::deserialize(d)?;
+            if duplicate_keys::find(desc, raw.get().as_bytes()).is_some() {
+                return Err(D::Error::custom("duplicate key"));
+            }
+            let mut json = serde_json::Deserializer::from_str(raw.get());
+            let message =
+                DynamicMessage::deserialize_with_options(desc.clone(), &mut json, cx.options)
+                    .map_err(D::Error::custom)?;
+            put_message(number, &message, out).map_err(D::Error::custom)?;
             Written::Value
         }
         Enc::Enum(names) => match d.deserialize_any(EnumSeed(names, cx.deny_unknown))? {
@@ -531,6 +561,17 @@ fn write_value<'de, D: Deserializer<'de>>(
             written(value.is_zero())
         }
     })
+}
+
+/// Appends field `number` holding `message`.
+fn put_message(
+    number: u32,
+    message: &DynamicMessage,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), prost::EncodeError> {
+    put_tag(out, number, 2);
+    put_varint(out, message.encoded_len() as u64);
+    message.encode(out)
 }
 
 /// A JSON array into a repeated field: one packed run or one tagged value per element.
@@ -651,6 +692,7 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
             out,
             depth,
         } = self.seed;
+        let mut keys = MapKeys::default();
         loop {
             let start = out.len();
             put_tag(out, field.number, 2);
@@ -665,6 +707,10 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
                 out.truncate(start);
                 break;
             }
+            let key_len = out.len() - mark;
+            if !keys.is_new(out, mark) {
+                return Err(A::Error::custom("duplicate map key"));
+            }
             let written = map.next_value_seed(ValueSeed {
                 cx,
                 kind: &field.kind,
@@ -672,13 +718,90 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
                 depth,
             })?;
             if matches!(written, Written::Absent) {
-                // The reference skips the entry (an unknown enum name).
+                // The reference skips the entry (an unknown enum name); its
+                // key still counts.
+                keys.dropped(&out[mark..mark + key_len]);
                 out.truncate(start);
             } else {
+                let before = out.len();
                 end_len(out, mark);
+                // Widening the length moved the entry's bytes right.
+                keys.kept(mark + (out.len() - before), key_len);
             }
         }
-        Ok(())
+        if keys.all_distinct(out) {
+            Ok(())
+        } else {
+            Err(A::Error::custom("duplicate map key"))
+        }
+    }
+}
+
+/// The keys one JSON object of a map field has given, compared as their
+/// encoded bytes: equal keys encode alike (`"1"` and `"01"` are one int key).
+/// While few (the common case), each new key is scanned against the others
+/// in place, with no allocation; past that, all are sorted and compared
+/// once at the end, so a large map is not quadratic.
+#[derive(Default)]
+struct MapKeys {
+    /// Where each kept key's bytes are in the output, the first few inline.
+    few: [(usize, usize); MapKeys::FEW],
+    count: usize,
+    more: Vec<(usize, usize)>,
+    /// Keys of entries the lenient policy dropped.
+    dropped: Vec<Box<[u8]>>,
+}
+
+impl MapKeys {
+    const FEW: usize = 8;
+
+    /// Whether the key just written at `out[at..]` is new, as far as the
+    /// scan goes (once past it, [`MapKeys::all_distinct`] decides).
+    fn is_new(&self, out: &[u8], at: usize) -> bool {
+        let key = &out[at..];
+        self.past_scan()
+            || (self.few[..self.count]
+                .iter()
+                .all(|&(start, len)| out.get(start..start + len) != Some(key))
+                && self.dropped.iter().all(|d| **d != *key))
+    }
+
+    /// Notes a kept entry's key at `out[at..at + len]`.
+    fn kept(&mut self, at: usize, len: usize) {
+        if self.count < Self::FEW && self.more.is_empty() {
+            self.few[self.count] = (at, len);
+            self.count += 1;
+        } else {
+            self.more.push((at, len));
+        }
+    }
+
+    /// Notes a dropped entry's key (rare: an unknown enum name under `ignore`).
+    fn dropped(&mut self, key: &[u8]) {
+        self.dropped.push(key.into());
+    }
+
+    /// Whether there are too many keys to scan each new one against.
+    fn past_scan(&self) -> bool {
+        !self.more.is_empty() || self.dropped.len() > Self::FEW
+    }
+
+    /// Whether all keys differ; only sorts once past the scan.
+    fn all_distinct(&self, out: &[u8]) -> bool {
+        if !self.past_scan() {
+            return true;
+        }
+        let mut all: Vec<&[u8]> =
+            Vec::with_capacity(self.count + self.more.len() + self.dropped.len());
+        for &(start, len) in self.few[..self.count].iter().chain(&self.more) {
+            match out.get(start..start + len) {
+                Some(key) => all.push(key),
+                None => return false,
+            }
+        }
+        all.extend(self.dropped.iter().map(|d| &**d));
+        all.sort_unstable();
+        all.windows(2).all(|pair| pair[0] != pair[1])
     }
 }
 
@@ -1097,7 +1220,7 @@ fn wire_type(kind: &Enc) -> u8 {
     match kind {
         Enc::Double | Enc::Fixed64 | Enc::Sfixed64 => 1,
         Enc::Float | Enc::Fixed32 | Enc::Sfixed32 => 5,
-        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) => 2,
+        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) | Enc::FreeForm(_) => 2,
         _ => 0,
     }
 }
@@ -1105,7 +1228,7 @@ fn wire_type(kind: &Enc) -> u8 {
 fn is_packable(kind: &Enc) -> bool {
     !matches!(
         kind,
-        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_)
+        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) | Enc::FreeForm(_)
     )
 }
 

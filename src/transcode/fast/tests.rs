@@ -537,6 +537,8 @@ fn request_edge_cases_agree_with_the_reference() {
     let (_, plans) = request_plans();
     let all = POOL.get_message_by_name("k.v1.All").unwrap();
     let long = "x".repeat(300);
+    let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}": {i}"#)).collect();
+    let many = many.join(", ");
     let cases: Vec<(&str, String, Option<bool>)> = vec![
         // (name, JSON, Some(expect the fast path to answer) / None: either)
         ("empty", "{}".into(), Some(true)),
@@ -560,7 +562,12 @@ fn request_edge_cases_agree_with_the_reference() {
         ("unknown enum name", r#"{"color": "NOPE"}"#.into(), Some(false)),
         ("map keys", r#"{"m_i": {"-1": {}, "01": {"s": "x"}}, "mB": {"true": "RED"}, "m_u": {"7": "a"}}"#.into(), Some(true)),
         ("bad map keys", r#"{"mB": {"yes": "RED"}}"#.into(), Some(false)),
-        ("duplicate map key", r#"{"mS": {"a": "1", "a": "2"}}"#.into(), Some(true)),
+        ("duplicate map key", r#"{"mS": {"a": "1", "a": "2"}}"#.into(), Some(false)),
+        ("duplicate int map key", r#"{"m_i": {"1": {}, "01": {}}}"#.into(), Some(false)),
+        ("a null then a value", r#"{"s": null, "s": "b"}"#.into(), Some(false)),
+        ("a value then a null", r#"{"inner": {}, "inner": null}"#.into(), Some(false)),
+        ("many map keys", format!(r#"{{"mS": {{{many}}}}}"#), Some(true)),
+        ("many map keys, one twice", format!(r#"{{"mS": {{{many}, "k7": 1}}}}"#), Some(false)),
         ("long nested message", format!(r#"{{"inner": {{"s": "{long}", "next": {{"s": "{long}"}}}}}}"#), Some(true)),
         ("long packed run", format!(r#"{{"rfx": [{}]}}"#, vec!["4294967295"; 50].join(",")), Some(true)),
         ("well-known types", r#"{"ts": "2024-01-02T03:04:05.5Z", "dur": "-1.5s", "w32": 5, "ws": "x", "mask": "a,bC"}"#.into(), Some(true)),
@@ -590,6 +597,17 @@ fn request_edge_cases_agree_with_the_reference() {
             assert_eq!(fast, *expected, "{name}: fast path answered = {fast}");
         }
     }
+    // A map entry the lenient policy drops still counts as its key.
+    let mut wire = Vec::new();
+    assert_eq!(
+        plans.encode(
+            plans.index_of(&all).unwrap(),
+            br#"{"mB": {"true": "NOPE", "true": "RED"}}"#,
+            false,
+            &mut wire
+        ),
+        Err(Fallback)
+    );
     // The lenient policy skips unknown fields and enum names, as the reference does.
     for json in [
         r#"{"nope": {"deep": [1]}, "s": "a"}"#,
