@@ -43,6 +43,10 @@ pub enum Command {
         /// Config file.
         #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
         config: PathBuf,
+        /// Fail when a `reflection: true` backend does not answer (by
+        /// default a warning: its routes are left out).
+        #[arg(long)]
+        require_reflection: bool,
     },
     /// Print the OpenAPI document without starting a server.
     Openapi {
@@ -55,6 +59,10 @@ pub enum Command {
         /// Only this API version's document (e.g. v1); default all routes.
         #[arg(long = "api-version")]
         api_version: Option<String>,
+        /// Fail when a `reflection: true` backend does not answer (by
+        /// default a warning: its routes are left out).
+        #[arg(long)]
+        require_reflection: bool,
     },
     /// Mint a JWT for local development.
     Token(TokenArgs),
@@ -154,12 +162,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("protogate stopped");
             Ok(())
         }
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            require_reflection,
+        } => {
             let config = config::load(&config)?;
             if let Some(tls) = &config.tls {
                 crate::tls::ServerTlsState::load(tls).context("server.tls")?;
             }
             let gateway = Gateway::load(config).await?;
+            offline(&gateway, require_reflection)?;
             let mut out = std::io::stdout().lock();
             print_routes(&gateway, &mut out)?;
             let left_out = left_out(&gateway);
@@ -173,8 +185,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             format,
             api_version,
+            require_reflection,
         } => {
             let gateway = Gateway::load(config::load(&config)?).await?;
+            offline(&gateway, require_reflection)?;
             let built;
             let docs = if gateway.config().openapi.enabled {
                 gateway.openapi()
@@ -289,6 +303,20 @@ fn left_out(gateway: &Gateway) -> usize {
         .count()
 }
 
+/// `check` and `openapi` work without the backends: a reflection backend
+/// that does not answer is a warning (its routes are left out), or with
+/// `--require-reflection` an error.
+fn offline(gateway: &Gateway, require_reflection: bool) -> anyhow::Result<()> {
+    let pending = gateway.pending_reflection();
+    if require_reflection && !pending.is_empty() {
+        anyhow::bail!(
+            "reflection does not answer for backend(s) {} (--require-reflection)",
+            pending.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Writes the route table (HTTP method, template, gRPC method, backend),
 /// then each binding left out (`error:`) or routed once (`warning:`).
 ///
@@ -337,8 +365,15 @@ pub fn print_routes(gateway: &Gateway, out: &mut impl Write) -> std::io::Result<
         };
         writeln!(out, "{level}: {p}")?;
     }
+    let pending = gateway.pending_reflection();
+    for backend in pending {
+        writeln!(
+            out,
+            "warning: backend {backend}: reflection does not answer; its routes are not listed"
+        )?;
+    }
     let source = gateway.config().source.display();
-    match (left_out(gateway), problems.len()) {
+    match (left_out(gateway), problems.len() + pending.len()) {
         (0, 0) => writeln!(out, "{} routes, config {source} is valid", rows.len()),
         (0, warnings) => writeln!(
             out,

@@ -41,6 +41,8 @@ struct Inner {
     generation: u64,
     metrics: Metrics,
     rate_limits: Option<RateLimits>,
+    /// Reflection backends that did not answer: their services are unknown.
+    pending: Vec<String>,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -142,9 +144,12 @@ impl Gateway {
         let source = config.source.display().to_string();
         let mut pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
-        reflect(&mut config, &mut pool)
+        let pending = reflect(&mut config, &mut pool)
             .await
             .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
+        if !pending.is_empty() {
+            set_aside_unknown(&mut config, &pool);
+        }
         let routes = RouteTable::build(&pool, &config)
             .with_context(|| format!("{source}: invalid routes"))?;
         if config.strict_descriptors {
@@ -171,6 +176,14 @@ impl Gateway {
         // Reported once nothing can fail: this table is the one to be served.
         report(routes.problems());
         metrics.route_problems(routes.problems());
+        metrics.reflection_pending(
+            config
+                .backends
+                .iter()
+                .filter(|b| b.reflection)
+                .map(|b| b.name.as_str()),
+            &pending,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -184,8 +197,15 @@ impl Gateway {
                 generation: previous.map_or(1, |p| p.inner.generation + 1),
                 metrics,
                 rate_limits,
+                pending,
             }),
         })
+    }
+
+    /// The `reflection: true` backends that did not answer when this
+    /// gateway was built: their services have no routes until they do.
+    pub fn pending_reflection(&self) -> &[String] {
+        &self.inner.pending
     }
 
     /// Rate limits, when configured.
@@ -285,23 +305,29 @@ fn report(problems: &[RouteProblem]) {
 /// its endpoints in turn until one answers. A backend that lists no services
 /// in the config serves every service it reports but the `grpc.*` ones
 /// (health, reflection, channelz, admin).
-async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<()> {
+///
+/// A backend none of whose endpoints answers is left without descriptors
+/// (a warning) and named in the result: the gateway serves the others, and
+/// the server retries it in the background.
+///
+/// # Errors
+/// Descriptors that were fetched but do not fit the pool.
+async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<Vec<String>> {
+    let mut pending = Vec::new();
     for backend in config.backends.iter_mut().filter(|b| b.reflection) {
-        let mut failures = Vec::new();
-        let mut answer = None;
-        for endpoint in &backend.endpoints {
-            let connection =
-                crate::upstream::balance::connection(endpoint.clone(), endpoint, backend);
-            match reflection::fetch(connection, backend.timeout).await {
-                Ok(found) => {
-                    answer = Some(found);
-                    break;
-                }
-                Err(e) => failures.push(e.to_string()),
+        let found = match fetch(backend).await {
+            Ok(found) => found,
+            Err(cause) => {
+                tracing::warn!(
+                    backend = %backend.name,
+                    %cause,
+                    "reflection does not answer: serving without this backend's services until it does"
+                );
+                // Its services are unknown: none is routed, none is checked.
+                backend.services.clear();
+                pending.push(backend.name.clone());
+                continue;
             }
-        }
-        let Some(found) = answer else {
-            anyhow::bail!("backend {}: {}", backend.name, failures.join("; "));
         };
         reflection::add_to_pool(pool, &found.files)
             .with_context(|| format!("backend {}", backend.name))?;
@@ -323,5 +349,49 @@ async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Resu
             backend.services = services.into_iter().map(ServicePattern::Exact).collect();
         }
     }
-    Ok(())
+    Ok(pending)
+}
+
+/// One reflection answer from `backend`, asking its endpoints in turn.
+///
+/// # Errors
+/// Every endpoint's failure, joined.
+pub async fn fetch(
+    backend: &crate::config::BackendConfig,
+) -> Result<reflection::Reflected, String> {
+    let mut failures = Vec::new();
+    for endpoint in &backend.endpoints {
+        let connection = crate::upstream::balance::connection(endpoint.clone(), endpoint, backend);
+        match reflection::fetch(connection, backend.timeout).await {
+            Ok(found) => return Ok(found),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// While a reflection backend is pending, the config may name its services'
+/// methods (`http.rules`, `methods`, auth rules): those entries wait with it,
+/// rather than failing the whole load as unknown names.
+fn set_aside_unknown(config: &mut Config, pool: &DescriptorPool) {
+    let method_known = |name: &str| {
+        name.rsplit_once('.')
+            .and_then(|(service, method)| pool.get_service_by_name(service).map(|s| (s, method)))
+            .is_some_and(|(s, m)| s.methods().any(|x| x.name() == m))
+    };
+    let service_known = |name: &str| pool.get_service_by_name(name).is_some();
+    config.http_rules.retain(|rule| {
+        let known = method_known(&rule.selector);
+        if !known {
+            tracing::debug!(selector = %rule.selector, "http rule waits for its reflection backend");
+        }
+        known
+    });
+    config.methods.retain(|name, _| method_known(name));
+    config.auth.rules.retain(|rule| match &rule.target {
+        crate::config::auth::RuleTarget::Service(s) => service_known(s),
+        crate::config::auth::RuleTarget::Method(m) => method_known(m),
+        // A route may be one of the pending backend's: it waits as well.
+        crate::config::auth::RuleTarget::Route { .. } => true,
+    });
 }

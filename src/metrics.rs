@@ -83,6 +83,8 @@ struct Inner {
     retries: Family<BackendLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     route_problems: Family<ProblemLabels, Gauge>,
+    reflection_pending: Family<BackendLabels, Gauge>,
+    reflection_retries: Family<BackendLabels, Counter>,
     rate_limited: Counter,
     tls_handshake_failures: Counter,
 }
@@ -164,6 +166,18 @@ impl Metrics {
             "Bindings left out of the running route table, by kind (rule, template, field, conflict)",
             route_problems.clone(),
         );
+        let reflection_pending = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "reflection_pending",
+            "Reflection backends without descriptors in the running config (1) or with them (0)",
+            reflection_pending.clone(),
+        );
+        let reflection_retries = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "reflection_retries",
+            "Background reflection fetches of a backend that did not answer at load, by backend",
+            reflection_retries.clone(),
+        );
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited_requests",
@@ -189,6 +203,8 @@ impl Metrics {
                 retries,
                 reloads,
                 route_problems,
+                reflection_pending,
+                reflection_retries,
                 rate_limited,
             }),
         }
@@ -271,6 +287,34 @@ impl Metrics {
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
         }
+    }
+
+    /// Sets, for each reflection backend, whether its descriptors are
+    /// missing from the running config (`pending`).
+    pub fn reflection_pending<'a>(
+        &self,
+        backends: impl Iterator<Item = &'a str>,
+        pending: &[String],
+    ) {
+        self.inner.reflection_pending.clear();
+        for backend in backends {
+            self.inner
+                .reflection_pending
+                .get_or_create(&BackendLabels {
+                    backend: backend.to_owned(),
+                })
+                .set(i64::from(pending.iter().any(|p| p == backend)));
+        }
+    }
+
+    /// Counts one background reflection fetch of `backend`.
+    pub fn reflection_retry(&self, backend: &str) {
+        self.inner
+            .reflection_retries
+            .get_or_create(&BackendLabels {
+                backend: backend.to_owned(),
+            })
+            .inc();
     }
 
     /// The text exposition, with endpoint states as of now.

@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -64,11 +65,69 @@ struct Active {
 pub struct Watch {
     _watcher: Option<RecommendedWatcher>,
     task: tokio::task::AbortHandle,
+    retry: tokio::task::AbortHandle,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
+        self.retry.abort();
+    }
+}
+
+/// First wait before asking a reflection backend that did not answer again;
+/// doubled after each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two reflection retries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Asks the reflection backends the running gateway lacks descriptors of
+/// again, with exponential backoff; when one answers, reloads, which swaps
+/// in its routes as any reload does. Failed fetches are counted in
+/// `protogate_reflection_retries` and logged at debug level: the state
+/// changes (missing at load, answering again) are logged once each.
+async fn retry_reflection(live: Arc<Live>) {
+    let mut delay = RETRY_FIRST;
+    loop {
+        tokio::time::sleep(delay).await;
+        let gateway = live.gateway();
+        let pending = gateway.pending_reflection();
+        if pending.is_empty() {
+            delay = RETRY_FIRST;
+            continue;
+        }
+        let mut answered = Vec::new();
+        for backend in gateway
+            .config()
+            .backends
+            .iter()
+            .filter(|b| pending.contains(&b.name))
+        {
+            gateway.metrics().reflection_retry(&backend.name);
+            match crate::gateway::fetch(backend).await {
+                Ok(_) => answered.push(backend.name.clone()),
+                Err(cause) => {
+                    tracing::debug!(backend = %backend.name, %cause, "reflection still does not answer");
+                }
+            }
+        }
+        delay = delay.saturating_mul(2).min(RETRY_MAX);
+        if answered.is_empty() {
+            continue;
+        }
+        tracing::info!(backends = ?answered, "reflection answers: loading the routes of its services");
+        match live.reload_from_file(false).await {
+            Ok(_) => {
+                live.gateway().metrics().reload(true);
+                delay = RETRY_FIRST;
+            }
+            Err(e) => {
+                live.gateway().metrics().reload(false);
+                tracing::error!(
+                    "reload after reflection answered failed, still serving the previous config: {e:#}"
+                );
+            }
+        }
     }
 }
 
@@ -184,8 +243,9 @@ impl Live {
     }
 
     /// Reloads on SIGHUP and, when `reload.watch` is on, when the config
-    /// file changes (after `reload.debounce` of quiet). Failed reloads are
-    /// logged; the running gateway keeps serving.
+    /// file changes (after `reload.debounce` of quiet), and when a
+    /// reflection backend that did not answer at load answers. Failed
+    /// reloads are logged; the running gateway keeps serving.
     ///
     /// # Errors
     /// The file watcher cannot be started.
@@ -225,9 +285,11 @@ impl Live {
                 }
             }
         });
+        let retry = tokio::spawn(retry_reflection(self.clone()));
         Ok(Watch {
             _watcher: watcher,
             task: task.abort_handle(),
+            retry: retry.abort_handle(),
         })
     }
 }

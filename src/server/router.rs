@@ -69,7 +69,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Readiness: the config is loaded and every required backend has an
-/// endpoint taking traffic. 200 when ready, 503 when not; the body lists
+/// endpoint taking traffic and, with `reflection`, its descriptors. 200 when ready, 503 when not; the body lists
 /// each backend's endpoints and their state either way.
 async fn readyz(State(gw): State<Gateway>) -> Response {
     #[derive(serde::Serialize)]
@@ -77,6 +77,9 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         status: &'a str,
         config: ConfigState,
         backends: Vec<crate::upstream::balance::BackendStatus>,
+        /// Reflection backends whose descriptors have not been fetched yet.
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        pending_reflection: &'a [String],
     }
     #[derive(serde::Serialize)]
     struct ConfigState {
@@ -86,7 +89,11 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         routes: usize,
     }
     let backends = gw.upstreams().status();
-    let ready = backends.iter().all(|b| b.available || !b.required);
+    let pending = gw.pending_reflection();
+    // A required backend needs its routes as well as an endpoint.
+    let ready = backends
+        .iter()
+        .all(|b| !b.required || (b.available && !pending.contains(&b.name)));
     let body = Ready {
         status: if ready { "ready" } else { "not_ready" },
         config: ConfigState {
@@ -96,6 +103,7 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
             routes: gw.routes().routes().len(),
         },
         backends,
+        pending_reflection: pending,
     };
     let status = if ready {
         StatusCode::OK

@@ -5,7 +5,7 @@
 use protogate::config::{ApiConfig, ServicePattern};
 use serde_json::Value;
 
-use crate::support::{Stack, TempDir, config_text, serve, start, start_with};
+use crate::support::{Stack, TempDir, config_text, eventually, serve, start, start_with};
 
 #[tokio::test]
 async fn v1_and_v2_are_served_side_by_side_from_two_backends() {
@@ -124,29 +124,113 @@ async fn reflection_only_backend_with_fallback_routes() {
 }
 
 #[tokio::test]
-async fn reflection_failure_is_a_clear_startup_error() {
+async fn issue_15_a_reflection_backend_down_at_start_is_retried_and_swapped_in() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
-    let dir = TempDir::new("reflection-down");
+    let dir = TempDir::new("reflection-late");
     let yaml = config_text(
         &format!(
-            "  users2:\n    address: http://{closed_addr}\n    reflection: true\n    connect_timeout: 1s\n"
+            "  users2:\n    address: http://{closed_addr}\n    reflection: true\n    connect_timeout: 1s\n    required: true\n    health_check: {{ interval: 100ms, timeout: 500ms, unhealthy_threshold: 1 }}\n"
         ),
         "",
     );
     let config = protogate::config::load(&dir.write_config(&yaml)).unwrap();
-    let err = format!(
-        "{:#}",
-        protogate::Gateway::load(config)
-            .await
-            .map(|_| ())
-            .unwrap_err()
+    // The gateway starts all the same, without the backend's routes.
+    let (addr, stop, live) = crate::support::serve_live(config).await;
+    let _watch = live.watch().unwrap();
+    let stack = crate::support::Stack::for_gateway(addr, stop);
+    assert_eq!(stack.get("/v2/users/1").await.status, 404);
+    let (status, _, ready) = stack.get_text("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["pending_reflection"], serde_json::json!(["users2"]));
+    let (_, _, metrics) = stack.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"protogate_reflection_pending{backend="users2"} 1"#),
+        "{metrics}"
+    );
+
+    // The backend comes up: its routes are swapped in by themselves.
+    let _backends = shop::spawn(shop::Addresses {
+        users_v2: closed_addr,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    eventually(60, "the v2 routes are served", || async {
+        stack.get("/v2/users/1").await.status == 200
+    })
+    .await;
+    assert_eq!(stack.get("/v2/users/1").await.json["givenName"], "Ada");
+    eventually(30, "ready", || async {
+        stack.get_text("/readyz").await.0 == 200
+    })
+    .await;
+    let (_, _, metrics) = stack.get_text("/metrics").await;
+    assert!(
+        metrics.contains(r#"protogate_reflection_pending{backend="users2"} 0"#),
+        "{metrics}"
     );
     assert!(
-        err.contains("cannot load descriptors by reflection"),
-        "{err}"
+        metrics.contains(r#"protogate_reflection_retries_total{backend="users2"}"#),
+        "{metrics}"
     );
-    assert!(err.contains("backend users2"), "{err}");
-    assert!(err.contains(&closed_addr.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn issue_15_check_and_openapi_work_without_the_reflection_backend() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let dir = TempDir::new("reflection-offline");
+    let yaml = config_text(
+        &format!(
+            "  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n  users2:\n    address: http://{closed_addr}\n    reflection: true\n    connect_timeout: 1s\n",
+            backends.users
+        ),
+        "",
+    );
+    let path = dir.write_config(&yaml);
+    let path = path.to_str().unwrap().to_owned();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"))
+                .args(&args)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        extra
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain(["--config".to_owned(), path.clone()])
+            .collect()
+    };
+    let (code, stdout, stderr) = run(args(&["check"])).await.unwrap();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("/v1/users/{id}"), "{stdout}");
+    assert!(
+        stdout.contains("warning: backend users2: reflection does not answer"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(args(&["check", "--require-reflection"])).await.unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("users2"), "{stderr}");
+
+    let (code, stdout, stderr) = run(args(&["openapi"])).await.unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(doc["paths"].get("/v1/users/{id}").is_some(), "{stdout}");
+    let (code, _, _) = run(args(&["openapi", "--require-reflection"]))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(1));
 }
