@@ -13,7 +13,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
     cargo build --release --locked -p protogate --bin protogate \
-    && cp target/release/protogate /usr/local/bin/protogate
+    && cp target/release/protogate /usr/local/bin/protogate \
+    && mkdir -p /descriptor-cache
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /usr/local/bin/protogate /usr/local/bin/protogate
@@ -21,6 +22,11 @@ COPY gateway.yaml /etc/protogate/gateway.yaml
 COPY protos /etc/protogate/protos
 # The example config verifies development tokens with this public key.
 COPY examples/keys/dev-signing.pub.pem /etc/protogate/examples/keys/dev-signing.pub.pem
+# The last descriptors of reflection backends, so a restart while one is
+# down still serves its routes; a volume, as the root filesystem may be read-only.
+COPY --from=build --chown=65532:65532 /descriptor-cache /var/cache/protogate
+ENV PROTOGATE_DESCRIPTOR_CACHE=/var/cache/protogate
+VOLUME /var/cache/protogate
 WORKDIR /etc/protogate
 EXPOSE 8080
 # Numeric, so Kubernetes' runAsNonRoot can check it (distroless "nonroot").

@@ -43,6 +43,8 @@ struct Inner {
     rate_limits: Option<RateLimits>,
     /// Reflection backends that did not answer: their services are unknown.
     pending: Vec<String>,
+    /// Reflection backends that did not answer, served from the cache.
+    cached: Vec<String>,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -144,7 +146,7 @@ impl Gateway {
         let source = config.source.display().to_string();
         let mut pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
-        let pending = reflect(&mut config, &mut pool)
+        let Reflection { pending, cached } = reflect(&mut config, &mut pool)
             .await
             .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
         if !pending.is_empty() {
@@ -198,6 +200,7 @@ impl Gateway {
                 metrics,
                 rate_limits,
                 pending,
+                cached,
             }),
         })
     }
@@ -206,6 +209,12 @@ impl Gateway {
     /// gateway was built: their services have no routes until they do.
     pub fn pending_reflection(&self) -> &[String] {
         &self.inner.pending
+    }
+
+    /// The `reflection: true` backends that did not answer when this
+    /// gateway was built and are served from `descriptors.cache_dir`.
+    pub fn cached_reflection(&self) -> &[String] {
+        &self.inner.cached
     }
 
     /// Rate limits, when configured.
@@ -312,22 +321,42 @@ fn report(problems: &[RouteProblem]) {
 ///
 /// # Errors
 /// Descriptors that were fetched but do not fit the pool.
-async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<Vec<String>> {
-    let mut pending = Vec::new();
+async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<Reflection> {
+    let mut outcome = Reflection::default();
+    let cache = config.descriptor_cache.clone();
     for backend in config.backends.iter_mut().filter(|b| b.reflection) {
         let found = match fetch(backend).await {
-            Ok(found) => found,
-            Err(cause) => {
-                tracing::warn!(
-                    backend = %backend.name,
-                    %cause,
-                    "reflection does not answer: serving without this backend's services until it does"
-                );
-                // Its services are unknown: none is routed, none is checked.
-                backend.services.clear();
-                pending.push(backend.name.clone());
-                continue;
+            Ok(found) => {
+                if let Some(dir) = &cache
+                    && let Err(e) = descriptor::cache::store(dir, &backend.name, &found)
+                {
+                    tracing::warn!(backend = %backend.name, dir = %dir.display(), error = %e, "cannot keep the descriptors in the cache");
+                }
+                found
             }
+            Err(cause) => match cached(cache.as_deref(), &backend.name) {
+                Some(found) => {
+                    tracing::warn!(
+                        backend = %backend.name,
+                        %cause,
+                        fetched_at = %humantime::format_rfc3339_seconds(found.fetched_at),
+                        "reflection does not answer: serving the cached descriptors until it does"
+                    );
+                    outcome.cached.push(backend.name.clone());
+                    found.reflected
+                }
+                None => {
+                    tracing::warn!(
+                        backend = %backend.name,
+                        %cause,
+                        "reflection does not answer: serving without this backend's services until it does"
+                    );
+                    // Its services are unknown: none is routed, none is checked.
+                    backend.services.clear();
+                    outcome.pending.push(backend.name.clone());
+                    continue;
+                }
+            },
         };
         reflection::add_to_pool(pool, &found.files)
             .with_context(|| format!("backend {}", backend.name))?;
@@ -349,7 +378,28 @@ async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Resu
             backend.services = services.into_iter().map(ServicePattern::Exact).collect();
         }
     }
-    Ok(pending)
+    Ok(outcome)
+}
+
+/// Which reflection backends did not answer at a load.
+#[derive(Debug, Default)]
+struct Reflection {
+    /// Without descriptors: their services have no routes.
+    pending: Vec<String>,
+    /// Served from `descriptors.cache_dir`.
+    cached: Vec<String>,
+}
+
+/// The cached descriptors of `backend`; a cache file that cannot be used is
+/// a warning.
+fn cached(dir: Option<&std::path::Path>, backend: &str) -> Option<descriptor::cache::Cached> {
+    match descriptor::cache::load(dir?, backend) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(backend, error = %e, "ignoring the descriptor cache");
+            None
+        }
+    }
 }
 
 /// One reflection answer from `backend`, asking its endpoints in turn.

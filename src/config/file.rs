@@ -337,6 +337,8 @@ pub struct DescriptorsSection {
     /// Refuse to load when a binding cannot be routed.
     #[serde(default)]
     pub strict: bool,
+    /// Where the last descriptors fetched by reflection are kept.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `backends.<name>:`

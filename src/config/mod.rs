@@ -53,6 +53,10 @@ pub struct Config {
     /// [`crate::http_rule::RouteProblem`]; duplicates aside) fails startup
     /// and reload instead of being left out. Default false.
     pub strict_descriptors: bool,
+    /// `descriptors.cache_dir` (relative to the config file), or
+    /// `PROTOGATE_DESCRIPTOR_CACHE`: the last descriptors each reflection
+    /// backend sent, used when it does not answer. Default none.
+    pub descriptor_cache: Option<PathBuf>,
     /// Backends in file order (sorted by name).
     pub backends: Vec<BackendConfig>,
     /// Transcoding options.
@@ -639,6 +643,9 @@ fn check_credential_headers(
     Ok(())
 }
 
+/// Overrides `descriptors.cache_dir` (the Docker image sets it).
+pub const DESCRIPTOR_CACHE_ENV: &str = "PROTOGATE_DESCRIPTOR_CACHE";
+
 /// Reads and validates a config file.
 ///
 /// # Errors
@@ -768,6 +775,12 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         listen,
         descriptors,
         strict_descriptors: d.strict,
+        // The environment wins, so an image can set a writable place for
+        // any config mounted into it.
+        descriptor_cache: std::env::var_os(DESCRIPTOR_CACHE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| d.cache_dir.as_ref().map(anchor)),
         backends,
         transcode,
         metadata: MetadataOptions {

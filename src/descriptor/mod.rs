@@ -5,6 +5,7 @@
 //! bundled `google/api` and `google/rpc` files ([`embedded`]) are always in the
 //! pool. Turning the pool into routes is `http_rule`'s job.
 
+pub mod cache;
 pub mod embedded;
 pub mod reflection;
 

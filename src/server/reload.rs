@@ -91,8 +91,12 @@ async fn retry_reflection(live: Arc<Live>) {
     loop {
         tokio::time::sleep(delay).await;
         let gateway = live.gateway();
-        let pending = gateway.pending_reflection();
-        if pending.is_empty() {
+        // Cached descriptors may be stale: those backends are asked too.
+        let missing = |name: &String| {
+            gateway.pending_reflection().contains(name)
+                || gateway.cached_reflection().contains(name)
+        };
+        if !gateway.config().backends.iter().any(|b| missing(&b.name)) {
             delay = RETRY_FIRST;
             continue;
         }
@@ -101,7 +105,7 @@ async fn retry_reflection(live: Arc<Live>) {
             .config()
             .backends
             .iter()
-            .filter(|b| pending.contains(&b.name))
+            .filter(|b| missing(&b.name))
         {
             gateway.metrics().reflection_retry(&backend.name);
             match crate::gateway::fetch(backend).await {

@@ -80,6 +80,9 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         /// Reflection backends whose descriptors have not been fetched yet.
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         pending_reflection: &'a [String],
+        /// Reflection backends served from the descriptor cache meanwhile.
+        #[serde(skip_serializing_if = "<[String]>::is_empty")]
+        cached_reflection: &'a [String],
     }
     #[derive(serde::Serialize)]
     struct ConfigState {
@@ -104,6 +107,7 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
         },
         backends,
         pending_reflection: pending,
+        cached_reflection: gw.cached_reflection(),
     };
     let status = if ready {
         StatusCode::OK

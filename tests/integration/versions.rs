@@ -234,3 +234,49 @@ async fn issue_15_check_and_openapi_work_without_the_reflection_backend() {
         .unwrap();
     assert_eq!(code, Some(1));
 }
+
+#[tokio::test]
+async fn issue_15_cached_descriptors_serve_a_reflection_backend_that_is_down() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let v2 = backends.users_v2;
+    let dir = TempDir::new("reflection-cache");
+    let yaml = config_text(
+        &format!(
+            "  users2:\n    address: http://{v2}\n    reflection: true\n    connect_timeout: 1s\n"
+        ),
+        "",
+    )
+    .replace("descriptors:\n", "descriptors:\n  cache_dir: cache\n");
+    let path = dir.write_config(&yaml);
+    // Up: its descriptors are kept.
+    let gateway = protogate::Gateway::load(protogate::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert!(gateway.pending_reflection().is_empty());
+    let cache = path.parent().unwrap().join("cache/users2.reflection.binpb");
+    assert!(cache.exists(), "{}", cache.display());
+    drop(gateway);
+
+    // Down at the next start: its routes come from the cache (503: the
+    // route is there, the backend is not), and readyz says so.
+    drop(backends);
+    let (addr, stop) = serve(protogate::config::load(&path).unwrap()).await;
+    let stack = Stack::for_gateway(addr, stop);
+    let reply = stack.get("/v2/users/1").await;
+    assert_eq!(reply.status, 503, "{}", reply.json);
+    let (_, _, ready) = stack.get_text("/readyz").await;
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        ready["cached_reflection"],
+        serde_json::json!(["users2"]),
+        "{ready}"
+    );
+    assert!(ready.get("pending_reflection").is_none(), "{ready}");
+
+    // A corrupt cache is ignored: the backend is pending, nothing crashes.
+    std::fs::write(&cache, b"\xff\xfe not a cache").unwrap();
+    let gateway = protogate::Gateway::load(protogate::config::load(&path).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(gateway.pending_reflection(), ["users2"]);
+}
