@@ -337,6 +337,23 @@ pub struct DescriptorSources {
     pub descriptor_sets: Vec<PathBuf>,
 }
 
+impl DescriptorSources {
+    /// The files named: each proto where the include directories find it
+    /// first, and the descriptor sets. Imports are not followed.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.protos
+            .iter()
+            .filter_map(|proto| {
+                self.include
+                    .iter()
+                    .map(|dir| dir.join(proto))
+                    .find(|path| path.is_file())
+            })
+            .chain(self.descriptor_sets.iter().cloned())
+            .collect()
+    }
+}
+
 /// One backend: a gRPC service deployment of one or more endpoints.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {

@@ -32,7 +32,8 @@ use crate::gateway::Gateway;
 pub struct Live {
     active: ArcSwap<Active>,
     /// One reload at a time: a second waits and then builds on the first's result.
-    /// Holds the config file's bytes as last loaded, to skip reloads that change nothing.
+    /// What the running gateway was built from ([`fingerprint`]), to skip
+    /// reloads that change nothing; held while reloading.
     reloading: Mutex<Option<Vec<u8>>>,
     /// `--listen`, which a reload keeps over the file's `server.listen`.
     listen_override: Option<std::net::SocketAddr>,
@@ -147,7 +148,9 @@ impl Live {
         gateway: Gateway,
         listen: Option<std::net::SocketAddr>,
     ) -> Arc<Self> {
-        let loaded = std::fs::read(&gateway.config().source).ok();
+        let loaded = std::fs::read(&gateway.config().source)
+            .ok()
+            .map(|bytes| fingerprint(&bytes, &gateway.config().descriptors));
         Arc::new(Self {
             active: ArcSwap::from_pointee(Active::new(gateway)),
             reloading: Mutex::new(loaded),
@@ -205,13 +208,14 @@ impl Live {
         let path = current.config().source.clone();
         let bytes = std::fs::read(&path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        if only_if_changed && loaded.as_deref() == Some(bytes.as_slice()) {
-            tracing::debug!("config file unchanged; not reloading");
-            return Ok(None);
-        }
         let text = String::from_utf8(bytes.clone())
             .with_context(|| format!("{} is not UTF-8", path.display()))?;
         let mut config = config::parse(&text, &path)?;
+        let seen = fingerprint(&bytes, &config.descriptors);
+        if only_if_changed && loaded.as_deref() == Some(seen.as_slice()) {
+            tracing::debug!("config and descriptor files unchanged; not reloading");
+            return Ok(None);
+        }
         match self.listen_override {
             Some(listen) => config.listen = listen,
             None if config.listen != current.config().listen => {
@@ -237,7 +241,7 @@ impl Live {
         }
         let next = current.reload(config).await?;
         self.active.store(Arc::new(Active::new(next.clone())));
-        *loaded = Some(bytes);
+        *loaded = Some(seen);
         tracing::info!(
             generation = next.generation(),
             routes = next.routes().routes().len(),
@@ -258,7 +262,12 @@ impl Live {
         let gateway = self.gateway();
         let options = gateway.config().reload.clone();
         let watcher = if options.watch {
-            Some(watch_paths(&[&gateway.config().source], changed.clone())?)
+            // The config and the proto files and descriptor sets it names.
+            let files = gateway.config().descriptors.files();
+            let paths: Vec<&Path> = std::iter::once(gateway.config().source.as_path())
+                .chain(files.iter().map(PathBuf::as_path))
+                .collect();
+            Some(watch_paths(&paths, changed.clone())?)
         } else {
             None
         };
@@ -305,6 +314,20 @@ impl Active {
             gateway,
         }
     }
+}
+
+/// A digest of the config file's bytes and of the descriptor files it
+/// names: a reload on a file event happens only when one of them changed.
+fn fingerprint(config: &[u8], descriptors: &config::DescriptorSources) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(config);
+    for file in descriptors.files() {
+        digest.update(file.as_os_str().as_encoded_bytes());
+        // Unreadable now: a change all the same, which the reload reports.
+        digest.update(std::fs::read(&file).unwrap_or_default());
+    }
+    digest.finalize().to_vec()
 }
 
 /// Watches the directories `paths` are named in, as named (not resolved):

@@ -317,3 +317,42 @@ async fn reload_asks_reflection_backends_again() {
     assert_eq!(stock.json["sku"], "sku-espresso");
     drop(second);
 }
+
+#[tokio::test]
+async fn issue_15_an_edited_proto_file_reloads() {
+    let users = shop::spawn_users_v1(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .unwrap();
+    let dir = TempDir::new("reload-proto");
+    // The user proto copied beside the config, with its route moved.
+    let original =
+        std::fs::read_to_string(crate::support::root().join("protos/shop/user/v1/user.proto"))
+            .unwrap();
+    assert!(original.contains("get: \"/v1/users/{id}\""));
+    let protos = dir.0.join("protos/shop/user/v1");
+    std::fs::create_dir_all(&protos).unwrap();
+    let proto = protos.join("user.proto");
+    std::fs::write(&proto, &original).unwrap();
+    let yaml = format!(
+        "descriptors:\n  include: [protos, {}]\n  protos: [shop/user/v1/user.proto]\nbackends:\n  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\nreload:\n  debounce: 100ms\n",
+        crate::support::root().join("protos").display(),
+        users.addr
+    );
+    let path = dir.write_config(&yaml);
+    let (addr, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
+    let _watch = live.watch().unwrap();
+    let stack = Stack::for_gateway(addr, stop);
+    assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    assert_eq!(stack.get("/v1/people/1").await.status, 404);
+
+    std::fs::write(
+        &proto,
+        original.replace("get: \"/v1/users/{id}\"", "get: \"/v1/people/{id}\""),
+    )
+    .unwrap();
+    eventually(10, "the edited proto's route served", || async {
+        stack.get("/v1/people/1").await.status == 200
+    })
+    .await;
+    assert_eq!(live.gateway().generation(), 2);
+}
