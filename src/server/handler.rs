@@ -52,7 +52,8 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 Err(GatewayError::Overloaded)
             }
         };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Microseconds are plenty in a log line.
+        let latency_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         let mut response = match result {
             Ok(response) => {
                 tracing::Span::current().record("grpc_code", 0);
@@ -202,7 +203,24 @@ pub(super) fn message(
         return Ok(input);
     }
     check_content_type(parts, &body)?;
-    Ok(gw.codec().request(route, values, query, &body)?)
+    gw.codec()
+        .request(route, values, query, &body)
+        .map_err(|e| not_json(parts, &body).unwrap_or_else(|| e.into()))
+}
+
+/// A form or text body (accepted so `curl -d '{...}'` works) that is not
+/// JSON at all: the media type is the problem, not a JSON syntax error.
+/// Checked only once building the message failed.
+fn not_json(parts: &Parts, body: &[u8]) -> Option<GatewayError> {
+    let content_type = content_type(parts);
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let lenient = essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || essence.eq_ignore_ascii_case("text/plain");
+    (lenient && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()).then(|| {
+        GatewayError::UnsupportedMediaType {
+            content_type: content_type.to_owned(),
+        }
+    })
 }
 
 /// The request's `Content-Type`, or "" without one.
@@ -243,7 +261,11 @@ pub(super) fn render_reply(
 }
 
 /// The call's time: the client's `Grpc-Timeout` (capped), else the route's default.
-fn timeout(parts: &Parts, default: Duration, cap: Duration) -> Result<Duration, GatewayError> {
+pub(super) fn timeout(
+    parts: &Parts,
+    default: Duration,
+    cap: Duration,
+) -> Result<Duration, GatewayError> {
     let Some(value) = parts.headers.get("grpc-timeout") else {
         return Ok(default);
     };

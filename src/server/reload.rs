@@ -213,7 +213,7 @@ impl Live {
         let mut config = config::parse(&text, &path)?;
         let seen = fingerprint(&bytes, &config.descriptors);
         if only_if_changed && loaded.as_deref() == Some(seen.as_slice()) {
-            tracing::debug!("config and descriptor files unchanged; not reloading");
+            tracing::info!("config and descriptor files are the running ones; not reloading");
             return Ok(None);
         }
         match self.listen_override {

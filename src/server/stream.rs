@@ -67,7 +67,11 @@ pub(super) async fn call(
     let route = found.route.clone();
     let options = &gw.config().streaming;
     // Counted from the start: the wait for the backend's headers is part of it.
-    let deadline = Deadline::after(options.max_duration);
+    // A client's Grpc-Timeout (capped as for unary calls) can only shorten it.
+    let deadline = Deadline::after(
+        super::handler::timeout(parts, options.max_duration, gw.config().max_grpc_timeout)?
+            .min(options.max_duration),
+    );
     let mut cut = parts.extensions.get::<Cut>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
@@ -161,7 +165,7 @@ pub(super) async fn call(
             )),
             Ok(Err(_)) | Err(_) => Err(GatewayError::StreamTimeout {
                 what: "too long",
-                timeout: options.max_duration,
+                timeout: deadline.timeout,
             }),
         };
     }
@@ -173,7 +177,7 @@ pub(super) async fn call(
         biased;
         error = failed(&mut failure) => return Err(error),
         () = ended(&mut cut) => return Err(GatewayError::ShuttingDown),
-        first = next(&mut messages, deadline.at, options.idle_timeout, options.max_duration) => first,
+        first = next(&mut messages, deadline.at, options.idle_timeout, deadline.timeout) => first,
     };
     let first = match first {
         Next::Message(m) => Some(m),
@@ -199,7 +203,7 @@ pub(super) async fn call(
         _waiting: waiting,
         deadline: deadline.at,
         idle: options.idle_timeout,
-        max_duration: options.max_duration,
+        max_duration: deadline.timeout,
     };
     Ok(match framing {
         Some(framing) => {

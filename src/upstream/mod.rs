@@ -314,7 +314,7 @@ impl Upstreams {
                     Err(Attempt::Refused(cause)) => {
                         tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
                         excluded.push(lease.endpoint.clone());
-                        last_refusal = Some(cause);
+                        last_refusal = Some(format!("{}: {cause}", lease.endpoint.address));
                     }
                     Err(Attempt::Failed(e))
                         if retried < retries && retryable(&e) && backend.withdraw() =>
@@ -327,6 +327,13 @@ impl Upstreams {
                         drop(lease);
                         last_failure = Some(e);
                         tokio::time::sleep(delay).await;
+                    }
+                    // Which endpoint, for the log line.
+                    Err(Attempt::Failed(CallError::Unreachable(cause))) => {
+                        return Err(CallError::Unreachable(format!(
+                            "{}: {cause}",
+                            lease.endpoint.address
+                        )));
                     }
                     Err(Attempt::Failed(e)) => return Err(e),
                     Err(Attempt::Expired) => return Err(deadline.exceeded()),
@@ -393,15 +400,15 @@ async fn send(
         if is_expired(e.as_ref()) {
             Attempt::Expired
         } else if is_refused(e.as_ref()) {
-            Attempt::Refused(e.to_string())
+            Attempt::Refused(describe(e.as_ref()))
         } else if let Some(reason) = stream_reset(e.as_ref()) {
             match reason {
                 // The backend never processed it: another endpoint may.
-                h2::Reason::REFUSED_STREAM => Attempt::Refused(e.to_string()),
+                h2::Reason::REFUSED_STREAM => Attempt::Refused(describe(e.as_ref())),
                 reason => Attempt::Failed(reset_error(reason)),
             }
         } else {
-            Attempt::Failed(CallError::Unreachable(e.to_string()))
+            Attempt::Failed(CallError::Unreachable(describe(e.as_ref())))
         }
     };
     let mut channel = channel.clone();
@@ -478,6 +485,22 @@ pub(crate) fn is_expired(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
+}
+
+/// An error with its causes ("transport error: ...: Connection refused"),
+/// for logs: tonic's own message alone names none of them.
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Whether a transport error is a refused connection somewhere in its chain.
@@ -648,6 +671,32 @@ mod tests {
         for (reason, code) in cases {
             assert_eq!(reset_error(reason).code(), code, "{reason}");
         }
+    }
+
+    #[test]
+    fn transport_errors_name_their_causes() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("transport error")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Wrapper(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        ));
+        assert_eq!(
+            describe(&refused),
+            "transport error: Connection refused (os error 111)"
+        );
+        let io = std::io::Error::other("broken pipe");
+        assert_eq!(describe(&io), "broken pipe");
     }
 
     #[test]

@@ -227,6 +227,30 @@ async fn issue_14_error_replies_keep_header_metadata_and_trailers() {
 }
 
 #[tokio::test]
+async fn issue_15_a_form_body_that_is_not_json_is_415_saying_so() {
+    let (stack, _) = start("").await;
+    let response = stack
+        .0
+        .client
+        .post(stack.0.url("/v1/echo"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("send application/json"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn debug_info_is_dropped_unless_configured() {
     let (stack, _) = start("").await;
     let reply = stack.echo(json!({"fault": "FAULT_DEBUG_INFO"}), &[]).await;

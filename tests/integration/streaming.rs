@@ -945,3 +945,19 @@ async fn shutdown_cuts_streams_after_the_grace_period() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn issue_15_grpc_timeout_bounds_a_server_stream() {
+    let (stack, _probe) = start("").await;
+    let mut response = client()
+        .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
+        .header("grpc-timeout", "300m")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let lines = read_lines(&mut response, 2).await;
+    assert!(lines[0].contains("\"i\":\"1\""), "{lines:?}");
+    let error: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(error["code"], 4, "{error}");
+}
