@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod token;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,6 +50,8 @@ pub struct Requirement {
     pub public: bool,
     /// Accepted credentials, resolved at startup (never empty unless public).
     allow: Vec<Credential>,
+    /// `allow` in words, for the error when none is presented.
+    accepts: Arc<str>,
     /// Scopes that must all be granted.
     pub scopes: Vec<String>,
     claims: Vec<(String, Vec<String>)>,
@@ -75,14 +78,27 @@ pub enum Principal {
     },
 }
 
+/// Where `credential` ("a token", "an API key") of `source` (a provider's
+/// name) is read, in words.
+fn describe_location(location: &Location, credential: &str, source: &str) -> String {
+    match location {
+        Location::Bearer => format!("{credential} ({source}) as Authorization: Bearer"),
+        Location::Header(h) => format!("{credential} ({source}) in header {h}"),
+        Location::Cookie(c) => format!("{credential} ({source}) in cookie {c}"),
+        Location::Query(q) => format!("{credential} ({source}) in query parameter {q}"),
+    }
+}
+
 /// Why a request was refused. Messages name the problem, never key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No credential the route accepts was presented.
-    #[error("missing credentials")]
+    #[error("missing credentials: this route accepts {accepts}")]
     Missing {
         /// `WWW-Authenticate` scheme to offer.
         bearer: bool,
+        /// What the route accepts, e.g. "a bearer token (shop-dev)".
+        accepts: Arc<str>,
     },
     /// A token was presented but does not verify.
     #[error("invalid token: {reason}")]
@@ -120,8 +136,8 @@ impl AuthError {
     pub fn challenge(&self) -> String {
         const REALM: &str = "realm=\"protogate\"";
         match self {
-            Self::Missing { bearer: true } => format!("Bearer {REALM}"),
-            Self::Missing { bearer: false } | Self::InvalidApiKey => format!("ApiKey {REALM}"),
+            Self::Missing { bearer: true, .. } => format!("Bearer {REALM}"),
+            Self::Missing { bearer: false, .. } | Self::InvalidApiKey => format!("ApiKey {REALM}"),
             Self::InvalidToken { reason } => {
                 format!("Bearer {REALM}, error=\"invalid_token\", error_description=\"{reason}\"")
             }
@@ -185,9 +201,22 @@ impl Authenticator {
                     })
                     .collect()
             };
+            let accepts = allow
+                .iter()
+                .filter_map(|c| match *c {
+                    Credential::Jwt(i) => providers
+                        .get(i)
+                        .map(|p| describe_location(&p.location, "a token", &p.name)),
+                    Credential::ApiKey => api_keys
+                        .as_ref()
+                        .map(|k| describe_location(&k.location, "an API key", API_KEY)),
+                })
+                .collect::<Vec<_>>()
+                .join(" or ");
             Requirement {
                 public: body.public,
                 allow,
+                accepts: accepts.into(),
                 scopes: body.scopes.clone(),
                 claims: body
                     .claims
@@ -369,7 +398,10 @@ impl Authenticator {
                 }
             }
         }
-        Err(denied.or(invalid).unwrap_or(AuthError::Missing { bearer }))
+        Err(denied.or(invalid).unwrap_or_else(|| AuthError::Missing {
+            bearer,
+            accepts: req.accepts.clone(),
+        }))
     }
 
     /// Puts the verified identity into `metadata`, after removing whatever
