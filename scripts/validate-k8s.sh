@@ -27,5 +27,5 @@ with open(out, "w") as f:
     f.write(text.replace("/etc/protogate/protos", protos))
 PY
 cargo build --quiet --bin protogate
-target/debug/protogate check --config "$config/gateway.yaml" >/dev/null
+"${CARGO_TARGET_DIR:-target}"/debug/protogate check --config "$config/gateway.yaml" >/dev/null
 echo "deploy/kubernetes: manifests valid, gateway.yaml accepted"

@@ -14,7 +14,7 @@
 //! and `v1alpha`, with the protos' `google.api.http` options intact (see
 //! `reflection.rs` for why that takes more than `tonic-reflection`'s builder).
 //!
-//! Run them as a process with `cargo run -p shop` (flags `--users ADDR
+//! Run them as a process with `cargo run -p shop --bin shop` (flags `--users ADDR
 //! --orders ADDR --inventory ADDR --users-v2 ADDR`), or in-process from a
 //! test:
 //!

@@ -51,9 +51,15 @@ async fn check_prints_the_route_table() {
         "shop.user.v2.UserService.DeactivateUser",
         "users-v2"
     ]));
+    // At least the example's 24 routes: a service added to gateway.yaml
+    // adds its own.
     let last = stdout.trim_end().lines().last().unwrap_or_default();
+    let routes: usize = last
+        .split_once(" routes, config ")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("no route count: {stdout}"));
     assert!(
-        last.starts_with("24 routes, config ") && last.ends_with("gateway.yaml is valid"),
+        routes >= 24 && last.ends_with("gateway.yaml is valid"),
         "{stdout}"
     );
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{root, start};
+use crate::support::{TempDir, absolute_paths, example_config, root, serve, start};
 
 /// What the README asks the reader to run, in order.
 enum Step {
@@ -32,11 +32,10 @@ enum Expect {
     Text,
 }
 
-/// The steps: ```sh blocks that export a variable or call curl (each call
-/// followed by a ```json block).
-fn examples(readme: &str) -> Vec<Step> {
+/// The fenced blocks of `text`, as (language, body).
+fn blocks(text: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
-    let mut lines = readme.lines();
+    let mut lines = text.lines();
     while let Some(line) = lines.next() {
         if let Some(lang) = line.strip_prefix("```") {
             let body: Vec<&str> = lines
@@ -46,6 +45,25 @@ fn examples(readme: &str) -> Vec<Step> {
             blocks.push((lang.trim().to_owned(), body.join("\n")));
         }
     }
+    blocks
+}
+
+/// The README's section under `heading`, up to the next `## ` heading.
+fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+    let start = readme
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README has no `{heading}`"));
+    let rest = &readme[start + 1..];
+    let end = rest[heading.len()..]
+        .find("\n## ")
+        .map_or(rest.len(), |i| i + heading.len());
+    &rest[..end]
+}
+
+/// The steps: ```sh blocks that export a variable or call curl (each call
+/// followed by a ```json block).
+fn examples(readme: &str) -> Vec<Step> {
+    let blocks = blocks(readme);
     let mut out = Vec::new();
     for (i, (lang, body)) in blocks.iter().enumerate() {
         if lang != "sh" {
@@ -226,4 +244,109 @@ fn timestamp_wildcard_is_narrow() {
         &want,
         &serde_json::json!({"t": "2027-01-01T00:00:00Z"})
     ));
+}
+
+/// The `## Your own service` blocks of `lang`, in order.
+fn own_service_blocks(lang: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    blocks(section(&readme, "## Your own service"))
+        .into_iter()
+        .filter(|(l, _)| l == lang)
+        .map(|(_, body)| body)
+        .collect()
+}
+
+#[test]
+fn own_service_minimal_config_checks_as_shown() {
+    let proto = &own_service_blocks("proto")[0];
+    let config = &own_service_blocks("yaml")[0];
+    let transcript = &own_service_blocks("text")[0];
+    let dir = TempDir::new("own-service");
+    let gateway = dir.0.join("my-gateway");
+    std::fs::create_dir_all(gateway.join("protos/greeter/v1")).unwrap();
+    std::fs::write(gateway.join("protos/greeter/v1/greeter.proto"), proto).unwrap();
+    std::fs::write(gateway.join("gateway.yaml"), config).unwrap();
+
+    // The lines after `$ protogate check ...`, up to the next command.
+    let mut lines = transcript.lines();
+    let command = lines.next().unwrap();
+    assert_eq!(
+        command,
+        "$ protogate check --config my-gateway/gateway.yaml"
+    );
+    let shown: Vec<&str> = lines.take_while(|l| !l.starts_with("$ ")).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .args(["check", "--config", "my-gateway/gateway.yaml"])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim_end(), shown.join("\n"), "README's check output");
+}
+
+/// Adds the mapping entries and list items of `add` to `base`, as the
+/// README's `# ...` snippets mean.
+fn merge(base: &mut serde_norway::Value, add: serde_norway::Value) {
+    use serde_norway::Value as Yaml;
+    match (base, add) {
+        (Yaml::Mapping(base), Yaml::Mapping(add)) => {
+            for (key, value) in add {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (Yaml::Sequence(base), Yaml::Sequence(add)) => base.extend(add),
+        (base, add) => *base = add,
+    }
+}
+
+// The shipped gateway.yaml with the README's service added: the tests'
+// config keeps loading (the added backend is not one they start), the
+// example's routes and auth stay, and the new route is public.
+#[tokio::test]
+async fn own_service_beside_the_example_is_routed_with_its_rule() {
+    let proto = &own_service_blocks("proto")[0];
+    let addition = &own_service_blocks("yaml")[1];
+    let dir = TempDir::new("own-service-example");
+    std::fs::create_dir_all(dir.0.join("protos/greeter/v1")).unwrap();
+    std::fs::write(dir.0.join("protos/greeter/v1/greeter.proto"), proto).unwrap();
+
+    let text = std::fs::read_to_string(root().join("gateway.yaml")).unwrap();
+    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    absolute_paths(&mut yaml, &root());
+    merge(&mut yaml, serde_norway::from_str(addition).unwrap());
+    // The README puts the proto under the example's include directory;
+    // here it sits in an include directory of its own.
+    merge(
+        &mut yaml,
+        serde_norway::from_str(&format!(
+            "descriptors: {{ include: [{}] }}",
+            dir.0.join("protos").display()
+        ))
+        .unwrap(),
+    );
+    let path = dir.write_config(&serde_norway::to_string(&yaml).unwrap());
+
+    let backends = shop::spawn_ephemeral().await.expect("backends start");
+    let (addr, stop) = serve(example_config(&path, &backends)).await;
+    let stack = crate::support::Stack::for_gateway(addr, stop);
+    let hello = stack.get("/v1/hello/ada").await;
+    assert_eq!(
+        (hello.status.as_u16(), &hello.json["code"]),
+        (503, &serde_json::json!(14)),
+        "public, and its backend is not running: {:?}",
+        hello.json
+    );
+    assert_eq!(stack.get("/v1/users/1").await.status, 200);
+    let orders = stack.get("/v1/users/1/orders/1001").await;
+    assert_eq!(orders.status, 401, "the example's auth still holds");
 }

@@ -1,7 +1,7 @@
 //! Starts the example backends and the gateway on `127.0.0.1:0` for one test.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use protogate::Gateway;
@@ -16,19 +16,46 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Where a backend of `gateway.yaml` that the tests do not start is sent: a
+/// loopback port nothing listens on, so its routes exist and its calls get
+/// 503.
+pub const UNREACHABLE: &str = "127.0.0.1:9";
+
+/// The address of the example backend called `name` in `gateway.yaml`.
+fn example_backend(backends: &shop::Backends, name: &str) -> Option<SocketAddr> {
+    match name {
+        "users" => Some(backends.users),
+        "orders" => Some(backends.orders),
+        "inventory" => Some(backends.inventory),
+        "users-v2" => Some(backends.users_v2),
+        _ => None,
+    }
+}
+
 /// The repository's `gateway.yaml`, with backend addresses pointing at `backends`.
 pub fn default_config(backends: &shop::Backends) -> Config {
-    let mut config = config::load(&root().join("gateway.yaml")).expect("gateway.yaml loads");
-    for backend in &mut config.backends {
-        let addr = match backend.name.as_str() {
-            "users" => backends.users,
-            "orders" => backends.orders,
-            "inventory" => backends.inventory,
-            "users-v2" => backends.users_v2,
-            other => panic!("unexpected backend {other} in gateway.yaml"),
+    example_config(&root().join("gateway.yaml"), backends)
+}
+
+/// The config at `path`, with the example backends pointing at `backends`.
+/// Any other backend (one a user added beside them) points at
+/// [`UNREACHABLE`], not required, or is left out when it uses reflection:
+/// its descriptors would come from a server the tests do not start.
+pub fn example_config(path: &Path, backends: &shop::Backends) -> Config {
+    let mut config = config::load(path).expect("the example config loads");
+    config.backends.retain_mut(|backend| {
+        let addr = match example_backend(backends, &backend.name) {
+            Some(addr) => addr.to_string(),
+            None if backend.reflection => return false,
+            None => {
+                backend.required = false;
+                backend.tls = None;
+                UNREACHABLE.to_owned()
+            }
         };
         backend.endpoints = vec![format!("http://{addr}").parse().unwrap()];
-    }
+        true
+    });
     config
 }
 
@@ -298,31 +325,51 @@ where
 }
 
 /// The repository's `gateway.yaml` as a file in a temp dir, with backend
-/// addresses pointing at `backends` and relative paths made absolute: for
-/// commands that read a config file (reflection needs the backends up).
+/// addresses pointing at `backends` as [`example_config`] does and relative
+/// paths made absolute: for commands that read a config file (reflection
+/// needs the backends up).
 pub fn example_config_file(backends: &shop::Backends) -> (TempDir, PathBuf) {
+    use serde_norway::Value;
     let root = root();
-    let mut text = std::fs::read_to_string(root.join("gateway.yaml")).unwrap();
-    for (port, addr) in [
-        (50051, backends.users),
-        (50052, backends.orders),
-        (50053, backends.inventory),
-        (50054, backends.users_v2),
-    ] {
-        text = text.replace(&format!("127.0.0.1:{port}"), &addr.to_string());
+    let text = std::fs::read_to_string(root.join("gateway.yaml")).unwrap();
+    let mut yaml: Value = serde_norway::from_str(&text).unwrap();
+    if let Some(list) = yaml.get_mut("backends").and_then(Value::as_mapping_mut) {
+        list.retain(|name, backend| {
+            let addr = match name.as_str().and_then(|n| example_backend(backends, n)) {
+                Some(addr) => addr.to_string(),
+                None if backend.get("reflection").and_then(Value::as_bool) == Some(true) => {
+                    return false;
+                }
+                None => UNREACHABLE.to_owned(),
+            };
+            let backend = backend.as_mapping_mut().expect("a backend is a mapping");
+            for key in ["endpoints", "tls", "required"] {
+                backend.remove(key);
+            }
+            backend.insert("address".into(), format!("http://{addr}").into());
+            true
+        });
     }
-    let text = text
-        .replace(
-            "include: [protos]",
-            &format!("include: [{}]", root.join("protos").display()),
-        )
-        .replace(
-            "examples/keys/",
-            &format!("{}/examples/keys/", root.display()),
-        );
+    absolute_paths(&mut yaml, &root);
     let dir = TempDir::new("example");
-    let path = dir.write_config(&text);
+    let path = dir.write_config(&serde_norway::to_string(&yaml).unwrap());
     (dir, path)
+}
+
+/// Makes every string in `yaml` that names a file or directory relative to
+/// `root` (include directories, key files, descriptor sets) absolute, so a
+/// copy of the config works from another directory. Proto names, relative to
+/// an include directory, name nothing under `root` and stay.
+pub fn absolute_paths(yaml: &mut serde_norway::Value, root: &Path) {
+    use serde_norway::Value;
+    match yaml {
+        Value::String(s) if !s.is_empty() && !s.starts_with('/') && root.join(&*s).exists() => {
+            *s = root.join(&*s).display().to_string();
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(|v| absolute_paths(v, root)),
+        Value::Mapping(map) => map.iter_mut().for_each(|(_, v)| absolute_paths(v, root)),
+        _ => {}
+    }
 }
 
 /// A `protogate serve` process, killed when dropped.

@@ -1,8 +1,8 @@
 //! Runs the four shop backends until Ctrl-C:
 //!
 //! ```text
-//! cargo run -p shop -- [--users 127.0.0.1:50051] [--orders 127.0.0.1:50052]
-//!                      [--inventory 127.0.0.1:50053] [--users-v2 127.0.0.1:50054]
+//! cargo run -p shop --bin shop -- [--users 127.0.0.1:50051] [--orders 127.0.0.1:50052]
+//!                                 [--inventory 127.0.0.1:50053] [--users-v2 127.0.0.1:50054]
 //! ```
 //!
 //! Each also serves `grpc.health.v1.Health` and gRPC server reflection, so
