@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -37,6 +38,26 @@ pub struct Live {
     listen_override: Option<std::net::SocketAddr>,
     /// Set when the grace period of a shutdown is over: open streams end.
     cut: tokio::sync::watch::Sender<bool>,
+    /// Set when a shutdown begins; every router built here reads it.
+    draining: Draining,
+}
+
+/// Whether the gateway is shutting down, so `/readyz` answers 503 while
+/// the listener still accepts (`server.drain_delay`) and load balancers
+/// stop sending new traffic before connections are refused. Shared by
+/// every router a [`Live`] builds, across reloads.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Tells a stream when the gateway cuts open streams at shutdown; every
@@ -85,11 +106,13 @@ impl Live {
         listen: Option<std::net::SocketAddr>,
     ) -> Arc<Self> {
         let loaded = std::fs::read(&gateway.config().source).ok();
+        let draining = Draining::default();
         Arc::new(Self {
-            active: ArcSwap::from_pointee(Active::new(gateway)),
+            active: ArcSwap::from_pointee(Active::new(gateway, &draining)),
             reloading: Mutex::new(loaded),
             listen_override: listen,
             cut: tokio::sync::watch::channel(false).0,
+            draining,
         })
     }
 
@@ -115,6 +138,17 @@ impl Live {
             let router = self.active.load().router.clone();
             router.oneshot(request)
         })
+    }
+
+    /// Begins a shutdown: `/readyz` answers 503 from now on, while
+    /// requests are still served.
+    pub fn drain(&self) {
+        self.draining.start();
+    }
+
+    /// Whether [`Live::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_draining()
     }
 
     /// Ends every open stream (with an UNAVAILABLE error line or close):
@@ -173,7 +207,8 @@ impl Live {
             config.tracing = current.config().tracing.clone();
         }
         let next = current.reload(config).await?;
-        self.active.store(Arc::new(Active::new(next.clone())));
+        self.active
+            .store(Arc::new(Active::new(next.clone(), &self.draining)));
         *loaded = Some(bytes);
         tracing::info!(
             generation = next.generation(),
@@ -233,9 +268,9 @@ impl Live {
 }
 
 impl Active {
-    fn new(gateway: Gateway) -> Self {
+    fn new(gateway: Gateway, draining: &Draining) -> Self {
         Self {
-            router: router::router(gateway.clone()),
+            router: router::router(gateway.clone(), draining.clone()),
             gateway,
         }
     }
