@@ -25,7 +25,8 @@ pub mod upstream;
 
 pub use gateway::Gateway;
 
-/// The router for a loaded gateway, for tests and embedding.
+/// The router for a loaded gateway, for tests and embedding; its
+/// `/readyz` never reports a shutdown.
 pub fn app(gateway: Gateway) -> axum::Router {
-    server::router::router(gateway)
+    server::router::router(gateway, server::Draining::default())
 }

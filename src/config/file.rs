@@ -248,6 +248,10 @@ pub struct ServerSection {
     /// Largest `Grpc-Timeout` a client may ask for.
     #[serde(default, with = "humantime_serde")]
     pub max_grpc_timeout: Option<Duration>,
+    /// How long a stopping gateway keeps accepting connections, answering
+    /// `/readyz` with 503, before it closes its listener.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Option<Duration>,
     /// How long a stopping gateway waits for requests and streams in flight.
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,

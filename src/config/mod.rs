@@ -67,6 +67,11 @@ pub struct Config {
     pub methods: HashMap<String, MethodOverrides>,
     /// Cap on a client's `Grpc-Timeout`. Default 300s.
     pub max_grpc_timeout: Duration,
+    /// How long a stopping gateway goes on accepting and serving, with
+    /// `/readyz` answering 503, so load balancers stop sending it new
+    /// connections before its listener closes. Default 0: the listener
+    /// closes at once.
+    pub drain_delay: Duration,
     /// How long a stopping gateway lets requests and streams in flight
     /// finish before it closes their connections. Default 30s.
     pub shutdown_grace: Duration,
@@ -374,8 +379,8 @@ pub struct BackendConfig {
     pub balance: Balance,
     /// Interval between re-resolutions of host names. Default 30s.
     pub dns_refresh: Duration,
-    /// Active health checks. Default none: endpoints count as healthy
-    /// until passive checks eject them.
+    /// Active health checks. Default none (the defaults when `required`):
+    /// endpoints count as healthy until passive checks eject them.
     pub health_check: Option<HealthCheckOptions>,
     /// Passive health checks.
     pub outlier: OutlierOptions,
@@ -384,7 +389,8 @@ pub struct BackendConfig {
     pub retry: RetryOptions,
     /// `/readyz` needs a healthy endpoint of this backend. Default false: a
     /// readiness probe failing on one backend's outage would take every
-    /// replica, and so every API, out of service.
+    /// replica, and so every API, out of service. When true and
+    /// `health_check` is not set, the default health checks are on.
     pub required: bool,
     /// Default deadline. Default 30s.
     pub timeout: Duration,
@@ -808,6 +814,7 @@ fn validate(raw: file::FileConfig, path: &Path) -> anyhow::Result<Config> {
         methods,
         max_grpc_timeout: nonzero(raw.server.max_grpc_timeout, "server.max_grpc_timeout", &err)?
             .unwrap_or(DEFAULT_MAX_GRPC_TIMEOUT),
+        drain_delay: raw.server.drain_delay.unwrap_or_default(),
         shutdown_grace: raw.server.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
         openapi: openapi(raw.openapi, &err)?,
         auth: {
@@ -1035,7 +1042,13 @@ fn backend(
         ));
     }
     let services = service_patterns(&b.services, &format!("{key}.services"), err)?;
-    let health_check = match b.health_check {
+    // Readiness waits for a required backend's health checks: without
+    // them an endpoint would count as healthy until calls to it fail.
+    let required = b.required.unwrap_or(false);
+    let health_check = match b
+        .health_check
+        .or_else(|| required.then(file::HealthCheckSection::default))
+    {
         None => None,
         Some(h) => {
             let threshold = |v: Option<u32>, field: &str, default: u32| match v {
@@ -1105,7 +1118,7 @@ fn backend(
             .unwrap_or(DEFAULT_DNS_REFRESH),
         health_check,
         outlier,
-        required: b.required.unwrap_or(false),
+        required,
         retry: match b.retry {
             None => RetryOptions::default(),
             Some(r) => {
@@ -1633,6 +1646,43 @@ backends:
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("gateway.yaml: descriptors:"), "{err}");
+    }
+
+    #[test]
+    fn required_backends_get_the_default_health_checks() {
+        let backend =
+            "backends:\n  users:\n    address: http://127.0.0.1:1\n    reflection: true\n";
+        for (extra, want) in [
+            ("", None),
+            ("    required: false\n", None),
+            ("    required: true\n", Some((Duration::from_secs(5), 2))),
+            (
+                "    required: true\n    health_check: { interval: 1s, unhealthy_threshold: 3 }\n",
+                Some((Duration::from_secs(1), 3)),
+            ),
+        ] {
+            let c = parse(&format!("{backend}{extra}"), Path::new("gateway.yaml")).unwrap();
+            let got = c.backends[0]
+                .health_check
+                .as_ref()
+                .map(|h| (h.interval, h.unhealthy_threshold));
+            assert_eq!(got, want, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn drain_delay_defaults_to_zero() {
+        for (server, want) in [
+            ("", Duration::ZERO),
+            ("server:\n  drain_delay: 5s\n", Duration::from_secs(5)),
+            ("server:\n  drain_delay: 0s\n", Duration::ZERO),
+        ] {
+            let text = format!(
+                "{server}backends:\n  users:\n    address: http://127.0.0.1:1\n    reflection: true\n"
+            );
+            let c = parse(&text, Path::new("gateway.yaml")).unwrap();
+            assert_eq!(c.drain_delay, want, "{server:?}");
+        }
     }
 
     #[test]

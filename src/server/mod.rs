@@ -20,15 +20,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-pub use reload::{Cut, Live};
+pub use reload::{Cut, Draining, Live};
 
 use connection::{Activity, Counted, Timeouts};
 
 use crate::tls::ClientCert;
 
-/// Serves the live gateway on `listener` until `shutdown` resolves, then
-/// stops accepting and drains in-flight requests for up to
-/// `server.shutdown_grace`; streams still open then are ended. Each request
+/// Serves the live gateway on `listener` until `shutdown` resolves. Then
+/// `/readyz` answers 503 at once while the listener goes on accepting and
+/// serving for `server.drain_delay`, so load balancers take the gateway
+/// out before it refuses connections; then it stops accepting and drains
+/// in-flight requests for up to `server.shutdown_grace`; streams still
+/// open then are ended. Each of the two is read from the gateway current
+/// when its phase starts, so a reload can change them. Each request
 /// goes to the gateway current when it arrives, so reloads take effect
 /// without dropping connections. HTTP/1.1 (with upgrades, for WebSockets)
 /// and HTTP/2 share the port; a client gets `server.header_read_timeout`
@@ -48,7 +52,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let gateway = live.gateway();
     let config = gateway.config();
-    let (grace, header_read_timeout) = (config.shutdown_grace, config.edge.header_read_timeout);
+    let header_read_timeout = config.edge.header_read_timeout;
     let timeouts = Timeouts {
         first_request: header_read_timeout,
         idle: config.edge.idle_timeout,
@@ -73,6 +77,9 @@ pub async fn serve(
     // Each connection holds a receiver: `closed()` is the end of the last one.
     let (stop, stopped) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    // Armed when `shutdown` resolves: the end of the drain delay.
+    let mut drain_ends = std::pin::pin!(tokio::time::sleep(std::time::Duration::ZERO));
+    let mut draining = false;
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -84,7 +91,17 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                draining = true;
+                live.drain();
+                let delay = live.gateway().config().drain_delay;
+                if !delay.is_zero() {
+                    tracing::info!(delay = ?delay, "shutting down: /readyz answers 503; still serving for the drain delay");
+                }
+                drain_ends.as_mut().reset(tokio::time::Instant::now() + delay);
+                continue;
+            }
+            () = &mut drain_ends, if draining => break,
         };
         // Responses go out in several writes when large; without TCP_NODELAY,
         // Nagle's algorithm and the peer's delayed ACK add tens of milliseconds.
@@ -165,6 +182,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let grace = live.gateway().config().shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: draining requests in flight");
     drop(stopped);
     stop.send_replace(true);

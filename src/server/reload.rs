@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -39,6 +40,26 @@ pub struct Live {
     listen_override: Option<std::net::SocketAddr>,
     /// Set when the grace period of a shutdown is over: open streams end.
     cut: tokio::sync::watch::Sender<bool>,
+    /// Set when a shutdown begins; every router built here reads it.
+    draining: Draining,
+}
+
+/// Whether the gateway is shutting down, so `/readyz` answers 503 while
+/// the listener still accepts (`server.drain_delay`) and load balancers
+/// stop sending new traffic before connections are refused. Shared by
+/// every router a [`Live`] builds, across reloads.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Whether a shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Tells a stream when the gateway cuts open streams at shutdown; every
@@ -151,11 +172,13 @@ impl Live {
         let loaded = std::fs::read(&gateway.config().source)
             .ok()
             .map(|bytes| fingerprint(&bytes, &gateway.config().descriptors));
+        let draining = Draining::default();
         Arc::new(Self {
-            active: ArcSwap::from_pointee(Active::new(gateway)),
+            active: ArcSwap::from_pointee(Active::new(gateway, &draining)),
             reloading: Mutex::new(loaded),
             listen_override: listen,
             cut: tokio::sync::watch::channel(false).0,
+            draining,
         })
     }
 
@@ -181,6 +204,17 @@ impl Live {
             let router = self.active.load().router.clone();
             router.oneshot(request)
         })
+    }
+
+    /// Begins a shutdown: `/readyz` answers 503 from now on, while
+    /// requests are still served.
+    pub fn drain(&self) {
+        self.draining.start();
+    }
+
+    /// Whether [`Live::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_draining()
     }
 
     /// Ends every open stream (with an UNAVAILABLE error line or close):
@@ -240,7 +274,8 @@ impl Live {
             config.tracing = current.config().tracing.clone();
         }
         let next = current.reload(config).await?;
-        self.active.store(Arc::new(Active::new(next.clone())));
+        self.active
+            .store(Arc::new(Active::new(next.clone(), &self.draining)));
         *loaded = Some(seen);
         tracing::info!(
             generation = next.generation(),
@@ -308,9 +343,9 @@ impl Live {
 }
 
 impl Active {
-    fn new(gateway: Gateway) -> Self {
+    fn new(gateway: Gateway, draining: &Draining) -> Self {
         Self {
-            router: router::router(gateway.clone()),
+            router: router::router(gateway.clone(), draining.clone()),
             gateway,
         }
     }

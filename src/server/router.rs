@@ -2,8 +2,8 @@
 //!
 //! Routing of API calls is the route table's job (the `google.api.http`
 //! precedence rules differ from axum's), so they all reach one fallback.
-//! `/healthz` (liveness), `/readyz` (readiness) and `/metrics`
-//! (Prometheus) are always served;
+//! `/healthz` (liveness), `/readyz` (readiness, 503 from the start of a
+//! shutdown) and `/metrics` (Prometheus) are always served;
 //! `/openapi.json`, `/openapi.yaml` and `/docs` are served when
 //! `openapi.enabled` is on; they take precedence over API routes of the same path.
 
@@ -16,17 +16,22 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 
+use super::reload::Draining;
 use super::{docs, handler, layers};
 use crate::error::{GatewayError, JSON};
 use crate::gateway::Gateway;
 use crate::http_rule::LookupError;
 use crate::openapi::Format;
 
-/// Builds the router for a loaded gateway.
-pub fn router(gateway: Gateway) -> Router {
+/// Builds the router for a loaded gateway; `/readyz` answers 503 once
+/// `draining` is set.
+pub fn router(gateway: Gateway, draining: Draining) -> Router {
     let mut endpoints = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(
+            "/readyz",
+            get(move |state: State<Gateway>| readyz(state, draining.clone())),
+        )
         .route("/metrics", get(metrics));
     if gateway.config().openapi.enabled {
         let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
@@ -68,10 +73,12 @@ async fn healthz() -> impl IntoResponse {
     ([(CONTENT_TYPE, JSON)], r#"{"status":"ok"}"#)
 }
 
-/// Readiness: the config is loaded and every required backend has an
-/// endpoint taking traffic and, with `reflection`, its descriptors. 200 when ready, 503 when not; the body lists
-/// each backend's endpoints and their state either way.
-async fn readyz(State(gw): State<Gateway>) -> Response {
+/// Readiness: the gateway is not shutting down, and every required
+/// backend has an endpoint that passes its health checks and is not
+/// ejected and, with `reflection`, its descriptors. 200 when ready, 503
+/// when not (`status` says `not_ready` or `draining`); the body lists each
+/// backend's endpoints and their state either way.
+async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
     #[derive(serde::Serialize)]
     struct Ready<'a> {
         status: &'a str,
@@ -93,12 +100,18 @@ async fn readyz(State(gw): State<Gateway>) -> Response {
     }
     let backends = gw.upstreams().status();
     let pending = gw.pending_reflection();
+    let draining = draining.is_draining();
     // A required backend needs its routes as well as an endpoint.
-    let ready = backends
-        .iter()
-        .all(|b| !b.required || (b.available && !pending.contains(&b.name)));
+    let ready = !draining
+        && backends
+            .iter()
+            .all(|b| !b.required || (b.available && !pending.contains(&b.name)));
     let body = Ready {
-        status: if ready { "ready" } else { "not_ready" },
+        status: match (draining, ready) {
+            (true, _) => "draining",
+            (false, true) => "ready",
+            (false, false) => "not_ready",
+        },
         config: ConfigState {
             source: gw.config().source.display().to_string(),
             generation: gw.generation(),

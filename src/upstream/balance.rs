@@ -136,7 +136,8 @@ pub struct BackendStatus {
     pub name: String,
     /// Whether readiness waits for it.
     pub required: bool,
-    /// Whether calls can be made (some endpoint passes its health checks).
+    /// Whether calls can be made: some endpoint passes its health checks
+    /// and is not ejected ([`Backend::is_available`]).
     pub available: bool,
     /// Its endpoints.
     pub endpoints: Vec<EndpointStatus>,
@@ -485,10 +486,17 @@ impl Backend {
         }
     }
 
-    /// Whether calls can be made: some endpoint passes its health checks
-    /// (an ejected one too, when it is all there is).
+    /// Whether calls can be made, as `/readyz` tells it: some endpoint
+    /// passes its health checks and its breaker is not open (half-open
+    /// counts: it takes a call at a time). With `fail_open`, any healthy
+    /// endpoint, since calls then go to ejected ones too.
     pub fn is_available(&self) -> bool {
-        self.endpoints.load().iter().any(|e| e.is_healthy())
+        let now = Instant::now();
+        let fail_open = self.config.outlier.fail_open;
+        self.endpoints
+            .load()
+            .iter()
+            .any(|e| e.is_healthy() && (fail_open || !e.ejected(now)))
     }
 
     /// Whether a call would be sent now: some endpoint passes its health
@@ -776,8 +784,9 @@ mod tests {
             reopens > Duration::from_secs(3590) && reopens <= Duration::from_secs(3600),
             "{reopens:?}"
         );
-        // Still ready: the endpoints pass their health checks.
-        assert!(b.status().available);
+        // Not available, though the endpoints pass their health checks:
+        // no call would be sent.
+        assert!(!b.status().available);
     }
 
     #[tokio::test]

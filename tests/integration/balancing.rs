@@ -415,6 +415,66 @@ async fn circuit_breaker_opens_fails_fast_half_opens_and_closes() {
 }
 
 #[tokio::test]
+async fn readyz_shows_a_backend_whose_only_endpoint_is_ejected_as_unavailable() {
+    for (required, want_status, want) in [(true, 503, "not_ready"), (false, 200, "ready")] {
+        let mut users = instances(1).await;
+        let dir = TempDir::new("ejected-ready");
+        // Health checks pass at startup and not again for an hour: only the
+        // breaker sees the backend go.
+        let stack = gateway(
+            &dir,
+            &config_text(
+                &format!(
+                    "  users:\n    endpoints: [{}]\n    services: [shop.user.v1.UserService]\n    health_check: {{ interval: 1h }}\n    outlier_detection: {{ consecutive_failures: 2, ejection_time: 1h }}\n    required: {required}\n",
+                    endpoints(&users)
+                ),
+                "",
+            ),
+        )
+        .await;
+        let (status, ready) = readyz(&stack).await;
+        assert_eq!(status, 200, "required: {required}: {ready}");
+        assert_eq!(ready["backends"][0]["available"], true, "{ready}");
+
+        users.remove(0).shutdown().await.unwrap();
+        for _ in 0..2 {
+            let reply = stack.get("/v1/users/1").await;
+            assert_eq!(reply.status, 503, "{}", reply.json);
+        }
+        let (status, ready) = readyz(&stack).await;
+        assert_eq!(states(&ready, "users"), ["ejected"], "{ready}");
+        assert_eq!(ready["backends"][0]["available"], false, "{ready}");
+        assert_eq!(
+            (status, ready["status"].as_str()),
+            (want_status, Some(want)),
+            "required: {required}: {ready}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_required_backend_without_health_check_gets_the_default_checks() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let dir = TempDir::new("required-checked");
+    let stack = gateway(
+        &dir,
+        &config_text(
+            &format!(
+                "  users:\n    address: http://{closed_addr}\n    services: [shop.user.v1.UserService]\n    required: true\n"
+            ),
+            "",
+        ),
+    )
+    .await;
+    // The first check ran before serving: the endpoint is known to be down.
+    let (status, ready) = readyz(&stack).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(states(&ready, "users"), ["unhealthy"], "{ready}");
+}
+
+#[tokio::test]
 async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};

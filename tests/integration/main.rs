@@ -16,6 +16,7 @@ mod metadata;
 mod openapi;
 mod readme;
 mod reload;
+mod shutdown;
 mod streaming;
 mod tls;
 mod tracing;
