@@ -449,9 +449,16 @@ async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let count = |status: u16| statuses.lock().unwrap().get(&status).copied().unwrap_or(0);
+    eventually(30, "calls answered under load", || async {
+        count(200) >= 20
+    })
+    .await;
     users.remove(0).shutdown().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    eventually(30, "503s while the backend is down", || async {
+        count(503) >= 20
+    })
+    .await;
     let during = statuses.lock().unwrap().clone();
     let back = shop::spawn_users_v1(addr).await.unwrap();
     // Once it is back, every call is answered again.

@@ -244,7 +244,7 @@ async fn sighup_reloads_the_binary() {
 
 #[tokio::test]
 async fn requests_in_flight_finish_on_the_config_they_started_with() {
-    let (probe_addr, _probe) = crate::probe::spawn().await;
+    let (probe_addr, probe) = crate::probe::spawn().await;
     let backends = shop::spawn_ephemeral().await.unwrap();
     let dir = TempDir::new("reload-inflight");
     let probe_config = format!(
@@ -270,7 +270,10 @@ async fn requests_in_flight_finish_on_the_config_they_started_with() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(30, "the slow call reaches the backend", || async {
+        probe.echoes.load(Ordering::SeqCst) == 1
+    })
+    .await;
     dir.write_config(&config_text(&users_backend(backends.users), ""));
     live.reload().await.unwrap();
     assert_eq!(
