@@ -463,7 +463,7 @@ async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
     let back = shop::spawn_users_v1(addr).await.unwrap();
     // Once it is back, every call is answered again.
     let ok_in_a_row = std::cell::Cell::new(0);
-    eventually(10, "calls succeed after the backend returns", || {
+    eventually(60, "calls succeed after the backend returns", || {
         let (stack, ok) = (stack.clone(), &ok_in_a_row);
         async move {
             if stack.get("/v1/users/1").await.status == 200 {
