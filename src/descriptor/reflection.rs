@@ -710,7 +710,6 @@ mod tests {
     use http::Uri;
     use std::net::SocketAddr;
     use std::sync::Arc;
-    use std::time::Instant;
 
     use prost_reflect::Value;
     use tokio::net::TcpListener;
@@ -1071,15 +1070,10 @@ mod tests {
         let addr: SocketAddr = listener.local_addr().unwrap();
         drop(listener);
         let uri: Uri = format!("http://{addr}").parse().unwrap();
-        let start = Instant::now();
         let endpoint = Endpoint::from(uri).connect_timeout(Duration::from_secs(1));
-        let err = fetch(endpoint, Duration::from_secs(2)).await.unwrap_err();
+        // Connect, not Timeout: refused long before the fetch's own limit.
+        let err = fetch(endpoint, Duration::from_secs(30)).await.unwrap_err();
         assert!(matches!(err, ReflectionError::Connect { .. }), "{err:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
         let message = err.to_string();
         assert!(message.contains(&addr.to_string()), "{message}");
         assert!(message.contains("refused"), "{message}");
@@ -1093,17 +1087,12 @@ mod tests {
         let uri: Uri = format!("http://{}", listener.local_addr().unwrap())
             .parse()
             .unwrap();
-        let start = Instant::now();
         let endpoint = Endpoint::from(uri).connect_timeout(Duration::from_secs(5));
+        // Timeout, not Connect: the fetch's 300ms ended it, not the 5s connect timeout.
         let err = fetch(endpoint, Duration::from_millis(300))
             .await
             .unwrap_err();
         assert!(matches!(err, ReflectionError::Timeout { .. }), "{err:?}");
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            start.elapsed()
-        );
         drop(listener);
     }
 

@@ -8,12 +8,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{HeaderMap, HeaderName, Uri};
 use serde::Serialize;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -811,7 +812,7 @@ mod tests {
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failure_rate_counts_within_its_window() {
         let b = backend(
             2,
@@ -821,7 +822,7 @@ mod tests {
         for _ in 0..3 {
             b.record(&lease(&first), Outcome::Failed);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::advance(Duration::from_millis(250)).await;
         // A new window: the old failures are gone.
         b.record(&lease(&first), Outcome::Answered);
         b.record(&lease(&first), Outcome::Answered);
@@ -830,7 +831,7 @@ mod tests {
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn half_open_takes_one_trial_call_at_a_time() {
         let b = backend(
             1,
@@ -839,7 +840,7 @@ mod tests {
         let only = b.endpoints()[0].clone();
         b.record(&lease(&only), Outcome::Failed);
         assert!(b.pick(&[]).is_none());
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::advance(Duration::from_millis(150)).await;
         assert_eq!(only.state(Instant::now()), EndpointState::HalfOpen);
         let trial = b.pick(&[]).expect("the trial call");
         assert!(b.pick(&[]).is_none(), "one trial at a time");
@@ -860,7 +861,7 @@ mod tests {
         assert!(one.is_some() && two.is_some(), "closed: no limit");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn timeouts_never_count_not_even_for_a_trial() {
         let b = backend(
             2,
@@ -872,7 +873,7 @@ mod tests {
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Healthy);
         b.record(&lease(&first), Outcome::Failed);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::advance(Duration::from_millis(150)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         b.record(&trial(&first), Outcome::Neutral);
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
@@ -919,7 +920,7 @@ mod tests {
         assert!(!b.status().available);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn ejection_ends_by_itself() {
         let b = backend(
             2,
@@ -928,12 +929,12 @@ mod tests {
         let first = b.endpoints()[0].clone();
         b.record(&lease(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::advance(Duration::from_millis(400)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         assert_eq!(counts(&b, 10).iter().filter(|&&n| n > 0).count(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn back_from_ejection_one_failure_ejects_again_for_longer() {
         let b = backend(
             2,
@@ -944,18 +945,18 @@ mod tests {
             b.record(&lease(&first), Outcome::Failed);
         }
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         // Half-open: a failed trial, and out for 400ms this time.
         b.record(&trial(&first), Outcome::Failed);
         assert_eq!(first.state(Instant::now()), EndpointState::Ejected);
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(
             first.state(Instant::now()),
             EndpointState::Ejected,
             "doubled"
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(first.state(Instant::now()), EndpointState::HalfOpen);
         // The trial answers and closes it: back to three failures.
         b.record(&trial(&first), Outcome::Answered);

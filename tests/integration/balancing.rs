@@ -509,14 +509,21 @@ async fn backend_killed_mid_load_gets_503s_and_recovers_when_it_returns() {
             })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let count = |status: u16| statuses.lock().unwrap().get(&status).copied().unwrap_or(0);
+    eventually(30, "calls answered under load", || async {
+        count(200) >= 20
+    })
+    .await;
     users.remove(0).shutdown().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    eventually(30, "503s while the backend is down", || async {
+        count(503) >= 20
+    })
+    .await;
     let during = statuses.lock().unwrap().clone();
     let back = shop::spawn_users_v1(addr).await.unwrap();
     // Once it is back, every call is answered again.
     let ok_in_a_row = std::cell::Cell::new(0);
-    eventually(10, "calls succeed after the backend returns", || {
+    eventually(60, "calls succeed after the backend returns", || {
         let (stack, ok) = (stack.clone(), &ok_in_a_row);
         async move {
             if stack.get("/v1/users/1").await.status == 200 {

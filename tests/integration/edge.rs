@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 
 use crate::metadata::{start, start_with};
-use crate::support::client;
+use crate::support::{client, eventually};
 
 #[tokio::test]
 async fn request_ids_are_kept_or_made_and_reach_the_backend() {
@@ -172,30 +172,30 @@ async fn gzip_request_bodies_are_read() {
 
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_at_once() {
-    let (stack, _) = start_with("server:\n  max_concurrent_requests: 1\n", |_| {}).await;
+    let (stack, probe) = start_with("server:\n  max_concurrent_requests: 1\n", |_| {}).await;
     let slow = {
         let url = stack.0.url("/v1/echo");
         tokio::spawn(async move {
             client()
                 .post(url)
                 .header("content-type", "application/json")
-                .body(r#"{"text":"slow","delayMs":"800"}"#)
+                .body(r#"{"text":"slow","delayMs":"3000"}"#)
                 .send()
                 .await
                 .unwrap()
                 .status()
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let started = std::time::Instant::now();
+    eventually(30, "the slow call reaches the backend", || async {
+        probe.echoes.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
     let shed = stack
         .0
         .call("POST", "/v1/echo", Some(r#"{"text":"fast"}"#))
         .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(500),
-        "not queued"
-    );
+    // Answered while the slow call still holds the only slot: not queued behind it.
+    assert!(!slow.is_finished(), "not queued");
     assert_eq!(shed.status, 503);
     assert_eq!(shed.headers["retry-after"], "1");
     assert_eq!(shed.json["code"], 14);
@@ -346,11 +346,12 @@ async fn raw(addr: std::net::SocketAddr, sent: &[u8], pause: std::time::Duration
     tokio::time::sleep(pause).await;
     let mut answer = Vec::new();
     let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(20),
         stream.read_to_end(&mut answer),
     )
     .await;
-    assert!(read.is_ok(), "the server closed the connection within 5s");
+    // Generous for a busy machine: the point is that it is closed, not held open.
+    assert!(read.is_ok(), "the server closed the connection within 20s");
     String::from_utf8_lossy(&answer).into_owned()
 }
 
@@ -360,18 +361,12 @@ async fn slow_and_malformed_clients_are_cut_off() {
     let addr = stack.0.addr;
     // Slowloris: headers that never end. The connection is closed once the
     // header read timeout passes; it is not held open.
-    let started = std::time::Instant::now();
     let answer = raw(
         addr,
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n",
         std::time::Duration::ZERO,
     )
     .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(
         answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
         "{answer}"

@@ -314,22 +314,21 @@ async fn grpc_timeout_sets_the_deadline_and_cancels_the_backend_call() {
     assert_eq!(reply.status, 504, "{:?}", reply.json);
     assert_eq!(reply.json["code"], 4);
     // The backend sees its call dropped rather than running to the end.
-    for _ in 0..50 {
-        if probe.cancelled.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(probe.cancelled.load(Ordering::SeqCst), 1);
+    crate::support::eventually(30, "backend call cancelled", || async {
+        probe.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
-    let fast = stack.echo(json!({}), &[("grpc-timeout", "3S")]).await;
+    // What is left of 30s goes on: at most 30s, and the margin below is for
+    // a busy machine, not the gateway's speed.
+    let fast = stack.echo(json!({}), &[("grpc-timeout", "30S")]).await;
     let sent = fast.json["metadata"]["grpc-timeout"]
         .as_str()
         .unwrap()
         .to_owned();
     let sent = protogate::upstream::metadata::parse_grpc_timeout(&sent).unwrap();
     assert!(
-        sent <= Duration::from_secs(3) && sent > Duration::from_secs(2),
+        sent <= Duration::from_secs(30) && sent > Duration::from_secs(20),
         "{sent:?}"
     );
 }

@@ -324,6 +324,32 @@ where
     panic!("{what}: not within {seconds}s");
 }
 
+/// Polls `read` every 100 ms until it returns the same value `checks` times
+/// in a row, and returns that value; panics if it passes `limit` first or has
+/// not settled within `seconds`. For "the producer stopped": progress, not a
+/// guessed sleep, decides when to look.
+pub async fn settled(
+    seconds: u64,
+    what: &str,
+    checks: usize,
+    limit: usize,
+    read: impl Fn() -> usize,
+) -> usize {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let (mut last, mut same) = (read(), 0);
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = read();
+        assert!(now < limit, "{what}: {now}, past {limit}");
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+        if same >= checks {
+            return now;
+        }
+    }
+    panic!("{what}: still changing after {seconds}s, at {last}");
+}
+
 /// The repository's `gateway.yaml` as a file in a temp dir, with backend
 /// addresses pointing at `backends` as [`example_config`] does and relative
 /// paths made absolute: for commands that read a config file (reflection

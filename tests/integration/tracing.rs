@@ -90,7 +90,7 @@ fn attribute(span: &Span, key: &str) -> Option<AnyValue> {
 struct Traced {
     collector: Collector,
     gateway: GatewayProcess,
-    _probe: crate::probe::Probe,
+    probe: crate::probe::Probe,
     _dir: TempDir,
 }
 
@@ -109,7 +109,7 @@ impl Traced {
         Self {
             collector,
             gateway,
-            _probe: probe,
+            probe,
             _dir: dir,
         }
     }
@@ -221,7 +221,11 @@ async fn sigterm_drains_requests_sends_queued_spans_and_exits_zero() {
     };
     assert_eq!(echo(r#"{"text":"quick"}"#).await, 200);
     let slow = tokio::spawn(echo(r#"{"text":"slow","delayMs":"800"}"#));
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let probe = &traced.probe;
+    eventually(30, "the slow call reaches the backend", || async {
+        probe.echoes.load(std::sync::atomic::Ordering::SeqCst) == 2
+    })
+    .await;
     let pid = gateway.process.id().to_string();
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
