@@ -31,6 +31,23 @@ const ALWAYS: &[&str] = &[
     "google/rpc/error_details.proto",
 ];
 
+/// A protox error with where it is: `file:line:column: message`, from the
+/// first label of its diagnostic (lines and columns from 1).
+fn located(error: &protox::Error) -> String {
+    use miette::Diagnostic;
+    let at = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .zip(error.source_code())
+        .and_then(|(label, source)| source.read_span(label.inner(), 0, 0).ok())
+        .map(|span| (span.line() + 1, span.column() + 1));
+    match (error.file(), at) {
+        (Some(file), Some((line, column))) => format!("{file}:{line}:{column}: {error}"),
+        (Some(file), None) => format!("{file}: {error}"),
+        _ => error.to_string(),
+    }
+}
+
 /// Compiles the configured protos and descriptor sets into one pool.
 ///
 /// Imports resolve from the include directories first, then from the
@@ -65,7 +82,7 @@ pub fn load(sources: &DescriptorSources) -> anyhow::Result<DescriptorPool> {
     for proto in &sources.protos {
         compiler
             .open_file(proto)
-            .map_err(|e| anyhow!("{e}"))
+            .map_err(|e| anyhow!("{}", located(&e)))
             .with_context(|| format!("cannot compile {}", proto.display()))?;
     }
     for name in set_files

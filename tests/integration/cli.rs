@@ -129,3 +129,22 @@ async fn probe_checks_an_endpoint() {
     assert!(!ok);
     assert!(stderr.contains("did not answer"), "{stderr}");
 }
+
+#[test]
+fn issue_15_a_proto_syntax_error_names_file_line_and_column() {
+    let dir = crate::support::TempDir::new("proto-syntax");
+    std::fs::write(
+        dir.0.join("broken.proto"),
+        "syntax = \"proto3\";\npackage a.v1;\nmessage M {\n  string x = 1\n}\nservice S { rpc G(M) returns (M); }\n",
+    )
+    .unwrap();
+    let config = dir.write_config(
+        "descriptors:\n  include: [.]\n  protos: [broken.proto]\nbackends:\n  a:\n    address: http://127.0.0.1:1\n    services: [a.v1.S]\n",
+    );
+    let (ok, _, stderr) = protogate(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("broken.proto:5:1: expected ';' or '[', but found '}'"),
+        "{stderr}"
+    );
+}
