@@ -242,6 +242,12 @@ fn body_field_value(
 
 /// Deserializes `body` as a `desc` message; `prefix` is the dotted path of
 /// where it sits in the request, for error paths.
+/// The name in prost-reflect's "unrecognized field name 'x'" error.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.split_once("unrecognized field name '")?.1;
+    rest.split_once('\'').map(|(name, _)| name)
+}
+
 fn deserialize(
     desc: MessageDescriptor,
     body: &[u8],
@@ -278,6 +284,15 @@ fn deserialize(
             (p, "." | "?") => (!p.is_empty()).then(|| p.to_owned()),
             ("", path) => Some(path.to_owned()),
             (p, path) => Some(format!("{p}.{path}")),
+        };
+        // An unknown field's path ends at its message: name the field itself.
+        let message = e.to_string();
+        let field = match unknown_field(&message) {
+            Some(name) => Some(match field {
+                Some(parent) => format!("{parent}.{name}"),
+                None => name.to_owned(),
+            }),
+            None => field,
         };
         TranscodeError::InvalidBody {
             reason: match &field {

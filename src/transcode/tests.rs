@@ -408,7 +408,13 @@ fn rejects_bad_input_naming_the_field() {
             Some("item"),
             "invalid JSON body: item: EOF while parsing",
         ),
-        ("POST", "/v1/items", r#"{"nope": 1}"#, Some("item"), "nope"),
+        (
+            "POST",
+            "/v1/items",
+            r#"{"nope": 1}"#,
+            Some("item.nope"),
+            "nope",
+        ),
         (
             "POST",
             "/v1/items",

@@ -126,7 +126,10 @@ async fn bad_query_input_is_400_with_bad_request_details() {
 async fn bad_json_bodies_are_400_naming_the_field() {
     let stack = start().await;
     for (body, field) in [
-        (r#"{"email": "x@example.com", "nickname": "x"}"#, "user"),
+        (
+            r#"{"email": "x@example.com", "nickname": "x"}"#,
+            "user.nickname",
+        ),
         (r#"{"email": 7}"#, "user.email"),
         (r#"{"role": "ROLE_KING"}"#, "user.role"),
         (r#"{"email": "#, "user.email"),

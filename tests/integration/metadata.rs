@@ -251,6 +251,23 @@ async fn issue_15_a_form_body_that_is_not_json_is_415_saying_so() {
 }
 
 #[tokio::test]
+async fn issue_15_an_unknown_json_field_is_a_bad_request_naming_its_path() {
+    let (stack, _) = start("").await;
+    let reply = stack.echo(json!({"text": "hi", "nope": 1}), &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(
+        reply.json["details"][0]["@type"], "type.googleapis.com/google.rpc.BadRequest",
+        "{}",
+        reply.json
+    );
+    assert_eq!(
+        reply.json["details"][0]["fieldViolations"][0]["field"], "nope",
+        "{}",
+        reply.json
+    );
+}
+
+#[tokio::test]
 async fn debug_info_is_dropped_unless_configured() {
     let (stack, _) = start("").await;
     let reply = stack.echo(json!({"fault": "FAULT_DEBUG_INFO"}), &[]).await;
