@@ -1057,3 +1057,31 @@ async fn bulk_reserve_fails_as_soon_as_a_request_fails() {
     assert_eq!(fields, ["quantity"]);
     drop(requests);
 }
+
+#[test]
+fn the_binary_writes_no_colour_codes_into_a_pipe() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args([
+            "--users",
+            "127.0.0.1:0",
+            "--orders",
+            "127.0.0.1:0",
+            "--inventory",
+            "127.0.0.1:0",
+            "--users-v2",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = std::io::BufReader::new(stdout)
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains("listening"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let line = line.expect("a listening line");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
