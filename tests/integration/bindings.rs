@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{GatewayProcess, Stack, TempDir, client, eventually, root, serve_live};
+use crate::support::{Stack, TempDir, client, root, serve_live};
 
 /// Left out of `mixed.proto`, as `check` prints them.
 const LEFT_OUT: [&str; 4] = [
@@ -64,30 +64,13 @@ async fn good_bindings_are_served_beside_broken_ones() {
     let dir = TempDir::new("bindings-serve");
     let path = dir.write_config(&mixed(&probe_addr.to_string(), false));
     let log = dir.0.join("stderr.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let process = Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let gateway = GatewayProcess {
-        process,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = client();
-    eventually(20, "the gateway serves", || async {
-        http.get(format!("{}/healthz", gateway.url))
-            .send()
-            .await
-            .is_ok()
-    })
+    let gateway = crate::support::spawn_gateway_logging(
+        &path,
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
+    )
     .await;
+    let http = client();
     let call = |method: reqwest::Method, path: &str, body: Option<&str>| {
         let mut request = http.request(method, format!("{}{path}", gateway.url));
         if let Some(body) = body {

@@ -422,6 +422,15 @@ pub async fn spawn_gateway_with_env(
     config: &std::path::Path,
     env: &[(&str, &str)],
 ) -> GatewayProcess {
+    spawn_gateway_logging(config, env, std::process::Stdio::null()).await
+}
+
+/// [`spawn_gateway_with_env`], with the gateway's log going to `stderr`.
+pub async fn spawn_gateway_logging(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> GatewayProcess {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -432,7 +441,7 @@ pub async fn spawn_gateway_with_env(
         .arg(config)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .envs(env.iter().copied())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let gateway = GatewayProcess {
