@@ -57,8 +57,10 @@ pub enum GatewayError {
     BadLine {
         /// 1-based line number.
         line: usize,
-        /// What is wrong with it.
+        /// What is wrong with it, as the client is told.
         message: String,
+        /// The transcoding error behind it, whose redacted form is logged.
+        cause: Option<Box<TranscodeError>>,
     },
     /// A stream went quiet for too long, or stayed open too long.
     #[error("stream {what} after {timeout:?}")]
@@ -262,7 +264,30 @@ impl GatewayError {
     pub fn log_cause(&self) -> String {
         match self {
             Self::Transcode(e) => e.redacted(),
+            Self::Route(e) => e.redacted(),
+            Self::BadLine {
+                line,
+                cause: Some(e),
+                ..
+            } => format!("line {line}: {}", e.redacted()),
+            Self::NotAcceptable { .. } => "cannot answer with the Accept header's types".to_owned(),
+            Self::CrossOrigin { .. } => "WebSocket from an origin that is not allowed".to_owned(),
+            Self::UnsupportedMediaType { .. } => "unsupported content type".to_owned(),
             other => other.to_string(),
+        }
+    }
+
+    /// A bad line of a streamed request: the client hears the message, the
+    /// log the redacted cause.
+    pub fn bad_line(line: usize, error: TranscodeError) -> Self {
+        Self::BadLine {
+            line,
+            message: if error.is_internal() {
+                "internal error".to_owned()
+            } else {
+                error.to_string()
+            },
+            cause: Some(Box::new(error)),
         }
     }
 

@@ -193,6 +193,27 @@ pub enum LookupError {
     },
 }
 
+impl LookupError {
+    /// The error without the request path, for logs: a path can carry
+    /// identifiers or personal data.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::NotFound { .. } => "no route for the path".to_owned(),
+            Self::MethodNotAllowed {
+                method, allowed, ..
+            } => format!(
+                "method {method} is not allowed here (allowed: {})",
+                allowed.join(", ")
+            ),
+            Self::DotSegment { .. } => "path has '.' or '..' segments".to_owned(),
+            Self::BadEncoding { .. } => {
+                "path has percent-encoded bytes that are not UTF-8".to_owned()
+            }
+            Self::BadEscape { .. } => "path has a malformed percent-escape".to_owned(),
+        }
+    }
+}
+
 /// Why the table could not be built: a mistake in the config itself.
 /// Problems of single bindings are [`RouteProblem`]s instead.
 #[derive(Debug, thiserror::Error)]

@@ -65,9 +65,9 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 let status = error.status();
                 tracing::Span::current().record("grpc_code", error.code() as i32);
                 if status.is_server_error() {
-                    tracing::warn!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error.log_cause(), "request failed");
+                    tracing::warn!(status = status.as_u16(), latency_ms, cause = %error.log_cause(), "request failed");
                 } else {
-                    tracing::info!(status = status.as_u16(), latency_ms, path = parts.uri.path(), cause = %error.log_cause(), "request rejected");
+                    tracing::info!(status = status.as_u16(), latency_ms, cause = %error.log_cause(), "request rejected");
                 }
                 error.into_response()
             }

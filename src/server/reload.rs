@@ -367,20 +367,30 @@ fn fingerprint(config: &[u8], descriptors: &config::DescriptorSources) -> Vec<u8
 
 /// Watches the directories `paths` are named in, as named (not resolved):
 /// editors replace files rather than write them in place, and Kubernetes
-/// swaps a symlinked directory for ConfigMaps and Secrets. Any write,
-/// creation, rename or removal there is a possible change; the reload then
-/// compares the files' bytes. Reads (as by a reload) are not changes.
+/// swaps a symlinked directory for ConfigMaps and Secrets. A write,
+/// creation, rename or removal of one of the files, or of a `..` entry
+/// (the ConfigMap swap), is a possible change; the reload then compares the
+/// files' bytes. Other files in the directories are not looked at, so a log
+/// written beside the config does not wake the watcher; reads (as by a
+/// reload) are not changes.
 pub(crate) fn watch_paths(
     paths: &[&Path],
     changed: Arc<Notify>,
 ) -> anyhow::Result<RecommendedWatcher> {
+    let names: Vec<std::ffi::OsString> = paths
+        .iter()
+        .filter_map(|p| p.file_name().map(ToOwned::to_owned))
+        .collect();
+    let watched = move |path: &Path| is_watched(&names, path);
     let mut watcher =
         notify::recommended_watcher(move |result: notify::Result<notify::Event>| match result {
             Ok(event)
                 if matches!(
                     event.kind,
                     EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-                ) =>
+                )
+                    // No paths: the watcher lost events and asks for a rescan.
+                    && (event.paths.is_empty() || event.paths.iter().any(|p| watched(p))) =>
             {
                 changed.notify_one();
             }
@@ -404,6 +414,15 @@ pub(crate) fn watch_paths(
         dirs.push(dir);
     }
     Ok(watcher)
+}
+
+/// Whether an event on `path` may change a file named `names`: the file
+/// itself (by the editor's final rename too), or a `..` entry of a
+/// ConfigMap volume swap.
+fn is_watched(names: &[std::ffi::OsString], path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        names.iter().any(|n| n == name) || name.as_encoded_bytes().starts_with(b"..")
+    })
 }
 
 /// What woke a watcher.
@@ -463,5 +482,31 @@ impl Hangups {
             return;
         }
         std::future::pending().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn only_the_watched_files_and_configmap_swaps_wake_the_watcher() {
+        let names = ["gateway.yaml".into(), "user.proto".into()];
+        let cases = [
+            ("/etc/protogate/gateway.yaml", true),
+            ("gateway.yaml", true),
+            ("/p/shop/user/v1/user.proto", true),
+            ("/etc/protogate/..data", true),
+            ("/etc/protogate/..2026_12_02_01_00_00.123", true),
+            ("/etc/protogate/..data_tmp", true),
+            ("/etc/protogate/gateway.log", false),
+            ("/etc/protogate/.gateway.yaml.swp", false),
+            ("/etc/protogate/gateway.yaml~", false),
+            ("/etc/protogate/4913", false),
+            ("/etc/protogate/", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(super::is_watched(&names, Path::new(path)), want, "{path}");
+        }
     }
 }

@@ -688,6 +688,7 @@ fn ndjson_messages(
                         s.reader.fail(GatewayError::BadLine {
                             line,
                             message: format!("longer than {max} bytes"),
+                            cause: None,
                         });
                         return abort();
                     }
@@ -707,6 +708,7 @@ fn ndjson_messages(
                 s.reader.fail(GatewayError::BadLine {
                     line,
                     message: format!("longer than {max} bytes"),
+                    cause: None,
                 });
                 return abort();
             }
@@ -721,10 +723,7 @@ fn ndjson_messages(
                 Ok(message) => return Some((Outgoing::Message(Bytes::from(message)), Some(s))),
                 Err(e) => {
                     let line = s.line;
-                    s.reader.fail(GatewayError::BadLine {
-                        line,
-                        message: GatewayError::from(e).client_message(),
-                    });
+                    s.reader.fail(GatewayError::bad_line(line, e));
                     return abort();
                 }
             }

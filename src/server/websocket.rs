@@ -321,7 +321,11 @@ impl Session {
     fn message(&mut self, frame: &Message) -> Result<Vec<Queued>, GatewayError> {
         self.frames += 1;
         let line = self.frames;
-        let bad = |message: String| GatewayError::BadLine { line, message };
+        let bad = |message: String| GatewayError::BadLine {
+            line,
+            message,
+            cause: None,
+        };
         let codec = self.gw.codec();
         match frame {
             Message::Text(text) if !self.route.raw_request => codec
@@ -332,7 +336,7 @@ impl Session {
                     text.as_bytes(),
                 )
                 .map(|m| vec![Queued::Message(Bytes::from(m))])
-                .map_err(|e| bad(GatewayError::from(e).client_message())),
+                .map_err(|e| GatewayError::bad_line(line, e)),
             Message::Binary(data) if self.route.raw_request => {
                 // The path and query fields, encoded once for the session.
                 let prefix = match &self.upload_prefix {
@@ -340,7 +344,7 @@ impl Session {
                     None => {
                         let prefix = codec
                             .request(&self.route, &self.values, self.query.as_deref(), b"")
-                            .map_err(|e| bad(GatewayError::from(e).client_message()))?;
+                            .map_err(|e| GatewayError::bad_line(line, e))?;
                         self.upload_prefix = Some(prefix.clone());
                         prefix
                     }

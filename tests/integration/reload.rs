@@ -365,3 +365,54 @@ async fn issue_15_an_edited_proto_file_reloads() {
     .await;
     assert_eq!(live.gateway().generation(), 2);
 }
+
+/// Issue 15: a log written beside the config does not wake the watcher (it
+/// used to: every "not reloading" line was itself a change), and a config
+/// saved unchanged is logged as unchanged.
+#[tokio::test]
+async fn issue_15_a_log_beside_the_config_is_not_a_change() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let dir = TempDir::new("reload-log-beside");
+    let users = users_backend(backends.users);
+    let yaml = config_text(&users, "reload:\n  debounce: 50ms\n");
+    let path = dir.write_config(&yaml);
+    let log = dir.0.join("gateway.log");
+    let gateway = crate::support::spawn_gateway_logging(
+        &path,
+        &[],
+        std::fs::File::create(&log).unwrap().into(),
+    )
+    .await;
+    let http = client();
+    let status = |p: &str| {
+        let request = http.get(format!("{}{p}", gateway.url)).send();
+        async move { request.await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    // Requests write log lines beside the config.
+    for _ in 0..3 {
+        assert_eq!(status("/v1/nothing").await, 404);
+    }
+    let count = |what: &str| std::fs::read_to_string(&log).unwrap().matches(what).count();
+    const UNCHANGED: &str = "not reloading";
+    // Saved with the same bytes: one check, logged as unchanged.
+    std::fs::write(&path, &yaml).unwrap();
+    eventually(10, "the unchanged save is logged", || async {
+        count(UNCHANGED) >= 1
+    })
+    .await;
+    // A real change reloads.
+    dir.write_config(&config_text(
+        &users,
+        "reload:\n  debounce: 50ms\napis:\n  - services: [shop.user.v1.*]\n    prefix: /api\n",
+    ));
+    eventually(10, "the change is served", || async {
+        status("/api/v1/users/1").await == 200
+    })
+    .await;
+    eventually(10, "the reload is logged", || async {
+        count("configuration reloaded") == 1
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(UNCHANGED).count(), 1, "{text}");
+}

@@ -250,3 +250,81 @@ async fn sigterm_drains_requests_sends_queued_spans_and_exits_zero() {
         .count();
     assert_eq!(served, 2, "both request spans were sent at shutdown");
 }
+
+/// Issue 15: JSON log lines carry lists as arrays, and what a rejected
+/// request sent (path, query, headers, body) never reaches the log.
+#[tokio::test]
+async fn issue_15_json_logs_hold_arrays_and_no_request_values() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let dir = TempDir::new("json-log");
+    let yaml = crate::support::config_text(
+        &format!(
+            "  users:\n    address: http://{}\n    services: [shop.user.v1.UserService]\n  users2:\n    address: http://{}\n    reflection: true\n",
+            backends.users, backends.users_v2
+        ),
+        "",
+    );
+    let path = dir.write_config(&yaml);
+    let log = dir.0.join("stderr.log");
+    let gateway = crate::support::spawn_gateway_logging(
+        &path,
+        &[("PROTOGATE_LOG_FORMAT", "json")],
+        std::fs::File::create(&log).unwrap().into(),
+    )
+    .await;
+    let http = client();
+    let url = |p: &str| format!("{}{p}", gateway.url);
+    let rejected = [
+        http.get(url("/v1/users?pageSize=secret-query")),
+        http.get(url("/v1/secret-path/1")),
+        http.delete(url("/v1/users")),
+        http.get(url("/v1/users/1"))
+            .header("grpc-timeout", "secret-header"),
+        http.post(url("/v1/users"))
+            .header("content-type", "application/json")
+            .body(r#"{"user":{"displayName":"x","secretField":1}}"#),
+        http.post(url("/v1/users"))
+            .header("content-type", "application/json")
+            .body(r#"{"user":{"displayName":secret-body}}"#),
+        http.post(url("/v1/users"))
+            .header("content-type", "text/secret-type")
+            .body("x"),
+    ];
+    let count = rejected.len();
+    let mut statuses = Vec::new();
+    for request in rejected {
+        statuses.push(request.send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 404, 405, 400, 400, 400, 415]);
+
+    let mut text = String::new();
+    eventually(20, "every rejection is logged", || {
+        text = std::fs::read_to_string(&log).unwrap();
+        let n = text.matches("request rejected").count();
+        async move { n == count }
+    })
+    .await;
+    assert!(!text.to_lowercase().contains("secret"), "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let loaded = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "descriptors loaded by reflection")
+        .expect("the reflection line");
+    let services = loaded["fields"]["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("services is an array: {loaded}"));
+    assert!(
+        services.iter().any(|s| s == "shop.user.v2.UserService"),
+        "{loaded}"
+    );
+    // A rejection on a route names its template (from the request span).
+    let on_route: Vec<_> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "request rejected")
+        .filter_map(|l| l["span"]["route"].as_str())
+        .collect();
+    assert!(on_route.contains(&"/v1/users"), "{text}");
+}

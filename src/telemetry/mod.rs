@@ -22,11 +22,14 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::TracingOptions;
+
+mod json;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +84,10 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
             .with_writer(std::io::stderr);
         let _ = match format {
             LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder.json().try_init(),
+            LogFormat::Json => builder
+                .fmt_fields(JsonFields::new())
+                .event_format(json::JsonLines)
+                .try_init(),
         };
         return Ok(Telemetry { provider });
     };
@@ -99,7 +105,8 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
+            .fmt_fields(JsonFields::new())
+            .event_format(json::JsonLines)
             .with_writer(std::io::stderr)
             .boxed(),
     };
