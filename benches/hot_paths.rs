@@ -15,7 +15,7 @@ use prost_reflect::DynamicMessage;
 use protogate::config::{self, DescriptorSources, JsonOptions};
 use protogate::http_rule::RouteTable;
 use protogate::transcode::fast::RequestPlans;
-use protogate::transcode::{self, Codec};
+use protogate::transcode::{self, Transcoder};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -80,17 +80,13 @@ fn route_lookup(c: &mut Criterion) {
 
 fn request_building(c: &mut Criterion) {
     let (_, routes) = table(None);
-    let codec = Codec::build(&routes, &JsonOptions::default());
+    let codec = Transcoder::build(&routes, &JsonOptions::default());
     let found = routes.lookup(&Method::GET, "/v1/items/item-01234").unwrap();
+    let get_item = codec.route(found.route);
     c.bench_function("request: path + enum query (get_item), fast path", |b| {
         b.iter(|| {
-            codec
-                .request(
-                    found.route,
-                    &found.values,
-                    black_box(Some("view=ITEM_VIEW_FULL")),
-                    b"",
-                )
+            get_item
+                .request(&found.values, black_box(Some("view=ITEM_VIEW_FULL")), b"")
                 .unwrap()
         })
     });
@@ -109,12 +105,13 @@ fn request_building(c: &mut Criterion) {
         },
     );
     let echo = routes.lookup(&Method::POST, "/v1/echo").unwrap();
+    let echo_codec = codec.route(echo.route);
     let body = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/cases/echo.json"))
         .unwrap_or_else(|_| br#"{"message":"hello from the benchmark, a hundred bytes of JSON or so","sequence":42,"tags":["a","b","c"]}"#.to_vec());
     c.bench_function("request: JSON body (echo), fast path", |b| {
         b.iter(|| {
-            codec
-                .request(echo.route, &echo.values, None, black_box(&body))
+            echo_codec
+                .request(&echo.values, None, black_box(&body))
                 .unwrap()
         })
     });
@@ -126,7 +123,7 @@ fn request_building(c: &mut Criterion) {
 fn replies(c: &mut Criterion) {
     let (pool, routes) = table(None);
     let json = JsonOptions::default();
-    let codec = Codec::build(&routes, &json);
+    let codec = Transcoder::build(&routes, &json);
     let list = routes.lookup(&Method::GET, "/v1/items").unwrap();
     let text =
         std::fs::read_to_string(root().join("tests/fixtures/bench/list_items.json")).unwrap();
@@ -137,7 +134,8 @@ fn replies(c: &mut Criterion) {
         .unwrap()
         .encode_to_vec();
     c.bench_function("reply: list_items, fast path", |b| {
-        b.iter(|| codec.response(list.route, black_box(&reply)).unwrap())
+        let list_codec = codec.route(list.route);
+        b.iter(|| list_codec.response(black_box(&reply)).unwrap())
     });
     c.bench_function("reply: list_items, DynamicMessage reference", |b| {
         b.iter(|| transcode::response(list.route, black_box(&reply), &json).unwrap())
@@ -153,7 +151,8 @@ fn replies(c: &mut Criterion) {
     .unwrap()
     .encode_to_vec();
     c.bench_function("reply: echo, fast path", |b| {
-        b.iter(|| codec.response(echo.route, black_box(&reply)).unwrap())
+        let echo_codec = codec.route(echo.route);
+        b.iter(|| echo_codec.response(black_box(&reply)).unwrap())
     });
     c.bench_function("reply: echo, DynamicMessage reference", |b| {
         b.iter(|| transcode::response(echo.route, black_box(&reply), &json).unwrap())

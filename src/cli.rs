@@ -327,7 +327,8 @@ pub fn print_routes(gateway: &Gateway, out: &mut impl Write) -> std::io::Result<
         .routes()
         .routes()
         .iter()
-        .map(|r| {
+        .map(|plan| {
+            let r = &plan.route;
             [
                 r.http_method.to_string(),
                 r.template.source.clone(),

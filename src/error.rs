@@ -43,7 +43,7 @@ pub enum GatewayError {
     BadBinaryHeader(#[from] crate::upstream::metadata::BadBinaryHeader),
     /// The traffic override header names a backend the route does not have.
     #[error(transparent)]
-    UnknownBackend(#[from] crate::upstream::balance::UnknownBackend),
+    UnknownBackend(#[from] crate::upstream::UnknownBackend),
     /// No stream framing the client accepts.
     #[error(
         "cannot answer with {accept:?}; accept application/x-ndjson, text/event-stream or application/json"

@@ -15,11 +15,12 @@ use prost_reflect::DescriptorPool;
 use crate::auth::Authenticator;
 use crate::config::{Config, ServicePattern};
 use crate::descriptor::{self, reflection};
-use crate::http_rule::{RouteProblem, RouteTable};
+use crate::http_rule::{RoutePayload, RouteProblem, RouteTable};
 use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
+use crate::plan::RoutePlan;
 use crate::rate_limit::RateLimits;
-use crate::transcode::Codec;
+use crate::transcode::Transcoder;
 use crate::upstream::Upstreams;
 
 /// Shared, immutable gateway state; cheap to clone.
@@ -32,15 +33,16 @@ pub struct Gateway {
 struct Inner {
     config: Config,
     pool: DescriptorPool,
-    routes: RouteTable,
+    routes: RouteTable<RoutePlan>,
     upstreams: Upstreams,
     openapi: OpenApiDocs,
     auth: Authenticator,
-    codec: Codec,
     loaded_at: SystemTime,
     generation: u64,
     metrics: Metrics,
     rate_limits: Option<RateLimits>,
+    /// One permit per request (or open stream) that may be in flight.
+    admission: Arc<tokio::sync::Semaphore>,
     /// Reflection backends that did not answer: their services are unknown.
     pending: Vec<String>,
     /// Reflection backends that did not answer, served from the cache.
@@ -70,8 +72,8 @@ impl OpenApiDocs {
     ///
     /// # Errors
     /// Serialization errors, which a well-formed document does not produce.
-    pub fn build(
-        routes: &RouteTable,
+    pub fn build<P: RoutePayload>(
+        routes: &RouteTable<P>,
         pool: &DescriptorPool,
         config: &Config,
         auth: &Authenticator,
@@ -158,7 +160,7 @@ impl Gateway {
             refuse_left_out(routes.problems())
                 .with_context(|| format!("{source}: invalid routes"))?;
         }
-        let codec = Codec::build(&routes, &config.transcode.json);
+        let transcoder = Transcoder::build(&routes, &config.transcode.json);
         let auth = Authenticator::build(&config.auth, &routes)
             .await
             .with_context(|| format!("{source}: invalid auth"))?;
@@ -170,7 +172,24 @@ impl Gateway {
         };
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
+        let routes = routes
+            .map(|route| RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams))?;
         let rate_limits = RateLimits::build(&config.rate_limit);
+        // Kept across a reload that leaves the limit alone: requests in
+        // flight on the old gateway still hold their slots.
+        let limit = config
+            .edge
+            .max_concurrent_requests
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let admission = match previous {
+            Some(p)
+                if p.inner.config.edge.max_concurrent_requests
+                    == config.edge.max_concurrent_requests =>
+            {
+                p.inner.admission.clone()
+            }
+            _ => Arc::new(tokio::sync::Semaphore::new(limit)),
+        };
         // Counters keep counting across reloads.
         let metrics = previous
             .map(|p| p.inner.metrics.clone())
@@ -194,11 +213,11 @@ impl Gateway {
                 upstreams,
                 openapi,
                 auth,
-                codec,
                 loaded_at: SystemTime::now(),
                 generation: previous.map_or(1, |p| p.inner.generation + 1),
                 metrics,
                 rate_limits,
+                admission,
                 pending,
                 cached,
             }),
@@ -220,6 +239,11 @@ impl Gateway {
     /// Rate limits, when configured.
     pub fn rate_limits(&self) -> Option<&RateLimits> {
         self.inner.rate_limits.as_ref()
+    }
+
+    /// The concurrency slots of `server.max_concurrent_requests`.
+    pub fn admission(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.admission
     }
 
     /// The process's metrics.
@@ -247,19 +271,14 @@ impl Gateway {
         &self.inner.pool
     }
 
-    /// The route table.
-    pub fn routes(&self) -> &RouteTable {
+    /// The route table, each route with its plan.
+    pub fn routes(&self) -> &RouteTable<RoutePlan> {
         &self.inner.routes
     }
 
     /// The rendered OpenAPI document.
     pub fn openapi(&self) -> &OpenApiDocs {
         &self.inner.openapi
-    }
-
-    /// The reply codec.
-    pub fn codec(&self) -> &Codec {
-        &self.inner.codec
     }
 
     /// Authentication state.

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod http_rule;
 pub mod metrics;
 pub mod openapi;
+pub mod plan;
 pub mod rate_limit;
 pub mod server;
 pub mod telemetry;

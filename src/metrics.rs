@@ -210,15 +210,12 @@ impl Metrics {
         }
     }
 
-    /// Counts a request as started; the guard counts it finished when
-    /// dropped. `None` when `limit` requests are already in flight: the
-    /// request is to be shed.
-    pub fn start(&self, limit: usize) -> Option<InFlight> {
-        let before = self.inner.in_flight.inc();
-        let guard = InFlight {
+    /// Counts a request in flight until the guard drops.
+    pub fn in_flight(&self) -> InFlight {
+        self.inner.in_flight.inc();
+        InFlight {
             gauge: self.inner.in_flight.clone(),
-        };
-        (usize::try_from(before).unwrap_or(0) < limit).then_some(guard)
+        }
     }
 
     /// Records a finished request.

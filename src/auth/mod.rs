@@ -157,7 +157,10 @@ impl AuthError {
 pub struct Authenticator {
     providers: Vec<Provider>,
     api_keys: Option<ApiKeys>,
-    requirements: Vec<Requirement>,
+    /// Each `auth.rules` entry's target and resolved requirement, in order.
+    rules: Vec<(RuleTarget, Arc<Requirement>)>,
+    /// `auth.default`, resolved.
+    default: Arc<Requirement>,
     gateway_endpoints: Requirement,
     forward: ForwardConfig,
     /// Metadata names only the gateway sets: a client's copies are removed.
@@ -225,30 +228,21 @@ impl Authenticator {
                     .collect(),
             }
         };
-        let mut used = vec![false; config.rules.len()];
-        let requirements = routes
-            .routes()
-            .iter()
-            .map(|route| {
-                let pick = |f: &dyn Fn(&RuleTarget) -> bool| config.rules.iter().position(|r| f(&r.target));
-                let found = pick(&|t| matches_route(t, route))
-                    .or_else(|| pick(&|t| matches!(t, RuleTarget::Method(m) if m == route.method.full_name())))
-                    .or_else(|| {
-                        pick(&|t| matches!(t, RuleTarget::Service(s) if s == route.method.parent_service().full_name()))
-                    });
-                for (i, rule) in config.rules.iter().enumerate() {
-                    used[i] |= rule_matches(&rule.target, route);
-                }
-                match found {
-                    Some(i) => resolve(&config.rules[i].body),
-                    None => resolve(&config.default),
-                }
-            })
-            .collect();
-        if let Some(i) = used.iter().position(|u| !u) {
-            anyhow::bail!("{}: matches no route", config.rules[i].key);
+        if let Some(unused) = config.rules.iter().find(|rule| {
+            !routes
+                .routes()
+                .iter()
+                .any(|r| rule_matches(&rule.target, r))
+        }) {
+            anyhow::bail!("{}: matches no route", unused.key);
         }
+        let rules = config
+            .rules
+            .iter()
+            .map(|rule| (rule.target.clone(), Arc::new(resolve(&rule.body))))
+            .collect();
         let default = resolve(&config.default);
+        let route_default = Arc::new(default.clone());
         let gateway_endpoints = if config.protect_gateway_endpoints {
             default
         } else {
@@ -285,7 +279,8 @@ impl Authenticator {
         Ok(Self {
             providers,
             api_keys,
-            requirements,
+            rules,
+            default: route_default,
             gateway_endpoints,
             forward: config.forward.clone(),
             targets,
@@ -294,9 +289,17 @@ impl Authenticator {
         })
     }
 
-    /// The requirement of the route at `index` in the route table.
-    pub fn requirement(&self, index: usize) -> Option<&Requirement> {
-        self.requirements.get(index)
+    /// The requirement of `route`: the first rule naming its route, else
+    /// its method, else its service, else `auth.default`. Resolved when the
+    /// gateway is built; requests read it from their route's plan.
+    pub fn requirement(&self, route: &Route) -> Arc<Requirement> {
+        let pick = |f: &dyn Fn(&RuleTarget) -> bool| self.rules.iter().find(|(t, _)| f(t));
+        let method = route.method.full_name();
+        let service = route.method.parent_service();
+        pick(&|t| matches_route(t, route))
+            .or_else(|| pick(&|t| matches!(t, RuleTarget::Method(m) if m == method)))
+            .or_else(|| pick(&|t| matches!(t, RuleTarget::Service(s) if s == service.full_name())))
+            .map_or_else(|| self.default.clone(), |(_, r)| r.clone())
     }
 
     /// The requirement of `/healthz`, `/openapi.*` and `/docs`.

@@ -152,7 +152,7 @@ async fn check(
 ) -> Result<Option<Principal>, AuthError> {
     let m = http::Method::from_bytes(method.as_bytes()).unwrap();
     let found = routes.lookup(&m, path).unwrap();
-    auth.authenticate(auth.requirement(found.route.index).unwrap(), headers, query)
+    auth.authenticate(&auth.requirement(found.route), headers, query)
         .await
 }
 

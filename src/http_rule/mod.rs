@@ -10,6 +10,6 @@ pub mod template;
 pub use field_path::FieldPath;
 pub use route_table::{
     BodyRule, LookupError, MethodMatch, ProblemKind, Route, RouteBackend, RouteError, RouteMatch,
-    RouteProblem, RouteTable,
+    RoutePayload, RouteProblem, RouteTable,
 };
 pub use template::PathTemplate;

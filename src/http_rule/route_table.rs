@@ -147,9 +147,9 @@ impl Route {
 
 /// A successful lookup.
 #[derive(Debug)]
-pub struct RouteMatch<'a> {
-    /// The route.
-    pub route: &'a Arc<Route>,
+pub struct RouteMatch<'a, P = Arc<Route>> {
+    /// The route's payload: the route itself, or what was compiled for it.
+    pub route: &'a P,
     /// Captured values, parallel to `route.path_fields`.
     pub values: Vec<String>,
 }
@@ -346,15 +346,31 @@ struct End {
     route: usize,
 }
 
-/// The compiled, immutable set of routes.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    routes: Vec<Arc<Route>>,
+/// The compiled, immutable set of routes, each carrying a payload `P`:
+/// the [`Route`] itself as built here, or whatever a caller compiles for
+/// each route once ([`RouteTable::map`]), so a lookup hands back everything a
+/// request on that route needs.
+#[derive(Debug)]
+pub struct RouteTable<P = Arc<Route>> {
+    routes: Vec<P>,
     match_encoded_slashes: bool,
     root: Node,
     verbs: Vec<String>,
     methods: Vec<Method>,
     problems: Vec<RouteProblem>,
+}
+
+impl<P> Default for RouteTable<P> {
+    fn default() -> Self {
+        Self {
+            routes: Vec::new(),
+            match_encoded_slashes: false,
+            root: Node::default(),
+            verbs: Vec::new(),
+            methods: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
 }
 
 /// Where a binding comes from; earlier origins win conflicts.
@@ -580,6 +596,56 @@ impl RouteTable {
         Ok(table)
     }
 
+    /// Adds a route whose requests no other route answers (see [`claim`]).
+    fn insert(&mut self, mut route: Route) {
+        route.index = self.routes.len();
+        let mut node = &mut self.root;
+        for segment in &route.template.segments {
+            node = match segment {
+                Segment::Literal(lit) => node.literal.entry(lit.clone()).or_default(),
+                Segment::Wildcard => node.wildcard.get_or_insert_with(Default::default),
+                Segment::DeepWildcard => node.deep.get_or_insert_with(Default::default),
+            };
+        }
+        node.ends.push(End {
+            verb: route.template.verb.clone(),
+            method: route.http_method.clone(),
+            route: self.routes.len(),
+        });
+        if let Some(v) = &route.template.verb
+            && !self.verbs.contains(v)
+        {
+            self.verbs.push(v.clone());
+        }
+        if let MethodMatch::Exact(m) = &route.http_method
+            && !self.methods.contains(m)
+        {
+            self.methods.push(m.clone());
+        }
+        self.routes.push(Arc::new(route));
+    }
+}
+
+impl<P> RouteTable<P> {
+    /// The same table with each route's payload compiled by `plan`, once.
+    ///
+    /// # Errors
+    /// The first error `plan` returns.
+    pub fn map<Q, E>(self, plan: impl FnMut(P) -> Result<Q, E>) -> Result<RouteTable<Q>, E> {
+        Ok(RouteTable {
+            routes: self
+                .routes
+                .into_iter()
+                .map(plan)
+                .collect::<Result<_, _>>()?,
+            match_encoded_slashes: self.match_encoded_slashes,
+            root: self.root,
+            verbs: self.verbs,
+            methods: self.methods,
+            problems: self.problems,
+        })
+    }
+
     /// The bindings left out of the table and the duplicates routed once,
     /// by method name: the one list that logs, metrics, `check` and
     /// `descriptors.strict` use.
@@ -587,11 +653,25 @@ impl RouteTable {
         &self.problems
     }
 
-    /// All routes in insertion order.
-    pub fn routes(&self) -> &[Arc<Route>] {
+    /// All routes' payloads in insertion order.
+    pub fn routes(&self) -> &[P] {
         &self.routes
     }
+}
 
+/// What a [`RouteTable`] carries per route: anything that knows its route.
+pub trait RoutePayload {
+    /// The route this payload was compiled for.
+    fn route(&self) -> &Arc<Route>;
+}
+
+impl RoutePayload for Arc<Route> {
+    fn route(&self) -> &Arc<Route> {
+        self
+    }
+}
+
+impl<P: RoutePayload> RouteTable<P> {
     /// Matches a request's method and raw (percent-encoded) path.
     ///
     /// # Errors
@@ -600,7 +680,7 @@ impl RouteTable {
     /// the method is wrong, [`LookupError::DotSegment`] for `.`/`..` segments,
     /// [`LookupError::BadEscape`] and [`LookupError::BadEncoding`] for
     /// percent-escapes that are malformed or not UTF-8.
-    pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_>, LookupError> {
+    pub fn lookup(&self, method: &Method, path: &str) -> Result<RouteMatch<'_, P>, LookupError> {
         let segments = split_segments(path)?;
         if let Some(found) = self.find(method, &segments) {
             return Ok(found);
@@ -643,7 +723,7 @@ impl RouteTable {
     /// Matches split segments: first as `...:verb` when the last segment ends
     /// in a known verb (so "/v1/x:cancel" is the verb, not part of `{id}`),
     /// then as written.
-    fn find(&self, method: &Method, segments: &[&str]) -> Option<RouteMatch<'_>> {
+    fn find(&self, method: &Method, segments: &[&str]) -> Option<RouteMatch<'_, P>> {
         if let Some((last, init)) = segments.split_last()
             && let Some((head, verb)) = last.rsplit_once(':')
             && self.verbs.iter().any(|v| v == verb)
@@ -665,45 +745,40 @@ impl RouteTable {
         method: &Method,
         segments: &[&str],
         verb: Option<&str>,
-    ) -> Option<RouteMatch<'_>> {
+    ) -> Option<RouteMatch<'_, P>> {
         let idx = search(&self.root, segments, 0, verb, method)?;
-        let route = &self.routes[idx];
+        let payload = self.routes.get(idx)?;
+        let route = payload.route();
         let values = route
             .template
             .variables
             .iter()
             .map(|v| route.template.capture_value(v, segments))
             .collect();
-        Some(RouteMatch { route, values })
+        Some(RouteMatch {
+            route: payload,
+            values,
+        })
     }
 
-    /// Adds a route whose requests no other route answers (see [`claim`]).
-    fn insert(&mut self, mut route: Route) {
-        route.index = self.routes.len();
-        let mut node = &mut self.root;
-        for segment in &route.template.segments {
-            node = match segment {
-                Segment::Literal(lit) => node.literal.entry(lit.clone()).or_default(),
-                Segment::Wildcard => node.wildcard.get_or_insert_with(Default::default),
-                Segment::DeepWildcard => node.deep.get_or_insert_with(Default::default),
-            };
+    /// Matches a WebSocket handshake (a GET): a streaming route bound to GET,
+    /// else, as streams usually are, to POST.
+    ///
+    /// # Errors
+    /// As [`RouteTable::lookup`] for the GET.
+    pub fn lookup_websocket(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<RouteMatch<'_, P>, LookupError> {
+        match self.lookup(method, path) {
+            Ok(found) if found.route.route().is_streaming() => Ok(found),
+            other => self
+                .lookup(&Method::POST, path)
+                .ok()
+                .filter(|f| f.route.route().is_streaming())
+                .map_or(other, Ok),
         }
-        node.ends.push(End {
-            verb: route.template.verb.clone(),
-            method: route.http_method.clone(),
-            route: self.routes.len(),
-        });
-        if let Some(v) = &route.template.verb
-            && !self.verbs.contains(v)
-        {
-            self.verbs.push(v.clone());
-        }
-        if let MethodMatch::Exact(m) = &route.http_method
-            && !self.methods.contains(m)
-        {
-            self.methods.push(m.clone());
-        }
-        self.routes.push(Arc::new(route));
     }
 }
 

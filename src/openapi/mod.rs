@@ -35,20 +35,21 @@ use crate::config::Config;
 use crate::config::auth::{API_KEY, Location};
 use crate::http_rule::route_table::is_bound;
 use crate::http_rule::template::Segment;
-use crate::http_rule::{BodyRule, MethodMatch, Route, RouteTable};
+use crate::http_rule::{BodyRule, MethodMatch, Route, RoutePayload, RouteTable};
 use crate::transcode::value::is_scalar_like;
 
 /// How deep nested messages are expanded into dotted query parameters.
 const MAX_QUERY_DEPTH: usize = 4;
 
 /// Builds the combined document for every route in the table.
-pub fn document(
-    routes: &RouteTable,
+pub fn document<P: RoutePayload>(
+    routes: &RouteTable<P>,
     pool: &DescriptorPool,
     config: &Config,
     auth: &Authenticator,
 ) -> OpenApi {
-    document_for(routes.routes(), pool, config, auth)
+    let all: Vec<Arc<Route>> = routes.routes().iter().map(|p| p.route().clone()).collect();
+    document_for(&all, pool, config, auth)
 }
 
 /// The API version of a service: the last package component when it looks
@@ -68,9 +69,9 @@ pub fn api_version(service: &prost_reflect::ServiceDescriptor) -> Option<&str> {
 }
 
 /// Routes grouped by API version, for one document per version.
-pub fn versions(routes: &RouteTable) -> BTreeMap<String, Vec<Arc<Route>>> {
+pub fn versions<P: RoutePayload>(routes: &RouteTable<P>) -> BTreeMap<String, Vec<Arc<Route>>> {
     let mut out: BTreeMap<String, Vec<Arc<Route>>> = BTreeMap::new();
-    for route in routes.routes() {
+    for route in routes.routes().iter().map(RoutePayload::route) {
         if let Some(v) = api_version(route.method.parent_service()) {
             out.entry(v.to_owned()).or_default().push(route.clone());
         }
@@ -108,9 +109,9 @@ pub fn document_for(
             taken.insert((normalized(&path), route.http_method.to_string()));
         }
         let mut operation = operation(route, spelled, &tags, &mut schemas, &comments);
-        if let Some(requirement) = auth.requirement(route.index).filter(|r| !r.public) {
+        if let Some(requirement) = Some(auth.requirement(route)).filter(|r| !r.public) {
             // Alternatives: any one accepted credential with the scopes satisfies the route.
-            let alternatives = auth.accepted(requirement).map(|c| {
+            let alternatives = auth.accepted(&requirement).map(|c| {
                 let name = match c {
                     Ok(provider) => provider.name.clone(),
                     Err(_) => API_KEY.to_owned(),

@@ -4,9 +4,11 @@ pub mod connection;
 pub mod docs;
 pub mod handler;
 pub mod layers;
+pub mod pipeline;
 pub mod reload;
 pub mod router;
 pub mod stream;
+pub mod unary;
 pub mod websocket;
 
 use std::future::Future;

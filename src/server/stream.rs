@@ -32,22 +32,21 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::Streaming;
-use tonic::metadata::MetadataMap;
 
-use super::handler::{call_error, content_type, message, read_body, render_reply};
+use super::pipeline::{
+    self, Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, content_type, ended,
+    read_body, render_reply,
+};
 use super::reload::Cut;
 use crate::config::Framing;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::http_rule::{Route, RouteBackend, RouteMatch};
-use crate::transcode::http_body;
+use crate::http_rule::Route;
+use crate::transcode::{RouteCodec, http_body};
 use crate::upstream::balance::Lease;
 use crate::upstream::metadata::response_headers;
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 use crate::upstream::{CallError, Deadline};
-
-/// Largest chunk of a raw upload sent as one message.
-pub(super) const MAX_UPLOAD_CHUNK: usize = 1 << 20;
 
 /// Calls a streaming method: builds the request stream from the body, opens
 /// the call and answers with the reply stream (or, for a client stream, the
@@ -59,17 +58,17 @@ pub(super) async fn call(
     gw: &Gateway,
     parts: &Parts,
     body: Body,
-    found: &RouteMatch<'_>,
-    target: &RouteBackend,
-    query: Option<String>,
-    metadata: MetadataMap,
+    call: Call<'_>,
+    admitted: Admitted,
 ) -> Result<Response, GatewayError> {
-    let route = found.route.clone();
+    let plan = call.plan;
+    let target = call.target;
+    let route = plan.route.clone();
     let options = &gw.config().streaming;
     // Counted from the start: the wait for the backend's headers is part of it.
     // A client's Grpc-Timeout (capped as for unary calls) can only shorten it.
     let deadline = Deadline::after(
-        super::handler::timeout(parts, options.max_duration, gw.config().max_grpc_timeout)?
+        pipeline::timeout(parts, options.max_duration, plan.limits.max_grpc_timeout)?
             .min(options.max_duration),
     );
     let mut cut = parts.extensions.get::<Cut>().cloned();
@@ -94,45 +93,49 @@ pub(super) async fn call(
         };
         if route.raw_request {
             // Path and query are checked before the call opens: a plain 400.
-            let prefix = gw
-                .codec()
-                .request(&route, &found.values, query.as_deref(), b"")?;
+            let prefix = plan
+                .codec
+                .request(&call.values, call.query.as_deref(), b"")?;
             let field = route.body.field().cloned();
             upload_chunks(reader, prefix, field, content_type(parts).to_owned())
         } else {
             ndjson_messages(
                 reader,
-                gw.clone(),
-                route.clone(),
-                found.values.clone(),
-                query,
-                gw.config().transcode.max_body_bytes,
+                plan.codec.clone(),
+                call.values.clone(),
+                call.query.clone(),
+                plan.limits.max_body_bytes,
             )
         }
     } else {
         drop((report, abandoned));
-        let body = tokio::time::timeout(
-            target.timeout,
-            read_body(parts, body, gw.config().transcode.max_body_bytes),
+        // The body of a server stream arrives within the stream's deadline.
+        let body = tokio::time::timeout_at(
+            deadline.at,
+            read_body(parts, body, plan.limits.max_body_bytes),
         )
         .await
         .map_err(|_| GatewayError::BodyTimeout {
-            timeout: target.timeout,
+            timeout: deadline.timeout,
         })??;
-        let input = message(gw, parts, &route, &found.values, query.as_deref(), body)?;
+        let input = pipeline::message(&call, parts, body)?;
         stream::once(async move { Outgoing::Message(Bytes::from(input)) }).boxed()
     };
 
+    let mut timing = UpstreamCall::start(gw, target);
     let opened = tokio::select! {
         biased;
         error = failed(&mut failure) => return Err(error),
-        opened = gw.upstreams().streaming(target, &route, requests, metadata, deadline) => opened,
+        opened = gw.upstreams().streaming(target, &route, requests, call.metadata, deadline) => opened,
     };
     let StreamReply {
         headers: reply_headers,
         mut messages,
         lease,
-    } = opened.map_err(|e| call_error(gw, &target.name, e))?;
+    } = opened.map_err(|e| {
+        timing.finish(e.code());
+        call_error(gw, &target.name, e)
+    })?;
 
     if !route.method.is_server_streaming() {
         // Exactly one reply, then an OK status, as for a unary call.
@@ -151,10 +154,11 @@ pub(super) async fn call(
             backend: target.name.clone(),
             cause: cause.to_owned(),
         };
-        return match result {
+        let answer = match result {
             Ok(Ok((Some(reply), None, trailers))) => {
+                timing.finish(tonic::Code::Ok);
                 let headers = response_headers(&reply_headers, trailers.as_ref());
-                render_reply(gw, &route, &target.name, &reply, headers)
+                render_reply(plan, &target.name, &reply, headers)
             }
             Ok(Ok((None, _, _))) => Err(bad("no reply to a client stream")),
             Ok(Ok((Some(_), Some(_), _))) => Err(bad("more than one reply to a client stream")),
@@ -168,6 +172,11 @@ pub(super) async fn call(
                 timeout: deadline.timeout,
             }),
         };
+        if let Err(e) = &answer {
+            timing.finish(e.code());
+        }
+        drop(admitted);
+        return answer;
     }
     let headers = response_headers(&reply_headers, None);
 
@@ -183,19 +192,29 @@ pub(super) async fn call(
         Next::Message(m) => Some(m),
         Next::End => None,
         Next::Failed(Failure::Call(e)) => {
+            timing.finish(e.code());
             return Err(call_error(
                 gw,
                 &target.name,
                 e.after_headers(&reply_headers),
             ));
         }
-        Next::Failed(e) => return Err(e.into_gateway(gw, &target.name)),
+        Next::Failed(e) => {
+            let error = e.into_gateway(gw, &target.name);
+            timing.finish(error.code());
+            return Err(error);
+        }
     };
-    let route_for_first = route.clone();
+    if first.is_none() {
+        timing.finish(tonic::Code::Ok);
+    }
     let replies = Replies {
         gw: gw.clone(),
+        codec: plan.codec.clone(),
         route,
         backend: target.name.clone(),
+        _admitted: admitted,
+        timing,
         messages,
         _lease: lease,
         failure,
@@ -209,7 +228,7 @@ pub(super) async fn call(
         Some(framing) => {
             // A first message that does not render is still an ordinary error.
             let first = first
-                .map(|m| gw.codec().response(&route_for_first, &m))
+                .map(|m| replies.codec.response(&m))
                 .transpose()
                 .map_err(|e| GatewayError::BadBackend {
                     backend: target.name.clone(),
@@ -353,8 +372,14 @@ impl Framing {
 /// The open reply side of a call, read as the client takes messages.
 struct Replies {
     gw: Gateway,
+    codec: RouteCodec,
     route: Arc<Route>,
     backend: String,
+    /// The request's concurrency slot and in-flight count, held while the
+    /// stream is open.
+    _admitted: Admitted,
+    /// Counts the backend call when it ends.
+    timing: UpstreamCall,
     messages: Streaming<Bytes>,
     /// Keeps the call counted in flight on its endpoint.
     _lease: Lease,
@@ -380,14 +405,6 @@ pub(super) async fn failed(slot: &mut Option<oneshot::Receiver<GatewayError>>) -
         }
     }
     std::future::pending().await
-}
-
-/// Resolves when the gateway ends open streams at shutdown; never without a signal.
-pub(super) async fn ended(cut: &mut Option<Cut>) {
-    match cut.as_mut() {
-        Some(cut) => cut.wait().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// What the next read of a reply stream gave.
@@ -446,12 +463,19 @@ impl Replies {
     /// The next message, or the failure of a client-stream line meanwhile.
     async fn next(&mut self) -> Next {
         // A reported failure first: the call it cancels fails right after.
-        tokio::select! {
+        let next = tokio::select! {
             biased;
             error = failed(&mut self.failure) => Next::Failed(Failure::Gateway(error)),
             () = ended(&mut self.cut) => Next::Failed(Failure::Gateway(GatewayError::ShuttingDown)),
             next = next(&mut self.messages, self.deadline, self.idle, self.max_duration) => next,
+        };
+        match &next {
+            Next::Message(_) => {}
+            Next::End => self.timing.finish(tonic::Code::Ok),
+            Next::Failed(Failure::Call(e)) => self.timing.finish(e.code()),
+            Next::Failed(Failure::Gateway(e)) => self.timing.finish(e.code()),
         }
+        next
     }
 
     fn error_body(&self, failure: Failure) -> Vec<u8> {
@@ -490,7 +514,7 @@ fn framed(
             return Some((Ok(framing.message(s.sent, &json)), s));
         }
         let chunk = match s.replies.next().await {
-            Next::Message(m) => match s.replies.gw.codec().response(&s.replies.route, &m) {
+            Next::Message(m) => match s.replies.codec.response(&m) {
                 Ok(json) => {
                     s.sent += 1;
                     framing.message(s.sent, &json)
@@ -635,8 +659,7 @@ fn abort<S>() -> Option<(Outgoing, Option<S>)> {
 /// NDJSON request lines as messages, each as soon as its line is complete.
 fn ndjson_messages(
     reader: Reader,
-    gw: Gateway,
-    route: Arc<Route>,
+    codec: RouteCodec,
     values: Vec<String>,
     query: Option<String>,
     max_line: usize,
@@ -648,8 +671,7 @@ fn ndjson_messages(
         scanned: usize,
         line: usize,
         ended: bool,
-        gw: Gateway,
-        route: Arc<Route>,
+        codec: RouteCodec,
         values: Vec<String>,
         query: Option<String>,
         max_line: usize,
@@ -660,8 +682,7 @@ fn ndjson_messages(
         scanned: 0,
         line: 0,
         ended: false,
-        gw,
-        route,
+        codec,
         values,
         query,
         max_line,
@@ -715,11 +736,7 @@ fn ndjson_messages(
             if content.trim_ascii().is_empty() {
                 continue;
             }
-            match s
-                .gw
-                .codec()
-                .request(&s.route, &s.values, s.query.as_deref(), content)
-            {
+            match s.codec.request(&s.values, s.query.as_deref(), content) {
                 Ok(message) => return Some((Outgoing::Message(Bytes::from(message)), Some(s))),
                 Err(e) => {
                     let line = s.line;

@@ -28,15 +28,14 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 use tonic::metadata::MetadataMap;
 
-use super::handler::call_error;
+use super::pipeline::{Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, ended};
 use super::reload::Cut;
-use super::stream::{MAX_UPLOAD_CHUNK, ended};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
-use crate::http_rule::{BodyRule, Route, RouteBackend, RouteMatch};
-use crate::transcode::http_body;
-use crate::upstream::Deadline;
+use crate::http_rule::{BodyRule, Route};
+use crate::transcode::{RouteCodec, http_body};
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
+use crate::upstream::{Deadline, Target};
 
 /// Close code of a call that ended with gRPC code `c`: 4000 + c (OK: 1000).
 pub fn close_code(code: Code) -> u16 {
@@ -98,13 +97,11 @@ pub fn is_websocket(parts: &Parts) -> bool {
 pub(super) async fn websocket(
     gw: &Gateway,
     parts: &mut Parts,
-    found: &RouteMatch<'_>,
-    target: &RouteBackend,
-    query: Option<String>,
-    metadata: MetadataMap,
+    call: Call<'_>,
+    admitted: Admitted,
 ) -> Result<Response, GatewayError> {
     check_origin(parts, &gw.config().streaming.websocket_origins)?;
-    let limit = gw.config().transcode.max_body_bytes;
+    let limit = call.plan.limits.max_body_bytes;
     let upgrade = WebSocketUpgrade::from_request_parts(parts, &())
         .await
         .map_err(|e| GatewayError::BadHeader {
@@ -120,11 +117,14 @@ pub(super) async fn websocket(
         upload_prefix: None,
         cut,
         gw: gw.clone(),
-        route: found.route.clone(),
-        values: found.values.clone(),
-        query,
-        target: target.clone(),
+        route: call.plan.route.clone(),
+        codec: call.plan.codec.clone(),
+        values: call.values,
+        query: call.query,
+        target: call.target.clone(),
+        _admitted: admitted,
     };
+    let metadata = call.metadata;
     Ok(upgrade.on_upgrade(move |socket| session.run(socket, metadata)))
 }
 
@@ -136,9 +136,13 @@ struct Session {
     cut: Option<Cut>,
     gw: Gateway,
     route: Arc<Route>,
+    codec: RouteCodec,
     values: Vec<String>,
     query: Option<String>,
-    target: RouteBackend,
+    target: Target,
+    /// The request's concurrency slot and in-flight count, held for the
+    /// session's life.
+    _admitted: Admitted,
 }
 
 /// A request message waiting for the backend, or the end of the requests.
@@ -207,6 +211,7 @@ impl Session {
 
         let gw = self.gw.clone();
         let (route, target) = (self.route.clone(), self.target.clone());
+        let mut timing = UpstreamCall::start(&gw, &target);
         let mut opening = std::pin::pin!(
             gw.upstreams()
                 .streaming(&target, &route, requests, metadata, deadline)
@@ -248,12 +253,16 @@ impl Session {
                 }
                 opened = &mut opening, if reply.is_none() => match opened {
                     Ok(opened) => reply = Some(opened),
-                    Err(e) => return close(&mut sink, &call_error(&gw, &target.name, e)).await,
+                    Err(e) => {
+                        timing.finish(e.code());
+                        return close(&mut sink, &call_error(&gw, &target.name, e)).await;
+                    }
                 },
                 next = next_reply(reply.as_mut()), if reply.is_some() => {
                     let message = match next {
                         Ok(Some(message)) => message,
                         Ok(None) => {
+                            timing.finish(Code::Ok);
                             let _ = sink
                                 .send(Message::Close(Some(CloseFrame {
                                     code: close_code(Code::Ok),
@@ -266,6 +275,7 @@ impl Session {
                         }
                         Err(status) => {
                             let error = call_error(&gw, &target.name, reply_error(status));
+                            timing.finish(error.code());
                             return close(&mut sink, &error).await;
                         }
                     };
@@ -277,19 +287,25 @@ impl Session {
                         }
                         Err(cause) => {
                             let error = GatewayError::BadBackend { backend: target.name.clone(), cause };
+                            timing.finish(error.code());
                             return close(&mut sink, &error).await;
                         }
                     }
                 }
                 () = idle => {
                     let error = GatewayError::StreamTimeout { what: "idle", timeout: options.idle_timeout };
+                    timing.finish(error.code());
                     return close(&mut sink, &error).await;
                 }
                 () = tokio::time::sleep_until(deadline.at) => {
                     let error = GatewayError::StreamTimeout { what: "too long", timeout: options.max_duration };
+                    timing.finish(error.code());
                     return close(&mut sink, &error).await;
                 }
-                () = ended(&mut cut) => return close(&mut sink, &GatewayError::ShuttingDown).await,
+                () = ended(&mut cut) => {
+                    timing.finish(GatewayError::ShuttingDown.code());
+                    return close(&mut sink, &GatewayError::ShuttingDown).await;
+                }
             }
         }
     }
@@ -326,15 +342,10 @@ impl Session {
             message,
             cause: None,
         };
-        let codec = self.gw.codec();
+        let codec = &self.codec;
         match frame {
             Message::Text(text) if !self.route.raw_request => codec
-                .request(
-                    &self.route,
-                    &self.values,
-                    self.query.as_deref(),
-                    text.as_bytes(),
-                )
+                .request(&self.values, self.query.as_deref(), text.as_bytes())
                 .map(|m| vec![Queued::Message(Bytes::from(m))])
                 .map_err(|e| GatewayError::bad_line(line, e)),
             Message::Binary(data) if self.route.raw_request => {
@@ -343,7 +354,7 @@ impl Session {
                     Some(prefix) => prefix.clone(),
                     None => {
                         let prefix = codec
-                            .request(&self.route, &self.values, self.query.as_deref(), b"")
+                            .request(&self.values, self.query.as_deref(), b"")
                             .map_err(|e| GatewayError::bad_line(line, e))?;
                         self.upload_prefix = Some(prefix.clone());
                         prefix
@@ -374,11 +385,7 @@ impl Session {
                 .map(|b| Message::Binary(b.data))
                 .map_err(|e| e.to_string());
         }
-        let json = self
-            .gw
-            .codec()
-            .response(&self.route, message)
-            .map_err(|e| e.to_string())?;
+        let json = self.codec.response(message).map_err(|e| e.to_string())?;
         String::from_utf8(json)
             .map(|t| Message::Text(t.into()))
             .map_err(|e| e.to_string())

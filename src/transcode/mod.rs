@@ -19,7 +19,9 @@ pub use request::request;
 pub use response::response;
 
 use crate::config::{self, JsonOptions};
-use crate::http_rule::{BodyRule, Route, RouteTable};
+use std::sync::Arc;
+
+use crate::http_rule::{BodyRule, Route, RoutePayload, RouteTable};
 
 /// Whether `message`, or a singular message field it reaches, has a real oneof.
 fn has_oneof(
@@ -39,18 +41,24 @@ fn has_oneof(
         })
 }
 
-/// The message codec of a loaded gateway: the fast paths where a route's
-/// types have plans, the `DynamicMessage` path otherwise and whenever a
-/// fast path gives up.
+/// The message plans of a loaded gateway, shared by its routes: the fast
+/// paths' compiled types. Each route's [`RouteCodec`] points into them.
 #[derive(Debug)]
-pub struct Codec {
+pub struct Transcoder {
     json: JsonOptions,
     plans: Option<fast::Plans>,
-    /// Reply plan index per route index.
-    by_route: Vec<Option<usize>>,
     requests: fast::RequestPlans,
-    /// Request plan per route index.
-    request_by_route: Vec<Option<RequestPlan>>,
+}
+
+/// The transcoding of one route: its fast plans where its types have them,
+/// the `DynamicMessage` reference otherwise and whenever a fast path gives up.
+#[derive(Debug, Clone)]
+pub struct RouteCodec {
+    shared: Arc<Transcoder>,
+    route: Arc<Route>,
+    request: Option<RequestPlan>,
+    /// Index of the reply plan, when the whole reply is the body.
+    reply: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,72 +80,79 @@ enum BodyPlan {
     Field(usize, u32),
 }
 
-impl Codec {
-    /// Compiles reply plans for every route whose whole reply message is the
-    /// body, and request plans for every route's input.
-    pub fn build(routes: &RouteTable, json: &JsonOptions) -> Self {
-        let fast_routes = || routes.routes().iter().filter(|r| r.response_body.is_none());
-        let outputs: Vec<_> = fast_routes().map(|r| r.method.output()).collect();
-        let plans = fast::Plans::build(outputs.iter(), json);
-        let by_route = routes
-            .routes()
-            .iter()
-            .map(|r| {
-                let plans = plans.as_ref()?;
-                r.response_body
-                    .is_none()
-                    .then(|| plans.index_of(&r.method.output()))?
-            })
+impl Transcoder {
+    /// Compiles reply plans for the output of every route whose whole reply
+    /// message is the body, and request plans for every route's input.
+    pub fn build<P: RoutePayload>(routes: &RouteTable<P>, json: &JsonOptions) -> Arc<Self> {
+        let routes = || routes.routes().iter().map(RoutePayload::route);
+        let outputs: Vec<_> = routes()
+            .filter(|r| r.response_body.is_none())
+            .map(|r| r.method.output())
             .collect();
-        let inputs: Vec<_> = routes.routes().iter().map(|r| r.method.input()).collect();
-        let requests = fast::RequestPlans::build(inputs.iter());
-        let request_by_route = routes
-            .routes()
-            .iter()
-            .map(|r| {
-                let input = requests.index_of(&r.method.input())?;
-                let body = match &r.body {
-                    BodyRule::None => BodyPlan::None,
-                    BodyRule::Whole => BodyPlan::Whole(input),
-                    BodyRule::Field(path) => BodyPlan::Field(
-                        requests.index_of(path.leaf().parent_message())?,
-                        path.leaf().number(),
-                    ),
-                };
-                Some(RequestPlan {
-                    body,
-                    query_oneofs: has_oneof(&r.method.input(), &mut Vec::new()),
-                })
-            })
-            .collect();
-        Self {
+        let inputs: Vec<_> = routes().map(|r| r.method.input()).collect();
+        Arc::new(Self {
             json: *json,
-            plans,
-            by_route,
-            requests,
-            request_by_route,
-        }
+            plans: fast::Plans::build(outputs.iter(), json),
+            requests: fast::RequestPlans::build(inputs.iter()),
+        })
     }
 
-    /// Builds and encodes the request message for `route` (see [`request`]).
+    /// The transcoding of `route`, whose types were among those built.
+    pub fn route(self: &Arc<Self>, route: &Arc<Route>) -> RouteCodec {
+        let reply = self.plans.as_ref().and_then(|plans| {
+            route
+                .response_body
+                .is_none()
+                .then(|| plans.index_of(&route.method.output()))?
+        });
+        let request = (|| {
+            let input = self.requests.index_of(&route.method.input())?;
+            let body = match &route.body {
+                BodyRule::None => BodyPlan::None,
+                BodyRule::Whole => BodyPlan::Whole(input),
+                BodyRule::Field(path) => BodyPlan::Field(
+                    self.requests.index_of(path.leaf().parent_message())?,
+                    path.leaf().number(),
+                ),
+            };
+            Some(RequestPlan {
+                body,
+                query_oneofs: has_oneof(&route.method.input(), &mut Vec::new()),
+            })
+        })();
+        RouteCodec {
+            shared: self.clone(),
+            route: route.clone(),
+            request,
+            reply,
+        }
+    }
+}
+
+impl RouteCodec {
+    /// The route this codec transcodes.
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+
+    /// Builds and encodes the route's request message (see [`request`]).
     ///
     /// # Errors
     /// A [`TranscodeError`] naming the parameter, variable or JSON field at fault.
     pub fn request(
         &self,
-        route: &Route,
         values: &[String],
         query: Option<&str>,
         body: &[u8],
     ) -> Result<Vec<u8>, TranscodeError> {
         let query = query.filter(|q| !q.is_empty());
-        if let Some(Some(plan)) = self.request_by_route.get(route.index)
+        if let Some(plan) = &self.request
             && !(plan.query_oneofs && query.is_some())
-            && let Some(wire) = self.fast_request(plan.body, route, values, query, body)?
+            && let Some(wire) = self.fast_request(plan.body, values, query, body)?
         {
             return Ok(wire);
         }
-        request(route, values, query, body)
+        request(&self.route, values, query, body)
     }
 
     /// The fast request path: the body's wire bytes, then each path value
@@ -147,11 +162,12 @@ impl Codec {
     fn fast_request(
         &self,
         plan: BodyPlan,
-        route: &Route,
         values: &[String],
         query: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Vec<u8>>, TranscodeError> {
+        let route = &*self.route;
+        let requests = &self.shared.requests;
         let body = body.trim_ascii();
         let deny = route.unknown_json_fields == config::UnknownFields::Reject;
         let mut out = Vec::with_capacity(body.len() + 64);
@@ -161,13 +177,13 @@ impl Codec {
                 Ok(())
             }
             _ if body.is_empty() => Ok(()),
-            BodyPlan::Whole(index) => self.requests.encode(index, body, deny, &mut out),
+            BodyPlan::Whole(index) => requests.encode(index, body, deny, &mut out),
             BodyPlan::Field(index, number) => {
                 let BodyRule::Field(path) = &route.body else {
                     return Ok(None);
                 };
                 fast::request::put_nested(path.parents(), &mut out, |out| {
-                    self.requests.encode_field(index, number, body, deny, out)
+                    requests.encode_field(index, number, body, deny, out)
                 })
             }
         };
@@ -198,20 +214,20 @@ impl Codec {
         Ok(Some(out))
     }
 
-    /// Renders a reply of `route` as JSON.
+    /// Renders a reply of the route as JSON.
     ///
     /// # Errors
     /// [`TranscodeError::BadReply`] when the bytes are not a valid reply.
-    pub fn response(&self, route: &Route, reply: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        if let Some(plans) = &self.plans
-            && let Some(Some(index)) = self.by_route.get(route.index)
+    pub fn response(&self, reply: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+        if let Some(plans) = &self.shared.plans
+            && let Some(index) = self.reply
         {
             let mut out = Vec::with_capacity(reply.len() * 2 + 16);
-            if plans.write(*index, reply, &mut out).is_ok() {
+            if plans.write(index, reply, &mut out).is_ok() {
                 return Ok(out);
             }
         }
-        response(route, reply, &self.json)
+        response(&self.route, reply, &self.shared.json)
     }
 }
 

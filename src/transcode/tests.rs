@@ -64,14 +64,14 @@ service S {
 
 struct Fixture {
     table: RouteTable,
-    codec: Codec,
+    codec: Arc<Transcoder>,
 }
 
 fn fixture(extra_config: &str) -> Fixture {
     let config = config::for_test("t.v1.S", extra_config);
     let table = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
     Fixture {
-        codec: Codec::build(&table, &JsonOptions::default()),
+        codec: Transcoder::build(&table, &JsonOptions::default()),
         table,
     }
 }
@@ -93,7 +93,8 @@ impl Fixture {
         let reference = request(route, &found.values, query, body.as_bytes()).map(decode);
         let fast = self
             .codec
-            .request(route, &found.values, query, body.as_bytes())
+            .route(route)
+            .request(&found.values, query, body.as_bytes())
             .map(decode);
         assert_eq!(reference, fast, "{method} {target} {body}");
         reference
@@ -106,15 +107,10 @@ impl Fixture {
             .split_once('?')
             .map_or((target, None), |(p, q)| (p, Some(q)));
         let found = self.table.lookup(&m, path).unwrap();
-        let plan = self.codec.request_by_route[found.route.index].unwrap();
-        self.codec
-            .fast_request(
-                plan.body,
-                found.route,
-                &found.values,
-                query,
-                body.as_bytes(),
-            )
+        let codec = self.codec.route(found.route);
+        let plan = codec.request.unwrap();
+        codec
+            .fast_request(plan.body, &found.values, query, body.as_bytes())
             .unwrap()
             .is_some()
     }
@@ -973,7 +969,7 @@ mod never_panics {
                 let method = if path == "/v1/tags" { Method::PUT } else { Method::POST };
                 let found = FIXTURE.table.lookup(&method, path).unwrap();
                 let _ = request(found.route, &found.values, None, &body);
-                let _ = FIXTURE.codec.request(found.route, &found.values, None, &body);
+                let _ = FIXTURE.codec.route(found.route).request(&found.values, None, &body);
             }
         }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderMap, HeaderName, Uri};
+use http::Uri;
 use serde::Serialize;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -19,7 +19,6 @@ use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::config::{BackendConfig, Balance};
-use crate::http_rule::{Route, RouteBackend};
 
 /// A backend: its endpoints (replaced whole when DNS answers change) and
 /// the background tasks that watch them, stopped when it is dropped.
@@ -633,54 +632,6 @@ impl Drop for Backend {
     }
 }
 
-/// The override header names no backend of the route. The message names
-/// only the header: backend names are not for clients.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{header} names no backend of this route")]
-pub struct UnknownBackend {
-    /// The override header's name.
-    pub header: String,
-}
-
-/// Chooses among a route's backends: the one the override header names
-/// (then also `true`), else a weighted random pick. `None` for a route
-/// without backends, which the route table never builds.
-///
-/// # Errors
-/// [`UnknownBackend`] when the override header names a backend the route does not have.
-pub fn select<'r>(
-    route: &'r Route,
-    headers: &HeaderMap,
-    override_header: Option<&HeaderName>,
-) -> Result<Option<(&'r RouteBackend, bool)>, UnknownBackend> {
-    if let Some(name) = override_header
-        && let Some(value) = headers.get(name)
-    {
-        let value = String::from_utf8_lossy(value.as_bytes());
-        return route
-            .backends
-            .iter()
-            .find(|b| b.name == value)
-            .map(|b| Some((b, true)))
-            .ok_or_else(|| UnknownBackend {
-                header: name.to_string(),
-            });
-    }
-    if let [only] = route.backends.as_slice() {
-        return Ok(Some((only, false)));
-    }
-    let mut ticket = fastrand::u32(..route.total_weight.max(1));
-    let mut chosen = None;
-    for backend in &route.backends {
-        chosen = Some((backend, false));
-        if ticket < backend.weight {
-            break;
-        }
-        ticket -= backend.weight;
-    }
-    Ok(chosen)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -975,51 +926,5 @@ mod tests {
         }
         let all = b.endpoints().to_vec();
         assert!(b.pick(&all).is_none());
-    }
-
-    #[test]
-    fn split_follows_weights_and_the_override_header() {
-        let pool = crate::descriptor::pool_from_source(
-            "syntax = \"proto3\"; package a; import \"google/api/annotations.proto\";\n\
-             message M { string s = 1; }\n\
-             service B { rpc Get(M) returns (M) { option (google.api.http) = { get: \"/m/{s}\" }; } }\n",
-        );
-        let config = config::parse(
-            "descriptors:\n  protos: [x.proto]\nbackends:\n  stable:\n    address: http://127.0.0.1:1\n    services: [a.B]\n    weight: 90\n  canary:\n    address: http://127.0.0.1:2\n    services: [a.B]\n    weight: 10\n",
-            std::path::Path::new("gateway.yaml"),
-        )
-        .unwrap();
-        let table = crate::http_rule::RouteTable::build(&pool, &config).unwrap();
-        let route = &table.routes()[0];
-        let header = HeaderName::from_static("x-backend");
-        let mut canary = 0;
-        for _ in 0..10_000 {
-            let (chosen, overridden) = select(route, &HeaderMap::new(), Some(&header))
-                .unwrap()
-                .unwrap();
-            assert!(!overridden);
-            if chosen.name == "canary" {
-                canary += 1;
-            }
-        }
-        // 10 % of 10,000: the binomial standard deviation is 30.
-        assert!((850..=1150).contains(&canary), "{canary}");
-        let mut headers = HeaderMap::new();
-        headers.insert("x-backend", "canary".parse().unwrap());
-        for _ in 0..100 {
-            let (chosen, overridden) = select(route, &headers, Some(&header)).unwrap().unwrap();
-            assert_eq!((chosen.name.as_str(), overridden), ("canary", true));
-        }
-        // Without a configured header, the client cannot choose.
-        let mut stable = 0;
-        for _ in 0..1000 {
-            if select(route, &headers, None).unwrap().unwrap().0.name == "stable" {
-                stable += 1;
-            }
-        }
-        assert!(stable > 800, "{stable}");
-        headers.insert("x-backend", "other".parse().unwrap());
-        let err = select(route, &headers, Some(&header)).unwrap_err();
-        assert_eq!(err.to_string(), "x-backend names no backend of this route");
     }
 }

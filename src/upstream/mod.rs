@@ -11,14 +11,15 @@ pub mod balance;
 pub mod health;
 pub mod metadata;
 pub mod resolve;
+pub mod split;
 pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use http::HeaderValue;
 use http::header::{CONTENT_TYPE, HeaderName, TE};
-use http::{HeaderMap, HeaderValue};
 use http_body_util::{BodyExt, Full};
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
@@ -27,8 +28,9 @@ use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::config::{BackendConfig, Config};
-use crate::http_rule::{Route, RouteBackend};
+use crate::http_rule::Route;
 use balance::{Backend, BackendStatus, Endpoint, Outcome};
+pub use split::{Split, Target, UnknownBackend};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -158,32 +160,24 @@ impl Upstreams {
         backend
     }
 
-    /// Chooses the backend for a call of `route`: the one the override
-    /// header names, else a weighted pick among the route's backends.
-    ///
-    /// # Errors
-    /// [`balance::UnknownBackend`] when the override header names a backend the
-    /// route does not have; `Internal` for a route without backends.
-    pub fn select<'r>(
-        &self,
-        route: &'r Route,
-        headers: &HeaderMap,
-    ) -> Result<&'r RouteBackend, crate::error::GatewayError> {
-        let (chosen, overridden) = balance::select(route, headers, self.override_header.as_ref())?
-            .ok_or_else(|| {
-                crate::error::GatewayError::Internal("route without a backend".to_owned())
-            })?;
-        let available =
-            |b: &RouteBackend| self.backends.get(b.index).is_some_and(|b| b.takes_calls());
-        if overridden || route.backends.len() == 1 || available(chosen) {
-            return Ok(chosen);
-        }
-        // A weighted pick of a backend that cannot answer: another of the split can.
-        Ok(route
+    /// The backends `route` calls, with their handles: resolved once per
+    /// route when the gateway is built. `None` for a route naming a backend
+    /// that is not configured, which the route table never builds.
+    pub fn split(&self, route: &Route) -> Option<Split> {
+        let targets = route
             .backends
             .iter()
-            .find(|b| available(b))
-            .unwrap_or(chosen))
+            .map(|b| {
+                Some(Target {
+                    backend: self.backends.get(b.index)?.clone(),
+                    name: b.name.clone(),
+                    weight: b.weight,
+                    timeout: b.timeout,
+                    max_response_bytes: b.max_response_bytes,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Split::new(targets, self.override_header.clone())
     }
 
     /// Every backend's state, for `/readyz`.
@@ -204,7 +198,7 @@ impl Upstreams {
     /// is healthy, [`CallError::Timeout`] when the deadline passes.
     pub async fn unary(
         &self,
-        target: &RouteBackend,
+        target: &Target,
         route: &Route,
         message: Bytes,
         metadata: MetadataMap,
@@ -224,17 +218,13 @@ impl Upstreams {
 
     async fn unary_call(
         &self,
-        target: &RouteBackend,
+        target: &Target,
         route: &Route,
         message: Bytes,
         metadata: MetadataMap,
         deadline: Deadline,
     ) -> Result<UnaryReply, CallError> {
-        let Some(backend) = self.backends.get(target.index) else {
-            return Err(CallError::Protocol(
-                "route names an unknown backend".to_owned(),
-            ));
-        };
+        let backend = &target.backend;
         // The request is one gRPC frame in one HTTP/2 DATA frame that also
         // ends the stream: no message tree, no extra frames for the backend.
         let mut framed = BytesMut::with_capacity(message.len() + 5);

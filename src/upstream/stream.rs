@@ -16,8 +16,8 @@ use tonic::{Code, Status, Streaming};
 use tracing::instrument;
 
 use super::balance::{Lease, Outcome};
-use super::{CallError, Deadline, Upstreams};
-use crate::http_rule::{Route, RouteBackend};
+use super::{CallError, Deadline, GRPC_TIMEOUT, Target, Upstreams};
+use crate::http_rule::Route;
 
 /// An open streaming call.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl Upstreams {
     #[instrument(skip_all, fields(backend = %target.name, method = %route.grpc_path))]
     pub async fn streaming<S>(
         &self,
-        target: &RouteBackend,
+        target: &Target,
         route: &Route,
         requests: S,
         metadata: MetadataMap,
@@ -57,11 +57,7 @@ impl Upstreams {
     where
         S: Stream<Item = Outgoing> + Send + 'static,
     {
-        let Some(backend) = self.backends.get(target.index) else {
-            return Err(CallError::Protocol(
-                "route names an unknown backend".to_owned(),
-            ));
-        };
+        let backend = &target.backend;
         let lease = backend
             .pick(&[])
             .ok_or_else(|| CallError::NoEndpoint(backend.reopens_in()))?;
@@ -75,12 +71,17 @@ impl Upstreams {
             // With span export on, the backend's parent is this call's span.
             let mut headers = metadata.into_headers();
             crate::telemetry::inject(&mut headers);
-            let mut request = tonic::Request::from_parts(
+            // Formatted as for unary calls: what is left, in the finest unit that fits.
+            if let Ok(value) =
+                http::HeaderValue::from_str(&super::metadata::format_grpc_timeout(deadline.left()))
+            {
+                headers.insert(GRPC_TIMEOUT, value);
+            }
+            let request = tonic::Request::from_parts(
                 MetadataMap::from_headers(headers),
                 tonic::Extensions::default(),
                 requests,
             );
-            request.set_timeout(deadline.left());
             grpc.streaming(request, route.grpc_path.clone(), RawCodec)
                 .await
         };

@@ -1,0 +1,411 @@
+//! The steps every call kind shares, in order, one way only:
+//!
+//! 1. [`admit`]: a slot of `server.max_concurrent_requests`, held until the
+//!    answer is complete (a stream's or WebSocket's whole life);
+//! 2. [`lookup`]: the route and its plan (the WebSocket and `%2F`
+//!    fallbacks live in the route table);
+//! 3. [`Call::prepare`]: authenticate, rate limit, choose the backend, the
+//!    metadata that crosses to it;
+//! 4. [`message`]: the request message from path, query and body;
+//! 5. the upstream call, timed by an [`UpstreamCall`] for every call kind;
+//! 6. [`render_reply`] / [`call_error`]: the reply or the error.
+//!
+//! Unary calls ([`super::unary`]), HTTP streams ([`super::stream`]) and
+//! WebSockets ([`super::websocket`]) are adapters over these steps; they
+//! never import from each other or from the dispatcher ([`super::handler`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+
+use super::reload::Cut;
+use crate::auth::strip_query;
+use crate::error::{GatewayError, JSON, UpstreamStatus};
+use crate::gateway::Gateway;
+use crate::http_rule::RouteMatch;
+use crate::metrics::{InFlight, Metrics};
+use crate::plan::RoutePlan;
+use crate::transcode::{self, http_body};
+use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
+use crate::upstream::{CallError, Target};
+
+/// Largest chunk of a raw upload sent as one message.
+pub(super) const MAX_UPLOAD_CHUNK: usize = 1 << 20;
+
+/// A request let in: counted in flight and holding a concurrency slot
+/// until dropped, which for a stream is when its last byte is written.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _in_flight: InFlight,
+}
+
+/// Lets a request in, or sheds it at once rather than queue it.
+///
+/// # Errors
+/// [`GatewayError::Overloaded`] when every slot is taken.
+pub(super) fn admit(gw: &Gateway) -> Result<Admitted, GatewayError> {
+    let in_flight = gw.metrics().in_flight();
+    let slot = gw
+        .admission()
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| GatewayError::Overloaded)?;
+    Ok(Admitted {
+        _slot: slot,
+        _in_flight: in_flight,
+    })
+}
+
+/// The route of a request and its plan.
+///
+/// # Errors
+/// No route, wrong method, or a malformed path.
+pub(super) fn lookup<'g>(
+    gw: &'g Gateway,
+    parts: &Parts,
+    websocket: bool,
+) -> Result<RouteMatch<'g, RoutePlan>, GatewayError> {
+    let routes = gw.routes();
+    let found = if websocket {
+        routes.lookup_websocket(&parts.method, parts.uri.path())
+    } else {
+        routes.lookup(&parts.method, parts.uri.path())
+    }?;
+    Ok(found)
+}
+
+/// A call that passed auth and the rate limit, with its backend chosen and
+/// its metadata built: what every call kind starts from.
+#[derive(Debug)]
+pub struct Call<'g> {
+    /// The route's plan.
+    pub plan: &'g RoutePlan,
+    /// Captured path values, parallel to the route's path fields.
+    pub values: Vec<String>,
+    /// The backend chosen for this call.
+    pub target: &'g crate::upstream::Target,
+    /// The query without credential parameters.
+    pub query: Option<String>,
+    /// The metadata sent to the backend.
+    pub metadata: MetadataMap,
+}
+
+impl<'g> Call<'g> {
+    /// Authenticates, rate limits, chooses the backend and builds the
+    /// metadata. Credentials first: nothing of an unauthenticated request
+    /// is read or parsed.
+    ///
+    /// # Errors
+    /// Missing or invalid credentials, a caller over its limit, an override
+    /// header naming no backend, headers that cannot be forwarded.
+    pub(super) async fn prepare(
+        gw: &'g Gateway,
+        parts: &Parts,
+        found: RouteMatch<'g, RoutePlan>,
+    ) -> Result<Self, GatewayError> {
+        let plan = found.route;
+        let principal = gw
+            .auth()
+            .authenticate(&plan.auth, &parts.headers, parts.uri.query())
+            .await?;
+        let client = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        // After auth, so a caller is limited by identity; before the body is read.
+        if let Some(limits) = gw.rate_limits()
+            && let Err(limited) = limits.check(principal.as_ref(), client.map(|c| c.ip()))
+        {
+            gw.metrics().rate_limited();
+            return Err(limited.into());
+        }
+        let target = plan.backends.select(&parts.headers)?;
+        tracing::Span::current().record("upstream", target.name.as_str());
+        let query = strip_query(parts.uri.query(), gw.auth().credential_query_params())
+            .map(std::borrow::Cow::into_owned);
+        let client_cert = parts
+            .extensions
+            .get::<crate::tls::ClientCert>()
+            .map(|c| &c.0);
+        let mut metadata = request_metadata(
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            &gw.config().metadata,
+            client,
+            client_cert,
+        )?;
+        gw.auth().forward(principal.as_ref(), &mut metadata);
+        Ok(Self {
+            plan,
+            values: found.values,
+            target,
+            query,
+            metadata,
+        })
+    }
+}
+
+/// One backend call, counted in `protogate_upstream_calls_total` and timed
+/// in `protogate_upstream_call_seconds` when it ends, whatever the call
+/// kind. A call dropped before [`UpstreamCall::finish`] (the client went
+/// away) counts as `Cancelled`.
+#[derive(Debug)]
+pub struct UpstreamCall {
+    metrics: Metrics,
+    backend: String,
+    started: Instant,
+    code: Option<tonic::Code>,
+}
+
+impl UpstreamCall {
+    /// Starts timing a call to `target`.
+    pub(super) fn start(gw: &Gateway, target: &Target) -> Self {
+        Self {
+            metrics: gw.metrics().clone(),
+            backend: target.name.clone(),
+            started: Instant::now(),
+            code: None,
+        }
+    }
+
+    /// The call ended with `code`.
+    pub(super) fn finish(&mut self, code: tonic::Code) {
+        self.code.get_or_insert(code);
+    }
+}
+
+impl Drop for UpstreamCall {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        self.metrics
+            .upstream(&self.backend, code, Some(self.started.elapsed()));
+    }
+}
+
+/// The call's time: the client's `Grpc-Timeout` (capped), else the route's default.
+///
+/// # Errors
+/// A `Grpc-Timeout` that does not parse.
+pub(super) fn timeout(
+    parts: &Parts,
+    default: Duration,
+    cap: Duration,
+) -> Result<Duration, GatewayError> {
+    let Some(value) = parts.headers.get("grpc-timeout") else {
+        return Ok(default);
+    };
+    let bad = |reason: String| GatewayError::BadHeader {
+        header: "Grpc-Timeout",
+        reason,
+    };
+    let text = value.to_str().map_err(|_| bad("not ASCII".to_owned()))?;
+    let asked = parse_grpc_timeout(text).map_err(bad)?;
+    Ok(asked.min(cap))
+}
+
+/// One request message from the path values, the query and the body: JSON
+/// by the route's body rule, or the raw body as a `google.api.HttpBody`.
+///
+/// # Errors
+/// A body or parameter that does not fit the message, or a content type
+/// that is not JSON.
+pub(super) fn message(
+    call: &Call<'_>,
+    parts: &Parts,
+    body: Bytes,
+) -> Result<Vec<u8>, GatewayError> {
+    let codec = &call.plan.codec;
+    let query = call.query.as_deref();
+    if call.plan.route.raw_request {
+        let mut input = codec.request(&call.values, query, b"")?;
+        http_body::append(
+            &mut input,
+            call.plan.route.body.field(),
+            content_type(parts),
+            body,
+        );
+        return Ok(input);
+    }
+    check_content_type(parts, &body)?;
+    codec
+        .request(&call.values, query, &body)
+        .map_err(|e| not_json(parts, &body).unwrap_or_else(|| e.into()))
+}
+
+/// A form or text body (accepted so `curl -d '{...}'` works) that is not
+/// JSON at all: the media type is the problem, not a JSON syntax error.
+/// Checked only once building the message failed.
+fn not_json(parts: &Parts, body: &[u8]) -> Option<GatewayError> {
+    let content_type = content_type(parts);
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let lenient = essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || essence.eq_ignore_ascii_case("text/plain");
+    (lenient && serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err()).then(|| {
+        GatewayError::UnsupportedMediaType {
+            content_type: content_type.to_owned(),
+        }
+    })
+}
+
+/// The request's `Content-Type`, or "" without one.
+pub(super) fn content_type(parts: &Parts) -> &str {
+    parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A body must be JSON. Besides `application/json` and `+json` types, the
+/// types curl and HTML forms send by default (`-d` sends form encoding) are
+/// read as JSON too, so `curl -d '{...}'` works; anything else is a 415. An
+/// empty `Content-Type` (Go's `http.Post(url, "", body)` sends one) counts
+/// as none.
+fn check_content_type(parts: &Parts, body: &[u8]) -> Result<(), GatewayError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let Some(value) = parts.headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    if value.as_bytes().trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let text = value.to_str().unwrap_or_default();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let accepted = essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        || essence == "application/x-www-form-urlencoded"
+        || essence == "text/plain";
+    if accepted {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType {
+            content_type: text.to_owned(),
+        })
+    }
+}
+
+/// The whole request body, up to `limit` bytes.
+///
+/// # Errors
+/// [`GatewayError::BodyTooLarge`] over the limit (declared or sent),
+/// [`GatewayError::BodyRead`] when the body breaks off.
+pub(super) async fn read_body(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+/// One reply message as the response: proto3 JSON, or a `google.api.HttpBody`'s
+/// content type and bytes.
+///
+/// # Errors
+/// [`GatewayError::BadBackend`] for a reply that does not decode.
+pub(super) fn render_reply(
+    plan: &RoutePlan,
+    backend: &str,
+    reply: &[u8],
+    mut headers: HeaderMap,
+) -> Result<Response, GatewayError> {
+    let bad = |cause: String| GatewayError::BadBackend {
+        backend: backend.to_owned(),
+        cause,
+    };
+    if plan.route.raw_response {
+        let body = http_body::decode(reply).map_err(|e| bad(e.to_string()))?;
+        let content_type = HeaderValue::from_str(&body.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        headers.insert(CONTENT_TYPE, content_type);
+        return Ok((StatusCode::OK, headers, body.data).into_response());
+    }
+    let json = plan.codec.response(reply).map_err(|e| bad(e.to_string()))?;
+    headers.insert(CONTENT_TYPE, JSON);
+    Ok((StatusCode::OK, headers, json).into_response())
+}
+
+/// A failed backend call as the gateway's error.
+pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> GatewayError {
+    match error {
+        CallError::Status { status, headers } => {
+            let details = (!status.details().is_empty())
+                .then(|| {
+                    transcode::status::details(
+                        gw.pool(),
+                        status.details(),
+                        &gw.config().transcode.json,
+                        gw.config().transcode.forward_debug_info,
+                    )
+                })
+                .flatten();
+            GatewayError::Upstream(Box::new(UpstreamStatus {
+                code: status.code(),
+                message: status.message().to_owned(),
+                details,
+                // As for a reply: header metadata, then the trailers.
+                headers: response_headers(&headers, Some(status.metadata())),
+            }))
+        }
+        CallError::Unreachable(cause) => GatewayError::Unavailable {
+            backend: backend.to_owned(),
+            cause,
+        },
+        CallError::NoEndpoint(Some(reopens_in)) => GatewayError::CircuitOpen {
+            backend: backend.to_owned(),
+            retry_after: reopens_in.as_secs_f64().ceil().max(1.0) as u64,
+        },
+        CallError::NoEndpoint(None) => GatewayError::Unavailable {
+            backend: backend.to_owned(),
+            cause: "no healthy endpoint".to_owned(),
+        },
+        CallError::Protocol(cause) => GatewayError::BadBackend {
+            backend: backend.to_owned(),
+            cause,
+        },
+        CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
+            backend: backend.to_owned(),
+            timeout,
+        },
+    }
+}
+
+/// Resolves when the gateway ends open streams at shutdown; never without a signal.
+pub(super) async fn ended(cut: &mut Option<Cut>) {
+    match cut.as_mut() {
+        Some(cut) => cut.wait().await,
+        None => std::future::pending().await,
+    }
+}
