@@ -167,6 +167,8 @@ pub struct UpstreamCall {
     backend: String,
     started: Instant,
     code: Option<tonic::Code>,
+    /// A stream's client span, kept open as long as the stream.
+    span: Option<tracing::Span>,
 }
 
 impl UpstreamCall {
@@ -177,17 +179,29 @@ impl UpstreamCall {
             backend: target.name.clone(),
             started: Instant::now(),
             code: None,
+            span: None,
         }
     }
 
-    /// The call ended with `code`.
+    /// Keeps a stream's client span open until the call ends.
+    pub(super) fn keep_span(&mut self, span: tracing::Span) {
+        self.span = Some(span);
+    }
+
+    /// The call ended with `code`; the first end reported counts.
     pub(super) fn finish(&mut self, code: tonic::Code) {
-        self.code.get_or_insert(code);
+        if self.code.is_none() {
+            self.code = Some(code);
+            if let Some(span) = &self.span {
+                crate::telemetry::upstream_done(span, code);
+            }
+        }
     }
 }
 
 impl Drop for UpstreamCall {
     fn drop(&mut self) {
+        self.finish(tonic::Code::Cancelled);
         let code = self.code.unwrap_or(tonic::Code::Cancelled);
         self.metrics
             .upstream(&self.backend, code, Some(self.started.elapsed()));

@@ -132,10 +132,12 @@ pub(super) async fn call(
         headers: reply_headers,
         mut messages,
         lease,
+        span,
     } = opened.map_err(|e| {
         timing.finish(e.code());
         call_error(gw, &target.name, e)
     })?;
+    timing.keep_span(span);
 
     if !route.method.is_server_streaming() {
         // Exactly one reply, then an OK status, as for a unary call.

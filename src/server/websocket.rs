@@ -252,7 +252,10 @@ impl Session {
                     }
                 }
                 opened = &mut opening, if reply.is_none() => match opened {
-                    Ok(opened) => reply = Some(opened),
+                    Ok(opened) => {
+                        timing.keep_span(opened.span.clone());
+                        reply = Some(opened);
+                    }
                     Err(e) => {
                         timing.finish(e.code());
                         return close(&mut sink, &call_error(&gw, &target.name, e)).await;

@@ -224,12 +224,12 @@ pub fn answered(span: &tracing::Span, status: http::StatusCode) {
 /// `package.Service/Method`, when spans are exported.
 pub fn upstream_span(backend: &str, grpc_path: &str) -> tracing::Span {
     if !EXPORTING.load(Ordering::Relaxed) {
-        return tracing::info_span!("unary", backend = %backend, method = %grpc_path);
+        return tracing::info_span!("upstream", backend = %backend, method = %grpc_path);
     }
     let name = grpc_path.trim_start_matches('/');
     let (service, method) = name.split_once('/').unwrap_or((name, ""));
     tracing::info_span!(
-        "unary",
+        "upstream",
         otel.name = %name,
         otel.kind = "client",
         otel.status_code = Empty,

@@ -13,7 +13,7 @@ use futures_util::Stream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status, Streaming};
-use tracing::instrument;
+use tracing::Instrument;
 
 use super::balance::{Lease, Outcome};
 use super::{CallError, Deadline, GRPC_TIMEOUT, Target, Upstreams};
@@ -28,6 +28,9 @@ pub struct StreamReply {
     pub messages: Streaming<Bytes>,
     /// Counts the call in flight on its endpoint while held.
     pub lease: Lease,
+    /// The call's client span: open until dropped, so it lasts as long as
+    /// the stream; [`crate::telemetry::upstream_done`] records its end.
+    pub span: tracing::Span,
 }
 
 impl Upstreams {
@@ -45,7 +48,6 @@ impl Upstreams {
     /// [`CallError::Status`] when the backend refuses the call at once,
     /// [`CallError::NoEndpoint`] without a healthy endpoint,
     /// [`CallError::Unreachable`] when it cannot be reached.
-    #[instrument(skip_all, fields(backend = %target.name, method = %route.grpc_path))]
     pub async fn streaming<S>(
         &self,
         target: &Target,
@@ -56,6 +58,29 @@ impl Upstreams {
     ) -> Result<StreamReply, CallError>
     where
         S: Stream<Item = Outgoing> + Send + 'static,
+    {
+        let span = crate::telemetry::upstream_span(&target.name, route.grpc_path.path());
+        let opened = open(target, route, requests, metadata, deadline, span.clone())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &opened {
+            crate::telemetry::upstream_done(&span, e.code());
+        }
+        opened
+    }
+}
+
+async fn open<S>(
+    target: &Target,
+    route: &Route,
+    requests: S,
+    metadata: MetadataMap,
+    deadline: Deadline,
+    span: tracing::Span,
+) -> Result<StreamReply, CallError>
+where
+    S: Stream<Item = Outgoing> + Send + 'static,
+{
     {
         let backend = &target.backend;
         let lease = backend
@@ -95,6 +120,7 @@ impl Upstreams {
                     headers,
                     messages,
                     lease,
+                    span,
                 })
             }
             Ok(Err(status)) if !deadline.passed() && !super::is_expired(&status) => {

@@ -971,3 +971,80 @@ async fn issue_15_grpc_timeout_bounds_a_server_stream() {
     let error: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(error["code"], 4, "{error}");
 }
+
+/// Issue 16: a stream is a request in flight for its whole life: it holds
+/// a `max_concurrent_requests` slot and the in-flight gauge until it ends,
+/// and its backend call is counted in the upstream metrics like a unary one.
+#[tokio::test]
+async fn issue_16_open_streams_hold_a_slot_and_count_as_upstream_calls() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (stack, probe) = start("server:\n  max_concurrent_requests: 1\n").await;
+    let metric = |name: &'static str| {
+        let stack = &stack;
+        async move {
+            let (_, _, text) = stack.0.get_text("/metrics").await;
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    const IN_FLIGHT: &str = "protogate_http_requests_in_flight ";
+    const CALLS_OK: &str = "protogate_upstream_calls_total{backend=\"probe\",code=\"Ok\"}";
+    let echo = || stack.echo(serde_json::json!({"text": "hi"}), &[]);
+
+    // An open server stream takes the only slot: a unary call is shed.
+    let mut response = client()
+        .get(stack.0.url("/v1/count?n=3&holdAfterFirst=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_lines(&mut response, 1).await, [r#"{"i":"1"}"#]);
+    assert_eq!(metric(IN_FLIGHT).await, 1.0);
+    assert_eq!(echo().await.status, 503);
+    assert_eq!(metric(CALLS_OK).await, 0.0, "the stream is not over yet");
+    // Once it ends, the slot is free and the stream counts as a call.
+    probe.release.notify_one();
+    assert_eq!(json_lines(&text(response).await).len(), 2);
+    eventually(10, "the stream's slot is given back", || async {
+        metric(IN_FLIGHT).await == 0.0
+    })
+    .await;
+    assert_eq!(metric(CALLS_OK).await, 1.0);
+    assert_eq!(echo().await.status, 200);
+    assert_eq!(metric(CALLS_OK).await, 2.0);
+
+    // A WebSocket holds the slot for its session, and counts as a call too.
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/chat", stack.0.addr))
+            .await
+            .unwrap();
+    socket
+        .send(Message::text(r#"{"text":"one"}"#))
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        .await
+        .expect("a reply frame")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply, Message::text(r#"{"text":"re: one"}"#));
+    assert_eq!(echo().await.status, 503);
+    socket.send(Message::text("")).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), socket.next())
+        .await
+        .expect("the close frame")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(closed, Message::Close(Some(_))), "{closed:?}");
+    drop(socket);
+    eventually(10, "the session's slot is given back", || async {
+        metric(IN_FLIGHT).await == 0.0
+    })
+    .await;
+    assert_eq!(metric(CALLS_OK).await, 3.0);
+    assert_eq!(echo().await.status, 200);
+}

@@ -328,3 +328,43 @@ async fn issue_15_json_logs_hold_arrays_and_no_request_values() {
         .collect();
     assert!(on_route.contains(&"/v1/users"), "{text}");
 }
+
+/// Issue 16: a streaming call is a client span like a unary one, open for
+/// the stream's life and carrying its final code.
+#[tokio::test]
+async fn issue_16_a_stream_is_a_client_span_under_the_request() {
+    let traced = Traced::start("", "100").await;
+    let (collector, gateway) = (&traced.collector, &traced.gateway);
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let body = client()
+        .get(format!("{}/v1/count?n=3", gateway.url))
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body.lines().count(), 3, "{body}");
+    let in_trace = |kind: SpanKind| {
+        collector
+            .spans()
+            .into_iter()
+            .find(|(_, s)| s.kind == kind as i32 && hex(&s.trace_id) == trace)
+            .map(|(_, s)| s)
+    };
+    eventually(10, "the stream's spans reach the collector", || async {
+        in_trace(SpanKind::Server).is_some() && in_trace(SpanKind::Client).is_some()
+    })
+    .await;
+    let (server, call) = (
+        in_trace(SpanKind::Server).unwrap(),
+        in_trace(SpanKind::Client).unwrap(),
+    );
+    assert_eq!(call.name, "probe.v1.Probe/Count");
+    assert_eq!(call.parent_span_id, server.span_id);
+    assert_eq!(
+        attribute(&call, "rpc.grpc.status_code"),
+        Some(AnyValue::IntValue(0))
+    );
+}
