@@ -106,9 +106,6 @@ pub enum GatewayError {
     /// The body could not be read from the client.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
-    /// The route exists but its call mode is not served yet.
-    #[error("{0}")]
-    Unimplemented(String),
     /// The backend answered with a non-OK status.
     #[error("backend returned {}: {}", .0.code, .0.message)]
     Upstream(Box<UpstreamStatus>),
@@ -228,7 +225,6 @@ impl GatewayError {
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::UriTooLong { .. } | Self::HeadersTooLarge { .. } => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
-            Self::Unimplemented(_) => Code::Unimplemented,
             Self::Upstream(s) => s.code,
             Self::Auth(e) if e.is_forbidden() => Code::PermissionDenied,
             Self::Auth(_) => Code::Unauthenticated,

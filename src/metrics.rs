@@ -329,6 +329,7 @@ impl Metrics {
                 (EndpointState::Healthy, "healthy"),
                 (EndpointState::Unhealthy, "unhealthy"),
                 (EndpointState::Ejected, "ejected"),
+                (EndpointState::HalfOpen, "half_open"),
             ] {
                 let count = backend
                     .endpoints

@@ -36,6 +36,8 @@ pub struct RateLimits {
 struct Bucket {
     limiter: Limiter,
     burst: u32,
+    /// One token comes back every this long.
+    interval: Duration,
     clock: DefaultClock,
 }
 
@@ -56,6 +58,22 @@ pub struct Allowed {
     pub limit: u32,
     /// Requests left right now.
     pub remaining: u32,
+    /// Whole seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+impl Allowed {
+    /// Writes `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+    /// (the IETF RateLimit header fields), so a client sees its budget on
+    /// every answer, not only when it is spent.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+        headers.insert("ratelimit-limit", http::HeaderValue::from(self.limit));
+        headers.insert(
+            "ratelimit-remaining",
+            http::HeaderValue::from(self.remaining),
+        );
+        headers.insert("ratelimit-reset", http::HeaderValue::from(self.reset));
+    }
 }
 
 /// Drop full (idle) buckets every this many checks.
@@ -71,16 +89,22 @@ impl Bucket {
         Self {
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             burst: rate.burst.get(),
+            interval,
             clock: DefaultClock::default(),
         }
     }
 
     fn check(&self, key: String) -> Result<Allowed, RateLimited> {
         match self.limiter.check_key(&key) {
-            Ok(state) => Ok(Allowed {
-                limit: self.burst,
-                remaining: state.remaining_burst_capacity(),
-            }),
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let refill = self.interval * self.burst.saturating_sub(remaining);
+                Ok(Allowed {
+                    limit: self.burst,
+                    remaining,
+                    reset: refill.as_secs() + u64::from(refill.subsec_nanos() > 0),
+                })
+            }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 Err(RateLimited {

@@ -18,6 +18,7 @@ use super::{layers, stream, unary, websocket};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
+use crate::rate_limit::Allowed;
 
 /// Handles every request that is not a gateway endpoint.
 pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
@@ -30,10 +31,10 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         .unwrap_or_default();
     let span = crate::telemetry::request_span(&parts.method, request_id, &parts.headers);
     async move {
-        let mut matched: Option<Arc<Route>> = None;
+        let mut seen = Seen::default();
         let result = match pipeline::admit(&gw) {
             Ok(admitted) => match layers::check_sizes(&parts, &gw.config().edge) {
-                Ok(()) => dispatch(&gw, &mut parts, body, &mut matched, admitted).await,
+                Ok(()) => dispatch(&gw, &mut parts, body, &mut seen, admitted).await,
                 Err(e) => Err(e),
             },
             Err(e) => {
@@ -62,13 +63,17 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         };
         crate::telemetry::answered(&tracing::Span::current(), response.status());
         // A deprecated API says so on every answer, errors included.
-        if let Some(headers) = matched.as_ref().and_then(|r| r.deprecation.as_ref()) {
+        if let Some(headers) = seen.route.as_ref().and_then(|r| r.deprecation.as_ref()) {
             response
                 .headers_mut()
                 .extend(headers.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        // So is a limited caller's budget.
+        if let Some(rate) = &seen.rate {
+            rate.write_headers(response.headers_mut());
+        }
         gw.metrics().request(
-            matched.as_ref().map(|r| r.template.source.as_str()),
+            seen.route.as_ref().map(|r| r.template.source.as_str()),
             &parts.method,
             response.status().as_u16(),
             started.elapsed(),
@@ -79,19 +84,28 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     .await
 }
 
+/// What the dispatcher learnt of a request, for every answer it gets.
+#[derive(Default)]
+struct Seen {
+    /// The matched route: its template labels the metrics.
+    route: Option<Arc<Route>>,
+    /// The caller's rate-limit budget.
+    rate: Option<Allowed>,
+}
+
 /// Runs the shared front of the pipeline and the call's adapter. `admitted`
 /// goes with the call: a stream or WebSocket holds it until it ends.
 async fn dispatch(
     gw: &Gateway,
     parts: &mut Parts,
     body: Body,
-    matched: &mut Option<Arc<Route>>,
+    seen: &mut Seen,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
     let websocket = websocket::is_websocket(parts);
     let found = pipeline::lookup(gw, parts, websocket)?;
     let route = &found.route.route;
-    *matched = Some(route.clone());
+    seen.route = Some(route.clone());
     crate::telemetry::route_matched(
         &tracing::Span::current(),
         &parts.method,
@@ -99,6 +113,7 @@ async fn dispatch(
     );
     let streaming = route.is_streaming();
     let call = Call::prepare(gw, parts, found).await?;
+    seen.rate = call.rate;
     if websocket {
         return websocket::websocket(gw, parts, call, admitted).await;
     }

@@ -36,6 +36,7 @@ use crate::gateway::Gateway;
 use crate::http_rule::RouteMatch;
 use crate::metrics::{InFlight, Metrics};
 use crate::plan::RoutePlan;
+use crate::rate_limit::Allowed;
 use crate::transcode::{self, http_body};
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
 use crate::upstream::{CallError, Target};
@@ -100,6 +101,8 @@ pub struct Call<'g> {
     pub query: Option<String>,
     /// The metadata sent to the backend.
     pub metadata: MetadataMap,
+    /// The caller's rate-limit budget, for the `RateLimit-*` headers.
+    pub rate: Option<Allowed>,
 }
 
 impl<'g> Call<'g> {
@@ -125,12 +128,12 @@ impl<'g> Call<'g> {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         // After auth, so a caller is limited by identity; before the body is read.
-        if let Some(limits) = gw.rate_limits()
-            && let Err(limited) = limits.check(principal.as_ref(), client.map(|c| c.ip()))
-        {
-            gw.metrics().rate_limited();
-            return Err(limited.into());
-        }
+        let rate = match gw.rate_limits() {
+            Some(limits) => limits
+                .check(principal.as_ref(), client.map(|c| c.ip()))
+                .inspect_err(|_| gw.metrics().rate_limited())?,
+            None => None,
+        };
         let target = plan.backends.select(&parts.headers)?;
         tracing::Span::current().record("upstream", target.name.as_str());
         let query = strip_query(parts.uri.query(), gw.auth().credential_query_params())
@@ -153,6 +156,7 @@ impl<'g> Call<'g> {
             target,
             query,
             metadata,
+            rate,
         })
     }
 }

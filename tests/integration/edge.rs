@@ -238,6 +238,8 @@ async fn metrics_count_requests_upstream_calls_and_endpoints() {
         r#"protogate_upstream_calls_total{backend="probe",code="Internal"} 1"#,
         r#"protogate_http_request_duration_seconds_count{route="/v1/echo",method="POST"} 4"#,
         r#"protogate_backend_endpoints{backend="probe",state="healthy"} 1"#,
+        // Issue 16: every state the README lists has its sample.
+        r#"protogate_backend_endpoints{backend="probe",state="half_open"} 0"#,
         // API requests only: this scrape is not one.
         "protogate_http_requests_in_flight 0",
     ] {
@@ -256,6 +258,18 @@ async fn a_burst_over_the_rate_limit_gets_429_with_retry_after() {
     }
     let ok = statuses.iter().filter(|r| r.status == 200).count();
     assert_eq!(ok, 5, "the burst passes, the rest is refused");
+    // Issue 16: answers within the limit carry the budget too.
+    let budget = |i: usize| {
+        let h = &statuses[i].headers;
+        [
+            &h["ratelimit-limit"],
+            &h["ratelimit-remaining"],
+            &h["ratelimit-reset"],
+        ]
+        .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(budget(0), ["5", "4", "12"], "one token per 12s");
+    assert_eq!(budget(4), ["5", "0", "60"]);
     let refused = statuses.last().unwrap();
     assert_eq!(refused.status, 429);
     assert_eq!(refused.json["code"], 8);
