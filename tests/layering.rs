@@ -188,7 +188,7 @@ fn check(src: &Path) -> Report {
     for &(from, to) in PENDING {
         if !pending_seen.contains(&(from, to)) {
             report.failures.push(format!(
-                "PENDING lists {from} → {to}, which no longer occurs: delete the entry"
+                "PENDING lists {from} → {to}, but {from} no longer imports {to} upward: delete the entry"
             ));
         }
     }
