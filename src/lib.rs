@@ -23,6 +23,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+mod watch;
 
 pub use gateway::Gateway;
 

@@ -185,12 +185,12 @@ impl ServerTlsState {
         let changed = Arc::new(Notify::new());
         let mut paths: Vec<&Path> = vec![&self.options.cert, &self.options.key];
         paths.extend(self.options.client_ca.as_deref());
-        let watcher = crate::server::reload::watch_paths(&paths, changed.clone())?;
+        let watcher = crate::watch::watch_paths(&paths, changed.clone())?;
         let state = self.clone();
-        let mut hangups = crate::server::reload::Hangups::listen();
+        let mut hangups = crate::watch::Hangups::listen();
         let task = tokio::spawn(async move {
             loop {
-                crate::server::reload::next_trigger(&changed, &mut hangups, debounce).await;
+                crate::watch::next_trigger(&changed, &mut hangups, debounce).await;
                 match state.reload() {
                     Ok(true) => {
                         tracing::info!(cert = %state.options.cert.display(), "TLS certificate reloaded")

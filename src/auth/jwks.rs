@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
-use super::jwt::KeySet;
+use super::keys::KeySet;
 
 const MAX_AGE_CAP: Duration = Duration::from_secs(24 * 3600);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);

@@ -11,6 +11,7 @@
 pub mod api_key;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod token;
 
 use std::borrow::Cow;

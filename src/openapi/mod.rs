@@ -34,8 +34,8 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::config::auth::{API_KEY, Location};
 use crate::http_rule::route_table::is_bound;
-use crate::http_rule::template::Segment;
-use crate::http_rule::{BodyRule, MethodMatch, Route, RoutePayload, RouteTable};
+use crate::http_rule::template::{Segment, Variable};
+use crate::http_rule::{BodyRule, FieldPath, MethodMatch, Route, RoutePayload, RouteTable};
 use crate::transcode::value::is_scalar_like;
 
 /// How deep nested messages are expanded into dotted query parameters.
@@ -100,15 +100,14 @@ pub fn document_for(
         // Without the encoded-slash fallback, `{name}` filled with "users/1"
         // would be sent as users%2F1 and miss, so variables are spelled out
         // as literals and one parameter per wildcard.
-        let mut spelled = !config.transcode.match_encoded_slashes;
-        let mut path = openapi_path(route, spelled);
+        let spelled = !config.transcode.match_encoded_slashes;
+        let mut shape = openapi_path(route, spelled);
         // OpenAPI treats paths that differ only in parameter names as one; spell the variables out.
-        if !taken.insert((normalized(&path), route.http_method.to_string())) && !spelled {
-            spelled = true;
-            path = openapi_path(route, true);
-            taken.insert((normalized(&path), route.http_method.to_string()));
+        if !taken.insert((normalized(&shape.path), route.http_method.to_string())) && !spelled {
+            shape = openapi_path(route, true);
+            taken.insert((normalized(&shape.path), route.http_method.to_string()));
         }
-        let mut operation = operation(route, spelled, &tags, &mut schemas, &comments);
+        let mut operation = operation(route, &shape.params, &tags, &mut schemas, &comments);
         if let Some(requirement) = Some(auth.requirement(route)).filter(|r| !r.public) {
             // Alternatives: any one accepted credential with the scopes satisfies the route.
             let alternatives = auth.accepted(&requirement).map(|c| {
@@ -120,7 +119,7 @@ pub fn document_for(
             });
             operation.security = Some(alternatives.collect());
         }
-        paths.push((path, method, operation));
+        paths.push((shape.path, method, operation));
     }
 
     let mut builder = PathsBuilder::new();
@@ -240,44 +239,85 @@ fn http_method(m: &MethodMatch) -> Option<HttpMethod> {
     })
 }
 
+/// A route's OpenAPI path and the parameters named in it, from one walk
+/// over the template, so the names in `{…}` and the parameters agree.
+struct PathShape<'r> {
+    path: String,
+    /// The variables' parameters in template order, then the anonymous
+    /// wildcards'.
+    params: Vec<PathParam<'r>>,
+}
+
+/// One `{…}` of an OpenAPI path.
+enum PathParam<'r> {
+    /// A whole variable, `{field_path}`, setting `field`.
+    Variable {
+        name: String,
+        var: &'r Variable,
+        field: &'r FieldPath,
+    },
+    /// Wildcard segment `n` of a spelled-out variable, `{field_path_n}`.
+    Segment {
+        name: String,
+        n: usize,
+        var: &'r Variable,
+    },
+    /// A wildcard outside any variable, `{segmentN}`.
+    Anonymous { name: String },
+}
+
 /// The OpenAPI path of a route: `{field.path}` per variable (or, when
 /// `spelled`, the variable's literals with one parameter per wildcard).
-fn openapi_path(route: &Route, spelled: bool) -> String {
+fn openapi_path(route: &Route, spelled: bool) -> PathShape<'_> {
     let t = &route.template;
     let mut parts = Vec::new();
+    let mut params = Vec::new();
+    let mut anonymous = Vec::new();
     let mut i = 0;
-    let mut anonymous = 0;
     while i < t.segments.len() {
-        if let Some(var) = t.variables.iter().find(|v| v.start == i) {
+        // `path_fields` has one field per variable.
+        if let Some((var, field)) = t
+            .variables
+            .iter()
+            .zip(&route.path_fields)
+            .find(|(v, _)| v.start == i)
+        {
             let name = param_name(var);
             if spelled && t.is_multi_segment(var) {
                 for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
-                    parts.push(match seg {
-                        Segment::Literal(l) => l.clone(),
-                        _ => format!("{{{name}_{n}}}"),
-                    });
+                    match seg {
+                        Segment::Literal(l) => parts.push(l.clone()),
+                        _ => {
+                            let name = format!("{name}_{n}");
+                            parts.push(format!("{{{name}}}"));
+                            params.push(PathParam::Segment { name, n, var });
+                        }
+                    }
                 }
             } else {
                 parts.push(format!("{{{name}}}"));
+                params.push(PathParam::Variable { name, var, field });
             }
             i = var.end;
             continue;
         }
-        parts.push(match &t.segments[i] {
-            Segment::Literal(l) => l.clone(),
+        match &t.segments[i] {
+            Segment::Literal(l) => parts.push(l.clone()),
             Segment::Wildcard | Segment::DeepWildcard => {
-                anonymous += 1;
-                format!("{{segment{anonymous}}}")
+                let name = format!("segment{}", anonymous.len() + 1);
+                parts.push(format!("{{{name}}}"));
+                anonymous.push(PathParam::Anonymous { name });
             }
-        });
+        }
         i += 1;
     }
+    params.extend(anonymous);
     let mut path = format!("/{}", parts.join("/"));
     if let Some(verb) = &t.verb {
         path.push(':');
         path.push_str(verb);
     }
-    path
+    PathShape { path, params }
 }
 
 /// A path with parameter names blanked, to find paths OpenAPI considers equal.
@@ -300,7 +340,7 @@ fn normalized(path: &str) -> String {
 
 fn operation(
     route: &Route,
-    spelled: bool,
+    path_params: &[PathParam<'_>],
     tags: &TagNames,
     schemas: &mut Schemas<'_>,
     comments: &Comments,
@@ -330,7 +370,7 @@ fn operation(
         .description(description)
         .deprecated(deprecated.then_some(Deprecated::True));
 
-    for param in path_parameters(route, spelled, schemas) {
+    for param in path_parameters(route, path_params, schemas) {
         op = op.parameter(param);
     }
     let mut query = Vec::new();
@@ -453,92 +493,91 @@ fn whole_body_schema(route: &Route, schemas: &mut Schemas<'_>) -> RefOr<Schema> 
     RefOr::T(Schema::Object(object.build()))
 }
 
+/// The OpenAPI parameters of the `{…}` [`openapi_path`] named.
 fn path_parameters(
     route: &Route,
-    spelled: bool,
+    params: &[PathParam<'_>],
     schemas: &mut Schemas<'_>,
 ) -> Vec<utoipa::openapi::path::Parameter> {
     let t = &route.template;
     let mut out = Vec::new();
-    for (var, field) in t.variables.iter().zip(&route.path_fields) {
-        let name = param_name(var);
-        let leaf = field.leaf();
-        let mut description = schemas.comment(leaf.parent_file().name(), leaf.path());
-        if var.field_path.len() > 1 {
-            let note = format!("Sets `{}`.", var.field_path_string());
-            description = Some(match description {
-                Some(d) => format!("{d}\n\n{note}"),
-                None => note,
-            });
-        }
-        if spelled && t.is_multi_segment(var) {
-            for (n, seg) in t.segments[var.start..var.end].iter().enumerate() {
-                if !matches!(seg, Segment::Literal(_)) {
-                    let schema = ObjectBuilder::new().schema_type(Type::String).build();
-                    let text = format!("Segment {n} of `{}`.", var.field_path_string());
+    for entry in params {
+        match *entry {
+            PathParam::Variable {
+                ref name,
+                var,
+                field,
+            } => {
+                let leaf = field.leaf();
+                let mut description = schemas.comment(leaf.parent_file().name(), leaf.path());
+                if var.field_path.len() > 1 {
+                    let note = format!("Sets `{}`.", var.field_path_string());
+                    description = Some(match description {
+                        Some(d) => format!("{d}\n\n{note}"),
+                        None => note,
+                    });
+                }
+                if t.is_multi_segment(var) {
+                    let segments = &t.segments[var.start..var.end];
+                    let pattern = format!(
+                        "^{}$",
+                        segments
+                            .iter()
+                            .map(segment_regex)
+                            .collect::<Vec<_>>()
+                            .join("/")
+                    );
+                    let shape = segments
+                        .iter()
+                        .map(|s| match s {
+                            Segment::Literal(l) => l.as_str(),
+                            Segment::Wildcard => "*",
+                            Segment::DeepWildcard => "**",
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let text = format!(
+                        "{}\n\nA resource name of the form `{shape}`.",
+                        description.unwrap_or_default()
+                    );
+                    let schema = ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(pattern))
+                        .build();
                     out.push(param(
-                        &format!("{name}_{n}"),
+                        name,
                         ParameterIn::Path,
-                        text,
+                        text.trim().to_owned(),
                         RefOr::T(Schema::Object(schema)),
+                    ));
+                } else {
+                    out.push(param(
+                        name,
+                        ParameterIn::Path,
+                        description.unwrap_or_default(),
+                        schemas.kind(&leaf.kind()),
                     ));
                 }
             }
-        } else if t.is_multi_segment(var) {
-            let segments = &t.segments[var.start..var.end];
-            let pattern = format!(
-                "^{}$",
-                segments
-                    .iter()
-                    .map(segment_regex)
-                    .collect::<Vec<_>>()
-                    .join("/")
-            );
-            let shape = segments
-                .iter()
-                .map(|s| match s {
-                    Segment::Literal(l) => l.as_str(),
-                    Segment::Wildcard => "*",
-                    Segment::DeepWildcard => "**",
-                })
-                .collect::<Vec<_>>()
-                .join("/");
-            let text = format!(
-                "{}\n\nA resource name of the form `{shape}`.",
-                description.unwrap_or_default()
-            );
-            let schema = ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(pattern))
-                .build();
-            out.push(param(
-                &name,
-                ParameterIn::Path,
-                text.trim().to_owned(),
-                RefOr::T(Schema::Object(schema)),
-            ));
-        } else {
-            out.push(param(
-                &name,
-                ParameterIn::Path,
-                description.unwrap_or_default(),
-                schemas.kind(&leaf.kind()),
-            ));
-        }
-    }
-    let mut anonymous = 0;
-    for (i, seg) in t.segments.iter().enumerate() {
-        if matches!(seg, Segment::Wildcard | Segment::DeepWildcard)
-            && !t.variables.iter().any(|v| v.start <= i && i < v.end)
-        {
-            anonymous += 1;
-            let schema = ObjectBuilder::new().schema_type(Type::String).build();
-            out.push(param(
-                &format!("segment{anonymous}"),
-                ParameterIn::Path,
-                "Any path segment.".to_owned(),
-                RefOr::T(Schema::Object(schema)),
-            ));
+            PathParam::Segment { ref name, n, var } => {
+                let schema = ObjectBuilder::new().schema_type(Type::String).build();
+                let text = format!("Segment {n} of `{}`.", var.field_path_string());
+                out.push(param(
+                    name,
+                    ParameterIn::Path,
+                    text,
+                    RefOr::T(Schema::Object(schema)),
+                ));
+            }
+            PathParam::Anonymous { ref name } => {
+                let schema = ObjectBuilder::new().schema_type(Type::String).build();
+                out.push(param(
+                    name,
+                    ParameterIn::Path,
+                    "Any path segment.".to_owned(),
+                    RefOr::T(Schema::Object(schema)),
+                ));
+            }
         }
     }
     out
@@ -546,7 +585,7 @@ fn path_parameters(
 
 /// A variable's parameter name: its field path with `_` for `.`, since
 /// tools that fill templates with Python's `str.format` read `.` as attribute access.
-fn param_name(var: &crate::http_rule::template::Variable) -> String {
+fn param_name(var: &Variable) -> String {
     var.field_path.join("_")
 }
 

@@ -4,13 +4,16 @@
 //! startup and then stream: a reply's wire bytes are walked once while JSON
 //! is appended to one buffer ([`reply`]); a request's JSON tokens are read
 //! once while wire bytes are appended to one buffer, nested lengths patched
-//! in place ([`request`]). Whenever a fast path cannot be sure to give the
-//! same answer as the `DynamicMessage` path (the reference), it returns
-//! [`Fallback`] and the caller asks the reference, which also words every
-//! error. The differential tests check the two against each other.
+//! in place ([`request`]). The wire format itself (wire types, varints,
+//! tags, lengths) is [`wire`], one for both. Whenever a fast path cannot be
+//! sure to give the same answer as the `DynamicMessage` path (the
+//! reference), it returns [`Fallback`] and the caller asks the reference,
+//! which also words every error. The differential tests check the two
+//! against each other.
 
 pub mod reply;
 pub mod request;
+mod wire;
 
 pub use reply::Plans;
 pub use request::RequestPlans;

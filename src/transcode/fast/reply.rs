@@ -19,6 +19,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, SerializeOptions};
 
 use crate::config::JsonOptions;
 
+use super::wire::{WireType, skip, take, take_len, varint, zigzag_decode32, zigzag_decode64};
 use super::{Fallback, Result};
 
 /// Nesting deeper than this falls back (the reference decoder has the same limit).
@@ -253,7 +254,8 @@ impl Plans {
             let key = varint(&mut buf)?;
             // Keys are u32 and field numbers 1..2^29; the reference rejects the rest.
             let key = u32::try_from(key).map_err(|_| Fallback)?;
-            let (number, wire_type) = (key >> 3, (key & 7) as u8);
+            // Groups and invalid wire types fall back, known field or not.
+            let (number, wire_type) = (key >> 3, WireType::of_tag(key.into())?);
             if number == 0 {
                 return Err(Fallback);
             }
@@ -270,7 +272,10 @@ impl Plans {
                         return Err(Fallback); // split on the wire
                     }
                     // An empty packed run writes nothing, as an empty list.
-                    if wire_type == 2 && field.map_key.is_none() && is_packable(&field.kind) {
+                    if wire_type == WireType::Len
+                        && field.map_key.is_none()
+                        && is_packable(&field.kind)
+                    {
                         let mut peek = buf;
                         let len = varint(&mut peek)? as usize;
                         if len == 0 {
@@ -291,7 +296,7 @@ impl Plans {
                     map_keys.clear();
                 }
                 if let Some(key_kind) = &field.map_key {
-                    if wire_type != 2 {
+                    if wire_type != WireType::Len {
                         return Err(Fallback);
                     }
                     let entry = take_len(&mut buf)?;
@@ -300,19 +305,9 @@ impl Plans {
                     }
                     self.map_entry(key_kind, &field.kind, entry, out, &mut map_keys, depth)?;
                     open_elems += 1;
-                } else if wire_type == 2 && is_packable(&field.kind) {
+                } else if wire_type == WireType::Len && is_packable(&field.kind) {
                     let mut packed = take_len(&mut buf)?;
-                    let element_wire =
-                        if matches!(field.kind, Value::Fixed64 | Value::Sfixed64 | Value::Double) {
-                            1
-                        } else if matches!(
-                            field.kind,
-                            Value::Fixed32 | Value::Sfixed32 | Value::Float
-                        ) {
-                            5
-                        } else {
-                            0
-                        };
+                    let element_wire = wire_type_of(&field.kind);
                     while !packed.is_empty() {
                         if open_elems > 0 {
                             out.push(b',');
@@ -363,23 +358,24 @@ impl Plans {
         depth: usize,
     ) -> Result<()> {
         let mut key: Option<&[u8]> = None;
-        let mut value: Option<(u8, &[u8])> = None;
+        let mut value: Option<(WireType, &[u8])> = None;
         while !entry.is_empty() {
             let tag = varint(&mut entry)?;
             if tag > u64::from(u32::MAX) || tag >> 3 == 0 {
                 return Err(Fallback);
             }
+            let wire_type = WireType::of_tag(tag)?;
             let start = entry;
-            skip((tag & 7) as u8, &mut entry)?;
+            skip(wire_type, &mut entry)?;
             let raw = &start[..start.len() - entry.len()];
             match tag >> 3 {
                 1 if key.is_none() => {
-                    if (tag & 7) as u8 != wire_type_of(key_kind) {
+                    if wire_type != wire_type_of(key_kind) {
                         return Err(Fallback);
                     }
                     key = Some(raw);
                 }
-                2 if value.is_none() => value = Some(((tag & 7) as u8, raw)),
+                2 if value.is_none() => value = Some((wire_type, raw)),
                 1 | 2 => return Err(Fallback),
                 _ => {}
             }
@@ -396,13 +392,7 @@ impl Plans {
                 rendered.push(b'"');
                 match raw {
                     Some(mut raw) => {
-                        let wire = if matches!(kind, Value::Fixed64 | Value::Sfixed64) {
-                            1
-                        } else if matches!(kind, Value::Fixed32 | Value::Sfixed32) {
-                            5
-                        } else {
-                            0
-                        };
+                        let wire = wire_type_of(kind);
                         let mut scratch = Vec::with_capacity(24);
                         self.write_value(kind, wire, &mut raw, &mut scratch, depth, true)?;
                         rendered.extend(scratch.iter().filter(|b| **b != b'"'));
@@ -464,13 +454,13 @@ impl Plans {
     fn write_value(
         &self,
         kind: &Value,
-        wire: u8,
+        wire: WireType,
         buf: &mut &[u8],
         out: &mut Vec<u8>,
         depth: usize,
         always: bool,
     ) -> Result<bool> {
-        let expect = |w: u8| if wire == w { Ok(()) } else { Err(Fallback) };
+        let expect = |w: WireType| if wire == w { Ok(()) } else { Err(Fallback) };
         let mut itoa = itoa::Buffer::new();
         match kind {
             Value::Int32
@@ -480,7 +470,7 @@ impl Plans {
             | Value::Sint32
             | Value::Sint64
             | Value::Bool => {
-                expect(0)?;
+                expect(WireType::Varint)?;
                 let v = varint(buf)?;
                 // The default test is on the value as its type reads it: a
                 // 64-bit varint of 2^32 is a zero int32.
@@ -495,16 +485,16 @@ impl Plans {
                     Value::Int32 => out.extend_from_slice(itoa.format(v as i32).as_bytes()),
                     Value::Uint32 => out.extend_from_slice(itoa.format(v as u32).as_bytes()),
                     Value::Sint32 => {
-                        out.extend_from_slice(itoa.format(zigzag32(v as u32)).as_bytes())
+                        out.extend_from_slice(itoa.format(zigzag_decode32(v as u32)).as_bytes())
                     }
                     Value::Int64 => quoted(out, itoa.format(v as i64)),
                     Value::Uint64 => quoted(out, itoa.format(v)),
-                    Value::Sint64 => quoted(out, itoa.format(zigzag64(v))),
+                    Value::Sint64 => quoted(out, itoa.format(zigzag_decode64(v))),
                     _ => out.extend_from_slice(if v != 0 { b"true" } else { b"false" }),
                 }
             }
             Value::Enum { names, .. } => {
-                expect(0)?;
+                expect(WireType::Varint)?;
                 let n = varint(buf)? as i32;
                 if n == 0 && !always {
                     return Ok(false);
@@ -515,7 +505,7 @@ impl Plans {
                 }
             }
             Value::Null => {
-                expect(0)?;
+                expect(WireType::Varint)?;
                 let n = varint(buf)? as i32;
                 if n == 0 && !always {
                     return Ok(false);
@@ -523,7 +513,7 @@ impl Plans {
                 out.extend_from_slice(b"null");
             }
             Value::Fixed32 | Value::Sfixed32 | Value::Float => {
-                expect(5)?;
+                expect(WireType::I32)?;
                 let raw = u32::from_le_bytes(take::<4>(buf)?);
                 // -0.0 equals 0.0, so the reference omits it like 0.0.
                 let zero = if matches!(kind, Value::Float) {
@@ -544,7 +534,7 @@ impl Plans {
                 }
             }
             Value::Fixed64 | Value::Sfixed64 | Value::Double => {
-                expect(1)?;
+                expect(WireType::I64)?;
                 let raw = u64::from_le_bytes(take::<8>(buf)?);
                 let zero = if matches!(kind, Value::Double) {
                     f64::from_bits(raw) == 0.0
@@ -564,7 +554,7 @@ impl Plans {
                 }
             }
             Value::String => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 let bytes = take_len(buf)?;
                 if bytes.is_empty() && !always {
                     return Ok(false);
@@ -573,7 +563,7 @@ impl Plans {
                 serde_json::to_writer(&mut *out, s).map_err(|_| Fallback)?;
             }
             Value::Bytes => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 let bytes = take_len(buf)?;
                 if bytes.is_empty() && !always {
                     return Ok(false);
@@ -588,12 +578,12 @@ impl Plans {
                 out.push(b'"');
             }
             Value::Message(index) => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 let bytes = take_len(buf)?;
                 self.message(*index, bytes, out, depth + 1)?;
             }
             Value::Timestamp => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 let ts = prost_types::Timestamp::decode(take_len(buf)?).map_err(|_| Fallback)?;
                 // The reference's range and format: RFC 3339 via prost_types' Display.
                 if !(-62_135_596_800..=253_402_300_799).contains(&ts.seconds)
@@ -605,7 +595,7 @@ impl Plans {
                 write!(out, "\"{ts}\"").map_err(|_| Fallback)?;
             }
             Value::Duration => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 let d = prost_types::Duration::decode(take_len(buf)?).map_err(|_| Fallback)?;
                 if d.seconds.unsigned_abs() > 315_576_000_000
                     || d.nanos.unsigned_abs() > 999_999_999
@@ -616,7 +606,7 @@ impl Plans {
                 write!(out, "\"{d}\"").map_err(|_| Fallback)?;
             }
             Value::WellKnown(desc) => {
-                expect(2)?;
+                expect(WireType::Len)?;
                 // Its decoder starts a fresh recursion budget; stay well inside the reference's.
                 if depth > MAX_DEPTH / 2 {
                     return Err(Fallback);
@@ -642,30 +632,22 @@ fn close(open: &mut Option<&FieldPlan>, out: &mut Vec<u8>) {
 }
 
 /// The wire type a singular value of `kind` is encoded with.
-fn wire_type_of(kind: &Value) -> u8 {
+fn wire_type_of(kind: &Value) -> WireType {
     match kind {
-        Value::Fixed64 | Value::Sfixed64 | Value::Double => 1,
-        Value::Fixed32 | Value::Sfixed32 | Value::Float => 5,
+        Value::Fixed64 | Value::Sfixed64 | Value::Double => WireType::I64,
+        Value::Fixed32 | Value::Sfixed32 | Value::Float => WireType::I32,
         Value::String
         | Value::Bytes
         | Value::Message(_)
         | Value::Timestamp
         | Value::Duration
-        | Value::WellKnown(_) => 2,
-        _ => 0,
+        | Value::WellKnown(_) => WireType::Len,
+        _ => WireType::Varint,
     }
 }
 
 fn is_packable(kind: &Value) -> bool {
-    !matches!(
-        kind,
-        Value::String
-            | Value::Bytes
-            | Value::Message(_)
-            | Value::Timestamp
-            | Value::Duration
-            | Value::WellKnown(_)
-    )
+    wire_type_of(kind).is_packable()
 }
 
 fn quoted(out: &mut Vec<u8>, digits: &str) {
@@ -689,55 +671,4 @@ fn float(
         finite(out).map_err(|_| Fallback)?;
     }
     Ok(())
-}
-
-fn zigzag32(v: u32) -> i32 {
-    ((v >> 1) as i32) ^ -((v & 1) as i32)
-}
-
-fn zigzag64(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn varint(buf: &mut &[u8]) -> Result<u64> {
-    let mut value = 0u64;
-    for i in 0..10 {
-        let (&byte, rest) = buf.split_first().ok_or(Fallback)?;
-        *buf = rest;
-        if i == 9 && byte > 1 {
-            return Err(Fallback);
-        }
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte < 0x80 {
-            return Ok(value);
-        }
-    }
-    Err(Fallback)
-}
-
-fn take<const N: usize>(buf: &mut &[u8]) -> Result<[u8; N]> {
-    let (head, rest) = buf.split_first_chunk::<N>().ok_or(Fallback)?;
-    *buf = rest;
-    Ok(*head)
-}
-
-fn take_len<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8]> {
-    let len = usize::try_from(varint(buf)?).map_err(|_| Fallback)?;
-    if len > buf.len() {
-        return Err(Fallback);
-    }
-    let (head, rest) = buf.split_at(len);
-    *buf = rest;
-    Ok(head)
-}
-
-fn skip(wire_type: u8, buf: &mut &[u8]) -> Result<()> {
-    match wire_type {
-        0 => varint(buf).map(|_| ()),
-        1 => take::<8>(buf).map(|_| ()),
-        2 => take_len(buf).map(|_| ()),
-        5 => take::<4>(buf).map(|_| ()),
-        // Groups (3, 4) and invalid types: the reference decides.
-        _ => Err(Fallback),
-    }
 }

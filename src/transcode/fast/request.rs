@@ -31,6 +31,9 @@ use serde::de::{
 };
 use serde_json::value::RawValue;
 
+use super::wire::{
+    WireType, begin_len, end_len, put_tag, put_varint, zigzag_encode32, zigzag_encode64,
+};
 use super::{Fallback, Result};
 use crate::transcode::duplicate_keys;
 
@@ -504,11 +507,11 @@ fn write_value<'de, D: Deserializer<'de>>(
     };
     Ok(match kind {
         Enc::String => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             d.deserialize_str(StrSeed(out))?
         }
         Enc::Bytes => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             let mark = begin_len(out);
             d.deserialize_str(BytesSeed(out))?;
             let empty = out.len() == mark;
@@ -516,7 +519,7 @@ fn write_value<'de, D: Deserializer<'de>>(
             written(empty)
         }
         Enc::Message(index) => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             let mark = begin_len(out);
             MessageSeed {
                 cx,
@@ -547,7 +550,7 @@ fn write_value<'de, D: Deserializer<'de>>(
         }
         Enc::Enum(names) => match d.deserialize_any(EnumSeed(names, cx.deny_unknown))? {
             Some(n) => {
-                put_tag(out, number, 0);
+                put_tag(out, number, WireType::Varint);
                 put_varint(out, n as i64 as u64);
                 written(n == 0)
             }
@@ -569,7 +572,7 @@ fn put_message(
     message: &DynamicMessage,
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), prost::EncodeError> {
-    put_tag(out, number, 2);
+    put_tag(out, number, WireType::Len);
     put_varint(out, message.encoded_len() as u64);
     message.encode(out)
 }
@@ -596,7 +599,7 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
         } = self.seed;
         if self.packed {
             let start = out.len();
-            put_tag(out, field.number, 2);
+            put_tag(out, field.number, WireType::Len);
             let mark = begin_len(out);
             while seq
                 .next_element_seed(PackedSeed {
@@ -695,7 +698,7 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
         let mut keys = MapKeys::default();
         loop {
             let start = out.len();
-            put_tag(out, field.number, 2);
+            put_tag(out, field.number, WireType::Len);
             let mark = begin_len(out);
             if map
                 .next_key_seed(MapKeySeed {
@@ -851,7 +854,7 @@ impl Visitor<'_> for MapKeySeed<'_, '_> {
 fn put_map_key(kind: &Enc, key: &str, out: &mut Vec<u8>) -> std::result::Result<(), ()> {
     let value = match kind {
         Enc::String => {
-            put_tag(out, 1, 2);
+            put_tag(out, 1, WireType::Len);
             put_varint(out, key.len() as u64);
             out.extend_from_slice(key.as_bytes());
             return Ok(());
@@ -1139,25 +1142,25 @@ impl Visitor<'_> for BoolSeed {
 pub fn put_explicit(kind: &Kind, number: u32, value: &Value, out: &mut Vec<u8>) -> Result<()> {
     let scalar = match (kind, value) {
         (Kind::String, Value::String(s)) => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             put_varint(out, s.len() as u64);
             out.extend_from_slice(s.as_bytes());
             return Ok(());
         }
         (Kind::Bytes, Value::Bytes(b)) => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             put_varint(out, b.len() as u64);
             out.extend_from_slice(b);
             return Ok(());
         }
         (Kind::Message(_), Value::Message(m)) => {
-            put_tag(out, number, 2);
+            put_tag(out, number, WireType::Len);
             put_varint(out, m.encoded_len() as u64);
             m.encode(out).map_err(|_| Fallback)?;
             return Ok(());
         }
         (Kind::Enum(_), Value::EnumNumber(n)) => {
-            put_tag(out, number, 0);
+            put_tag(out, number, WireType::Varint);
             put_varint(out, *n as i64 as u64);
             return Ok(());
         }
@@ -1199,10 +1202,10 @@ fn scalar_enc(kind: &Kind) -> Option<Enc> {
 fn put_scalar(kind: &Enc, value: Scalar, out: &mut Vec<u8>) {
     match (kind, value) {
         (Enc::Int32, Scalar::I32(v)) => put_varint(out, v as i64 as u64),
-        (Enc::Sint32, Scalar::I32(v)) => put_varint(out, u64::from(((v << 1) ^ (v >> 31)) as u32)),
+        (Enc::Sint32, Scalar::I32(v)) => put_varint(out, u64::from(zigzag_encode32(v))),
         (Enc::Sfixed32, Scalar::I32(v)) => out.extend_from_slice(&v.to_le_bytes()),
         (Enc::Int64, Scalar::I64(v)) => put_varint(out, v as u64),
-        (Enc::Sint64, Scalar::I64(v)) => put_varint(out, ((v << 1) ^ (v >> 63)) as u64),
+        (Enc::Sint64, Scalar::I64(v)) => put_varint(out, zigzag_encode64(v)),
         (Enc::Sfixed64, Scalar::I64(v)) => out.extend_from_slice(&v.to_le_bytes()),
         (Enc::Uint32, Scalar::U32(v)) => put_varint(out, u64::from(v)),
         (Enc::Fixed32, Scalar::U32(v)) => out.extend_from_slice(&v.to_le_bytes()),
@@ -1216,60 +1219,20 @@ fn put_scalar(kind: &Enc, value: Scalar, out: &mut Vec<u8>) {
     }
 }
 
-fn wire_type(kind: &Enc) -> u8 {
+/// The wire type a value of `kind` is encoded with.
+fn wire_type(kind: &Enc) -> WireType {
     match kind {
-        Enc::Double | Enc::Fixed64 | Enc::Sfixed64 => 1,
-        Enc::Float | Enc::Fixed32 | Enc::Sfixed32 => 5,
-        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) | Enc::FreeForm(_) => 2,
-        _ => 0,
+        Enc::Double | Enc::Fixed64 | Enc::Sfixed64 => WireType::I64,
+        Enc::Float | Enc::Fixed32 | Enc::Sfixed32 => WireType::I32,
+        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) | Enc::FreeForm(_) => {
+            WireType::Len
+        }
+        _ => WireType::Varint,
     }
 }
 
 fn is_packable(kind: &Enc) -> bool {
-    !matches!(
-        kind,
-        Enc::String | Enc::Bytes | Enc::Message(_) | Enc::WellKnown(_) | Enc::FreeForm(_)
-    )
-}
-
-fn put_tag(out: &mut Vec<u8>, number: u32, wire_type: u8) {
-    put_varint(out, u64::from(number << 3 | u32::from(wire_type)));
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reserves one byte for a length; returns where the content starts.
-fn begin_len(out: &mut Vec<u8>) -> usize {
-    out.push(0);
-    out.len()
-}
-
-/// Writes the length of everything after `start`, widening the reserved byte if needed.
-fn end_len(out: &mut Vec<u8>, start: usize) {
-    let len = out.len() - start;
-    if len < 0x80 {
-        out[start - 1] = len as u8;
-        return;
-    }
-    let mut varint = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        varint[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    varint[n] = v as u8;
-    let extra = n;
-    out.resize(out.len() + extra, 0);
-    out.copy_within(start..start + len, start + extra);
-    out[start - 1..start + extra].copy_from_slice(&varint[..=n]);
+    wire_type(kind).is_packable()
 }
 
 /// Runs `inner` to encode a value inside the singular message fields
@@ -1282,7 +1245,7 @@ pub fn put_nested<T>(
 ) -> T {
     let mut marks = Vec::with_capacity(parents.len());
     for parent in parents {
-        put_tag(out, parent.number(), 2);
+        put_tag(out, parent.number(), WireType::Len);
         marks.push(begin_len(out));
     }
     let result = inner(out);
