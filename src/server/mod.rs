@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-pub use reload::{Cut, Draining, Live};
+pub use reload::{Draining, Live};
 
 use connection::{Activity, Counted, Timeouts};
 

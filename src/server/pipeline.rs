@@ -29,7 +29,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
-use super::reload::Cut;
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
@@ -40,6 +39,7 @@ use crate::rate_limit::Allowed;
 use crate::transcode::{self, http_body};
 use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
 use crate::upstream::{CallError, Target};
+use tokio_util::sync::CancellationToken;
 
 /// Largest chunk of a raw upload sent as one message.
 pub(super) const MAX_UPLOAD_CHUNK: usize = 1 << 20;
@@ -421,9 +421,9 @@ pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> Gatew
 }
 
 /// Resolves when the gateway ends open streams at shutdown; never without a signal.
-pub(super) async fn ended(cut: &mut Option<Cut>) {
+pub(super) async fn ended(cut: &mut Option<CancellationToken>) {
     match cut.as_mut() {
-        Some(cut) => cut.wait().await,
+        Some(cut) => cut.cancelled().await,
         None => std::future::pending().await,
     }
 }

@@ -22,6 +22,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use notify::RecommendedWatcher;
 use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::router;
@@ -40,7 +41,9 @@ pub struct Live {
     /// `--listen`, which a reload keeps over the file's `server.listen`.
     listen_override: Option<std::net::SocketAddr>,
     /// Set when the grace period of a shutdown is over: open streams end.
-    cut: tokio::sync::watch::Sender<bool>,
+    /// Cancelled when open streams are to end (a shutdown's grace is over);
+    /// every request carries a clone as an extension.
+    cut: CancellationToken,
     /// Set when a shutdown begins; every router built here reads it.
     draining: Draining,
 }
@@ -60,20 +63,6 @@ impl Draining {
 
     fn start(&self) {
         self.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Tells a stream when the gateway cuts open streams at shutdown; every
-/// request carries one as an extension.
-#[derive(Debug, Clone)]
-pub struct Cut(tokio::sync::watch::Receiver<bool>);
-
-impl Cut {
-    /// Resolves when open streams are to end; never, otherwise.
-    pub async fn wait(&mut self) {
-        if self.0.wait_for(|cut| *cut).await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 
@@ -178,7 +167,7 @@ impl Live {
             active: ArcSwap::from_pointee(Active::new(gateway, &draining)),
             reloading: Mutex::new(loaded),
             listen_override: listen,
-            cut: tokio::sync::watch::channel(false).0,
+            cut: CancellationToken::new(),
             draining,
         })
     }
@@ -201,7 +190,7 @@ impl Live {
     + Sync
     + 'static {
         tower::service_fn(move |mut request: Request| {
-            request.extensions_mut().insert(Cut(self.cut.subscribe()));
+            request.extensions_mut().insert(self.cut.clone());
             let router = self.active.load().router.clone();
             router.oneshot(request)
         })
@@ -221,7 +210,7 @@ impl Live {
     /// Ends every open stream (with an UNAVAILABLE error line or close):
     /// the end of a shutdown's grace period.
     pub fn cut_streams(&self) {
-        self.cut.send_replace(true);
+        self.cut.cancel();
     }
 
     /// Reads the config file again and swaps in the gateway built from it.

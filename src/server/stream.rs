@@ -37,7 +37,6 @@ use super::pipeline::{
     self, Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, content_type, ended,
     read_body, render_reply,
 };
-use super::reload::Cut;
 use crate::config::Framing;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -47,6 +46,7 @@ use crate::upstream::balance::Lease;
 use crate::upstream::metadata::response_headers;
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 use crate::upstream::{CallError, Deadline};
+use tokio_util::sync::CancellationToken;
 
 /// Calls a streaming method: builds the request stream from the body, opens
 /// the call and answers with the reply stream (or, for a client stream, the
@@ -71,7 +71,7 @@ pub(super) async fn call(
         pipeline::timeout(parts, options.max_duration, plan.limits.max_grpc_timeout)?
             .min(options.max_duration),
     );
-    let mut cut = parts.extensions.get::<Cut>().cloned();
+    let mut cut = parts.extensions.get::<CancellationToken>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
             parts.headers.get(ACCEPT),
@@ -388,7 +388,7 @@ struct Replies {
     /// A client-stream line that failed: it ends the reply stream too.
     failure: Option<oneshot::Receiver<GatewayError>>,
     /// Ends the stream when the gateway shuts down.
-    cut: Option<Cut>,
+    cut: Option<CancellationToken>,
     /// Dropped with the reply stream: the request stream then cancels the call.
     _waiting: oneshot::Sender<()>,
     deadline: Instant,

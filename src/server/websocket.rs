@@ -29,13 +29,13 @@ use tonic::Code;
 use tonic::metadata::MetadataMap;
 
 use super::pipeline::{Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, ended};
-use super::reload::Cut;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route};
 use crate::transcode::{RouteCodec, http_body};
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 use crate::upstream::{Deadline, Target};
+use tokio_util::sync::CancellationToken;
 
 /// Close code of a call that ended with gRPC code `c`: 4000 + c (OK: 1000).
 pub fn close_code(code: Code) -> u16 {
@@ -111,7 +111,7 @@ pub(super) async fn websocket(
         // A frame is a message, held whole: as large as a request body may be.
         .max_message_size(limit)
         .max_frame_size(limit);
-    let cut = parts.extensions.get::<Cut>().cloned();
+    let cut = parts.extensions.get::<CancellationToken>().cloned();
     let session = Session {
         frames: 0,
         upload_prefix: None,
@@ -133,7 +133,7 @@ struct Session {
     frames: usize,
     /// The encoded path and query fields of a raw upload's chunks.
     upload_prefix: Option<Vec<u8>>,
-    cut: Option<Cut>,
+    cut: Option<CancellationToken>,
     gw: Gateway,
     route: Arc<Route>,
     codec: RouteCodec,
