@@ -164,10 +164,14 @@ pub struct Authenticator {
     default: Arc<Requirement>,
     gateway_endpoints: Requirement,
     forward: ForwardConfig,
-    /// Metadata names only the gateway sets: a client's copies are removed.
-    targets: Vec<HeaderName>,
-    /// Headers that carry credentials: forwarded only with `auth.forward.credentials`.
-    credential_headers: Vec<HeaderName>,
+    /// Client headers that never reach a backend on an authenticated
+    /// route: the names only the gateway sets (identity) and every header
+    /// that carries credentials.
+    withheld: Vec<HeaderName>,
+    /// The same on a route the gateway does not authenticate: the client's
+    /// `Authorization` may pass there, for a backend that checks it, unless
+    /// `auth.forward.credentials` makes `authorization` mean "verified".
+    withheld_public: Vec<HeaderName>,
     credential_query_params: Vec<String>,
 }
 
@@ -277,6 +281,13 @@ impl Authenticator {
                 Location::Query(q) => credential_query_params.push(q.clone()),
             }
         }
+        let mut withheld = targets;
+        withheld.extend(credential_headers);
+        let withheld_public = withheld
+            .iter()
+            .filter(|name| config.forward.credentials || **name != AUTHORIZATION)
+            .cloned()
+            .collect();
         Ok(Self {
             providers,
             api_keys,
@@ -284,8 +295,8 @@ impl Authenticator {
             default: route_default,
             gateway_endpoints,
             forward: config.forward.clone(),
-            targets,
-            credential_headers,
+            withheld,
+            withheld_public,
             credential_query_params,
         })
     }
@@ -306,6 +317,17 @@ impl Authenticator {
     /// The requirement of `/healthz`, `/openapi.*` and `/docs`.
     pub fn gateway_endpoints(&self) -> &Requirement {
         &self.gateway_endpoints
+    }
+
+    /// The client headers kept from the backend of a call by `principal`
+    /// (`None`: a route the gateway does not authenticate). The metadata
+    /// step leaves them out; [`Authenticator::forward`] then adds what the
+    /// gateway vouches for.
+    pub fn withheld(&self, principal: Option<&Principal>) -> &[HeaderName] {
+        match principal {
+            Some(_) => &self.withheld,
+            None => &self.withheld_public,
+        }
     }
 
     /// Query parameters that carry credentials, to keep out of message building.
@@ -408,24 +430,12 @@ impl Authenticator {
         }))
     }
 
-    /// Puts the verified identity into `metadata`, after removing whatever
-    /// the client sent under the names the gateway sets, and credentials:
-    /// on an authenticated route only the verified one stays, with
-    /// `auth.forward.credentials`; a route the gateway does not authenticate
-    /// (`principal` is `None`) keeps the client's `Authorization`, unless
-    /// `auth.forward.credentials` makes `authorization` mean "verified".
+    /// Puts what the gateway vouches for into `metadata`, which holds none
+    /// of the client's [`Authenticator::withheld`] headers: the verified
+    /// credential (with `auth.forward.credentials`) and the identity
+    /// (claims, payload, API key name) under the names the gateway sets.
     pub fn forward(&self, principal: Option<&Principal>, metadata: &mut MetadataMap) {
         let mut map = std::mem::take(metadata).into_headers();
-        // A route the gateway did not authenticate keeps the client's
-        // `Authorization` (copied only with `metadata.forward_authorization`)
-        // for a backend that checks it, unless backends take `authorization`
-        // as verified (`forward.credentials`).
-        let pass_authorization = principal.is_none() && !self.forward.credentials;
-        for name in self.targets.iter().chain(&self.credential_headers) {
-            if !(pass_authorization && name == AUTHORIZATION) {
-                map.remove(name);
-            }
-        }
         // Only the credential that was verified, never whatever else the client sent.
         if self.forward.credentials {
             let verified = match principal {

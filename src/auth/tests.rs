@@ -435,14 +435,54 @@ async fn api_keys_scopes_and_claims() {
     );
 }
 
+/// The metadata a backend gets from a client's `headers` on a call by
+/// `principal`: the metadata step (every header offered for forwarding),
+/// then what auth vouches for.
+fn crossing(
+    auth: &Authenticator,
+    principal: Option<&Principal>,
+    headers: &[(&str, &str)],
+) -> MetadataMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let options = crate::config::MetadataOptions {
+        forward_request_headers: vec![
+            http::HeaderName::from_static("x-user-id"),
+            http::HeaderName::from_static("x-request-id"),
+        ],
+        trust_forwarded_for: false,
+        forward_authorization: true,
+    };
+    let mut metadata = crate::upstream::metadata::request_metadata(
+        &map,
+        None,
+        &options,
+        None,
+        None,
+        auth.withheld(principal),
+    )
+    .unwrap();
+    auth.forward(principal, &mut metadata);
+    metadata
+}
+
 #[tokio::test]
 async fn forwarding_sets_identity_and_removes_spoofs() {
     let (auth, _) = authenticator("").await;
-    let mut metadata = MetadataMap::new();
-    metadata.insert("x-user-id", "spoofed".parse().unwrap());
-    metadata.insert("authorization", "Bearer abc".parse().unwrap());
-    metadata.insert("x-request-id", "r1".parse().unwrap());
-    auth.forward(None, &mut metadata);
+    let metadata = crossing(
+        &auth,
+        None,
+        &[
+            ("x-user-id", "spoofed"),
+            ("authorization", "Bearer abc"),
+            ("x-request-id", "r1"),
+        ],
+    );
     assert!(
         metadata.get("x-user-id").is_none(),
         "a client's identity header never reaches the backend"
@@ -461,10 +501,11 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
         claims: claims.clone(),
         token: "verified.jwt.token".into(),
     };
-    let mut metadata = MetadataMap::new();
-    metadata.insert("x-user-id", "spoofed".parse().unwrap());
-    metadata.insert("authorization", "Bearer abc".parse().unwrap());
-    auth.forward(Some(&principal), &mut metadata);
+    let metadata = crossing(
+        &auth,
+        Some(&principal),
+        &[("x-user-id", "spoofed"), ("authorization", "Bearer abc")],
+    );
     assert_eq!(metadata.get("x-user-id").unwrap(), "user-1");
     assert!(
         metadata.get("authorization").is_none(),
@@ -486,13 +527,13 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
     let routes = RouteTable::build(&pool_from_source(PROTO), &cfg).unwrap();
     let open = Authenticator::build(&cfg.auth, &routes).await.unwrap();
     // Only the verified credential is forwarded; nothing on a public route (review finding).
-    let mut metadata = MetadataMap::new();
-    metadata.insert("authorization", "Bearer forged".parse().unwrap());
-    open.forward(None, &mut metadata);
+    let metadata = crossing(&open, None, &[("authorization", "Bearer forged")]);
     assert!(metadata.get("authorization").is_none());
-    let mut metadata = MetadataMap::new();
-    metadata.insert("authorization", "Bearer forged".parse().unwrap());
-    open.forward(Some(&principal), &mut metadata);
+    let metadata = crossing(
+        &open,
+        Some(&principal),
+        &[("authorization", "Bearer forged")],
+    );
     assert_eq!(
         metadata.get("authorization").unwrap(),
         "Bearer verified.jwt.token"

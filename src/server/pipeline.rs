@@ -148,6 +148,7 @@ impl<'g> Call<'g> {
             &gw.config().metadata,
             client,
             client_cert,
+            gw.auth().withheld(principal.as_ref()),
         )?;
         gw.auth().forward(principal.as_ref(), &mut metadata);
         Ok(Self {

@@ -72,10 +72,12 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// W3C Trace Context vendor data, forwarded with `traceparent`.
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// gRPC metadata for the upstream call. `authority` is the request URI's
+/// gRPC metadata for the upstream call: the one place that decides which
+/// client headers cross to a backend. `authority` is the request URI's
 /// authority, which HTTP/2 clients send instead of a `Host` header;
 /// `client_cert` the `X-Forwarded-Client-Cert` of a verified client
-/// certificate.
+/// certificate; `withheld` the headers auth keeps from the backend
+/// (identity names the gateway sets, credentials), however sent.
 ///
 /// # Errors
 /// [`BadBinaryHeader`] for a binary (`-bin`) header that is not base64:
@@ -86,6 +88,7 @@ pub fn request_metadata(
     options: &MetadataOptions,
     client: Option<SocketAddr>,
     client_cert: Option<&HeaderValue>,
+    withheld: &[HeaderName],
 ) -> Result<MetadataMap, BadBinaryHeader> {
     let mut out = HeaderMap::new();
     for name in &options.forward_request_headers {
@@ -115,6 +118,9 @@ pub fn request_metadata(
             check_binary(name.as_str(), stripped, value)?;
             out.append(target, value.clone());
         }
+    }
+    for name in withheld {
+        out.remove(name);
     }
     // The gateway's own view of the client, not a copy of what the client
     // claims, unless the operator says a trusted proxy stands in front.
@@ -315,7 +321,7 @@ mod tests {
             forward_authorization: false,
         };
         let client = Some("127.0.0.1:5000".parse().unwrap());
-        let md = request_metadata(&h, None, &opts, client, None)
+        let md = request_metadata(&h, None, &opts, client, None, &[])
             .unwrap()
             .into_headers();
         assert_eq!(md.get("x-request-id").unwrap(), "r1");
@@ -335,13 +341,13 @@ mod tests {
         assert_eq!(md.get("x-forwarded-host").unwrap(), "api.example.com");
 
         opts.trust_forwarded_for = true;
-        let md = request_metadata(&h, None, &opts, client, None)
+        let md = request_metadata(&h, None, &opts, client, None, &[])
             .unwrap()
             .into_headers();
         assert_eq!(md.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
 
         h.remove("host");
-        let md = request_metadata(&h, Some("api.example.com:443"), &opts, None, None)
+        let md = request_metadata(&h, Some("api.example.com:443"), &opts, None, None, &[])
             .unwrap()
             .into_headers();
         assert_eq!(
