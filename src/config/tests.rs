@@ -221,3 +221,42 @@ fn drain_delay_defaults_to_zero() {
         assert_eq!(c.drain_delay, want, "{server:?}");
     }
 }
+
+#[test]
+fn range_errors_name_the_key_and_the_line_of_the_value() {
+    for (extra, want) in [
+        (
+            "    weight: 0\n",
+            "backends.users.weight: must be between 1 and 10000 at line 9 column 13",
+        ),
+        (
+            "    retry: { attempts: 11 }\n",
+            "backends.users.retry.attempts: must be between 1 and 10 at line 9 column 24",
+        ),
+        (
+            "    outlier_detection:\n      failure_rate: 1.5\n",
+            "backends.users.outlier_detection.failure_rate: must be between 0 and 1 at line 10 column 21",
+        ),
+        (
+            "    max_response_bytes: 0\n",
+            "backends.users.max_response_bytes: must be greater than 0 at line 9 column 25",
+        ),
+        (
+            "server:\n  idle_timeout: 0s\n",
+            "server.idle_timeout: must be greater than 0 at line 10 column 17",
+        ),
+        (
+            "tracing:\n  sample_ratio: -0.5\n",
+            "tracing.sample_ratio: must be between 0 and 1 at line 10 column 17",
+        ),
+        (
+            "rate_limit:\n  by_caller: { requests: 0, per: 1s }\n",
+            "rate_limit.by_caller.requests: must be greater than 0 at line 10 column 26",
+        ),
+    ] {
+        let got = parse(&format!("{MINIMAL}{extra}"), Path::new("gateway.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(got, format!("gateway.yaml: {want}"), "{extra:?}");
+    }
+}
