@@ -6,6 +6,8 @@ use anyhow::bail;
 use http::HeaderName;
 use serde::Deserialize;
 
+use super::value::HeaderNameText;
+
 /// Default preflight cache time.
 pub const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Default allowed methods.
@@ -32,10 +34,10 @@ pub struct CorsSection {
     pub allowed_methods: Vec<String>,
     /// Request headers allowed in cross-origin calls.
     #[serde(default)]
-    pub allowed_headers: Vec<String>,
+    pub allowed_headers: Vec<HeaderNameText>,
     /// Response headers scripts may read.
     #[serde(default)]
-    pub expose_headers: Vec<String>,
+    pub expose_headers: Vec<HeaderNameText>,
     /// Allow cookies and credentials.
     #[serde(default)]
     pub allow_credentials: bool,
@@ -101,14 +103,6 @@ pub(super) fn cors(
                 .collect::<anyhow::Result<Vec<_>>>()?,
         )
     };
-    let header_names = |list: &[String], key: &str| {
-        list.iter()
-            .map(|h| {
-                HeaderName::try_from(h.to_ascii_lowercase())
-                    .map_err(|_| err(key, format!("{h:?} is not a valid header name")))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()
-    };
     let allowed_methods = if raw.allowed_methods.is_empty() {
         DEFAULT_CORS_METHODS.to_vec()
     } else {
@@ -123,13 +117,13 @@ pub(super) fn cors(
     let allowed_headers = if raw.allowed_headers.is_empty() {
         DEFAULT_CORS_HEADERS.to_vec()
     } else {
-        header_names(&raw.allowed_headers, "cors.allowed_headers")?
+        raw.allowed_headers.into_iter().map(Into::into).collect()
     };
     Ok(Some(CorsOptions {
         allowed_origins,
         allowed_methods,
         allowed_headers,
-        expose_headers: header_names(&raw.expose_headers, "cors.expose_headers")?,
+        expose_headers: raw.expose_headers.into_iter().map(Into::into).collect(),
         allow_credentials: raw.allow_credentials,
         max_age: raw.max_age.unwrap_or(DEFAULT_CORS_MAX_AGE),
     }))

@@ -260,3 +260,30 @@ fn range_errors_name_the_key_and_the_line_of_the_value() {
         assert_eq!(got, format!("gateway.yaml: {want}"), "{extra:?}");
     }
 }
+
+#[test]
+fn header_names_are_checked_where_they_are_written() {
+    for (extra, want) in [
+        (
+            "traffic:\n  override_header: \"bad header\"\n",
+            "traffic.override_header: \"bad header\" is not a valid header name at line 10 column 20",
+        ),
+        (
+            "cors:\n  allowed_origins: [\"https://a.example\"]\n  allowed_headers: [x-ok, \"x bad\"]\n",
+            "cors.allowed_headers[1]: \"x bad\" is not a valid header name at line 11 column 27",
+        ),
+    ] {
+        let got = parse(&format!("{MINIMAL}{extra}"), Path::new("gateway.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(got, format!("gateway.yaml: {want}"), "{extra:?}");
+    }
+    let c = parse(
+        &format!(
+            "{MINIMAL}cors:\n  allowed_origins: [\"https://a.example\"]\n  expose_headers: [X-Total-Count]\n"
+        ),
+        Path::new("gateway.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.cors.unwrap().expose_headers, ["x-total-count"]);
+}
