@@ -6,55 +6,15 @@
 //! PEM files are parsed when the configuration is loaded, so `protogate
 //! check` and a reload reject a bad certificate before it is used.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::sync::Notify;
 
-use crate::config::{BackendTls, ServerTls};
-
-fn parse_certs(pem: &[u8]) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("not a PEM certificate file ({e})"))?;
-    anyhow::ensure!(!certs.is_empty(), "holds no PEM certificate");
-    Ok(certs)
-}
-
-fn parse_key(pem: &[u8]) -> anyhow::Result<PrivateKeyDer<'static>> {
-    PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|e| anyhow::anyhow!("holds no PEM private key ({e})"))
-}
-
-/// The bytes of a PEM file that holds a private key.
-///
-/// # Errors
-/// The file cannot be read or holds no private key.
-pub fn read_key_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
-    read_checked(path, |pem| parse_key(pem).map(drop))
-}
-
-/// The bytes of a PEM file that holds at least one certificate.
-///
-/// # Errors
-/// The file cannot be read or holds no certificate.
-pub fn read_certs_pem(path: &Path) -> anyhow::Result<Vec<u8>> {
-    read_checked(path, |pem| parse_certs(pem).map(drop))
-}
-
-fn read_checked(
-    path: &Path,
-    check: impl Fn(&[u8]) -> anyhow::Result<()>,
-) -> anyhow::Result<Vec<u8>> {
-    let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    check(&pem).with_context(|| path.display().to_string())?;
-    Ok(pem)
-}
+use crate::config::{BackendTls, ServerTls, parse_certs, parse_key};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -221,37 +181,10 @@ impl Drop for TlsWatch {
     }
 }
 
-/// tonic's client TLS settings for a backend: the CA bundle (else the
-/// system's roots), a client identity for mutual TLS, and the name to
-/// verify (else the configured host).
+/// tonic's client TLS settings for a backend (see
+/// [`BackendTls::client_config`], which the configuration checks at load).
 pub fn client_config(tls: &BackendTls, host: &str) -> tonic::transport::ClientTlsConfig {
-    let mut config = tonic::transport::ClientTlsConfig::new()
-        .domain_name(tls.server_name.as_deref().unwrap_or(host));
-    config = match &tls.ca {
-        Some(ca) => config.ca_certificate(tonic::transport::Certificate::from_pem(&ca.pem)),
-        None => config.with_native_roots(),
-    };
-    if let Some(identity) = &tls.identity {
-        config = config.identity(tonic::transport::Identity::from_pem(
-            &identity.cert.pem,
-            &identity.key.pem,
-        ));
-    }
-    config
-}
-
-/// Sets up tonic's TLS connector for `tls` as a call would, to report
-/// what it refuses (a bad server name, a key that does not fit its
-/// certificate) when the configuration loads.
-///
-/// # Errors
-/// What tonic refuses.
-pub fn check_client(tls: &BackendTls, host: &str) -> anyhow::Result<()> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    tonic::transport::Endpoint::from_static("https://localhost")
-        .tls_config(client_config(tls, host))
-        .map(drop)
-        .map_err(|e| anyhow::anyhow!("{}", crate::descriptor::reflection::causes(&e)))
+    tls.client_config(host)
 }
 
 /// The verified client certificate of a mutual TLS connection, as the
@@ -306,57 +239,6 @@ fn push_field(out: &mut String, key: &str, value: &str, quote: bool) {
         out.push('"');
     } else {
         out.push_str(value);
-    }
-}
-
-/// A PEM file's path and its bytes, read when the configuration loads.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PemFile {
-    /// Where it was read from.
-    pub path: PathBuf,
-    /// Its bytes.
-    pub pem: Vec<u8>,
-}
-
-impl std::fmt::Debug for PemFile {
-    // Never the bytes: a key must not reach a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.path.display())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pem_parsing_names_what_is_missing() {
-        let cases: &[(&[u8], bool)] = &[
-            (b"", false),
-            (b"not pem at all", false),
-            (
-                b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-                true,
-            ),
-            (
-                b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
-                false,
-            ),
-        ];
-        for (pem, ok) in cases {
-            assert_eq!(
-                parse_certs(pem).is_ok(),
-                *ok,
-                "{:?}",
-                String::from_utf8_lossy(pem)
-            );
-        }
-        assert!(
-            parse_key(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").is_err()
-        );
-        assert!(
-            parse_key(b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").is_ok()
-        );
     }
 }
 

@@ -188,6 +188,15 @@ pub struct AuthConfig {
     pub forward: ForwardConfig,
 }
 
+/// Default allowed clock difference for `exp` and `nbf`.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// Default longest accepted token.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Default refetch period of a remote JWKS without `Cache-Control`.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Default shortest gap between fetches of a remote JWKS.
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
+
 /// Validated JWT provider.
 #[derive(Debug, Clone)]
 pub struct JwtProviderConfig {
@@ -397,8 +406,8 @@ pub fn validate(
             }
             KeySource::JwksUrl {
                 url,
-                refresh: p.jwks_refresh.unwrap_or(Duration::from_secs(300)),
-                min_refresh: p.jwks_min_refresh.unwrap_or(Duration::from_secs(30)),
+                refresh: p.jwks_refresh.unwrap_or(DEFAULT_JWKS_REFRESH),
+                min_refresh: p.jwks_min_refresh.unwrap_or(DEFAULT_JWKS_MIN_REFRESH),
             }
         } else {
             return Err(err(&key, "no key source".into()));
@@ -415,9 +424,9 @@ pub fn validate(
             audiences: p.audiences,
             algorithms,
             keys,
-            clock_skew: p.clock_skew.unwrap_or(Duration::from_secs(60)),
+            clock_skew: p.clock_skew.unwrap_or(DEFAULT_CLOCK_SKEW),
             location: location(p.from, Location::Bearer, &format!("{key}.from"), err)?,
-            max_token_bytes: p.max_token_bytes.unwrap_or(8 * 1024),
+            max_token_bytes: p.max_token_bytes.unwrap_or(DEFAULT_MAX_TOKEN_BYTES),
             name,
         });
     }

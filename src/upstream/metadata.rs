@@ -17,6 +17,8 @@ use http::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue};
 use tonic::metadata::MetadataMap;
 
 use crate::config::MetadataOptions;
+// The reserved names live in config, which refuses to forward them.
+pub use crate::config::is_reserved;
 
 const METADATA_PREFIX: &str = "grpc-metadata-";
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -37,29 +39,6 @@ fn is_protected(name: &str) -> bool {
                 | "x-forwarded-proto"
                 | "x-real-ip"
                 | "x-forwarded-client-cert"
-        )
-}
-
-/// Whether gRPC or HTTP/2 owns this name, so it must not be copied.
-pub fn is_reserved(name: &str) -> bool {
-    name.starts_with("grpc-")
-        || name.starts_with(':')
-        || matches!(
-            name,
-            "content-type"
-                | "content-length"
-                | "te"
-                | "host"
-                | "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "upgrade"
-                | "trailer"
-                | "proxy-connection"
-                | "user-agent"
-                // HTTP's own response headers, set by the backend's server, not metadata.
-                | "date"
-                | "server"
         )
 }
 

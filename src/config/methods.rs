@@ -1,0 +1,66 @@
+//! `methods:`: per-method deadlines, input policies and idempotency.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Deserialize;
+
+use super::transcoding::UnknownFields;
+use super::value::NonZeroDuration;
+
+/// `methods.<package.Service.Method>:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSection {
+    /// Deadline for this method.
+    pub timeout: Option<NonZeroDuration>,
+    /// Overrides `transcoding.unknown_query_parameters`.
+    pub unknown_query_parameters: Option<UnknownFields>,
+    /// Overrides `transcoding.unknown_json_fields`.
+    pub unknown_json_fields: Option<UnknownFields>,
+    /// The method may run twice: retried when its backend has a `retry` policy.
+    #[serde(default)]
+    pub idempotent: bool,
+}
+
+/// Per-method overrides.
+#[derive(Debug, Clone, Default)]
+pub struct MethodOverrides {
+    /// Deadline. Default: the backend's.
+    pub timeout: Option<Duration>,
+    /// Overrides the global policy for query parameters.
+    pub unknown_query_parameters: Option<UnknownFields>,
+    /// Overrides the global policy for JSON fields.
+    pub unknown_json_fields: Option<UnknownFields>,
+    /// The method may run twice. Default false.
+    pub idempotent: bool,
+}
+
+/// Validates `methods:`, keyed by `package.Service.Method`.
+pub(super) fn methods(
+    raw: BTreeMap<String, MethodSection>,
+    err: &impl Fn(&str, String) -> anyhow::Error,
+) -> anyhow::Result<HashMap<String, MethodOverrides>> {
+    let mut methods = HashMap::new();
+    for (name, m) in raw {
+        // Accept the gRPC path form too: package.Service/Method.
+        let full = name.trim_start_matches('/').replace('/', ".");
+        if full.split('.').count() < 2 || full.split('.').any(str::is_empty) {
+            bail!(err(
+                &format!("methods.{name}"),
+                "expected a method name like package.Service.Method".into()
+            ));
+        }
+        methods.insert(
+            full,
+            MethodOverrides {
+                timeout: m.timeout.map(NonZeroDuration::get),
+                unknown_query_parameters: m.unknown_query_parameters,
+                unknown_json_fields: m.unknown_json_fields,
+                idempotent: m.idempotent,
+            },
+        );
+    }
+    Ok(methods)
+}

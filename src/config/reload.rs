@@ -1,0 +1,48 @@
+//! `reload:`: hot reload of the config file.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::value::NonZeroDuration;
+
+/// Default quiet time after a change of the config file before it is reloaded.
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// `reload:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Reload when the file changes.
+    pub watch: Option<bool>,
+    /// Quiet time after the last change before reloading.
+    pub debounce: Option<NonZeroDuration>,
+}
+
+/// Hot reload of the config file.
+#[derive(Debug, Clone)]
+pub struct ReloadOptions {
+    /// Reload when the file changes (SIGHUP always reloads). Default true.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading. Default 500ms.
+    pub debounce: Duration,
+}
+
+impl Default for ReloadOptions {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: DEFAULT_RELOAD_DEBOUNCE,
+        }
+    }
+}
+
+impl From<ReloadSection> for ReloadOptions {
+    fn from(r: ReloadSection) -> Self {
+        let d = Self::default();
+        Self {
+            watch: r.watch.unwrap_or(d.watch),
+            debounce: r.debounce.map_or(d.debounce, NonZeroDuration::get),
+        }
+    }
+}
