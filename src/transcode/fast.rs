@@ -15,7 +15,7 @@ pub mod reply;
 pub mod request;
 mod wire;
 
-pub use reply::Plans;
+pub use reply::ReplyPlans;
 pub use request::RequestPlans;
 
 /// The fast path cannot produce the same result as the reference; use that.

@@ -46,7 +46,7 @@ fn has_oneof(
 #[derive(Debug)]
 pub struct Transcoder {
     json: JsonOptions,
-    plans: Option<fast::Plans>,
+    replies: Option<fast::ReplyPlans>,
     requests: fast::RequestPlans,
 }
 
@@ -92,14 +92,14 @@ impl Transcoder {
         let inputs: Vec<_> = routes().map(|r| r.method.input()).collect();
         Arc::new(Self {
             json: *json,
-            plans: fast::Plans::build(outputs.iter(), json),
+            replies: fast::ReplyPlans::build(outputs.iter(), json),
             requests: fast::RequestPlans::build(inputs.iter()),
         })
     }
 
     /// The transcoding of `route`, whose types were among those built.
     pub fn route(self: &Arc<Self>, route: &Arc<Route>) -> RouteCodec {
-        let reply = self.plans.as_ref().and_then(|plans| {
+        let reply = self.replies.as_ref().and_then(|plans| {
             route
                 .response_body
                 .is_none()
@@ -219,7 +219,7 @@ impl RouteCodec {
     /// # Errors
     /// [`TranscodeError::BadReply`] when the bytes are not a valid reply.
     pub fn response(&self, reply: &[u8]) -> Result<Vec<u8>, TranscodeError> {
-        if let Some(plans) = &self.shared.plans
+        if let Some(plans) = &self.shared.replies
             && let Some(index) = self.reply
         {
             let mut out = Vec::with_capacity(reply.len() * 2 + 16);

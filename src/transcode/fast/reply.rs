@@ -27,7 +27,7 @@ const MAX_DEPTH: usize = 100;
 
 /// Compiled plans for a set of message types.
 #[derive(Debug, Default)]
-pub struct Plans {
+pub struct ReplyPlans {
     messages: Vec<MessagePlan>,
     by_name: HashMap<String, usize>,
     options: SerializeOptions,
@@ -86,7 +86,7 @@ enum Value {
     WellKnown(MessageDescriptor),
 }
 
-impl Plans {
+impl ReplyPlans {
     /// Compiles plans for `roots` and every message they reach. `None` when
     /// the options are ones the fast path does not cover.
     pub fn build<'a>(
@@ -96,9 +96,9 @@ impl Plans {
         if json.emit_unpopulated {
             return None;
         }
-        let mut plans = Plans {
+        let mut plans = ReplyPlans {
             options: crate::transcode::response::serialize_options(json),
-            ..Plans::default()
+            ..ReplyPlans::default()
         };
         for root in roots {
             // A reply that is itself a well-known type has a JSON form of its own.
@@ -115,7 +115,7 @@ impl Plans {
         Some(plans)
     }
 
-    /// The plan index for a message type compiled by [`Plans::build`].
+    /// The plan index for a message type compiled by [`ReplyPlans::build`].
     pub fn index_of(&self, message: &MessageDescriptor) -> Option<usize> {
         self.by_name.get(message.full_name()).copied()
     }

@@ -238,7 +238,7 @@ fn reference(
     Some(serde_json::from_slice(&out).expect("reference JSON parses"))
 }
 
-fn fast(plans: &Plans, desc: &MessageDescriptor, wire: &[u8]) -> Result<serde_json::Value> {
+fn fast(plans: &ReplyPlans, desc: &MessageDescriptor, wire: &[u8]) -> Result<serde_json::Value> {
     let mut out = Vec::new();
     plans.write(plans.index_of(desc).expect("planned"), wire, &mut out)?;
     Ok(serde_json::from_slice(&out).unwrap_or_else(|e| {
@@ -252,7 +252,7 @@ fn fast(plans: &Plans, desc: &MessageDescriptor, wire: &[u8]) -> Result<serde_js
 /// NaN is not equal to itself as a float, but its JSON is the string "NaN" on both sides.
 fn agree(
     desc: &MessageDescriptor,
-    plans: &Plans,
+    plans: &ReplyPlans,
     wire: &[u8],
     json: &JsonOptions,
 ) -> std::result::Result<(), String> {
@@ -292,7 +292,7 @@ proptest! {
     fn fast_path_agrees_with_dynamic_message(seed in 1u64..) {
         for json in options() {
             let roots: Vec<MessageDescriptor> = ROOTS.iter().map(|n| POOL.get_message_by_name(n).unwrap()).collect();
-            let plans = Plans::build(roots.iter(), &json).unwrap();
+            let plans = ReplyPlans::build(roots.iter(), &json).unwrap();
             let mut rng = Rng(seed);
             for desc in &roots {
                 let wire = random_message(desc, &mut rng, 0).encode_to_vec();
@@ -309,7 +309,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_disagree_or_panic(wire in proptest::collection::vec(any::<u8>(), 0..64)) {
         let roots: Vec<MessageDescriptor> = ROOTS.iter().map(|n| POOL.get_message_by_name(n).unwrap()).collect();
-        let plans = Plans::build(roots.iter(), &JsonOptions::default()).unwrap();
+        let plans = ReplyPlans::build(roots.iter(), &JsonOptions::default()).unwrap();
         for desc in &roots {
             if let Err(e) = agree(desc, &plans, &wire, &JsonOptions::default()) {
                 return Err(TestCaseError::fail(e));
@@ -322,7 +322,7 @@ proptest! {
 fn non_canonical_wire_falls_back_or_agrees() {
     let desc = POOL.get_message_by_name("k.v1.All").unwrap();
     let json = JsonOptions::default();
-    let plans = Plans::build([&desc], &json).unwrap();
+    let plans = ReplyPlans::build([&desc], &json).unwrap();
     // field 19 (repeated string) split around field 3; field 3 (int32) given twice;
     // two oneof members; a duplicated map key; a packed and an unpacked run of field 36.
     let cases: &[(&str, &[u8])] = &[
@@ -367,7 +367,7 @@ fn non_canonical_wire_falls_back_or_agrees() {
 fn emit_unpopulated_is_left_to_the_reference() {
     let desc = POOL.get_message_by_name("k.v1.All").unwrap();
     assert!(
-        Plans::build(
+        ReplyPlans::build(
             [&desc],
             &JsonOptions {
                 emit_unpopulated: true,
@@ -382,7 +382,7 @@ fn emit_unpopulated_is_left_to_the_reference() {
 fn review_findings_agree_with_the_reference() {
     let all = POOL.get_message_by_name("k.v1.All").unwrap();
     let json = JsonOptions::default();
-    let plans = Plans::build([&all], &json).unwrap();
+    let plans = ReplyPlans::build([&all], &json).unwrap();
     let cases: &[(&str, &[u8])] = &[
         // -0.0 equals 0.0: omitted like the default.
         ("double -0.0", &[0x09, 0, 0, 0, 0, 0, 0, 0, 0x80]),
@@ -407,7 +407,7 @@ fn review_findings_agree_with_the_reference() {
     let ts = POOL
         .get_message_by_name("google.protobuf.Timestamp")
         .unwrap();
-    let plans = Plans::build([&ts, &all], &json).unwrap();
+    let plans = ReplyPlans::build([&ts, &all], &json).unwrap();
     assert!(plans.index_of(&ts).is_none());
     assert!(plans.index_of(&all).is_some());
 }
