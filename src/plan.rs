@@ -38,6 +38,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// The cap on a client's `Grpc-Timeout` (`server.max_grpc_timeout`).
     pub max_grpc_timeout: Duration,
+    /// Longest a stream may stay open (`streaming.max_duration`).
+    pub stream_max_duration: Duration,
+    /// Longest a stream may go without a message (`streaming.idle_timeout`).
+    pub stream_idle_timeout: Duration,
 }
 
 impl RoutePlan {
@@ -67,6 +71,8 @@ impl RoutePlan {
             limits: Limits {
                 max_body_bytes: config.transcode.max_body_bytes,
                 max_grpc_timeout: config.max_grpc_timeout,
+                stream_max_duration: config.streaming.max_duration,
+                stream_idle_timeout: config.streaming.idle_timeout,
             },
             route,
         })

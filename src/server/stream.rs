@@ -64,18 +64,18 @@ pub(super) async fn call(
     let plan = call.plan;
     let target = call.target;
     let route = plan.route.clone();
-    let options = &gw.config().streaming;
+    let limits = plan.limits;
     // Counted from the start: the wait for the backend's headers is part of it.
     // A client's Grpc-Timeout (capped as for unary calls) can only shorten it.
     let deadline = Deadline::after(
-        pipeline::timeout(parts, options.max_duration, plan.limits.max_grpc_timeout)?
-            .min(options.max_duration),
+        pipeline::timeout(parts, limits.stream_max_duration, limits.max_grpc_timeout)?
+            .min(limits.stream_max_duration),
     );
     let mut cut = parts.extensions.get::<CancellationToken>().cloned();
     let framing = if route.method.is_server_streaming() && !route.raw_response {
         Some(Framing::negotiate(
             parts.headers.get(ACCEPT),
-            options.default_framing,
+            gw.config().streaming.default_framing,
         )?)
     } else {
         None
@@ -87,7 +87,7 @@ pub(super) async fn call(
     let requests: BoxStream<'static, Outgoing> = if route.method.is_client_streaming() {
         let reader = Reader {
             body: body.into_data_stream(),
-            idle: options.idle_timeout,
+            idle: limits.stream_idle_timeout,
             failed: Some(report),
             abandoned,
         };
@@ -188,7 +188,7 @@ pub(super) async fn call(
         biased;
         error = failed(&mut failure) => return Err(error),
         () = ended(&mut cut) => return Err(GatewayError::ShuttingDown),
-        first = next(&mut messages, deadline.at, options.idle_timeout, deadline.timeout) => first,
+        first = next(&mut messages, deadline.at, limits.stream_idle_timeout, deadline.timeout) => first,
     };
     let first = match first {
         Next::Message(m) => Some(m),
@@ -223,7 +223,7 @@ pub(super) async fn call(
         cut,
         _waiting: waiting,
         deadline: deadline.at,
-        idle: options.idle_timeout,
+        idle: limits.stream_idle_timeout,
         max_duration: deadline.timeout,
     };
     Ok(match framing {

@@ -32,6 +32,7 @@ use super::pipeline::{Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route};
+use crate::plan::Limits;
 use crate::transcode::{RouteCodec, http_body};
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 use crate::upstream::{Deadline, Target};
@@ -119,6 +120,7 @@ pub(super) async fn websocket(
         gw: gw.clone(),
         route: call.plan.route.clone(),
         codec: call.plan.codec.clone(),
+        limits: call.plan.limits,
         values: call.values,
         query: call.query,
         target: call.target.clone(),
@@ -137,6 +139,7 @@ struct Session {
     gw: Gateway,
     route: Arc<Route>,
     codec: RouteCodec,
+    limits: Limits,
     values: Vec<String>,
     query: Option<String>,
     target: Target,
@@ -172,8 +175,8 @@ impl Session {
     /// writes replies as they come.
     async fn run(mut self, socket: WebSocket, metadata: MetadataMap) {
         let (mut sink, mut source) = socket.split();
-        let options = self.gw.config().streaming.clone();
-        let deadline = Deadline::after(options.max_duration);
+        let limits = self.limits;
+        let deadline = Deadline::after(limits.stream_max_duration);
         let client_streaming = self.route.method.is_client_streaming();
 
         // Request messages go through a channel of one: the socket is read
@@ -224,7 +227,7 @@ impl Session {
                 pending.pop_front();
                 tx = None;
             }
-            let idle = tokio::time::sleep(options.idle_timeout);
+            let idle = tokio::time::sleep(limits.stream_idle_timeout);
             tokio::select! {
                 // Flush queued request messages as the backend takes them.
                 permit = reserve(tx.as_ref()), if !pending.is_empty() => {
@@ -296,12 +299,12 @@ impl Session {
                     }
                 }
                 () = idle => {
-                    let error = GatewayError::StreamTimeout { what: "idle", timeout: options.idle_timeout };
+                    let error = GatewayError::StreamTimeout { what: "idle", timeout: limits.stream_idle_timeout };
                     timing.finish(error.code());
                     return close(&mut sink, &error).await;
                 }
                 () = tokio::time::sleep_until(deadline.at) => {
-                    let error = GatewayError::StreamTimeout { what: "too long", timeout: options.max_duration };
+                    let error = GatewayError::StreamTimeout { what: "too long", timeout: limits.stream_max_duration };
                     timing.finish(error.code());
                     return close(&mut sink, &error).await;
                 }
