@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod docs;
+pub mod framing;
 pub mod handler;
 pub mod layers;
 pub mod pipeline;
