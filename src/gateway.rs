@@ -430,7 +430,7 @@ pub async fn fetch(
 ) -> Result<reflection::Reflected, String> {
     let mut failures = Vec::new();
     for endpoint in &backend.endpoints {
-        let connection = crate::upstream::balance::connection(endpoint.clone(), endpoint, backend);
+        let connection = crate::upstream::connection(endpoint.clone(), endpoint, backend);
         match reflection::fetch(connection, backend.timeout).await {
             Ok(found) => return Ok(found),
             Err(e) => failures.push(e.to_string()),

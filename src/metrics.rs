@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::http_rule::{ProblemKind, RouteProblem};
-use crate::upstream::balance::{BackendStatus, EndpointState};
+use crate::upstream::{BackendStatus, EndpointState};
 
 /// Labels of an HTTP request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -83,7 +83,7 @@ async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
     struct Ready<'a> {
         status: &'a str,
         config: ConfigState,
-        backends: Vec<crate::upstream::balance::BackendStatus>,
+        backends: Vec<crate::upstream::BackendStatus>,
         /// Reflection backends whose descriptors have not been fetched yet.
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         pending_reflection: &'a [String],

@@ -42,7 +42,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
 use crate::transcode::{RouteCodec, http_body};
-use crate::upstream::balance::Lease;
+use crate::upstream::Lease;
 use crate::upstream::metadata::response_headers;
 use crate::upstream::stream::{Outgoing, StreamReply, reply_error};
 use crate::upstream::{CallError, Deadline};

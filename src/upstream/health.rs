@@ -13,7 +13,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::balance::{Backend, Endpoint};
+use super::backend::Backend;
+use super::endpoint::Endpoint;
 use crate::config::HealthCheckOptions;
 
 /// Checks every endpoint once now, then keeps checking every `interval`

@@ -7,11 +7,16 @@
 //! Calls move encoded bytes framed by hand as one gRPC message; turning them into JSON
 //! is `transcode`'s job, turning failures into HTTP is `error`'s.
 
-pub mod balance;
+pub mod backend;
+pub mod breaker;
+pub mod connection;
+pub mod endpoint;
 pub mod health;
 pub mod metadata;
+pub mod pick;
 pub mod resolve;
 pub mod split;
+pub mod status;
 pub mod stream;
 
 use std::sync::Arc;
@@ -29,8 +34,12 @@ use tracing::Instrument;
 
 use crate::config::{BackendConfig, Config};
 use crate::http_rule::Route;
-use balance::{Backend, BackendStatus, Endpoint, Outcome};
+pub use backend::Backend;
+pub use breaker::Outcome;
+pub use connection::connection;
+pub use endpoint::{Endpoint, Lease};
 pub use split::{Split, Target, UnknownBackend};
+pub use status::{BackendStatus, EndpointState, EndpointStatus};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");

@@ -10,7 +10,8 @@ use std::sync::{Arc, Weak};
 
 use http::Uri;
 
-use super::balance::{Backend, Endpoint};
+use super::backend::Backend;
+use super::endpoint::Endpoint;
 use super::health;
 use crate::config::BackendConfig;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
 
-use super::balance::Backend;
+use super::backend::Backend;
 
 /// One backend a route may call.
 #[derive(Debug, Clone)]

@@ -15,7 +15,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status, Streaming};
 use tracing::Instrument;
 
-use super::balance::{Lease, Outcome};
+use super::breaker::Outcome;
+use super::endpoint::Lease;
 use super::{CallError, Deadline, GRPC_TIMEOUT, Target, Upstreams};
 use crate::http_rule::Route;
 
