@@ -1,4 +1,4 @@
-//! Calls to backends. Each backend is a set of endpoints ([`balance`]),
+//! Calls to backends. Each backend is a set of endpoints ([`backend`]),
 //! each a long-lived HTTP/2 channel built at startup, watched by active
 //! health checks ([`health`]) and DNS refresh ([`resolve`]).
 //!
