@@ -135,7 +135,7 @@ impl<'g> Call<'g> {
             None => None,
         };
         let target = plan.backends.select(&parts.headers)?;
-        tracing::Span::current().record("upstream", target.name.as_str());
+        tracing::Span::current().record("upstream", &*target.name);
         let query = strip_query(parts.uri.query(), gw.auth().credential_query_params())
             .map(std::borrow::Cow::into_owned);
         let client_cert = parts
@@ -169,7 +169,7 @@ impl<'g> Call<'g> {
 #[derive(Debug)]
 pub struct UpstreamCall {
     metrics: Metrics,
-    backend: String,
+    backend: std::sync::Arc<str>,
     started: Instant,
     code: Option<tonic::Code>,
     /// A stream's client span, kept open as long as the stream.

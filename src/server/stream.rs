@@ -153,7 +153,7 @@ pub(super) async fn call(
             result = tokio::time::timeout_at(deadline.at, one) => result,
         };
         let bad = |cause: &str| GatewayError::BadBackend {
-            backend: target.name.clone(),
+            backend: target.name.to_string(),
             cause: cause.to_owned(),
         };
         let answer = match result {
@@ -233,7 +233,7 @@ pub(super) async fn call(
                 .map(|m| replies.codec.response(&m))
                 .transpose()
                 .map_err(|e| GatewayError::BadBackend {
-                    backend: target.name.clone(),
+                    backend: target.name.to_string(),
                     cause: e.to_string(),
                 })?;
             framed(replies, first, framing, headers)
@@ -247,7 +247,7 @@ struct Replies {
     gw: Gateway,
     codec: RouteCodec,
     route: Arc<Route>,
-    backend: String,
+    backend: std::sync::Arc<str>,
     /// The request's concurrency slot and in-flight count, held while the
     /// stream is open.
     _admitted: Admitted,
@@ -395,7 +395,7 @@ fn framed(
                 Err(e) => {
                     s.done = true;
                     let error = GatewayError::BadBackend {
-                        backend: s.replies.backend.clone(),
+                        backend: s.replies.backend.to_string(),
                         cause: e.to_string(),
                     };
                     framing.error(s.sent, &s.replies.error_body(Failure::Gateway(error)))
@@ -429,7 +429,7 @@ fn download(
     mut headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let bad = |cause: String| GatewayError::BadBackend {
-        backend: replies.backend.clone(),
+        backend: replies.backend.to_string(),
         cause,
     };
     let first = first

@@ -292,7 +292,7 @@ impl Session {
                             }
                         }
                         Err(cause) => {
-                            let error = GatewayError::BadBackend { backend: target.name.clone(), cause };
+                            let error = GatewayError::BadBackend { backend: target.name.to_string(), cause };
                             timing.finish(error.code());
                             return close(&mut sink, &error).await;
                         }

@@ -179,7 +179,7 @@ impl Upstreams {
             .map(|b| {
                 Some(Target {
                     backend: self.backends.get(b.index)?.clone(),
-                    name: b.name.clone(),
+                    name: b.name.as_str().into(),
                     weight: b.weight,
                     timeout: b.timeout,
                     max_response_bytes: b.max_response_bytes,

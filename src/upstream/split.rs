@@ -14,8 +14,9 @@ use super::backend::Backend;
 pub struct Target {
     /// The backend's endpoints and their state.
     pub backend: Arc<Backend>,
-    /// The backend's name, for metrics, logs and the override header.
-    pub name: String,
+    /// The backend's name, for metrics, logs and the override header;
+    /// shared, so a call that keeps it (a stream's metrics) copies no text.
+    pub name: Arc<str>,
     /// Share of the route's traffic (1 when it is the only backend).
     pub weight: u32,
     /// Default deadline: the method's, else the backend's.
@@ -90,7 +91,7 @@ impl Split {
             return self
                 .targets
                 .iter()
-                .find(|t| t.name == value)
+                .find(|t| *t.name == *value)
                 .map(|t| (t, true))
                 .ok_or_else(|| UnknownBackend {
                     header: name.to_string(),
@@ -130,7 +131,7 @@ mod tests {
                 .iter()
                 .map(|b| Target {
                     backend: Backend::new(b.clone(), Vec::new()),
-                    name: b.name.clone(),
+                    name: b.name.as_str().into(),
                     weight: b.weight.unwrap_or(1),
                     timeout: b.timeout,
                     max_response_bytes: b.max_response_bytes,
@@ -143,7 +144,7 @@ mod tests {
         for _ in 0..10_000 {
             let (chosen, overridden) = with_header.pick(&HeaderMap::new()).unwrap();
             assert!(!overridden);
-            if chosen.name == "canary" {
+            if &*chosen.name == "canary" {
                 canary += 1;
             }
         }
@@ -153,13 +154,13 @@ mod tests {
         headers.insert("x-backend", "canary".parse().unwrap());
         for _ in 0..100 {
             let (chosen, overridden) = with_header.pick(&headers).unwrap();
-            assert_eq!((chosen.name.as_str(), overridden), ("canary", true));
+            assert_eq!((&*chosen.name, overridden), ("canary", true));
         }
         // Without a configured header, the client cannot choose.
         let without = split(None);
         let mut stable = 0;
         for _ in 0..1000 {
-            if without.pick(&headers).unwrap().0.name == "stable" {
+            if &*without.pick(&headers).unwrap().0.name == "stable" {
                 stable += 1;
             }
         }
