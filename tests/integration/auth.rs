@@ -11,7 +11,7 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use protogate::auth::token::{SigningKey, TokenSpec, mint};
 use serde_json::{Value, json};
 
-use crate::metadata;
+use crate::probe;
 use crate::support::{dev_token, root, start};
 
 fn fixture_key(name: &str) -> String {
@@ -189,7 +189,7 @@ fn probe_token(sub: &str) -> String {
 
 #[tokio::test]
 async fn verified_identity_reaches_the_backend_and_spoofs_do_not() {
-    let (stack, _) = metadata::start(PROBE_AUTH).await;
+    let (stack, _) = probe::start(PROBE_AUTH).await;
     let auth = format!("Bearer {}", probe_token("user-7"));
     let reply = stack
         .echo(
@@ -315,7 +315,7 @@ async fn remote_jwks_rotation_outage_and_unknown_kids() {
     let auth = format!(
         "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [probe]\n      algorithms: [RS256]\n      jwks_url: http://{jwks_addr}/jwks.json\n      jwks_min_refresh: 200ms\n"
     );
-    let (stack, _) = metadata::start(&auth).await;
+    let (stack, _) = probe::start(&auth).await;
     let call = |token: String| {
         let stack = &stack;
         async move {
@@ -378,7 +378,7 @@ async fn remote_jwks_is_refreshed_when_its_cache_lifetime_ends() {
     let auth = format!(
         "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [probe]\n      algorithms: [RS256]\n      jwks_url: http://{jwks_addr}/jwks.json\n      jwks_min_refresh: 100ms\n"
     );
-    let (_stack, _) = metadata::start(&auth).await;
+    let (_stack, _) = probe::start(&auth).await;
     let first = jwks.hits();
     // max-age=0 is clamped to jwks_min_refresh: a background fetch every 100ms.
     crate::support::eventually(30, "two background fetches", || async {
@@ -439,7 +439,7 @@ async fn api_keys_from_a_file_and_the_query_string() {
         "auth:\n  api_keys:\n    from: {{ query: api_key }}\n    file: {}\n  default: {{ allow: [api_key], scopes: [echo] }}\n  forward:\n    api_key_name: x-api-key-name\n",
         dir.join("keys.yaml").display()
     );
-    let (stack, _) = metadata::start(&auth).await;
+    let (stack, _) = probe::start(&auth).await;
     // The credential parameter is not a request field, so it is no unknown-parameter 400.
     let ok = stack
         .0

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metadata::ProbeStack;
+use crate::probe::ProbeStack;
 use crate::support::Stack;
 
 /// A breaker that opens on the second failure in a row.

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use crate::metadata::{start, start_with};
+use crate::probe::{start, start_with};
 use crate::support::{client, eventually};
 
 #[tokio::test]

@@ -1,46 +1,11 @@
 //! Headers ⇄ metadata, deadlines and misbehaving backends, against the probe backend.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use protogate::config::{self, Config};
 use serde_json::json;
 
-use crate::probe::{self, Probe};
-use crate::support::{Reply, Stack, root, serve};
-
-pub fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
-    let text = format!(
-        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\n\
-         backends:\n  probe:\n    address: http://{addr}\n    services: [probe.v1.Probe]\n\
-         metadata:\n  forward_request_headers: [x-request-id]\n{extra}",
-        root().join("tests/fixtures/protos").display()
-    );
-    config::parse(&text, Path::new("probe.yaml")).unwrap()
-}
-
-pub async fn start(extra: &str) -> (ProbeStack, Probe) {
-    start_with(extra, |_| {}).await
-}
-
-pub async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
-    let (backend, probe) = probe::spawn().await;
-    let mut config = probe_config(backend, extra);
-    edit(&mut config);
-    let (addr, stop) = serve(config).await;
-    (ProbeStack(Stack::for_gateway(addr, stop)), probe)
-}
-
-pub struct ProbeStack(pub Stack);
-
-impl ProbeStack {
-    pub async fn echo(&self, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
-        self.0
-            .call_with("POST", "/v1/echo", Some(&body.to_string()), headers)
-            .await
-    }
-}
+use crate::probe::{start, start_with};
 
 #[tokio::test]
 async fn request_headers_become_metadata_by_allowlist_and_prefix() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::metadata::start;
+use crate::probe::start;
 use crate::support::{client, eventually, settled};
 
 /// Reads a streamed response to the end and returns its body.
@@ -405,7 +405,7 @@ async fn request_lines_and_reply_messages_are_size_limited() {
     assert_eq!(reply.json["message"], "line 1: longer than 100 bytes");
 
     let (stack, _) =
-        crate::metadata::start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
+        crate::probe::start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
     let response = client()
         .get(stack.0.url("/v1/count?n=3&padBytes=2000"))
         .send()
@@ -446,7 +446,7 @@ mod websocket {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-    use crate::metadata::start;
+    use crate::probe::start;
 
     async fn connect(
         addr: std::net::SocketAddr,
@@ -925,7 +925,7 @@ mod shop_examples {
 #[tokio::test]
 async fn shutdown_cuts_streams_after_the_grace_period() {
     let (probe_addr, probe) = crate::probe::spawn().await;
-    let config = crate::metadata::probe_config(probe_addr, "server:\n  shutdown_grace: 300ms\n");
+    let config = crate::probe::probe_config(probe_addr, "server:\n  shutdown_grace: 300ms\n");
     let (addr, stop) = crate::support::serve(config).await;
     let mut response = client()
         .get(format!("http://{addr}/v1/count?n=3&holdAfterFirst=true"))
