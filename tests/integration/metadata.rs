@@ -196,7 +196,7 @@ async fn issue_15_a_form_body_that_is_not_json_is_415_saying_so() {
     let (stack, _) = start("").await;
     let response = stack
         .0
-        .client
+        .client()
         .post(stack.0.url("/v1/echo"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("text=hi")
@@ -260,7 +260,7 @@ async fn body_content_type_must_be_json_like() {
     ] {
         let resp = stack
             .0
-            .client
+            .client()
             .post(stack.0.url("/v1/echo"))
             .header("content-type", content_type)
             .body(r#"{"text": "hi"}"#)
@@ -275,7 +275,9 @@ async fn body_content_type_must_be_json_like() {
 async fn a_slow_body_runs_into_the_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (stack, _) = start("").await;
-    let mut stream = tokio::net::TcpStream::connect(stack.0.addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(stack.0.addr())
+        .await
+        .unwrap();
     let head = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: 200m\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{";
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut raw = String::new();
@@ -384,7 +386,7 @@ async fn backend_stream_resets_are_errors_never_answers() {
     // A server stream reset after two replies: two lines, then an error line.
     let response = stack
         .0
-        .client
+        .client()
         .get(stack.0.url("/v1/count?n=5&resetAfter=2"))
         .send()
         .await

@@ -579,6 +579,14 @@ pub async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeSt
     (ProbeStack(Stack::for_gateway(addr, stop)), probe)
 }
 
+/// [`start`], the gateway in process: for tests where no socket behaviour
+/// is under test.
+pub async fn start_in_process(extra: &str) -> (ProbeStack, Probe) {
+    let (backend, probe) = spawn().await;
+    let stack = Stack::in_process(probe_config(backend, extra)).await;
+    (ProbeStack(stack), probe)
+}
+
 /// A gateway in front of the probe.
 pub struct ProbeStack(pub Stack);
 
