@@ -200,6 +200,21 @@ impl Stack {
         }
     }
 
+    /// A gateway for `config` in process behind [`Live`]'s service, as the
+    /// real server has it (so reloads of the returned handle take effect),
+    /// in front of backends started elsewhere.
+    pub async fn in_process_live(config: Config) -> (Self, Arc<Live>) {
+        let gateway = Gateway::load(config).await.expect("gateway loads");
+        let live = Live::new(gateway);
+        let router = axum::Router::new().fallback_service(live.clone().service());
+        let stack = Stack {
+            _backends: None,
+            transport: Transport::InProcess(router),
+            credentials: Vec::new(),
+        };
+        (stack, live)
+    }
+
     /// Sends the example config's credentials (a token with every scope, the API key).
     pub fn with_credentials(mut self) -> Self {
         self.credentials = vec![

@@ -138,9 +138,8 @@ async fn issue_15_a_reflection_backend_down_at_start_is_retried_and_swapped_in()
     );
     let config = protogate::config::load(&dir.write_config(&yaml)).unwrap();
     // The gateway starts all the same, without the backend's routes.
-    let (addr, stop, live) = crate::support::serve_live(config).await;
+    let (stack, live) = Stack::in_process_live(config).await;
     let _watch = live.watch().unwrap();
-    let stack = crate::support::Stack::for_gateway(addr, stop);
     assert_eq!(stack.get("/v2/users/1").await.status, 404);
     let (status, _, ready) = stack.get_text("/readyz").await;
     assert_eq!(status, 503, "{ready}");
