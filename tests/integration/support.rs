@@ -1,4 +1,6 @@
-//! Starts the example backends and the gateway on `127.0.0.1:0` for one test.
+//! Starts the example backends on `127.0.0.1:0` for one test, and the
+//! gateway in front of them on a socket ([`start`]) or in process
+//! ([`start_in_process`]); [`Stack`] calls either the same way.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
