@@ -11,8 +11,8 @@ use jsonwebtoken::{Algorithm, EncodingKey};
 use protogate::auth::token::{SigningKey, TokenSpec, mint};
 use serde_json::{Value, json};
 
-use crate::metadata;
-use crate::support::{dev_token, root, start};
+use crate::probe;
+use crate::support::{dev_token, root, start, start_in_process};
 
 fn fixture_key(name: &str) -> String {
     std::fs::read_to_string(root().join("tests/fixtures/keys").join(name)).unwrap()
@@ -20,7 +20,7 @@ fn fixture_key(name: &str) -> String {
 
 #[tokio::test]
 async fn example_rules_over_http() {
-    let stack = start().await.anonymous();
+    let stack = start_in_process().await.anonymous();
     assert_eq!(
         stack.get("/v1/users/1").await.status,
         200,
@@ -109,7 +109,7 @@ async fn credentials_are_checked_before_the_body_is_read() {
     let garbage = stack.call("POST", "/v1/users", Some("{not json")).await;
     assert_eq!(garbage.status, 401, "no 400: the body was never parsed");
     // A declared body over the limit is not even read.
-    let (status, _) = raw_post(stack.addr, "/v1/users", 100_000_000).await;
+    let (status, _) = raw_post(stack.addr(), "/v1/users", 100_000_000).await;
     assert_eq!(status, 401);
 }
 
@@ -132,7 +132,7 @@ async fn raw_post(addr: SocketAddr, path: &str, length: usize) -> (u16, String) 
 
 #[tokio::test]
 async fn expired_token_gets_an_rfc_6750_challenge() {
-    let stack = start().await.anonymous();
+    let stack = start_in_process().await.anonymous();
     let pem = std::fs::read_to_string(root().join("examples/keys/dev-signing.pem")).unwrap();
     let now = jsonwebtoken::get_current_timestamp();
     let mut spec = TokenSpec {
@@ -189,7 +189,7 @@ fn probe_token(sub: &str) -> String {
 
 #[tokio::test]
 async fn verified_identity_reaches_the_backend_and_spoofs_do_not() {
-    let (stack, _) = metadata::start(PROBE_AUTH).await;
+    let (stack, _) = probe::start_in_process(PROBE_AUTH).await;
     let auth = format!("Bearer {}", probe_token("user-7"));
     let reply = stack
         .echo(
@@ -315,7 +315,7 @@ async fn remote_jwks_rotation_outage_and_unknown_kids() {
     let auth = format!(
         "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [probe]\n      algorithms: [RS256]\n      jwks_url: http://{jwks_addr}/jwks.json\n      jwks_min_refresh: 200ms\n"
     );
-    let (stack, _) = metadata::start(&auth).await;
+    let (stack, _) = probe::start_in_process(&auth).await;
     let call = |token: String| {
         let stack = &stack;
         async move {
@@ -378,7 +378,7 @@ async fn remote_jwks_is_refreshed_when_its_cache_lifetime_ends() {
     let auth = format!(
         "auth:\n  jwt:\n    idp:\n      issuer: https://idp.example\n      audiences: [probe]\n      algorithms: [RS256]\n      jwks_url: http://{jwks_addr}/jwks.json\n      jwks_min_refresh: 100ms\n"
     );
-    let (_stack, _) = metadata::start(&auth).await;
+    let (_stack, _) = probe::start_in_process(&auth).await;
     let first = jwks.hits();
     // max-age=0 is clamped to jwks_min_refresh: a background fetch every 100ms.
     crate::support::eventually(30, "two background fetches", || async {
@@ -389,40 +389,18 @@ async fn remote_jwks_is_refreshed_when_its_cache_lifetime_ends() {
 
 #[tokio::test]
 async fn gateway_endpoints_can_require_credentials() {
-    let stack = crate::support::start_with(|c| c.auth.protect_gateway_endpoints = true).await;
-    let anonymous = stack
-        .client
-        .get(stack.url("/openapi.json"))
-        .send()
+    let stack = crate::support::start_in_process_with(|c| c.auth.protect_gateway_endpoints = true)
         .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let health = stack
-        .client
-        .get(stack.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 401);
+        .anonymous();
+    assert_eq!(stack.get_text("/openapi.json").await.0, 401);
+    assert_eq!(stack.get_text("/healthz").await.0, 401);
     let token = format!("Bearer {}", dev_token("orders"));
     let allowed = stack
-        .client
-        .get(stack.url("/openapi.json"))
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(allowed.status(), 200);
-    let open = start().await;
-    assert_eq!(
-        open.client
-            .get(open.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+        .call_with("GET", "/openapi.json", None, &[("authorization", &token)])
+        .await;
+    assert_eq!(allowed.status, 200);
+    let open = start_in_process().await;
+    assert_eq!(open.get_text("/healthz").await.0, 200);
 }
 
 #[tokio::test]
@@ -439,7 +417,7 @@ async fn api_keys_from_a_file_and_the_query_string() {
         "auth:\n  api_keys:\n    from: {{ query: api_key }}\n    file: {}\n  default: {{ allow: [api_key], scopes: [echo] }}\n  forward:\n    api_key_name: x-api-key-name\n",
         dir.join("keys.yaml").display()
     );
-    let (stack, _) = metadata::start(&auth).await;
+    let (stack, _) = probe::start_in_process(&auth).await;
     // The credential parameter is not a request field, so it is no unknown-parameter 400.
     let ok = stack
         .0

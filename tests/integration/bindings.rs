@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Stack, TempDir, client, root, serve_live};
+use crate::support::{Stack, TempDir, client, root};
 
 /// Left out of `mixed.proto`, as `check` prints them.
 const LEFT_OUT: [&str; 4] = [
@@ -266,8 +266,7 @@ async fn strict_reload_with_problems_keeps_the_running_config() {
         )
     };
     let path = dir.write_config(&probe(true));
-    let (addr, stop, live) = serve_live(protogate::config::load(&path).unwrap()).await;
-    let stack = Stack::for_gateway(addr, stop);
+    let (stack, live) = Stack::in_process_live(protogate::config::load(&path).unwrap()).await;
     let echo = || stack.call("POST", "/v1/echo", Some(r#"{"text":"up"}"#));
     let problems = || async { stack.get_text("/metrics").await.2 };
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metadata::ProbeStack;
+use crate::probe::ProbeStack;
 use crate::support::Stack;
 
 /// A breaker that opens on the second failure in a row.
@@ -135,7 +135,7 @@ async fn endless_upload(stack: &Stack) -> (u16, Value) {
         .unwrap();
     let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     let response = stack
-        .client
+        .client()
         .post(stack.url("/v1/collect"))
         .header("content-type", "application/x-ndjson")
         .body(body)

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use crate::metadata::{start, start_with};
+use crate::probe::{start, start_with};
 use crate::support::{client, eventually};
 
 #[tokio::test]
@@ -372,7 +372,7 @@ async fn raw(addr: std::net::SocketAddr, sent: &[u8], pause: std::time::Duration
 #[tokio::test]
 async fn slow_and_malformed_clients_are_cut_off() {
     let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
-    let addr = stack.0.addr;
+    let addr = stack.0.addr();
     // Slowloris: headers that never end. The connection is closed once the
     // header read timeout passes; it is not held open.
     let answer = raw(
@@ -409,7 +409,7 @@ async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
 async fn issue_14_silent_and_half_preface_connections_are_closed() {
     use tokio::io::AsyncWriteExt;
     let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
-    let addr = stack.0.addr;
+    let addr = stack.0.addr();
     // Nothing at all, a single byte of the HTTP/2 preface, most of it.
     for sent in [&b""[..], b"P", b"PRI * HTTP/2.0\r\n\r\nSM"] {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -423,7 +423,9 @@ async fn issue_14_silent_and_half_preface_connections_are_closed() {
 #[tokio::test]
 async fn issue_14_http2_connections_without_streams_are_closed() {
     let (stack, _) = start("server:\n  header_read_timeout: 300ms\n").await;
-    let tcp = tokio::net::TcpStream::connect(stack.0.addr).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(stack.0.addr())
+        .await
+        .unwrap();
     let (_client, connection) = h2::client::handshake(tcp).await.unwrap();
     // The handshake done, no stream ever opened: the server ends the connection.
     let ended = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
@@ -434,7 +436,7 @@ async fn issue_14_http2_connections_without_streams_are_closed() {
 async fn issue_14_idle_keep_alive_connections_are_closed_busy_ones_are_not() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (stack, probe) = start("server:\n  idle_timeout: 300ms\n").await;
-    let addr = stack.0.addr;
+    let addr = stack.0.addr();
 
     // HTTP/2: one request, then idle: GOAWAY and the connection ends.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -464,7 +466,7 @@ async fn issue_14_idle_keep_alive_connections_are_closed_busy_ones_are_not() {
     // is not cut, and finishes once the backend goes on.
     let mut response = stack
         .0
-        .client
+        .client()
         .get(stack.0.url("/v1/count?n=2&holdAfterFirst=true"))
         .send()
         .await

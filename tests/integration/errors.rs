@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Reply, start, start_with};
+use crate::support::{Reply, start_in_process, start_in_process_with};
 
 fn assert_status_shape(reply: &Reply, http: u16, code: i64) {
     assert_eq!(reply.status.as_u16(), http, "{:?}", reply.json);
@@ -20,7 +20,7 @@ fn assert_status_shape(reply: &Reply, http: u16, code: i64) {
 
 #[tokio::test]
 async fn unknown_path_is_404_not_found() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.get("/v9/nothing").await;
     assert_status_shape(&reply, 404, 5);
     assert_eq!(reply.json["message"], "no route for /v9/nothing");
@@ -28,7 +28,7 @@ async fn unknown_path_is_404_not_found() {
 
 #[tokio::test]
 async fn wrong_method_is_405_with_allow() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.call("PUT", "/v1/users/1", None).await;
     assert_status_shape(&reply, 405, 12);
     assert_eq!(reply.headers["allow"], "DELETE, GET, PATCH");
@@ -36,10 +36,10 @@ async fn wrong_method_is_405_with_allow() {
 
 #[tokio::test]
 async fn dot_segments_are_rejected() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     // HTTP clients normalize dot segments away, so write the request by hand.
     for path in ["/v1/users/%2e%2e", "/v1/users/../users/1", "/v1/./users/1"] {
-        let (status, body) = crate::support::raw_get(stack.addr, path).await;
+        let (status, body) = stack.raw_get(path).await;
         assert_eq!(status, 400, "{path}: {body}");
         let json: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["code"], 3, "{path}");
@@ -49,7 +49,7 @@ async fn dot_segments_are_rejected() {
 /// Issue "Correct on the wire": `%zz` was matched as literal text.
 #[tokio::test]
 async fn malformed_percent_escapes_are_400_invalid_argument() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for path in [
         // In a variable segment, a literal segment, and the verb.
         "/v1/users/a%zzb",
@@ -60,7 +60,7 @@ async fn malformed_percent_escapes_are_400_invalid_argument() {
         "/v1/users/1%",
         "/v1/users/%4",
     ] {
-        let (status, body) = crate::support::raw_get(stack.addr, path).await;
+        let (status, body) = stack.raw_get(path).await;
         assert_eq!(status, 400, "{path}: {body}");
         let json: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(
@@ -74,13 +74,13 @@ async fn malformed_percent_escapes_are_400_invalid_argument() {
         );
     }
     // A valid escape of a literal's letter still matches.
-    let (status, body) = crate::support::raw_get(stack.addr, "/v1/us%65rs/1").await;
+    let (status, body) = stack.raw_get("/v1/us%65rs/1").await;
     assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]
 async fn bad_query_input_is_400_with_bad_request_details() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for (path, field, message) in [
         (
             "/v1/users?colour=red",
@@ -124,7 +124,7 @@ async fn bad_query_input_is_400_with_bad_request_details() {
 
 #[tokio::test]
 async fn bad_json_bodies_are_400_naming_the_field() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for (body, field) in [
         (
             r#"{"email": "x@example.com", "nickname": "x"}"#,
@@ -153,7 +153,7 @@ async fn bad_json_bodies_are_400_naming_the_field() {
 
 #[tokio::test]
 async fn unknown_input_can_be_ignored_by_config() {
-    let stack = start_with(|c| {
+    let stack = start_in_process_with(|c| {
         c.transcode.unknown_query_parameters = protogate::config::UnknownFields::Ignore;
         c.transcode.unknown_json_fields = protogate::config::UnknownFields::Ignore;
     })
@@ -171,7 +171,7 @@ async fn unknown_input_can_be_ignored_by_config() {
 
 #[tokio::test]
 async fn backend_rich_errors_keep_their_details() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack
         .call(
             "POST",
@@ -223,7 +223,7 @@ async fn backend_rich_errors_keep_their_details() {
 
 #[tokio::test]
 async fn unreachable_backend_is_503_without_internal_detail() {
-    let stack = start_with(|c| {
+    let stack = start_in_process_with(|c| {
         let users = c.backends.iter_mut().find(|b| b.name == "users").unwrap();
         // A port nobody listens on: bind one, then drop it.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -242,7 +242,7 @@ async fn unreachable_backend_is_503_without_internal_detail() {
 
 #[tokio::test]
 async fn oversized_body_is_413() {
-    let stack = start_with(|c| c.transcode.max_body_bytes = 64).await;
+    let stack = start_in_process_with(|c| c.transcode.max_body_bytes = 64).await;
     let body = format!(
         r#"{{"email": "a@example.com", "displayName": "{}"}}"#,
         "x".repeat(100)
@@ -253,7 +253,7 @@ async fn oversized_body_is_413() {
 
 #[tokio::test]
 async fn malformed_grpc_timeout_is_400() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack
         .call_with("GET", "/v1/users/1", None, &[("grpc-timeout", "soon")])
         .await;

@@ -1,5 +1,8 @@
 //! End-to-end tests: the real example backends (tonic, on ephemeral
-//! loopback ports) behind the real gateway, called over HTTP.
+//! loopback ports) behind the real gateway, called in process (its router,
+//! `oneshot`) unless a socket decides what is tested (TLS, HTTP/2,
+//! connections, slow clients, streams, WebSockets, shutdown, the binary),
+//! then over HTTP.
 
 mod probe;
 mod support;

@@ -1,46 +1,11 @@
 //! Headers ⇄ metadata, deadlines and misbehaving backends, against the probe backend.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use protogate::config::{self, Config};
 use serde_json::json;
 
-use crate::probe::{self, Probe};
-use crate::support::{Reply, Stack, root, serve};
-
-pub fn probe_config(addr: std::net::SocketAddr, extra: &str) -> Config {
-    let text = format!(
-        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\n\
-         backends:\n  probe:\n    address: http://{addr}\n    services: [probe.v1.Probe]\n\
-         metadata:\n  forward_request_headers: [x-request-id]\n{extra}",
-        root().join("tests/fixtures/protos").display()
-    );
-    config::parse(&text, Path::new("probe.yaml")).unwrap()
-}
-
-pub async fn start(extra: &str) -> (ProbeStack, Probe) {
-    start_with(extra, |_| {}).await
-}
-
-pub async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
-    let (backend, probe) = probe::spawn().await;
-    let mut config = probe_config(backend, extra);
-    edit(&mut config);
-    let (addr, stop) = serve(config).await;
-    (ProbeStack(Stack::for_gateway(addr, stop)), probe)
-}
-
-pub struct ProbeStack(pub Stack);
-
-impl ProbeStack {
-    pub async fn echo(&self, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
-        self.0
-            .call_with("POST", "/v1/echo", Some(&body.to_string()), headers)
-            .await
-    }
-}
+use crate::probe::{start, start_with};
 
 #[tokio::test]
 async fn request_headers_become_metadata_by_allowlist_and_prefix() {
@@ -231,7 +196,7 @@ async fn issue_15_a_form_body_that_is_not_json_is_415_saying_so() {
     let (stack, _) = start("").await;
     let response = stack
         .0
-        .client
+        .client()
         .post(stack.0.url("/v1/echo"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("text=hi")
@@ -295,7 +260,7 @@ async fn body_content_type_must_be_json_like() {
     ] {
         let resp = stack
             .0
-            .client
+            .client()
             .post(stack.0.url("/v1/echo"))
             .header("content-type", content_type)
             .body(r#"{"text": "hi"}"#)
@@ -310,7 +275,9 @@ async fn body_content_type_must_be_json_like() {
 async fn a_slow_body_runs_into_the_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (stack, _) = start("").await;
-    let mut stream = tokio::net::TcpStream::connect(stack.0.addr).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(stack.0.addr())
+        .await
+        .unwrap();
     let head = "POST /v1/echo HTTP/1.1\r\nHost: x\r\nGrpc-Timeout: 200m\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{";
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut raw = String::new();
@@ -419,7 +386,7 @@ async fn backend_stream_resets_are_errors_never_answers() {
     // A server stream reset after two replies: two lines, then an error line.
     let response = stack
         .0
-        .client
+        .client()
         .get(stack.0.url("/v1/count?n=5&resetAfter=2"))
         .send()
         .await

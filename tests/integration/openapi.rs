@@ -4,13 +4,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{example_config_file, root, start};
+use crate::support::{example_config_file, root, start_in_process};
 
 const GOLDEN: &str = "tests/golden/shop.openapi.json";
 
 #[tokio::test]
 async fn served_document_matches_the_golden_file() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let (status, headers, text) = stack.get_text("/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "application/json");
@@ -29,7 +29,7 @@ async fn served_document_matches_the_golden_file() {
 
 #[tokio::test]
 async fn yaml_document_is_the_same_document() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let json = stack.get("/openapi.json").await.json;
     let (_, headers, text) = stack.get_text("/openapi.yaml").await;
     assert_eq!(headers["content-type"], "application/yaml");
@@ -39,7 +39,7 @@ async fn yaml_document_is_the_same_document() {
 
 #[tokio::test]
 async fn docs_ui_is_served_offline() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let (status, _, html) = stack.get_text("/docs/").await;
     assert_eq!(status, 200);
     assert!(html.contains("swagger-ui"), "{html}");
@@ -61,23 +61,24 @@ async fn docs_ui_is_served_offline() {
 
 #[tokio::test]
 async fn docs_can_be_turned_off() {
-    let stack = crate::support::start_with(|c| c.openapi.enabled = false).await;
+    let stack = crate::support::start_in_process_with(|c| c.openapi.enabled = false).await;
     assert_eq!(stack.get("/openapi.json").await.status, 404);
 }
 
 #[tokio::test]
 async fn multi_segment_parameters_work_with_encoded_slashes() {
     // What Swagger UI sends for name = "users/1/orders/1001".
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.get("/v1/users%2F1%2Forders%2F1001").await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     assert_eq!(reply.json["name"], "users/1/orders/1001");
-    let strict = crate::support::start_with(|c| c.transcode.match_encoded_slashes = false).await;
+    let strict =
+        crate::support::start_in_process_with(|c| c.transcode.match_encoded_slashes = false).await;
     assert_eq!(
         strict.get("/v1/users%2F1%2Forders%2F1001").await.status,
         404
     );
-    let (status, _) = crate::support::raw_get(stack.addr, "/v1/users%2F..%2Fx").await;
+    let (status, _) = stack.raw_get("/v1/users%2F..%2Fx").await;
     assert_eq!(status, 400);
 }
 
@@ -113,7 +114,7 @@ async fn cli_prints_the_same_document() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_version_documents_are_served() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let all = stack.get("/openapi.json").await.json;
     let paths = |doc: &Value| -> Vec<String> {
         doc["paths"].as_object().unwrap().keys().cloned().collect()

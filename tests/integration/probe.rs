@@ -3,12 +3,14 @@
 //! It answers at the HTTP/2 level, so it can do what generated servers
 //! cannot: echo every request header it received, send custom trailers, and
 //! misbehave (garbage replies, two replies, slow replies). It counts calls
-//! dropped before they finished, to see upstream cancellation.
+//! dropped before they finished, to see upstream cancellation. [`start`]
+//! puts a gateway in front of it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +21,11 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use prost::Message;
+use protogate::config::{self, Config};
 use protogate::transcode::status::RpcStatus;
 use tonic::server::NamedService;
+
+use crate::support::{Reply, Stack, root, serve};
 
 /// `probe.v1.EchoRequest`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -544,4 +549,52 @@ pub async fn spawn() -> (SocketAddr, Probe) {
             .await
     });
     (addr, probe)
+}
+
+// The gateway in front of the probe.
+
+/// A gateway config serving the probe at `addr`, with `x-request-id`
+/// forwarded, then `extra` top-level sections.
+pub fn probe_config(addr: SocketAddr, extra: &str) -> Config {
+    let text = format!(
+        "descriptors:\n  include: [{}]\n  protos: [probe/v1/probe.proto]\n\
+         backends:\n  probe:\n    address: http://{addr}\n    services: [probe.v1.Probe]\n\
+         metadata:\n  forward_request_headers: [x-request-id]\n{extra}",
+        root().join("tests/fixtures/protos").display()
+    );
+    config::parse(&text, Path::new("probe.yaml")).unwrap()
+}
+
+/// Starts the probe and a gateway in front of it, configured by [`probe_config`].
+pub async fn start(extra: &str) -> (ProbeStack, Probe) {
+    start_with(extra, |_| {}).await
+}
+
+/// [`start`], after `edit` adjusts the config.
+pub async fn start_with(extra: &str, edit: impl FnOnce(&mut Config)) -> (ProbeStack, Probe) {
+    let (backend, probe) = spawn().await;
+    let mut config = probe_config(backend, extra);
+    edit(&mut config);
+    let (addr, stop) = serve(config).await;
+    (ProbeStack(Stack::for_gateway(addr, stop)), probe)
+}
+
+/// [`start`], the gateway in process: for tests where no socket behaviour
+/// is under test.
+pub async fn start_in_process(extra: &str) -> (ProbeStack, Probe) {
+    let (backend, probe) = spawn().await;
+    let stack = Stack::in_process(probe_config(backend, extra)).await;
+    (ProbeStack(stack), probe)
+}
+
+/// A gateway in front of the probe.
+pub struct ProbeStack(pub Stack);
+
+impl ProbeStack {
+    /// `POST /v1/echo` with `body` and `headers`.
+    pub async fn echo(&self, body: serde_json::Value, headers: &[(&str, &str)]) -> Reply {
+        self.0
+            .call_with("POST", "/v1/echo", Some(&body.to_string()), headers)
+            .await
+    }
 }

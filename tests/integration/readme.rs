@@ -158,7 +158,7 @@ async fn readme_curl_examples_are_true() {
         .count();
     assert!(calls >= 15, "found only {calls} curl examples");
     let stack = start().await;
-    let host = stack.addr.to_string();
+    let host = stack.addr().to_string();
     let mut env: Vec<(String, String)> = Vec::new();
     for step in steps {
         match step {

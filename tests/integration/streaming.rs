@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::metadata::start;
+use crate::probe::start;
 use crate::support::{client, eventually, settled};
 
 /// Reads a streamed response to the end and returns its body.
@@ -405,7 +405,7 @@ async fn request_lines_and_reply_messages_are_size_limited() {
     assert_eq!(reply.json["message"], "line 1: longer than 100 bytes");
 
     let (stack, _) =
-        crate::metadata::start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
+        crate::probe::start_with("", |c| c.backends[0].max_response_bytes = 1000).await;
     let response = client()
         .get(stack.0.url("/v1/count?n=3&padBytes=2000"))
         .send()
@@ -446,7 +446,7 @@ mod websocket {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-    use crate::metadata::start;
+    use crate::probe::start;
 
     async fn connect(
         addr: std::net::SocketAddr,
@@ -477,7 +477,7 @@ mod websocket {
     async fn bidi_round_trips_frame_by_frame_and_closes_with_ok() {
         let (stack, probe) = start("").await;
         // /v1/chat is bound to POST; the WebSocket handshake is a GET.
-        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        let mut socket = connect(stack.0.addr(), "/v1/chat").await;
         for word in ["one", "two", "three"] {
             socket
                 .send(Message::text(format!("{{\"text\":\"{word}\"}}")))
@@ -503,7 +503,7 @@ mod websocket {
 
         // A client closing the socket cancels the call: the backend sees a
         // reset, not a finished request stream.
-        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        let mut socket = connect(stack.0.addr(), "/v1/chat").await;
         socket.send(Message::text(r#"{"text":"x"}"#)).await.unwrap();
         next_text(&mut socket).await;
         socket.close(None).await.unwrap();
@@ -520,7 +520,7 @@ mod websocket {
         let (stack, _) =
             start("streaming:\n  websocket_origins: [\"https://app.example.com\"]\n").await;
         let with_origin = |origin: &str| {
-            let mut request = format!("ws://{}/v1/chat", stack.0.addr)
+            let mut request = format!("ws://{}/v1/chat", stack.0.addr())
                 .into_client_request()
                 .unwrap();
             request
@@ -534,7 +534,7 @@ mod websocket {
             }
             other => panic!("{other:?}"),
         }
-        let own = format!("http://{}", stack.0.addr);
+        let own = format!("http://{}", stack.0.addr());
         for origin in ["https://app.example.com", own.as_str()] {
             let (mut socket, _) = tokio_tungstenite::connect_async(with_origin(origin))
                 .await
@@ -553,7 +553,7 @@ mod websocket {
     #[tokio::test]
     async fn a_watch_over_websocket_ends_when_the_client_leaves() {
         let (stack, probe) = start("").await;
-        let mut socket = connect(stack.0.addr, "/v1/count?n=1000000").await;
+        let mut socket = connect(stack.0.addr(), "/v1/count?n=1000000").await;
         assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"1"}"#));
         drop(socket);
         crate::support::eventually(5, "backend stream cancelled", || async {
@@ -565,7 +565,7 @@ mod websocket {
     #[tokio::test]
     async fn errors_close_with_the_grpc_code() {
         let (stack, _) = start("").await;
-        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        let mut socket = connect(stack.0.addr(), "/v1/chat").await;
         socket
             .send(Message::text(r#"{"text":"fail"}"#))
             .await
@@ -578,7 +578,7 @@ mod websocket {
             other => panic!("{other:?}"),
         }
 
-        let mut socket = connect(stack.0.addr, "/v1/chat").await;
+        let mut socket = connect(stack.0.addr(), "/v1/chat").await;
         socket.send(Message::text(r#"{"text":7}"#)).await.unwrap();
         match next_text(&mut socket).await {
             Message::Close(Some(frame)) => {
@@ -597,7 +597,7 @@ mod websocket {
     async fn server_streams_open_from_the_query() {
         let (stack, _) = start("").await;
         // One request message and no body: the path and query make it.
-        let mut socket = connect(stack.0.addr, "/v1/count?n=2").await;
+        let mut socket = connect(stack.0.addr(), "/v1/count?n=2").await;
         assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"1"}"#));
         assert_eq!(next_text(&mut socket).await, Message::text(r#"{"i":"2"}"#));
         match next_text(&mut socket).await {
@@ -758,7 +758,7 @@ mod shop_examples {
         );
 
         // The same over a WebSocket, with the token in the upgrade request.
-        let mut request = format!("ws://{}/v1/orders:sync", stack.addr)
+        let mut request = format!("ws://{}/v1/orders:sync", stack.addr())
             .into_client_request()
             .unwrap();
         request
@@ -785,7 +785,7 @@ mod shop_examples {
 
         // Without credentials the upgrade is refused like any call.
         let refused =
-            tokio_tungstenite::connect_async(format!("ws://{}/v1/orders:sync", stack.addr)).await;
+            tokio_tungstenite::connect_async(format!("ws://{}/v1/orders:sync", stack.addr())).await;
         match refused {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 assert_eq!(response.status(), 401)
@@ -925,7 +925,7 @@ mod shop_examples {
 #[tokio::test]
 async fn shutdown_cuts_streams_after_the_grace_period() {
     let (probe_addr, probe) = crate::probe::spawn().await;
-    let config = crate::metadata::probe_config(probe_addr, "server:\n  shutdown_grace: 300ms\n");
+    let config = crate::probe::probe_config(probe_addr, "server:\n  shutdown_grace: 300ms\n");
     let (addr, stop) = crate::support::serve(config).await;
     let mut response = client()
         .get(format!("http://{addr}/v1/count?n=3&holdAfterFirst=true"))
@@ -1019,7 +1019,7 @@ async fn issue_16_open_streams_hold_a_slot_and_count_as_upstream_calls() {
 
     // A WebSocket holds the slot for its session, and counts as a call too.
     let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/v1/chat", stack.0.addr))
+        tokio_tungstenite::connect_async(format!("ws://{}/v1/chat", stack.0.addr()))
             .await
             .unwrap();
     socket

@@ -1,4 +1,6 @@
-//! Starts the example backends and the gateway on `127.0.0.1:0` for one test.
+//! Starts the example backends on `127.0.0.1:0` for one test, and the
+//! gateway in front of them on a socket ([`start`]) or in process
+//! ([`start_in_process`]); [`Stack`] calls either the same way.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,40 +91,64 @@ pub fn dev_token(scope: &str) -> String {
 pub struct Stack {
     /// Kept so the backends live as long as the gateway in front of them.
     _backends: Option<shop::Backends>,
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    transport: Transport,
     /// Headers sent with every call that does not set them itself.
     pub credentials: Vec<(String, String)>,
-    stop: Option<oneshot::Sender<()>>,
+}
+
+/// How a [`Stack`] reaches its gateway.
+enum Transport {
+    /// The real server on a loopback port, called over HTTP.
+    Socket {
+        addr: SocketAddr,
+        client: reqwest::Client,
+        stop: Option<oneshot::Sender<()>>,
+    },
+    /// The router alone, each request handed to it with `oneshot`: no
+    /// socket, so no client address (`ConnectInfo`) and no shutdown token.
+    InProcess(axum::Router),
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
+        if let Transport::Socket { stop, .. } = &mut self.transport
+            && let Some(stop) = stop.take()
+        {
             let _ = stop.send(());
         }
     }
 }
 
-/// Starts everything with the default config.
+/// Starts everything with the default config, the gateway on a socket.
 pub async fn start() -> Stack {
     start_with(|_| {}).await
 }
 
-/// Starts everything after `edit` adjusts the config.
+/// Starts everything after `edit` adjusts the config, the gateway on a socket.
 pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
     let backends = shop::spawn_ephemeral().await.expect("backends start");
     let mut config = default_config(&backends);
     edit(&mut config);
     let (addr, stop) = serve(config).await;
-    Stack {
-        _backends: Some(backends),
-        addr,
-        client: client(),
-        credentials: Vec::new(),
-        stop: Some(stop),
-    }
-    .with_credentials()
+    let mut stack = Stack::for_gateway(addr, stop);
+    stack._backends = Some(backends);
+    stack.with_credentials()
+}
+
+/// [`start`], the gateway in process: for tests where no socket behaviour
+/// is under test.
+pub async fn start_in_process() -> Stack {
+    start_in_process_with(|_| {}).await
+}
+
+/// [`start_with`], the gateway in process.
+pub async fn start_in_process_with(edit: impl FnOnce(&mut Config)) -> Stack {
+    let backends = shop::spawn_ephemeral().await.expect("backends start");
+    let mut config = default_config(&backends);
+    edit(&mut config);
+    let mut stack = Stack::in_process(config).await;
+    stack._backends = Some(backends);
+    stack.with_credentials()
 }
 
 /// Serves a gateway for `config` on an ephemeral port.
@@ -157,11 +183,38 @@ impl Stack {
     pub fn for_gateway(addr: SocketAddr, stop: oneshot::Sender<()>) -> Self {
         Stack {
             _backends: None,
-            addr,
-            client: client(),
+            transport: Transport::Socket {
+                addr,
+                client: client(),
+                stop: Some(stop),
+            },
             credentials: Vec::new(),
-            stop: Some(stop),
         }
+    }
+
+    /// A gateway for `config`, in process, in front of backends started elsewhere.
+    pub async fn in_process(config: Config) -> Self {
+        let gateway = Gateway::load(config).await.expect("gateway loads");
+        Stack {
+            _backends: None,
+            transport: Transport::InProcess(protogate::app(gateway)),
+            credentials: Vec::new(),
+        }
+    }
+
+    /// A gateway for `config` in process behind [`Live`]'s service, as the
+    /// real server has it (so reloads of the returned handle take effect),
+    /// in front of backends started elsewhere.
+    pub async fn in_process_live(config: Config) -> (Self, Arc<Live>) {
+        let gateway = Gateway::load(config).await.expect("gateway loads");
+        let live = Live::new(gateway);
+        let router = axum::Router::new().fallback_service(live.clone().service());
+        let stack = Stack {
+            _backends: None,
+            transport: Transport::InProcess(router),
+            credentials: Vec::new(),
+        };
+        (stack, live)
     }
 
     /// Sends the example config's credentials (a token with every scope, the API key).
@@ -182,8 +235,27 @@ impl Stack {
         self
     }
 
+    /// The gateway's address; a stack in process has none.
+    pub fn addr(&self) -> SocketAddr {
+        self.socket().0
+    }
+
+    /// The HTTP client the calls use; a stack in process has none.
+    pub fn client(&self) -> &reqwest::Client {
+        self.socket().1
+    }
+
+    fn socket(&self) -> (SocketAddr, &reqwest::Client) {
+        match &self.transport {
+            Transport::Socket { addr, client, .. } => (*addr, client),
+            Transport::InProcess(_) => {
+                panic!("this test needs a socket: start its gateway with start(), not in process")
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.addr())
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
@@ -198,24 +270,17 @@ impl Stack {
         headers: &[(&str, &str)],
     ) -> Reply {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_owned());
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        if body.is_some() {
+            all.push(("content-type", "application/json"));
         }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
+        all.extend_from_slice(headers);
         for (k, v) in &self.credentials {
             if !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)) {
-                req = req.header(k, v);
+                all.push((k, v));
             }
         }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap();
+        let (status, headers, bytes) = self.send(method, path, &all, body).await;
         let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
             panic!(
                 "{status}: body is not JSON ({e}): {}",
@@ -229,20 +294,81 @@ impl Stack {
         }
     }
 
-    /// `GET path` returning the status, headers and body text (for non-JSON bodies).
+    /// `GET path` returning the status, headers and body text (for non-JSON
+    /// bodies); sends no credentials.
     pub async fn get_text(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        let resp = self
-            .client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request sent");
-        let (status, headers) = (resp.status(), resp.headers().clone());
-        (status, headers, resp.text().await.unwrap())
+        let (status, headers, bytes) = self.send(Method::GET, path, &[], None).await;
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     pub async fn get(&self, path: &str) -> Reply {
         self.call("GET", path, None).await
+    }
+
+    /// Sends `GET path` exactly as written (no client-side normalization) and
+    /// returns the status and body, as [`raw_get`] does on a socket.
+    pub async fn raw_get(&self, path: &str) -> (u16, String) {
+        match &self.transport {
+            Transport::Socket { addr, .. } => raw_get(*addr, path).await,
+            Transport::InProcess(_) => {
+                let (status, _, bytes) = self.send(Method::GET, path, &[], None).await;
+                (status.as_u16(), String::from_utf8(bytes.to_vec()).unwrap())
+            }
+        }
+    }
+
+    /// Sends one request with exactly `headers` (and, with a body, its
+    /// `Content-Length`, as an HTTP client sets it) and reads the whole answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, bytes::Bytes) {
+        match &self.transport {
+            Transport::Socket { addr, client, .. } => {
+                let mut req = client.request(method, format!("http://{addr}{path}"));
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                if let Some(body) = body {
+                    req = req.body(body.to_owned());
+                }
+                let resp = req.send().await.expect("request sent");
+                let (status, headers) = (resp.status(), resp.headers().clone());
+                (status, headers, resp.bytes().await.unwrap())
+            }
+            Transport::InProcess(router) => {
+                use tower::ServiceExt;
+                let mut req = http::Request::builder().method(method).uri(path);
+                // What reqwest sends unless told otherwise.
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("accept"))
+                {
+                    req = req.header("accept", "*/*");
+                }
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let body = match body {
+                    Some(body) => {
+                        req = req.header("content-length", body.len());
+                        axum::body::Body::from(body.to_owned())
+                    }
+                    None => axum::body::Body::empty(),
+                };
+                let resp = router
+                    .clone()
+                    .oneshot(req.body(body).expect("a valid request"))
+                    .await
+                    .expect("the router is infallible");
+                let (parts, body) = resp.into_parts();
+                let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                (parts.status, parts.headers, bytes)
+            }
+        }
     }
 }
 

@@ -2,11 +2,11 @@
 
 use serde_json::json;
 
-use crate::support::start;
+use crate::support::{start, start_in_process};
 
 #[tokio::test]
 async fn get_with_path_variable_renders_proto3_json() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.get("/v1/users/1").await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     assert_eq!(reply.headers["content-type"], "application/json");
@@ -28,7 +28,7 @@ async fn get_with_path_variable_renders_proto3_json() {
 
 #[tokio::test]
 async fn additional_binding_reaches_the_same_method() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let main = stack.get("/v1/users/2").await;
     let extra = stack.get("/v1/customers/2").await;
     assert_eq!(extra.status, 200);
@@ -38,7 +38,7 @@ async fn additional_binding_reaches_the_same_method() {
 
 #[tokio::test]
 async fn query_parameters_page_and_filter() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.get("/v1/users?pageSize=1&role=ROLE_CUSTOMER").await;
     assert_eq!(reply.status, 200, "{:?}", reply.json);
     let users = reply.json["users"].as_array().unwrap();
@@ -54,7 +54,7 @@ async fn query_parameters_page_and_filter() {
 
 #[tokio::test]
 async fn post_body_field_then_get_it_back() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let created = stack
         .call(
             "POST",
@@ -71,7 +71,7 @@ async fn post_body_field_then_get_it_back() {
 
 #[tokio::test]
 async fn patch_with_field_mask_from_query() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack
         .call(
             "PATCH",
@@ -88,7 +88,7 @@ async fn patch_with_field_mask_from_query() {
 
 #[tokio::test]
 async fn delete_returns_empty_object() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let reply = stack.call("DELETE", "/v1/users/3", None).await;
     assert_eq!((reply.status.as_u16(), &reply.json), (200, &json!({})));
     assert_eq!(stack.get("/v1/users/3").await.status, 404);
@@ -96,7 +96,7 @@ async fn delete_returns_empty_object() {
 
 #[tokio::test]
 async fn nested_path_variables_and_custom_verb() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let order = stack.get("/v1/users/1/orders/1002").await;
     assert_eq!(order.status, 200, "{:?}", order.json);
     assert_eq!(order.json["name"], "users/1/orders/1002");
@@ -116,7 +116,7 @@ async fn nested_path_variables_and_custom_verb() {
 
 #[tokio::test]
 async fn list_filters_from_query_including_repeated_nested_and_timestamp() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let all = stack.get("/v1/orders").await;
     assert_eq!(all.status, 200, "{:?}", all.json);
     assert_eq!(all.json["orders"].as_array().unwrap().len(), 3);
@@ -155,7 +155,7 @@ async fn list_filters_from_query_including_repeated_nested_and_timestamp() {
 
 #[tokio::test]
 async fn int64_money_and_oneof_message_render() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let order = stack.get("/v1/users/1/orders/1001").await;
     assert!(
         order.json["total"]["units"].is_string(),
@@ -172,7 +172,7 @@ async fn int64_money_and_oneof_message_render() {
 
 #[tokio::test]
 async fn inventory_batch_get_and_reserve_with_duration() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let batch = stack
         .get("/v1/inventory:batchGet?skus=sku-espresso&skus=sku-grinder")
         .await;
@@ -202,7 +202,7 @@ async fn inventory_batch_get_and_reserve_with_duration() {
 
 #[tokio::test]
 async fn json_output_options_apply() {
-    let stack = crate::support::start_with(|c| {
+    let stack = crate::support::start_in_process_with(|c| {
         c.transcode.json.use_proto_names = true;
         c.transcode.json.enums_as_ints = true;
         c.transcode.json.emit_unpopulated = true;
@@ -220,7 +220,7 @@ async fn json_output_options_apply() {
 /// Many clients send `{}` (or `null`) with every request, DELETE and GET included.
 #[tokio::test]
 async fn bodyless_binding_takes_empty_json_bodies() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for body in ["{}", " { }\n", "null", "\r\n null "] {
         let reply = stack.call("GET", "/v1/users/1", Some(body)).await;
         assert_eq!(reply.status, 200, "{body:?}: {:?}", reply.json);
@@ -236,8 +236,8 @@ async fn bodyless_binding_takes_empty_json_bodies() {
 /// refused either way.
 #[tokio::test]
 async fn bodyless_binding_refuses_body_fields_unless_ignored() {
-    let strict = start().await;
-    let lenient = crate::support::start_with(|c| {
+    let strict = start_in_process().await;
+    let lenient = crate::support::start_in_process_with(|c| {
         c.transcode.unknown_json_fields = protogate::config::UnknownFields::Ignore;
     })
     .await;
@@ -286,7 +286,7 @@ async fn empty_content_type_is_no_content_type() {
     let stack = start().await;
     let send = |method: reqwest::Method, path: &str, content_type: &'static [u8], body: &str| {
         let mut req = stack
-            .client
+            .client()
             .request(method, stack.url(path))
             .header(
                 "content-type",
@@ -323,8 +323,8 @@ async fn empty_content_type_is_no_content_type() {
 /// path's or body's value wins (grpc-gateway's behaviour).
 #[tokio::test]
 async fn query_parameters_for_bound_fields_are_dropped_under_ignore() {
-    let strict = start().await;
-    let lenient = crate::support::start_with(|c| {
+    let strict = start_in_process().await;
+    let lenient = crate::support::start_in_process_with(|c| {
         c.transcode.unknown_query_parameters = protogate::config::UnknownFields::Ignore;
     })
     .await;
@@ -362,7 +362,7 @@ async fn query_parameters_for_bound_fields_are_dropped_under_ignore() {
 /// answer; before, the last one won.
 #[tokio::test]
 async fn duplicate_json_keys_are_400_naming_the_key() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for (method, target, body, field) in [
         (
             "POST",

@@ -5,11 +5,13 @@
 use protogate::config::{ApiConfig, ServicePattern};
 use serde_json::Value;
 
-use crate::support::{Stack, TempDir, config_text, eventually, serve, start, start_with};
+use crate::support::{
+    Stack, TempDir, config_text, eventually, start_in_process, start_in_process_with,
+};
 
 #[tokio::test]
 async fn v1_and_v2_are_served_side_by_side_from_two_backends() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     let v1 = stack.get("/v1/users/1").await;
     assert_eq!(v1.status, 200);
     assert_eq!(v1.json["displayName"], "Ada Lovelace");
@@ -42,7 +44,7 @@ async fn v1_and_v2_are_served_side_by_side_from_two_backends() {
 
 #[tokio::test]
 async fn deprecated_version_says_so_on_every_answer_and_in_openapi() {
-    let stack = start().await;
+    let stack = start_in_process().await;
     for path in ["/v1/users/1", "/v1/users/999"] {
         let reply = stack.get(path).await;
         assert_eq!(reply.headers["deprecation"], "@1793491200", "{path}");
@@ -69,7 +71,7 @@ async fn deprecated_version_says_so_on_every_answer_and_in_openapi() {
 
 #[tokio::test]
 async fn prefix_mounts_an_api_under_a_path() {
-    let stack = start_with(|c| {
+    let stack = start_in_process_with(|c| {
         c.apis = vec![ApiConfig {
             services: vec![ServicePattern::Package("shop.user.v2".into())],
             prefix: Some("/api".into()),
@@ -97,8 +99,7 @@ async fn reflection_only_backend_with_fallback_routes() {
         "transcoding:\n  fallback_routes: true\n",
     );
     let config = protogate::config::load(&dir.write_config(&yaml)).unwrap();
-    let (addr, stop) = serve(config).await;
-    let stack = Stack::for_gateway(addr, stop);
+    let stack = Stack::in_process(config).await;
     assert_eq!(stack.get("/v2/users/3").await.json["givenName"], "Alan");
     // DeactivateUser has no rule here: the fallback route reaches it.
     let reply = stack
@@ -137,9 +138,8 @@ async fn issue_15_a_reflection_backend_down_at_start_is_retried_and_swapped_in()
     );
     let config = protogate::config::load(&dir.write_config(&yaml)).unwrap();
     // The gateway starts all the same, without the backend's routes.
-    let (addr, stop, live) = crate::support::serve_live(config).await;
+    let (stack, live) = Stack::in_process_live(config).await;
     let _watch = live.watch().unwrap();
-    let stack = crate::support::Stack::for_gateway(addr, stop);
     assert_eq!(stack.get("/v2/users/1").await.status, 404);
     let (status, _, ready) = stack.get_text("/readyz").await;
     assert_eq!(status, 503, "{ready}");
@@ -260,8 +260,7 @@ async fn issue_15_cached_descriptors_serve_a_reflection_backend_that_is_down() {
     // Down at the next start: its routes come from the cache (503: the
     // route is there, the backend is not), and readyz says so.
     drop(backends);
-    let (addr, stop) = serve(protogate::config::load(&path).unwrap()).await;
-    let stack = Stack::for_gateway(addr, stop);
+    let stack = Stack::in_process(protogate::config::load(&path).unwrap()).await;
     let reply = stack.get("/v2/users/1").await;
     assert_eq!(reply.status, 503, "{}", reply.json);
     let (_, _, ready) = stack.get_text("/readyz").await;
