@@ -8,6 +8,7 @@
 //! and feed [`gateway::Gateway`].
 
 pub mod auth;
+mod cause;
 pub mod cli;
 pub mod config;
 pub mod descriptor;

@@ -7,7 +7,8 @@
 //!
 //! The layers, lowest first, and why each module sits where it does:
 //!
-//! 0. `watch`: file events and SIGHUP, debounced; imports nothing.
+//! 0. `watch`, `cause`: leaves that import nothing: file events and SIGHUP,
+//!    debounced; an error's source chain as one line.
 //! 1. `config`: the validated `gateway.yaml`; everything reads it.
 //! 2. `descriptor`, `tls`, `telemetry`: built from the config at startup.
 //!    `tls` reuses `descriptor`'s error-cause chain; `telemetry` (spans,
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first; see the module header for the reasons.
 const LAYERS: &[&[&str]] = &[
-    &["watch"],
+    &["watch", "cause"],
     &["config"],
     &["descriptor", "tls", "telemetry"],
     &["http_rule"],

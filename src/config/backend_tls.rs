@@ -72,26 +72,8 @@ impl BackendTls {
         tonic::transport::Endpoint::from_static("https://localhost")
             .tls_config(self.client_config(host))
             .map(drop)
-            .map_err(|e| anyhow::anyhow!("{}", causes(&e)))
+            .map_err(|e| anyhow::anyhow!("{}", crate::cause::chain(&e)))
     }
-}
-
-/// An error and its sources, `: `-joined, each repeated message once
-/// (tonic's transport errors repeat their cause).
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut last = error.to_string();
-    let mut text = last.clone();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if message != last {
-            text.push_str(": ");
-            text.push_str(&message);
-            last = message;
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl BackendTlsSection {

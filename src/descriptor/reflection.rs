@@ -209,7 +209,7 @@ async fn exchange(endpoint: Endpoint, name: &str) -> Result<Reflected, Reflectio
         .await
         .map_err(|e| ReflectionError::Connect {
             endpoint: name.to_owned(),
-            cause: causes(&e),
+            cause: crate::cause::chain(&e),
         })?;
     for protocol in [Protocol::V1, Protocol::V1Alpha] {
         let Some((mut session, listed)) = list_services(channel.clone(), protocol, name).await?
@@ -336,24 +336,6 @@ fn failed(endpoint: &str, ask: &Ask, answer: Result<Answer, Status>) -> Reflecti
             malformed(endpoint, format!("an answer of the wrong kind to {ask}"))
         }
     }
-}
-
-/// An error and its sources, joined by ": ". A source that repeats the
-/// message before it is left out (hyper's connect errors do).
-pub(crate) fn causes(error: &dyn std::error::Error) -> String {
-    let mut last = error.to_string();
-    let mut text = last.clone();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if message != last {
-            text.push_str(": ");
-            text.push_str(&message);
-            last = message;
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn malformed(endpoint: &str, reason: String) -> ReflectionError {

@@ -399,15 +399,15 @@ async fn send(
         if is_expired(e.as_ref()) {
             Attempt::Expired
         } else if is_refused(e.as_ref()) {
-            Attempt::Refused(describe(e.as_ref()))
+            Attempt::Refused(crate::cause::chain(e.as_ref()))
         } else if let Some(reason) = stream_reset(e.as_ref()) {
             match reason {
                 // The backend never processed it: another endpoint may.
-                h2::Reason::REFUSED_STREAM => Attempt::Refused(describe(e.as_ref())),
+                h2::Reason::REFUSED_STREAM => Attempt::Refused(crate::cause::chain(e.as_ref())),
                 reason => Attempt::Failed(reset_error(reason)),
             }
         } else {
-            Attempt::Failed(CallError::Unreachable(describe(e.as_ref())))
+            Attempt::Failed(CallError::Unreachable(crate::cause::chain(e.as_ref())))
         }
     };
     let mut channel = channel.clone();
@@ -484,22 +484,6 @@ pub(crate) fn is_expired(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// An error with its causes ("transport error: ...: Connection refused"),
-/// for logs: tonic's own message alone names none of them.
-pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        let part = e.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = e.source();
-    }
-    text
 }
 
 /// Whether a transport error is a refused connection somewhere in its chain.
@@ -691,11 +675,11 @@ mod tests {
             "Connection refused (os error 111)",
         ));
         assert_eq!(
-            describe(&refused),
+            crate::cause::chain(&refused),
             "transport error: Connection refused (os error 111)"
         );
         let io = std::io::Error::other("broken pipe");
-        assert_eq!(describe(&io), "broken pipe");
+        assert_eq!(crate::cause::chain(&io), "broken pipe");
     }
 
     #[test]
