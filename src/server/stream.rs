@@ -210,7 +210,7 @@ pub(super) async fn call(
     if first.is_none() {
         timing.finish(tonic::Code::Ok);
     }
-    let replies = Replies {
+    let mut replies = Replies {
         gw: gw.clone(),
         codec: plan.codec.clone(),
         route,
@@ -232,9 +232,12 @@ pub(super) async fn call(
             let first = first
                 .map(|m| replies.codec.response(&m))
                 .transpose()
-                .map_err(|e| GatewayError::BadBackend {
-                    backend: target.name.to_string(),
-                    cause: e.to_string(),
+                .map_err(|e| {
+                    replies.timing.finish(tonic::Code::Internal);
+                    GatewayError::BadBackend {
+                        backend: target.name.to_string(),
+                        cause: e.to_string(),
+                    }
                 })?;
             framed(replies, first, framing, headers)
         }
@@ -424,18 +427,20 @@ fn framed(
 /// message's content type, then every message's bytes. A failure after the
 /// first bytes can only cut the download short.
 fn download(
-    replies: Replies,
+    mut replies: Replies,
     first: Option<Bytes>,
     mut headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
-    let bad = |cause: String| GatewayError::BadBackend {
-        backend: replies.backend.to_string(),
-        cause,
+    let first = match first.map(|m| http_body::decode(&m)).transpose() {
+        Ok(first) => first,
+        Err(e) => {
+            replies.timing.finish(tonic::Code::Internal);
+            return Err(GatewayError::BadBackend {
+                backend: replies.backend.to_string(),
+                cause: e.to_string(),
+            });
+        }
     };
-    let first = first
-        .map(|m| http_body::decode(&m))
-        .transpose()
-        .map_err(|e| bad(e.to_string()))?;
     let content_type = first
         .as_ref()
         .filter(|b| !b.content_type.is_empty())
