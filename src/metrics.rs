@@ -19,13 +19,15 @@ use prometheus_client::registry::Registry;
 use crate::http_rule::{ProblemKind, RouteProblem};
 use crate::upstream::{BackendStatus, EndpointState};
 
-/// Labels of an HTTP request.
+/// Labels of an HTTP request. Label values are shared or static, so
+/// counting a request copies no text: the route's template is made once
+/// per route (its plan's `label`), methods and codes are fixed words.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route's template, or `unmatched`.
-    pub route: String,
+    pub route: Arc<str>,
     /// The HTTP method (`OTHER` for non-standard ones).
-    pub method: String,
+    pub method: &'static str,
     /// The HTTP status.
     pub status: u16,
 }
@@ -33,16 +35,19 @@ pub struct RequestLabels {
 /// Labels of a request's latency.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    route: String,
-    method: String,
+    route: Arc<str>,
+    method: &'static str,
 }
 
 /// Labels of an upstream call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
-    backend: String,
-    code: String,
+    backend: Arc<str>,
+    code: &'static str,
 }
+
+/// The route label of a request that matched no route.
+static UNMATCHED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "unmatched".into());
 
 /// Labels of a backend.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -219,14 +224,20 @@ impl Metrics {
     }
 
     /// Records a finished request.
-    pub fn request(&self, route: Option<&str>, method: &http::Method, status: u16, took: Duration) {
-        let route = route.unwrap_or("unmatched").to_owned();
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        method: &http::Method,
+        status: u16,
+        took: Duration,
+    ) {
+        let route = route.unwrap_or(&UNMATCHED).clone();
         let method = method_label(method);
         self.inner
             .requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
-                method: method.clone(),
+                method,
                 status,
             })
             .inc();
@@ -237,10 +248,10 @@ impl Metrics {
     }
 
     /// Records a backend call and its gRPC code.
-    pub fn upstream(&self, backend: &str, code: tonic::Code, took: Option<Duration>) {
+    pub fn upstream(&self, backend: &Arc<str>, code: tonic::Code, took: Option<Duration>) {
         let labels = UpstreamLabels {
-            backend: backend.to_owned(),
-            code: format!("{code:?}"),
+            backend: backend.clone(),
+            code: code_label(code),
         };
         self.inner.upstream_calls.get_or_create(&labels).inc();
         if let Some(took) = took {
@@ -368,16 +379,40 @@ impl Drop for InFlight {
 
 /// Standard methods by name, anything else as `OTHER`: a client cannot
 /// invent label values.
-fn method_label(method: &http::Method) -> String {
+fn method_label(method: &http::Method) -> &'static str {
     match *method {
-        http::Method::GET
-        | http::Method::POST
-        | http::Method::PUT
-        | http::Method::PATCH
-        | http::Method::DELETE
-        | http::Method::HEAD
-        | http::Method::OPTIONS => method.as_str().to_owned(),
-        _ => "OTHER".to_owned(),
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// A gRPC code's name as the label spells it (`Ok`, `DeadlineExceeded`).
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "Ok",
+        Code::Cancelled => "Cancelled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -391,6 +426,14 @@ mod tests {
             method: "a.B.C".into(),
             rule: "GET /x".into(),
             reason: "why".into(),
+        }
+    }
+
+    #[test]
+    fn code_labels_are_the_codes_debug_names() {
+        for n in 0..=16 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(code_label(code), format!("{code:?}"), "{n}");
         }
     }
 

@@ -29,6 +29,9 @@ pub struct RoutePlan {
     pub backends: Split,
     /// Its size and time limits.
     pub limits: Limits,
+    /// Its template, as the `route` label of its metrics: made once here,
+    /// so counting a request copies no text.
+    pub label: Arc<str>,
 }
 
 /// The limits of one route.
@@ -74,6 +77,7 @@ impl RoutePlan {
                 stream_max_duration: config.streaming.max_duration,
                 stream_idle_timeout: config.streaming.idle_timeout,
             },
+            label: route.template.source.as_str().into(),
             route,
         })
     }

@@ -73,7 +73,7 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
             rate.write_headers(response.headers_mut());
         }
         gw.metrics().request(
-            seen.route.as_ref().map(|r| r.template.source.as_str()),
+            seen.label.as_ref(),
             &parts.method,
             response.status().as_u16(),
             started.elapsed(),
@@ -87,8 +87,10 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
 /// What the dispatcher learnt of a request, for every answer it gets.
 #[derive(Default)]
 struct Seen {
-    /// The matched route: its template labels the metrics.
+    /// The matched route, for its deprecation headers.
     route: Option<Arc<Route>>,
+    /// Its template as the metrics' route label.
+    label: Option<Arc<str>>,
     /// The caller's rate-limit budget.
     rate: Option<Allowed>,
 }
@@ -106,6 +108,7 @@ async fn dispatch(
     let found = pipeline::lookup(gw, parts, websocket)?;
     let route = &found.route.route;
     seen.route = Some(route.clone());
+    seen.label = Some(found.route.label.clone());
     crate::telemetry::route_matched(
         &tracing::Span::current(),
         &parts.method,
