@@ -187,6 +187,66 @@ pub fn client_config(tls: &BackendTls, host: &str) -> tonic::transport::ClientTl
     tls.client_config(host)
 }
 
+/// The rustls connector for TLS to a backend whose address has host
+/// `host`, and the name its certificate must carry (the configured
+/// `server_name`, else `host`): the CA bundle or the system's roots, a
+/// client certificate for mutual TLS, ALPN `h2`.
+///
+/// # Errors
+/// A certificate or key rustls refuses, or a server name that is not a
+/// DNS name or an IP address.
+pub fn backend_connector(
+    tls: &BackendTls,
+    host: &str,
+) -> anyhow::Result<(
+    tokio_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+)> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca {
+        Some(ca) => {
+            for cert in parse_certs(&ca.pem).with_context(|| ca.path.display().to_string())? {
+                roots.add(cert).with_context(|| {
+                    format!("{}: cannot be used as a CA certificate", ca.path.display())
+                })?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A system store holds certificates rustls cannot use; the rest still count.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let mut config = match &tls.identity {
+        Some(identity) => builder
+            .with_client_auth_cert(
+                parse_certs(&identity.cert.pem)
+                    .with_context(|| identity.cert.path.display().to_string())?,
+                parse_key(&identity.key.pem)
+                    .with_context(|| identity.key.path.display().to_string())?,
+            )
+            .with_context(|| {
+                format!(
+                    "{} and {}",
+                    identity.cert.path.display(),
+                    identity.key.path.display()
+                )
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name = tls.server_name.as_deref().unwrap_or(host).to_owned();
+    let name = rustls::pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| anyhow::anyhow!("{name:?} is not a valid server name"))?;
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+}
+
 /// The verified client certificate of a mutual TLS connection, as the
 /// `X-Forwarded-Client-Cert` value backends get (Envoy's format): made once
 /// per connection, added to each of its requests.

@@ -24,9 +24,30 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// The client at the other end of a connection, as each of its requests
+/// learns it (a request extension).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address, for rate limits by address.
+    pub addr: std::net::SocketAddr,
+    /// Its IP as the `X-Forwarded-For` value, made once per connection.
+    pub ip: HeaderValue,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            ip: crate::upstream::metadata::client_ip_header(addr.ip()),
+        }
+    }
+}
 
 /// A connection's requests, counted by the service that handles them.
 #[derive(Debug)]

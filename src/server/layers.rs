@@ -8,16 +8,16 @@
 //! 4. compressed request bodies (gzip, br), decompressed as they are read,
 //!    so body limits count decompressed bytes.
 //!
+//! 3 and 4 ([`super::compression`]) cost nothing for requests that send
+//! neither `Accept-Encoding` nor `Content-Encoding`.
+//!
 //! Size limits ([`check_sizes`]) and load shedding are the API handler's
 //! first steps, so health checks and docs answer under load; as plain
 //! checks rather than layers they cost no allocation per request.
 
 use axum::Router;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use tower_http::compression::CompressionLayer;
-use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
+use http::{HeaderName, HeaderValue};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -30,23 +30,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Wraps `router` in the edge layers.
 pub fn apply(router: Router, edge: &EdgeOptions, cors: Option<&CorsOptions>) -> Router {
-    let mut router = router.layer(RequestDecompressionLayer::new().gzip(true).br(true));
+    let mut router = router.layer(super::compression::DecompressLayer);
     if edge.compression {
-        // Streams mark themselves with `X-Accel-Buffering: no`; SSE is
-        // excluded by the default predicate, NDJSON here.
-        let predicate = DefaultPredicate::new()
-            .and(NotForContentType::new("application/x-ndjson"))
-            .and(
-                |_: StatusCode, _: http::Version, headers: &HeaderMap, _: &http::Extensions| {
-                    headers.get("x-accel-buffering").is_none()
-                },
-            );
-        router = router.layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .br(true)
-                .compress_when(predicate),
-        );
+        router = router.layer(super::compression::CompressLayer);
     }
     if let Some(cors) = cors {
         router = router.layer(cors_layer(cors));
@@ -71,18 +57,25 @@ impl MakeRequestId for RandomId {
 fn random_uuid() -> HeaderValue {
     // Version 4, variant 10: the layout RFC 9562 gives random UUIDs.
     let bits = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{bits:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static(
+    // Written in place: the header value is the one allocation.
+    HeaderValue::from_bytes(&uuid_text(bits)).unwrap_or(HeaderValue::from_static(
         "00000000-0000-4000-8000-000000000000",
     ))
+}
+
+/// `bits` as 32 hex digits in 8-4-4-4-12 groups.
+fn uuid_text(bits: u128) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut nibble = 32;
+    for (i, byte) in text.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            continue;
+        }
+        nibble -= 1;
+        *byte = HEX[((bits >> (nibble * 4)) & 0xf) as usize];
+    }
+    text
 }
 
 /// Refuses a request whose target or headers are over the limits (414, 431).
@@ -152,5 +145,21 @@ mod tests {
         );
         assert!(parts[2].starts_with('4'), "{text}");
         assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{text}");
+    }
+
+    #[test]
+    fn uuid_text_groups_the_hex_digits() {
+        for bits in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let hex = format!("{bits:032x}");
+            let expected = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            );
+            assert_eq!(std::str::from_utf8(&uuid_text(bits)).unwrap(), expected);
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP side: the router, the request pipeline and the listener loop.
 
+pub mod compression;
 pub mod connection;
 pub mod docs;
 pub mod framing;
@@ -15,7 +16,6 @@ pub mod websocket;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -114,10 +114,11 @@ pub async fn serve(
         let app = app.clone();
         // Each request learns the client's address and, over mutual TLS,
         // its verified certificate.
+        let peer = connection::Peer::new(remote);
         let service = move |client_cert: Option<ClientCert>, activity: Arc<Activity>| {
             hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
                 let in_flight = activity.begin();
-                request.extensions_mut().insert(ConnectInfo(remote));
+                request.extensions_mut().insert(peer.clone());
                 if let Some(cert) = &client_cert {
                     request.extensions_mut().insert(cert.clone());
                 }

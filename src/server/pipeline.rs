@@ -14,11 +14,9 @@
 //! WebSockets ([`super::websocket`]) are adapters over these steps; they
 //! never import from each other or from the dispatcher ([`super::handler`]).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -123,14 +121,11 @@ impl<'g> Call<'g> {
             .auth()
             .authenticate(&plan.auth, &parts.headers, parts.uri.query())
             .await?;
-        let client = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+        let peer = parts.extensions.get::<super::connection::Peer>();
         // After auth, so a caller is limited by identity; before the body is read.
         let rate = match gw.rate_limits() {
             Some(limits) => limits
-                .check(principal.as_ref(), client.map(|c| c.ip()))
+                .check(principal.as_ref(), peer.map(|p| p.addr.ip()))
                 .inspect_err(|_| gw.metrics().rate_limited())?,
             None => None,
         };
@@ -146,7 +141,7 @@ impl<'g> Call<'g> {
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
             &gw.config().metadata,
-            client,
+            peer.map(|p| &p.ip),
             client_cert,
             gw.auth().withheld(principal.as_ref()),
         )?;

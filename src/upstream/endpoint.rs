@@ -1,4 +1,4 @@
-//! One instance of a backend: a channel to one address, its calls in
+//! One instance of a backend: its connections to one address, its calls in
 //! flight, its active health verdict and its breaker; and [`Lease`], a
 //! call's claim on it.
 //!
@@ -26,7 +26,10 @@ pub struct Endpoint {
     pub address: String,
     /// The configured address it came from (a host name resolves to several).
     pub origin: Uri,
+    /// Streams, health checks and reflection.
     channel: Channel,
+    /// Unary calls.
+    http2: super::http2::Http2,
     in_flight: AtomicUsize,
     /// Set by active health checks; true until a check says otherwise.
     healthy: AtomicBool,
@@ -41,21 +44,28 @@ impl Endpoint {
     /// address, sent as `:authority` when `uri` is a resolved IP.
     pub fn new(uri: Uri, origin: &Uri, config: &BackendConfig) -> Arc<Self> {
         let channel = connection::channel(uri.clone(), origin, config);
+        let http2 = super::http2::Http2::new(&uri, origin, config);
         let address = uri.to_string().trim_end_matches('/').to_owned();
         Arc::new(Self {
             breaker: Breaker::new(&address),
             address,
             origin: origin.clone(),
             channel,
+            http2,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             streak: Mutex::new(0),
         })
     }
 
-    /// The channel to this endpoint.
+    /// The channel to this endpoint, for streams, health checks and reflection.
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// The connection unary calls take.
+    pub fn http2(&self) -> &super::http2::Http2 {
+        &self.http2
     }
 
     /// Calls in flight.

@@ -9,7 +9,7 @@
 //! the `Grpc-Metadata-` prefix, so a client cannot smuggle them past the
 //! allowlist or spoof what the gateway sets.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -65,7 +65,7 @@ pub fn request_metadata(
     headers: &HeaderMap,
     authority: Option<&str>,
     options: &MetadataOptions,
-    client: Option<SocketAddr>,
+    client_ip: Option<&HeaderValue>,
     client_cert: Option<&HeaderValue>,
     withheld: &[HeaderName],
 ) -> Result<MetadataMap, BadBinaryHeader> {
@@ -86,7 +86,10 @@ pub fn request_metadata(
     // ours; W3C trace context continues the client's trace in the backend.
     for name in [REQUEST_ID, TRACEPARENT, TRACESTATE] {
         if let Some(value) = headers.get(&name) {
-            out.insert(name, value.clone());
+            let mut value = value.clone();
+            // New with every request: indexing them would only churn HPACK tables.
+            value.set_sensitive(true);
+            out.insert(name, value);
         }
     }
     for (name, value) in headers {
@@ -110,17 +113,18 @@ pub fn request_metadata(
     if let Some(cert) = client_cert {
         out.insert(FORWARDED_CLIENT_CERT, cert.clone());
     }
-    if let Some(client) = client {
-        let ip = client.ip().to_string();
+    if let Some(ip) = client_ip {
         let prior = headers
             .get(&FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
             .filter(|p| options.trust_forwarded_for && !p.trim().is_empty());
         let forwarded = match prior {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip,
+            Some(prior) => {
+                HeaderValue::from_str(&format!("{prior}, {}", ip.to_str().unwrap_or_default())).ok()
+            }
+            None => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        if let Some(v) = forwarded {
             out.insert(FORWARDED_FOR, v);
         }
     }
@@ -132,6 +136,12 @@ pub fn request_metadata(
         out.insert(FORWARDED_HOST, host);
     }
     Ok(MetadataMap::from_headers(out))
+}
+
+/// A client's IP as the `X-Forwarded-For` value backends get: made once
+/// per connection, not per request.
+pub fn client_ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// A binary metadata header whose value is not base64.
@@ -203,8 +213,25 @@ pub fn parse_grpc_timeout(value: &str) -> Result<Duration, String> {
     })
 }
 
-/// Formats a deadline as `Grpc-Timeout`: the finest unit whose value fits in 8 digits.
-pub fn format_grpc_timeout(timeout: Duration) -> String {
+/// `Grpc-Timeout` for a deadline, formatted without a temporary string and
+/// never indexed by HPACK: a value that changes with every call would only
+/// churn the header tables of both ends of the connection.
+pub fn grpc_timeout_header(timeout: Duration) -> HeaderValue {
+    use std::io::Write;
+    let (value, unit) = grpc_timeout_parts(timeout);
+    let mut text = [0u8; 16];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    // At most 8 digits and a unit: always fits.
+    let _ = write!(cursor, "{value}{unit}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let mut header =
+        HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("99999999H"));
+    header.set_sensitive(true);
+    header
+}
+
+/// A deadline as `Grpc-Timeout` parts: the finest unit whose value fits in 8 digits.
+fn grpc_timeout_parts(timeout: Duration) -> (u128, &'static str) {
     const MAX: u128 = 99_999_999;
     let nanos = timeout.as_nanos();
     for (unit, per) in [
@@ -218,10 +245,10 @@ pub fn format_grpc_timeout(timeout: Duration) -> String {
         // Round up so the backend never gets less time than the gateway waits.
         let value = nanos.div_ceil(per);
         if value <= MAX {
-            return format!("{value}{unit}");
+            return (value, unit);
         }
     }
-    format!("{MAX}H")
+    (MAX, "H")
 }
 
 #[cfg(test)]
@@ -262,9 +289,11 @@ mod tests {
             (Duration::from_secs(3600 * 200_000), "12000000M"),
             (Duration::from_secs(u64::MAX), "99999999H"),
         ] {
-            let got = format_grpc_timeout(timeout);
+            let header = grpc_timeout_header(timeout);
+            assert!(header.is_sensitive(), "never indexed");
+            let got = header.to_str().unwrap();
             assert_eq!(got, want, "{timeout:?}");
-            assert!(parse_grpc_timeout(&got).is_ok(), "{got}");
+            assert!(parse_grpc_timeout(got).is_ok(), "{got}");
         }
     }
 
@@ -299,7 +328,8 @@ mod tests {
             trust_forwarded_for: false,
             forward_authorization: false,
         };
-        let client = Some("127.0.0.1:5000".parse().unwrap());
+        let ip = client_ip_header("127.0.0.1".parse().unwrap());
+        let client = Some(&ip);
         let md = request_metadata(&h, None, &opts, client, None, &[])
             .unwrap()
             .into_headers();

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod connection;
 pub mod endpoint;
 pub mod health;
+pub mod http2;
 pub mod metadata;
 pub mod pick;
 pub mod resolve;
@@ -25,11 +26,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderValue;
 use http::header::{CONTENT_TYPE, HeaderName, TE};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::config::{BackendConfig, Config};
@@ -44,6 +43,9 @@ pub use status::{BackendStatus, EndpointState, EndpointStatus};
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// Who is calling, for the backend's logs.
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 
 /// The backends, indexed like `Config::backends`.
 #[derive(Debug, Clone)]
@@ -249,6 +251,7 @@ impl Upstreams {
         crate::telemetry::inject(&mut headers);
         headers.insert(CONTENT_TYPE, GRPC);
         headers.insert(TE, TRAILERS);
+        headers.insert(http::header::USER_AGENT, USER_AGENT);
         let limit = target.max_response_bytes;
         let retry = &backend.config.retry;
         let retries = if route.idempotent {
@@ -291,19 +294,16 @@ impl Upstreams {
                 };
                 // Sent so the backend knows what is left; enforced below, whatever it does.
                 let left = deadline.left();
-                if let Ok(value) = HeaderValue::from_str(&metadata::format_grpc_timeout(left)) {
-                    attempt_headers.insert(GRPC_TIMEOUT, value);
-                }
-                let mut request =
-                    http::Request::new(tonic::body::Body::new(Full::new(framed.clone())));
+                attempt_headers.insert(GRPC_TIMEOUT, metadata::grpc_timeout_header(left));
+                let mut request = http::Request::new(());
                 *request.method_mut() = http::Method::POST;
-                *request.uri_mut() = http::Uri::from(route.grpc_path.clone());
+                *request.uri_mut() = lease.endpoint.http2().uri(&route.grpc_path);
                 *request.headers_mut() = attempt_headers;
                 // The caller's deadline owns the call: whatever ends it once
                 // the deadline is reached (this timer, tonic's own from the
                 // grpc-timeout header, a late reply of any status) is a
                 // timeout, and says nothing about the endpoint.
-                let sent = send(lease.endpoint.channel(), request, limit);
+                let sent = send(&lease.endpoint, request, framed.clone(), limit);
                 let result = match tokio::time::timeout_at(deadline.at, sent).await {
                     Ok(result) if !deadline.passed() => result,
                     _ => Err(Attempt::Expired),
@@ -391,34 +391,47 @@ enum Attempt {
 }
 
 async fn send(
-    channel: &Channel,
-    request: http::Request<tonic::body::Body>,
+    endpoint: &Endpoint,
+    request: http::Request<()>,
+    framed: Bytes,
     limit: usize,
 ) -> Result<UnaryReply, Attempt> {
-    let transport = |e: Box<dyn std::error::Error + Send + Sync>| {
-        if is_expired(e.as_ref()) {
-            Attempt::Expired
-        } else if is_refused(e.as_ref()) {
-            Attempt::Refused(crate::cause::chain(e.as_ref()))
-        } else if let Some(reason) = stream_reset(e.as_ref()) {
-            match reason {
-                // The backend never processed it: another endpoint may.
-                h2::Reason::REFUSED_STREAM => Attempt::Refused(crate::cause::chain(e.as_ref())),
-                reason => Attempt::Failed(reset_error(reason)),
-            }
-        } else {
-            Attempt::Failed(CallError::Unreachable(crate::cause::chain(e.as_ref())))
-        }
-    };
-    let mut channel = channel.clone();
-    let response = channel
-        .ready()
+    let response = endpoint
+        .http2()
+        .send(request, framed)
         .await
-        .map_err(|e| transport(e.into()))?
-        .call(request)
-        .await
-        .map_err(|e| transport(e.into()))?;
+        .map_err(|e| transport_failure(e.as_ref()))?;
     read_reply(response, limit).await.map_err(Attempt::Failed)
+}
+
+/// What a transport error says about the attempt.
+fn transport_failure(e: &(dyn std::error::Error + 'static)) -> Attempt {
+    if is_expired(e) {
+        Attempt::Expired
+    } else if is_refused(e) || never_processed(e) {
+        Attempt::Refused(crate::cause::chain(e))
+    } else if let Some(reason) = stream_reset(e) {
+        match reason {
+            // The backend never processed it: another endpoint may.
+            h2::Reason::REFUSED_STREAM => Attempt::Refused(crate::cause::chain(e)),
+            reason => Attempt::Failed(reset_error(reason)),
+        }
+    } else {
+        Attempt::Failed(CallError::Unreachable(crate::cause::chain(e)))
+    }
+}
+
+/// A stream the backend's GOAWAY left out: one it had not started to
+/// process, so another connection or endpoint may take the call.
+fn never_processed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote();
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Failures worth another attempt of an idempotent call: the backend was
@@ -524,10 +537,11 @@ pub(crate) fn failure_outcome(error: &CallError) -> Outcome {
 
 /// Reads a unary reply: headers, exactly one message, and the status in the
 /// trailers (or in the headers of a trailers-only answer).
-async fn read_reply(
-    response: http::Response<tonic::body::Body>,
-    limit: usize,
-) -> Result<UnaryReply, CallError> {
+async fn read_reply<B>(response: http::Response<B>, limit: usize) -> Result<UnaryReply, CallError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
     let bad = |why: String| CallError::Protocol(why);
     let (mut parts, mut body) = response.into_parts();
     // Trailers-only: the headers are the trailers, and the status's metadata.
@@ -583,16 +597,20 @@ async fn read_reply(
         }
     }
     // Without trailers the status must have come in the headers (checked above).
-    let status = match trailers.as_mut() {
-        Some(t) => status_of(t),
-        None => status_of(&mut parts.headers),
-    }
-    .ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
-    if status.code() != Code::Ok {
-        return Err(CallError::Status {
-            status,
-            headers: MetadataMap::from_headers(parts.headers),
-        });
+    let status_headers = match trailers.as_mut() {
+        Some(t) => t,
+        None => &mut parts.headers,
+    };
+    // The common answer, told apart without building a status.
+    if !is_ok(status_headers) {
+        let status =
+            status_of(status_headers).ok_or_else(|| bad("reply without grpc-status".to_owned()))?;
+        if status.code() != Code::Ok {
+            return Err(CallError::Status {
+                status,
+                headers: MetadataMap::from_headers(parts.headers),
+            });
+        }
     }
     let message = match data.first() {
         Some(0) if data.len() >= 5 => {
@@ -614,6 +632,13 @@ async fn read_reply(
         message,
         trailers: trailers.map(MetadataMap::from_headers),
     })
+}
+
+/// Whether `headers` carry `grpc-status: 0`.
+fn is_ok(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"0")
 }
 
 /// The gRPC status in a header map. tonic's parser panics on a

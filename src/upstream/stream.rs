@@ -98,11 +98,10 @@ where
             let mut headers = metadata.into_headers();
             crate::telemetry::inject(&mut headers);
             // Formatted as for unary calls: what is left, in the finest unit that fits.
-            if let Ok(value) =
-                http::HeaderValue::from_str(&super::metadata::format_grpc_timeout(deadline.left()))
-            {
-                headers.insert(GRPC_TIMEOUT, value);
-            }
+            headers.insert(
+                GRPC_TIMEOUT,
+                super::metadata::grpc_timeout_header(deadline.left()),
+            );
             let request = tonic::Request::from_parts(
                 MetadataMap::from_headers(headers),
                 tonic::Extensions::default(),

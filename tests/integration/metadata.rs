@@ -146,6 +146,20 @@ async fn forwarded_for_is_appended_behind_a_trusted_proxy() {
         reply.json["metadata"]["x-forwarded-for"],
         "203.0.113.9, 127.0.0.1"
     );
+    // Untrusted, the client's claim is replaced by its address.
+    let (stack, _) = start("").await;
+    let reply = stack
+        .echo(json!({}), &[("x-forwarded-for", "203.0.113.9")])
+        .await;
+    let metadata = &reply.json["metadata"];
+    assert_eq!(metadata["x-forwarded-for"], "127.0.0.1");
+    // The gRPC request headers a backend expects, with the gateway's name.
+    assert_eq!(metadata["te"], "trailers");
+    assert_eq!(metadata["content-type"], "application/grpc");
+    assert_eq!(
+        metadata["user-agent"],
+        concat!("protogate/", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[tokio::test]
@@ -335,6 +349,24 @@ async fn per_method_timeout_and_client_cap_apply() {
         .to_owned();
     let sent = protogate::upstream::metadata::parse_grpc_timeout(&sent).unwrap();
     assert!(sent <= Duration::from_secs(1), "{sent:?}");
+}
+
+/// A reply larger than the HTTP/2 windows arrives whole: the gateway hands
+/// the flow-control window back as it reads, and a second one follows on
+/// the same connection.
+#[tokio::test]
+async fn replies_larger_than_the_http2_windows_arrive_whole() {
+    let (stack, _) = start_with("", |c| c.backends[0].max_response_bytes = 8 << 20).await;
+    for _ in 0..3 {
+        let reply = stack.echo(json!({"fault": "FAULT_HUGE"}), &[]).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.json["message"]);
+        let padding = reply.json["padding"].as_str().unwrap();
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(padding)
+            .unwrap();
+        assert_eq!(bytes.len(), 3 * 1024 * 1024);
+    }
 }
 
 #[tokio::test]

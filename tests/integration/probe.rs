@@ -220,10 +220,10 @@ impl Probe {
         }
         guard.0 = None;
 
-        let padding = if echo.fault == 5 {
-            vec![7; 64 * 1024]
-        } else {
-            Vec::new()
+        let padding = match echo.fault {
+            5 => vec![7; 64 * 1024],
+            12 => vec![7; 3 * 1024 * 1024],
+            _ => Vec::new(),
         };
         let reply = EchoReply {
             text: echo.text,

@@ -105,7 +105,7 @@ enum Transport {
         stop: Option<oneshot::Sender<()>>,
     },
     /// The router alone, each request handed to it with `oneshot`: no
-    /// socket, so no client address (`ConnectInfo`) and no shutdown token.
+    /// socket, so no client address (`Peer`) and no shutdown token.
     InProcess(axum::Router),
 }
 
