@@ -161,6 +161,16 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Sends `request` with `headers` and reads the whole answer, which must be a 200.
+async fn expect_ok(mut request: reqwest::RequestBuilder, headers: &[(&str, &str)]) {
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let reply = request.send().await.unwrap();
+    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
+    reply.bytes().await.unwrap();
+}
+
 struct Case {
     name: &'static str,
     extra: &'static str,
@@ -204,34 +214,17 @@ fn a_small_unary_call_stays_within_its_allocation_budget() {
             let gateway = CountedGateway::start(config(backends.users, case.extra));
             let http = client();
             let base = format!("http://{}", gateway.addr);
-            let get = |_: u64| {
-                let mut request = http.get(format!("{base}/v1/users/1"));
-                for (k, v) in case.headers {
-                    request = request.header(*k, *v);
-                }
-                async move {
-                    let reply = request.send().await.unwrap();
-                    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
-                    reply.bytes().await.unwrap();
-                }
-            };
+            let get = |_: u64| expect_ok(http.get(format!("{base}/v1/users/1")), case.headers);
             let (get_allocs, get_bytes) = per_request(&gateway, get).await;
             let post = |i: u64| {
                 let i = i + 10_000 * n as u64;
-                let mut request = http
+                let request = http
                     .post(format!("{base}/v1/users"))
                     .header("content-type", "application/json")
                     .body(format!(
                         r#"{{"email":"u{i:06}@example.com","displayName":"User {i:06}"}}"#
                     ));
-                for (k, v) in case.headers {
-                    request = request.header(*k, *v);
-                }
-                async move {
-                    let reply = request.send().await.unwrap();
-                    assert_eq!(reply.status(), 200, "{}", reply.text().await.unwrap());
-                    reply.bytes().await.unwrap();
-                }
+                expect_ok(request, case.headers)
             };
             let (post_allocs, post_bytes) = per_request(&gateway, post).await;
             report.push(format!(
