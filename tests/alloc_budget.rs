@@ -243,3 +243,26 @@ fn a_small_unary_call_stays_within_its_allocation_budget() {
         assert!(over.is_empty(), "over budget:\n{}\n\nall:\n{}", over.join("\n"), report.join("\n"));
     });
 }
+
+/// The future of one request is allocated (and moved) for every call, so
+/// its size is part of the budget: the rarely taken stream and WebSocket
+/// paths and the dial of a backend connection are boxed so that a unary
+/// call does not carry their state. (Sizes are of the test build.)
+#[test]
+fn a_request_future_stays_small() {
+    const BUDGET: usize = 4608;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let yaml = config("127.0.0.1:9".parse().unwrap(), "");
+        let config = protogate::config::parse(&yaml, &root().join("alloc.yaml")).unwrap();
+        let gateway = Gateway::load(config).await.unwrap();
+        let request = http::Request::new(axum::body::Body::empty());
+        let future = protogate::server::handler::handle(axum::extract::State(gateway), request);
+        let size = std::mem::size_of_val(&future);
+        eprintln!("request future: {size} bytes");
+        assert!(size <= BUDGET, "request future {size} bytes > {BUDGET}");
+    });
+}

@@ -82,7 +82,8 @@ impl RemoteJwks {
         if let Some(found) = self.inner.keys.read().await.find(kid) {
             return Some(found.clone());
         }
-        self.inner.fetch_if_allowed().await;
+        // Boxed: every authenticated call's future would otherwise carry a fetch's state.
+        Box::pin(self.inner.fetch_if_allowed()).await;
         self.inner.keys.read().await.find(kid).cloned()
     }
 }

@@ -117,11 +117,12 @@ async fn dispatch(
     let streaming = route.is_streaming();
     let call = Call::prepare(gw, parts, found).await?;
     seen.rate = call.rate;
+    // Boxed: a unary call's future need not carry a stream's state.
     if websocket {
-        return websocket::websocket(gw, parts, call, admitted).await;
+        return Box::pin(websocket::websocket(gw, parts, call, admitted)).await;
     }
     if streaming {
-        return stream::call(gw, parts, body, call, admitted).await;
+        return Box::pin(stream::call(gw, parts, body, call, admitted)).await;
     }
     let response = unary::call(gw, parts, body, call).await;
     drop(admitted);

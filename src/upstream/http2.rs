@@ -164,7 +164,8 @@ impl Http2 {
         if let Some(live) = self.current() {
             return Ok(live);
         }
-        let live = self.dial.connect().await?;
+        // Boxed: every call's future would otherwise carry the dial's state.
+        let live = Box::pin(self.dial.connect()).await?;
         *lock(&self.live) = Some(live.clone());
         Ok(live)
     }
