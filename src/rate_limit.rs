@@ -7,6 +7,7 @@
 //! the active callers, not every address ever seen.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,9 +18,9 @@ use governor::{Quota, RateLimiter};
 use crate::auth::Principal;
 use crate::config::{RateLimitOptions, RateOptions};
 
-type Limiter = RateLimiter<
-    String,
-    governor::state::keyed::DefaultKeyedStateStore<String>,
+type Limiter<K> = RateLimiter<
+    K,
+    governor::state::keyed::DefaultKeyedStateStore<K>,
     DefaultClock,
     StateInformationMiddleware,
 >;
@@ -27,14 +28,16 @@ type Limiter = RateLimiter<
 /// The configured limits.
 #[derive(Debug)]
 pub struct RateLimits {
-    by_address: Option<Bucket>,
-    by_caller: Option<Bucket>,
+    by_address: Option<Bucket<IpAddr>>,
+    by_caller: Option<Bucket<Arc<str>>>,
     checks: AtomicU64,
 }
 
+/// Keyed by what a check has at hand, so a check makes no key: an
+/// address, or a caller key made once per API key or verified token.
 #[derive(Debug)]
-struct Bucket {
-    limiter: Limiter,
+struct Bucket<K: std::hash::Hash + Eq + Clone> {
+    limiter: Limiter<K>,
     burst: u32,
     /// One token comes back every this long.
     interval: Duration,
@@ -79,7 +82,7 @@ impl Allowed {
 /// Drop full (idle) buckets every this many checks.
 const SWEEP_EVERY: u64 = 4096;
 
-impl Bucket {
+impl<K: std::hash::Hash + Eq + Clone> Bucket<K> {
     fn new(rate: &RateOptions) -> Self {
         // One token every `per / requests`, up to `burst` at once.
         let interval = rate.per / rate.requests.get();
@@ -94,8 +97,8 @@ impl Bucket {
         }
     }
 
-    fn check(&self, key: String) -> Result<Allowed, RateLimited> {
-        match self.limiter.check_key(&key) {
+    fn check(&self, key: &K) -> Result<Allowed, RateLimited> {
+        match self.limiter.check_key(key) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let refill = self.interval * self.burst.saturating_sub(remaining);
@@ -139,16 +142,20 @@ impl RateLimits {
         address: Option<IpAddr>,
     ) -> Result<Option<Allowed>, RateLimited> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            for bucket in [&self.by_address, &self.by_caller].into_iter().flatten() {
+            if let Some(bucket) = &self.by_address {
+                bucket.limiter.retain_recent();
+                bucket.limiter.shrink_to_fit();
+            }
+            if let Some(bucket) = &self.by_caller {
                 bucket.limiter.retain_recent();
                 bucket.limiter.shrink_to_fit();
             }
         }
         let caller = principal.and_then(caller_key);
         match (caller, &self.by_caller, &self.by_address) {
-            (Some(key), Some(bucket), _) => bucket.check(key).map(Some),
+            (Some(key), Some(bucket), _) => bucket.check(&key).map(Some),
             (None, _, Some(bucket)) => match address {
-                Some(ip) => bucket.check(ip.to_string()).map(Some),
+                Some(ip) => bucket.check(&ip).map(Some),
                 None => Ok(None),
             },
             _ => Ok(None),
@@ -156,16 +163,11 @@ impl RateLimits {
     }
 }
 
-/// Who is calling: a token's issuer and subject, or an API key's name.
-fn caller_key(principal: &Principal) -> Option<String> {
+/// Who is calling: a token's provider and subject, or an API key's name.
+fn caller_key(principal: &Principal) -> Option<Arc<str>> {
     match principal {
-        Principal::Jwt {
-            provider, claims, ..
-        } => claims
-            .get("sub")
-            .and_then(|s| s.as_str())
-            .map(|sub| format!("jwt:{provider}:{sub}")),
-        Principal::ApiKey { key, .. } => Some(format!("key:{}", key.name)),
+        Principal::Jwt { caller, .. } => caller.clone(),
+        Principal::ApiKey { key, .. } => Some(key.caller.clone()),
     }
 }
 
@@ -206,10 +208,11 @@ mod tests {
         ))
         .unwrap();
         let key = |name: &str| Principal::ApiKey {
-            key: crate::auth::api_key::ApiKey {
+            key: std::sync::Arc::new(crate::auth::api_key::ApiKey {
                 name: name.to_owned(),
                 scopes: vec![],
-            },
+                caller: format!("key:{name}").into(),
+            }),
             presented: String::new(),
         };
         let ip: IpAddr = "192.0.2.1".parse().unwrap();

@@ -194,8 +194,23 @@ const CASES: &[Case] = &[
         extra: "auth:\n  api_keys:\n    from: { header: x-api-key }\n    keys:\n      - name: bot\n        sha256: c8508ef6b8945d666ebda9da5ac196d24548fc98ba6eac51b11805cd15a6d4c8\n  default: { allow: [api_key] }\n\
                 rate_limit:\n  by_caller: { requests: 100000, per: 1s }\n",
         headers: &[("x-api-key", "dev-inventory-key")],
-        get_budget: 88.0,
-        post_budget: 88.0,
+        get_budget: 86.0,
+        post_budget: 86.0,
+    },
+    Case {
+        // The same token on every call: verified once, then remembered.
+        name: "a JWT (HS256)",
+        extra: "auth:\n  jwt:\n    dev:\n      issuer: https://issuer.example\n      audiences: [api]\n      algorithms: [HS256]\n      secret: alloc-budget-secret-alloc-budget-secret\n  default: { allow: [dev] }\n",
+        headers: &[(
+            "authorization",
+            concat!(
+                "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.",
+                "eyJpc3MiOiJodHRwczovL2lzc3Vlci5leGFtcGxlIiwiYXVkIjoiYXBpIiwic3ViIjoiYnVkZ2V0IiwiZXhwIjo0MTAyNDQ0ODAwfQ.",
+                "o09BRTsZnAUfKfpKGGmFrDS4HHRLid3TtAFCWw5uzVs"
+            ),
+        )],
+        get_budget: 74.0,
+        post_budget: 74.0,
     },
 ];
 

@@ -1,6 +1,7 @@
 //! API keys, configured by SHA-256 hash so no key sits in the config in clear.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +14,8 @@ pub struct ApiKey {
     pub name: String,
     /// Its scopes.
     pub scopes: Vec<String>,
+    /// Its rate-limit key, made once.
+    pub caller: Arc<str>,
 }
 
 /// The configured keys, by hash.
@@ -20,7 +23,7 @@ pub struct ApiKey {
 pub struct ApiKeys {
     /// Where the key is read from.
     pub location: Location,
-    by_hash: HashMap<[u8; 32], ApiKey>,
+    by_hash: HashMap<[u8; 32], Arc<ApiKey>>,
 }
 
 impl ApiKeys {
@@ -32,10 +35,11 @@ impl ApiKeys {
             .map(|k| {
                 (
                     k.sha256,
-                    ApiKey {
+                    Arc::new(ApiKey {
                         name: k.name.clone(),
                         scopes: k.scopes.clone(),
-                    },
+                        caller: format!("key:{}", k.name).into(),
+                    }),
                 )
             })
             .collect();
@@ -47,7 +51,7 @@ impl ApiKeys {
 
     /// The key's entry, if the presented key is one of ours. Looking up the
     /// digest rather than comparing keys leaks nothing useful through timing.
-    pub fn check(&self, presented: &str) -> Option<&ApiKey> {
+    pub fn check(&self, presented: &str) -> Option<&Arc<ApiKey>> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.by_hash.get(&digest)
     }

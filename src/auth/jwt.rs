@@ -1,11 +1,20 @@
 //! JWT verification for one provider: issuer, audiences, algorithms, keys.
 //!
+//! A verified token is remembered (up to [`CACHE_TOKENS`] per provider, each
+//! for at most [`CACHE_MAX_AGE`] and never past its `exp`), so a client
+//! that sends the same token with every call pays for one signature check,
+//! not one per call; a cached answer is what verifying again would give,
+//! except that a key withdrawn from a remote JWKS stops counting only when
+//! the entry ages out. Only tokens that verified are remembered.
+//!
 //! Keys come from a secret, a PEM, a JWKS file, or a remote JWKS
 //! ([`super::jwks::RemoteJwks`]). The algorithm allowlist is the provider's,
 //! never the token's: `alg: none` and HMAC-with-a-public-key tokens fail
 //! before any key is used.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
@@ -17,10 +26,32 @@ use crate::config::auth::{JwtProviderConfig, KeySource, Location};
 /// Verified claims.
 pub type Claims = Map<String, Value>;
 
+/// Verified tokens remembered per provider.
+pub const CACHE_TOKENS: usize = 4096;
+/// How long a verified token is remembered at most.
+pub const CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// A verified token: its claims and the caller key rate limits count it by.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its claims.
+    pub claims: Arc<Claims>,
+    /// `jwt:<provider>:<sub>`, when it has a subject.
+    pub caller: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub(super) struct Cached {
+    pub(super) verified: Verified,
+    /// Unix seconds after which it has expired (its `exp` plus the leeway).
+    pub(super) expires: u64,
+    pub(super) stored: tokio::time::Instant,
+}
+
 /// A provider ready to verify tokens.
 pub struct Provider {
     /// Its name.
-    pub name: String,
+    pub name: Arc<str>,
     /// Required `iss`.
     pub issuer: String,
     /// Where its token is read from.
@@ -30,6 +61,8 @@ pub struct Provider {
     /// algorithm of a validation to fit the key, and a JWKS may mix families.
     validations: HashMap<Algorithm, Validation>,
     keys: Keys,
+    leeway: u64,
+    pub(super) verified: quick_cache::sync::Cache<String, Cached>,
 }
 
 impl std::fmt::Debug for Provider {
@@ -115,12 +148,14 @@ impl Provider {
             })
             .collect();
         Ok(Self {
-            name: config.name.clone(),
+            name: config.name.as_str().into(),
             issuer: config.issuer.clone(),
             location: config.location.clone(),
             max_token_bytes: config.max_token_bytes,
             validations,
             keys,
+            leeway: config.clock_skew.as_secs(),
+            verified: quick_cache::sync::Cache::new(CACHE_TOKENS),
         })
     }
 
@@ -133,11 +168,42 @@ impl Provider {
     ///
     /// # Errors
     /// A [`TokenError`] saying what is wrong, without key material.
-    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let bad = |why: &str| TokenError(why.to_owned());
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
         if token.len() > self.max_token_bytes {
-            return Err(bad("token too large"));
+            return Err(TokenError("token too large".to_owned()));
         }
+        let now = unix_now();
+        if let Some(hit) = self.verified.get(token) {
+            if now <= hit.expires && hit.stored.elapsed() < CACHE_MAX_AGE {
+                return Ok(hit.verified);
+            }
+            self.verified.remove(token);
+        }
+        let claims = self.check_signature_and_claims(token).await?;
+        let caller = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .map(|sub| Arc::from(format!("jwt:{}:{sub}", self.name)));
+        let verified = Verified {
+            claims: Arc::new(claims),
+            caller,
+        };
+        // `exp` is required, so every verified token has one.
+        if let Some(exp) = verified.claims.get("exp").and_then(Value::as_f64) {
+            self.verified.insert(
+                token.to_owned(),
+                Cached {
+                    verified: verified.clone(),
+                    expires: (exp.max(0.0) as u64).saturating_add(self.leeway),
+                    stored: tokio::time::Instant::now(),
+                },
+            );
+        }
+        Ok(verified)
+    }
+
+    async fn check_signature_and_claims(&self, token: &str) -> Result<Claims, TokenError> {
+        let bad = |why: &str| TokenError(why.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| bad("malformed token"))?;
         let validation = self
             .validations
@@ -189,4 +255,11 @@ impl Provider {
             })),
         }
     }
+}
+
+/// Seconds since the Unix epoch, as `exp` counts them.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -64,16 +64,18 @@ pub enum Principal {
     /// A verified token.
     Jwt {
         /// The provider that verified it.
-        provider: String,
+        provider: Arc<str>,
         /// Its claims.
-        claims: Claims,
+        claims: Arc<Claims>,
+        /// Its rate-limit key (`jwt:<provider>:<sub>`), when it has a subject.
+        caller: Option<Arc<str>>,
         /// The verified token, forwarded only with `auth.forward.credentials`.
         token: String,
     },
     /// A known API key.
     ApiKey {
         /// The key's entry.
-        key: ApiKey,
+        key: Arc<ApiKey>,
         /// The verified key, forwarded only with `auth.forward.credentials`.
         presented: String,
     },
@@ -203,7 +205,7 @@ impl Authenticator {
                         } else {
                             providers
                                 .iter()
-                                .position(|p| &p.name == name)
+                                .position(|p| *p.name == **name)
                                 .map(Credential::Jwt)
                         }
                     })
@@ -384,9 +386,10 @@ impl Authenticator {
                         continue;
                     };
                     match provider.verify(&token).await {
-                        Ok(claims) => Principal::Jwt {
+                        Ok(verified) => Principal::Jwt {
                             provider: provider.name.clone(),
-                            claims,
+                            claims: verified.claims,
+                            caller: verified.caller,
                             token: token.into_owned(),
                         },
                         Err(e) => {
@@ -472,7 +475,7 @@ impl Authenticator {
                     }
                 }
                 if let Some(target) = &self.forward.payload
-                    && let Ok(json) = serde_json::to_vec(claims)
+                    && let Ok(json) = serde_json::to_vec(&**claims)
                     && let Ok(v) = MetadataValue::try_from(URL_SAFE_NO_PAD.encode(json).as_str())
                 {
                     metadata.insert(target_key(target), v);

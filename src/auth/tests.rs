@@ -303,7 +303,7 @@ async fn token_locations_header_cookie_query() {
     let mut h = HeaderMap::new();
     h.insert("x-token", HeaderValue::from_str(&hmac).unwrap());
     assert!(
-        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &h, None).await, Ok(Some(Principal::Jwt { provider, .. })) if provider == "hmac")
+        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &h, None).await, Ok(Some(Principal::Jwt { provider, .. })) if &*provider == "hmac")
     );
 
     let ec = mint(
@@ -320,7 +320,7 @@ async fn token_locations_header_cookie_query() {
         HeaderValue::from_str(&format!("theme=dark; session={ec}")).unwrap(),
     );
     assert!(
-        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &c, None).await, Ok(Some(Principal::Jwt { provider, .. })) if provider == "ec")
+        matches!(check(&auth, &routes, "GET", "/v1/orders/1", &c, None).await, Ok(Some(Principal::Jwt { provider, .. })) if &*provider == "ec")
     );
 
     // The HMAC provider's token in the bearer slot is not the RSA provider's.
@@ -498,7 +498,8 @@ async fn forwarding_sets_identity_and_removes_spoofs() {
     claims.insert("sub".into(), "user-1".into());
     let principal = Principal::Jwt {
         provider: "rsa".into(),
-        claims: claims.clone(),
+        claims: claims.clone().into(),
+        caller: None,
         token: "verified.jwt.token".into(),
     };
     let metadata = crossing(
@@ -771,4 +772,65 @@ async fn jwks_file_provider(
     let routes = RouteTable::build(&pool_from_source(PROTO), &config).unwrap();
     let auth = Authenticator::build(&config.auth, &routes).await.unwrap();
     (auth, routes, dir)
+}
+
+#[tokio::test]
+async fn verified_tokens_are_remembered_never_past_their_expiry() {
+    let (auth, _) = authenticator("").await;
+    let provider = auth
+        .providers
+        .iter()
+        .find(|p| p.issuer == "https://a.example")
+        .unwrap();
+    let good = rsa_token(|_| {});
+    let first = provider.verify(&good).await.unwrap();
+    let second = provider.verify(&good).await.unwrap();
+    assert_eq!(first.claims, second.claims);
+    assert_eq!(provider.verified.len(), 1, "verified once, remembered");
+    assert!(first.caller.as_deref().unwrap().ends_with(":user-1"));
+    // A token that fails is never remembered.
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    parts[2] = URL_SAFE_NO_PAD.encode(b"not the signature");
+    assert!(provider.verify(&parts.join(".")).await.is_err());
+    assert_eq!(provider.verified.len(), 1);
+
+    // An expired token answered from the cache while its entry is fresh ...
+    let expired = rsa_token(|s| {
+        s.claims.insert("exp".into(), 1_000.into());
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let remember = |expires: u64, stored: tokio::time::Instant| super::jwt::Cached {
+        verified: first.clone(),
+        expires,
+        stored,
+    };
+    let fresh = tokio::time::Instant::now();
+    provider
+        .verified
+        .insert(expired.clone(), remember(now + 60, fresh));
+    assert!(
+        provider.verify(&expired).await.is_ok(),
+        "answered from the cache"
+    );
+    // ... is checked again once its expiry passed, or the entry is too old.
+    provider
+        .verified
+        .insert(expired.clone(), remember(now - 1, fresh));
+    assert_eq!(
+        provider.verify(&expired).await.unwrap_err().0,
+        "token expired"
+    );
+    provider.verified.insert(
+        expired.clone(),
+        remember(now + 60, tokio::time::Instant::now()),
+    );
+    tokio::time::pause();
+    tokio::time::advance(super::jwt::CACHE_MAX_AGE).await;
+    assert_eq!(
+        provider.verify(&expired).await.unwrap_err().0,
+        "token expired"
+    );
 }

@@ -112,7 +112,7 @@ pub fn document_for(
             // Alternatives: any one accepted credential with the scopes satisfies the route.
             let alternatives = auth.accepted(&requirement).map(|c| {
                 let name = match c {
-                    Ok(provider) => provider.name.clone(),
+                    Ok(provider) => provider.name.to_string(),
                     Err(_) => API_KEY.to_owned(),
                 };
                 SecurityRequirement::new(name, requirement.scopes.clone())
@@ -191,7 +191,7 @@ fn security_schemes(auth: &Authenticator) -> Vec<(String, SecurityScheme)> {
         } else {
             api_key(&p.location, description)
         };
-        out.push((p.name.clone(), scheme));
+        out.push((p.name.to_string(), scheme));
     }
     if let Some(keys) = auth.api_keys() {
         out.push((
