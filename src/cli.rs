@@ -135,7 +135,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen } => {
             let mut config = config::load(&config)?;
             // Spans are exported only if the config says where.
-            let telemetry = crate::telemetry::init(format, Some(&config.tracing))?;
+            // Dropped last, so every line, the last one included, is written.
+            let mut telemetry = crate::telemetry::init(format, Some(&config.tracing))?;
             if let Some(listen) = listen {
                 config.listen = listen;
             }

@@ -1,8 +1,10 @@
 //! Logging and distributed tracing.
 //!
 //! Log lines go to stderr as text or JSON; `RUST_LOG` filters them (default
-//! `info`). Request spans are opened by the handler; tokens, keys and bodies
-//! are never logged.
+//! `info`). A server hands its lines to a thread that writes them in
+//! batches, so a request's line is not a write to stderr of its own.
+//! Request spans are opened by the handler; tokens, keys and bodies are
+//! never logged.
 //!
 //! With `tracing.otlp_endpoint`, request spans are also OpenTelemetry server
 //! spans exported over OTLP/gRPC: each continues the client's W3C trace
@@ -23,6 +25,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -55,6 +58,29 @@ static PROPAGATOR: std::sync::LazyLock<TraceContextPropagator> =
 #[derive(Debug)]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Writes out the buffered log lines when dropped.
+    _lines: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Where log lines go: stderr itself, or (for a server) a thread that
+/// writes them in batches, so a request's log line costs a queue push
+/// rather than a write to stderr. The queue blocks when full instead of
+/// dropping lines: a log reader that cannot keep up slows the gateway as a
+/// full stderr pipe would.
+fn stderr_lines(
+    buffered: bool,
+) -> (
+    BoxMakeWriter,
+    Option<tracing_appender::non_blocking::WorkerGuard>,
+) {
+    if !buffered {
+        return (BoxMakeWriter::new(std::io::stderr), None);
+    }
+    let (lines, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("protogate-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    (BoxMakeWriter::new(lines), Some(guard))
 }
 
 /// Installs the global subscriber: log lines, and span export when
@@ -64,6 +90,8 @@ pub struct Telemetry {
 /// # Errors
 /// The exporter cannot be built.
 pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Result<Telemetry> {
+    // A server logs per request: its lines go through the writer thread.
+    let (writer, guard) = stderr_lines(tracing.is_some());
     let provider = match tracing {
         Some(TracingOptions {
             otlp_endpoint: Some(endpoint),
@@ -81,7 +109,7 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(colour)
-            .with_writer(std::io::stderr);
+            .with_writer(writer);
         let _ = match format {
             LogFormat::Text => builder.try_init(),
             LogFormat::Json => builder
@@ -89,7 +117,10 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
                 .event_format(json::JsonLines)
                 .try_init(),
         };
-        return Ok(Telemetry { provider });
+        return Ok(Telemetry {
+            provider,
+            _lines: guard,
+        });
     };
     let export = tracing_opentelemetry::layer()
         .with_tracer(exporting.tracer("protogate"))
@@ -102,12 +133,12 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
     let lines = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(colour)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(JsonFields::new())
             .event_format(json::JsonLines)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     };
     let installed = tracing_subscriber::registry()
@@ -121,7 +152,10 @@ pub fn init(format: LogFormat, tracing: Option<&TracingOptions>) -> anyhow::Resu
             tracing::info!(endpoint = ?options.otlp_endpoint, sample_ratio = options.sample_ratio, "exporting spans over OTLP");
         }
     }
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider,
+        _lines: guard,
+    })
 }
 
 fn provider(endpoint: &str, service_name: &str, ratio: f64) -> anyhow::Result<SdkTracerProvider> {
@@ -148,8 +182,8 @@ fn provider(endpoint: &str, service_name: &str, ratio: f64) -> anyhow::Result<Sd
 impl Telemetry {
     /// Exports the spans still queued and stops the exporter. Call after
     /// the server has drained, while the runtime still runs.
-    pub async fn shutdown(self) {
-        let Some(provider) = self.provider else {
+    pub async fn shutdown(&mut self) {
+        let Some(provider) = self.provider.take() else {
             return;
         };
         // Blocks until the export thread is done; it needs this runtime's

@@ -51,7 +51,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
     let config = protogate::config::load(&path)?;
-    let telemetry = telemetry::init(LogFormat::Text, Some(&config.tracing))?;
+    let mut telemetry = telemetry::init(LogFormat::Text, Some(&config.tracing))?;
     let required = |name| {
         backend_addr(&config, name)?
             .ok_or_else(|| anyhow!("{}: no backend named {name}", config.source.display()))
