@@ -22,7 +22,7 @@ use h2::client::SendRequest;
 use h2::{RecvStream, SendStream};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -67,8 +67,17 @@ struct Dial {
     /// `:scheme` and `:authority` of every request (the configured origin).
     scheme: Scheme,
     authority: Authority,
-    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Tls,
     connect_timeout: Duration,
+}
+
+/// How a connection is secured.
+enum Tls {
+    Plain,
+    /// The connector and the name the backend's certificate must carry.
+    Secured(TlsConnector, rustls::pki_types::ServerName<'static>),
+    /// TLS is configured but could not be set up: nothing is dialled.
+    Broken,
 }
 
 /// An open connection: its handle and whether its task has ended.
@@ -86,28 +95,25 @@ impl Http2 {
             _ => 80,
         });
         let host = uri.host().unwrap_or("127.0.0.1");
-        let tls = config.tls.as_ref().and_then(|tls| {
-            let host = origin.host().unwrap_or_default();
-            // The host without IPv6 brackets, as certificates name it.
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            match crate::tls::backend_connector(tls, host) {
-                Ok(connector) => Some(connector),
-                Err(e) => {
-                    // Every call then fails as unreachable, with this in the log.
-                    tracing::error!(backend = %config.name, error = %format!("{e:#}"), "cannot set up TLS to the backend");
-                    None
+        let tls = match &config.tls {
+            None => Tls::Plain,
+            Some(tls) => {
+                let host = origin.host().unwrap_or_default();
+                // The host without IPv6 brackets, as certificates name it.
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                match crate::tls::backend_connector(tls, host) {
+                    Ok((connector, name)) => Tls::Secured(connector, name),
+                    Err(e) => {
+                        // Every call then fails as unreachable, with this in the log.
+                        tracing::error!(backend = %config.name, error = %format!("{e:#}"), "cannot set up TLS to the backend");
+                        Tls::Broken
+                    }
                 }
             }
-        });
-        let tls_failed = config.tls.is_some() && tls.is_none();
+        };
         Self {
             dial: Dial {
-                address: if tls_failed {
-                    // Nothing to connect to without the TLS it needs.
-                    String::new()
-                } else {
-                    format!("{host}:{port}")
-                },
+                address: format!("{host}:{port}"),
                 scheme: origin.scheme().cloned().unwrap_or(Scheme::HTTP),
                 authority: origin
                     .authority()
@@ -139,7 +145,7 @@ impl Http2 {
     /// left is dialled again once.
     pub async fn send(&self, request: Request<()>, body: Bytes) -> Result<Response<Reply>, Error> {
         let live = self.connection().await?;
-        let send = match live.send.clone().ready().await {
+        let mut send = match live.send.clone().ready().await {
             Ok(send) => send,
             // Gone since it was last used: the request has not left yet.
             Err(_) => {
@@ -148,7 +154,6 @@ impl Http2 {
                 live.send.clone().ready().await?
             }
         };
-        let mut send = send;
         let (response, mut stream): (_, SendStream<Bytes>) = send.send_request(request, false)?;
         stream.send_data(body, true)?;
         let response = response.await?;
@@ -187,7 +192,7 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Dial {
     async fn connect(&self) -> Result<Live, Error> {
-        if self.address.is_empty() {
+        if matches!(self.tls, Tls::Broken) {
             return Err("TLS to the backend is not set up (see the log at startup)".into());
         }
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
@@ -197,8 +202,8 @@ impl Dial {
             })??;
         tcp.set_nodelay(true)?;
         let io = match &self.tls {
-            None => Io::Plain(tcp),
-            Some((connector, name)) => {
+            Tls::Plain | Tls::Broken => Io::Plain(tcp),
+            Tls::Secured(connector, name) => {
                 let tls = tokio::time::timeout(
                     self.connect_timeout,
                     connector.connect(name.clone(), tcp),
@@ -301,10 +306,6 @@ impl Body for Reply {
 
     fn is_end_stream(&self) -> bool {
         self.stream.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 
