@@ -6,7 +6,8 @@
 //! costs two large allocations and copies per call, compressed or not. Here a
 //! request gets the decompressing body only when it sends
 //! `Content-Encoding`, and its response the compressing one only when it
-//! sends `Accept-Encoding`; everything else goes straight to the inner
+//! accepts gzip or br (not for `Accept-Encoding: identity`, which some
+//! clients send on every request); everything else goes straight to the inner
 //! service. A response that would have been compressed still says
 //! `Vary: Accept-Encoding`, as tower-http's does, so caches keep variants apart.
 
@@ -62,11 +63,40 @@ impl Predicate for Compressible {
     }
 }
 
-/// Whether a header is present with a non-empty value.
-fn sent(headers: &HeaderMap, name: http::HeaderName) -> bool {
+/// Whether the request accepts an encoding the gateway compresses with
+/// (gzip, br, or `*`) at a non-zero quality. `Accept-Encoding: identity`,
+/// which some clients send on every request, or `gzip;q=0` does not:
+/// those answers go out as they are, without the compressing body.
+fn accepts_compression(headers: &HeaderMap) -> bool {
     headers
-        .get(name)
-        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty())
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|item| {
+            let mut parts = item.split(|&b| b == b';');
+            let coding = parts.next().unwrap_or_default().trim_ascii();
+            let known = [&b"gzip"[..], b"x-gzip", b"br", b"*"]
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c));
+            known && parts.all(|param| !is_zero_quality(param.trim_ascii()))
+        })
+}
+
+/// `q=0`, `q=0.0`, `q=0.000` (RFC 9110 section 12.4.2): not acceptable.
+fn is_zero_quality(param: &[u8]) -> bool {
+    let Some(value) = param
+        .strip_prefix(b"q=")
+        .or_else(|| param.strip_prefix(b"Q="))
+    else {
+        return false;
+    };
+    let value = value.trim_ascii();
+    match value.split_first() {
+        Some((b'0', rest)) => {
+            rest.is_empty() || (rest[0] == b'.' && rest[1..].iter().all(|&b| b == b'0'))
+        }
+        _ => false,
+    }
 }
 
 /// Decompresses gzip and br request bodies as they are read, for requests
@@ -192,7 +222,7 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        if !sent(request.headers(), ACCEPT_ENCODING) {
+        if !accepts_compression(request.headers()) {
             return Either::Left(self.inner.call(request).map_ok(vary as Varied));
         }
         Either::Right(
@@ -201,5 +231,48 @@ where
                 .call(request)
                 .map_ok((|r: Response<CompressionBody<Body>>| r.map(Body::new)) as Boxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_asks_for_compression_only_with_a_usable_coding() {
+        let cases: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&[""], false),
+            (&["identity"], false),
+            (&["identity;q=1"], false),
+            (&["deflate"], false),
+            (&["zstd, deflate"], false),
+            (&["gzip"], true),
+            (&["GZip"], true),
+            (&["x-gzip"], true),
+            (&["br"], true),
+            (&["*"], true),
+            (&["gzip, deflate, br"], true),
+            (&["identity", "br"], true),
+            (&["gzip;q=0"], false),
+            (&["gzip; q=0.000, br;q=0"], false),
+            (&["gzip;q=0.5"], true),
+            (&["gzip;q=0.001"], true),
+            (&["gzip;Q=0"], false),
+            (&["gzip;q=1.0"], true),
+            (&["*;q=0, identity"], false),
+            (&["deflate, gzip;q=0, br;q=0.1"], true),
+        ];
+        for (values, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for v in *values {
+                headers.append(ACCEPT_ENCODING, http::HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(
+                accepts_compression(&headers),
+                *expected,
+                "Accept-Encoding: {values:?}"
+            );
+        }
     }
 }

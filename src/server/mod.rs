@@ -70,7 +70,9 @@ pub async fn serve(
         None => None,
     };
     drop(gateway);
-    let app = axum::Router::new().fallback_service(live.clone().service());
+    // The live router is the service itself: another router around it would
+    // box and copy every request's future once more.
+    let app = live.clone().service();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
