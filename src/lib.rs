@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod plan;
 pub mod rate_limit;
+pub mod schema;
 pub mod server;
 pub mod telemetry;
 pub mod tls;

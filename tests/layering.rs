@@ -14,9 +14,10 @@
 //!    `tls` reuses `descriptor`'s error-cause chain; `telemetry` (spans,
 //!    the subscriber) sits this low because upstream calls open spans.
 //! 3. `http_rule`: the route table, from descriptors and config.
-//! 4. `transcode`, `auth`, `upstream`, `openapi`, `rate_limit`: the steps
-//!    of a request, over routes. `openapi` reads `auth` and `transcode`,
-//!    `rate_limit` reads `auth`'s principal.
+//! 4. `transcode`, `auth`, `upstream`, `openapi`, `rate_limit`, `schema`:
+//!    the steps of a request, over routes. `openapi` reads `auth` and
+//!    `transcode`, `rate_limit` reads `auth`'s principal; `schema` compares
+//!    two route tables' methods and types.
 //! 5. `error`, `metrics`, `plan`: `error` maps every step's error to one
 //!    HTTP answer, so it sits above the steps; `metrics` counts per route
 //!    and per backend (`http_rule` and `upstream` types) and `gateway` owns
@@ -37,7 +38,14 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["descriptor", "tls", "telemetry"],
     &["http_rule"],
-    &["transcode", "auth", "upstream", "openapi", "rate_limit"],
+    &[
+        "transcode",
+        "auth",
+        "upstream",
+        "openapi",
+        "rate_limit",
+        "schema",
+    ],
     &["error", "metrics", "plan"],
     &["gateway"],
     &["server"],

@@ -138,6 +138,30 @@ async fn responses_are_compressed_but_streams_are_not() {
     assert!(stream.headers().get("content-encoding").is_none());
     assert_eq!(stream.text().await.unwrap().lines().count(), 50);
 
+    // Accepting no coding the gateway compresses with: sent as it is, and
+    // still varying on the header.
+    for refusing in ["identity", "gzip;q=0, br;q=0", "deflate"] {
+        let reply = stack
+            .0
+            .call_with(
+                "POST",
+                "/v1/echo",
+                Some(&format!("{{\"text\":\"{}\"}}", "z".repeat(5000))),
+                &[("accept-encoding", refusing)],
+            )
+            .await;
+        assert!(
+            reply.headers.get("content-encoding").is_none(),
+            "{refusing}"
+        );
+        assert_eq!(reply.headers["vary"], "accept-encoding", "{refusing}");
+        assert_eq!(
+            reply.json["text"].as_str().map(str::len),
+            Some(5000),
+            "{refusing}"
+        );
+    }
+
     let (plain, _) = start("server:\n  compression: false\n").await;
     let reply = plain
         .0
