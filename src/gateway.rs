@@ -47,6 +47,8 @@ struct Inner {
     pending: Vec<String>,
     /// Reflection backends that did not answer, served from the cache.
     cached: Vec<String>,
+    /// A digest of each reflection backend's descriptors as loaded.
+    digests: BTreeMap<String, String>,
 }
 
 /// The OpenAPI documents, rendered once.
@@ -148,7 +150,11 @@ impl Gateway {
         let source = config.source.display().to_string();
         let mut pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
-        let Reflection { pending, cached } = reflect(&mut config, &mut pool)
+        let Reflection {
+            pending,
+            cached,
+            digests,
+        } = reflect(&mut config, &mut pool)
             .await
             .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
         if !pending.is_empty() {
@@ -220,6 +226,7 @@ impl Gateway {
                 admission,
                 pending,
                 cached,
+                digests,
             }),
         })
     }
@@ -234,6 +241,12 @@ impl Gateway {
     /// gateway was built and are served from `descriptors.cache_dir`.
     pub fn cached_reflection(&self) -> &[String] {
         &self.inner.cached
+    }
+
+    /// The digest ([`descriptor_digest`]) of the descriptors loaded from
+    /// `backend` by reflection, cached ones included.
+    pub fn reflection_digest(&self, backend: &str) -> Option<&str> {
+        self.inner.digests.get(backend).map(String::as_str)
     }
 
     /// Rate limits, when configured.
@@ -379,6 +392,9 @@ async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Resu
         };
         reflection::add_to_pool(pool, &found.files)
             .with_context(|| format!("backend {}", backend.name))?;
+        outcome
+            .digests
+            .insert(backend.name.clone(), descriptor_digest(&found.files));
         tracing::info!(
             backend = %backend.name,
             services = ?found.services,
@@ -407,6 +423,22 @@ struct Reflection {
     pending: Vec<String>,
     /// Served from `descriptors.cache_dir`.
     cached: Vec<String>,
+    /// Of each backend's descriptors.
+    digests: BTreeMap<String, String>,
+}
+
+/// A digest of serialized file descriptors (SHA-256, hex) that does not
+/// depend on the order a reflection server lists them in.
+pub fn descriptor_digest(files: &[Bytes]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&Bytes> = files.iter().collect();
+    sorted.sort();
+    let mut digest = Sha256::new();
+    for file in sorted {
+        digest.update(u64::try_from(file.len()).unwrap_or(u64::MAX).to_be_bytes());
+        digest.update(file);
+    }
+    format!("{:x}", digest.finalize())
 }
 
 /// The cached descriptors of `backend`; a cache file that cannot be used is

@@ -32,5 +32,5 @@ pub use gateway::Gateway;
 /// The router for a loaded gateway, for tests and embedding; its
 /// `/readyz` never reports a shutdown.
 pub fn app(gateway: Gateway) -> axum::Router {
-    server::router::router(gateway, server::Draining::default())
+    server::router::router(gateway, server::Shared::default())
 }

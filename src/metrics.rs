@@ -90,8 +90,24 @@ struct Inner {
     route_problems: Family<ProblemLabels, Gauge>,
     reflection_pending: Family<BackendLabels, Gauge>,
     reflection_retries: Family<BackendLabels, Counter>,
+    schema_changes: Family<SchemaChangeLabels, Counter>,
+    reflection_refreshes: Family<RefreshLabels, Counter>,
     rate_limited: Counter,
     tls_handshake_failures: Counter,
+}
+
+/// Labels of a schema change.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemaChangeLabels {
+    kind: &'static str,
+    backend: String,
+}
+
+/// Labels of a reflection refresh.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    backend: String,
+    result: &'static str,
 }
 
 /// Labels of a reload.
@@ -183,6 +199,18 @@ impl Metrics {
             "Background reflection fetches of a backend that did not answer at load, by backend",
             reflection_retries.clone(),
         );
+        let schema_changes = Family::<SchemaChangeLabels, Counter>::default();
+        registry.register(
+            "schema_changes",
+            "Changes of the served schema found at swaps, by kind (compatible, breaking) and backend",
+            schema_changes.clone(),
+        );
+        let reflection_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "reflection_refreshes",
+            "Periodic reflection fetches (reflection_refresh) by backend and result (unchanged, changed, failed)",
+            reflection_refreshes.clone(),
+        );
         let rate_limited = Counter::default();
         registry.register(
             "rate_limited_requests",
@@ -210,6 +238,8 @@ impl Metrics {
                 route_problems,
                 reflection_pending,
                 reflection_retries,
+                schema_changes,
+                reflection_refreshes,
                 rate_limited,
             }),
         }
@@ -321,6 +351,30 @@ impl Metrics {
             .reflection_retries
             .get_or_create(&BackendLabels {
                 backend: backend.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one schema change of `kind` (`compatible`, `breaking`) in
+    /// `backend`'s services.
+    pub fn schema_change(&self, kind: &'static str, backend: &str) {
+        self.inner
+            .schema_changes
+            .get_or_create(&SchemaChangeLabels {
+                kind,
+                backend: backend.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one periodic reflection fetch of `backend` with `result`
+    /// (`unchanged`, `changed`, `failed`).
+    pub fn reflection_refresh(&self, backend: &str, result: &'static str) {
+        self.inner
+            .reflection_refreshes
+            .get_or_create(&RefreshLabels {
+                backend: backend.to_owned(),
+                result,
             })
             .inc();
     }

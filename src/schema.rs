@@ -664,5 +664,143 @@ fn cardinality(field: &FieldDescriptor) -> &'static str {
     }
 }
 
+/// Lines a diff logs before it only counts the rest.
+const LOGGED_CHANGES: usize = 20;
+
+impl Diff {
+    /// Logs the diff: a summary, then one line per change (breaking ones as
+    /// warnings), at most [`LOGGED_CHANGES`] of them and a count of the rest.
+    pub fn log(&self, cause: &str, applied: bool) {
+        if self.is_empty() {
+            return;
+        }
+        tracing::info!(
+            cause,
+            applied,
+            compatible = self.count(Severity::Compatible),
+            breaking = self.count(Severity::Breaking),
+            "schema changed"
+        );
+        for change in self.changes.iter().take(LOGGED_CHANGES) {
+            match change.severity {
+                Severity::Breaking => tracing::warn!(
+                    backend = %change.backend,
+                    rule = change.rule,
+                    subject = %change.subject,
+                    "breaking schema change: {}",
+                    change.message
+                ),
+                Severity::Compatible => tracing::info!(
+                    backend = %change.backend,
+                    rule = change.rule,
+                    subject = %change.subject,
+                    "compatible schema change: {}",
+                    change.message
+                ),
+            }
+        }
+        if self.changes.len() > LOGGED_CHANGES {
+            tracing::info!(
+                more = self.changes.len() - LOGGED_CHANGES,
+                "more schema changes not logged"
+            );
+        }
+    }
+}
+
+/// Changes kept per swap in the [`History`].
+const KEPT_CHANGES: usize = 200;
+/// Swaps kept in the [`History`].
+const KEPT_SWAPS: usize = 32;
+
+/// One swap of the schema with its diff, applied or refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Swap {
+    /// When, RFC 3339.
+    pub at: String,
+    /// What asked for it: `reload`, `sighup`, `file`, `reflection answered`,
+    /// `reflection refresh`.
+    pub cause: String,
+    /// The generation serving before the swap.
+    pub from_generation: u64,
+    /// The generation serving after it (the same when refused).
+    pub to_generation: u64,
+    /// Whether the new schema serves; false when refused as breaking.
+    pub applied: bool,
+    /// How many changes are compatible.
+    pub compatible: usize,
+    /// How many are breaking.
+    pub breaking: usize,
+    /// The changes, the first [`KEPT_CHANGES`] of them.
+    pub changes: Vec<Change>,
+    /// Changes not kept.
+    pub more: usize,
+}
+
+impl Swap {
+    /// The record of a swap with `diff`.
+    pub fn new(cause: &str, from: u64, to: u64, applied: bool, diff: &Diff) -> Self {
+        Self {
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            cause: cause.to_owned(),
+            from_generation: from,
+            to_generation: to,
+            applied,
+            compatible: diff.count(Severity::Compatible),
+            breaking: diff.count(Severity::Breaking),
+            changes: diff.changes.iter().take(KEPT_CHANGES).cloned().collect(),
+            more: diff.changes.len().saturating_sub(KEPT_CHANGES),
+        }
+    }
+}
+
+/// The last swaps that changed the schema, newest last, and the swap
+/// refused since the last one applied.
+#[derive(Debug, Default)]
+pub struct History {
+    inner: std::sync::Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    swaps: std::collections::VecDeque<Swap>,
+    refused: Option<Swap>,
+}
+
+impl History {
+    /// Keeps `swap`; an applied one clears the refused one.
+    pub fn record(&self, swap: Swap) {
+        let mut kept = self.lock();
+        kept.refused = (!swap.applied).then(|| swap.clone());
+        if kept.swaps.len() == KEPT_SWAPS {
+            kept.swaps.pop_front();
+        }
+        kept.swaps.push_back(swap);
+    }
+
+    /// Forgets the refused swap: a later swap changed nothing, so the
+    /// schema served is the one asked for.
+    pub fn settled(&self) {
+        self.lock().refused = None;
+    }
+
+    /// The kept swaps, oldest first.
+    pub fn swaps(&self) -> Vec<Swap> {
+        self.lock().swaps.iter().cloned().collect()
+    }
+
+    /// The swap refused since the last applied one, if any.
+    pub fn refused(&self) -> Option<Swap> {
+        self.lock().refused.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        // Holders only push and clone: a poisoned lock's data is whole.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests;

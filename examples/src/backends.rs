@@ -180,13 +180,27 @@ impl Servers {
         service: &str,
         router: Router,
     ) -> anyhow::Result<(SocketAddr, HealthReporter)> {
+        self.start_describing(addr, service, router, crate::FILE_DESCRIPTOR_SET)
+            .await
+    }
+
+    /// [`Servers::start`] with reflection describing the shop from
+    /// `descriptors`, an encoded `FileDescriptorSet`, instead of the protos
+    /// it was built from.
+    pub(crate) async fn start_describing(
+        &mut self,
+        addr: SocketAddr,
+        service: &str,
+        router: Router,
+        descriptors: &[u8],
+    ) -> anyhow::Result<(SocketAddr, HealthReporter)> {
         let (health, health_server) = tonic_health::server::health_reporter();
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
         let reflection = Reflection::new(
             &[
-                crate::FILE_DESCRIPTOR_SET,
+                descriptors,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,

@@ -73,6 +73,20 @@ impl Instance {
 ///
 /// Must be called inside a tokio runtime. Errors: `addr` cannot be bound.
 pub async fn spawn_users_v1(addr: SocketAddr) -> anyhow::Result<Instance> {
+    spawn_users_v1_describing(addr, crate::FILE_DESCRIPTOR_SET).await
+}
+
+/// [`spawn_users_v1`] whose reflection answers from `descriptors`, an
+/// encoded `FileDescriptorSet` that must define
+/// `shop.user.v1.UserService`: the same service deployed from an edited
+/// proto, for schema changes seen through reflection.
+///
+/// Must be called inside a tokio runtime. Errors: `addr` cannot be bound,
+/// or `descriptors` do not decode or lack the service.
+pub async fn spawn_users_v1_describing(
+    addr: SocketAddr,
+    descriptors: &[u8],
+) -> anyhow::Result<Instance> {
     let served = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&served);
     // An interceptor runs once per request of the service it wraps, so
@@ -83,7 +97,12 @@ pub async fn spawn_users_v1(addr: SocketAddr) -> anyhow::Result<Instance> {
     });
     let mut server = Servers::new();
     let (addr, health) = server
-        .start(addr, SERVICE_NAME, Server::builder().add_service(users))
+        .start_describing(
+            addr,
+            SERVICE_NAME,
+            Server::builder().add_service(users),
+            descriptors,
+        )
         .await?;
     tracing::info!(%addr, "extra shop.user.v1.UserService instance listening");
     Ok(Instance {

@@ -60,7 +60,7 @@ pub(crate) fn lock<T>(state: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, 
 }
 
 pub use backends::{Addresses, Backends, spawn, spawn_ephemeral};
-pub use instance::{Instance, spawn_users_v1};
+pub use instance::{Instance, spawn_users_v1, spawn_users_v1_describing};
 
 /// Encoded `google.protobuf.FileDescriptorSet` of the shop protos and all
 /// their imports (google/api, google/protobuf), with source comments and the

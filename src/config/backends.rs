@@ -39,6 +39,9 @@ pub struct BackendSection {
     /// Read descriptors from the backend by gRPC server reflection.
     #[serde(default)]
     pub reflection: bool,
+    /// Ask the backend's reflection again on this period (default: only at
+    /// load, reload and SIGHUP).
+    pub reflection_refresh: Option<NonZeroDuration>,
     /// Share of a split service's traffic.
     pub weight: Option<Weight>,
     /// How requests are spread over endpoints.
@@ -137,6 +140,9 @@ pub struct BackendConfig {
     pub services: Vec<ServicePattern>,
     /// Descriptors come from the backend by gRPC server reflection. Default false.
     pub reflection: bool,
+    /// With `reflection`: how often its descriptors are fetched again and,
+    /// when they changed, swapped in. `None`: only at load and reload.
+    pub reflection_refresh: Option<Duration>,
     /// Share of traffic when several backends serve one service. Several
     /// backends may serve a service only when each sets a weight. Default none.
     pub weight: Option<u32>,
@@ -363,6 +369,12 @@ impl BackendSection {
                 "list at least one service (or set `reflection: true` to serve every service the backend lists)".into()
             ));
         }
+        if self.reflection_refresh.is_some() && !self.reflection {
+            bail!(err(
+                &format!("{key}.reflection_refresh"),
+                "only a backend with `reflection: true` is refreshed".into()
+            ));
+        }
         let services = service_patterns(&self.services, &format!("{key}.services"), err)?;
         // Readiness waits for a required backend's health checks: without
         // them an endpoint would count as healthy until calls to it fail.
@@ -384,6 +396,7 @@ impl BackendSection {
         Ok(BackendConfig {
             services,
             reflection: self.reflection,
+            reflection_refresh: self.reflection_refresh.map(NonZeroDuration::get),
             weight: self.weight.map(Between::get),
             balance: self.balance.unwrap_or_default(),
             dns_refresh: self

@@ -199,6 +199,10 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ),
         ("backends.<name>.weight", Some(none(b.weight.is_none()))),
         (
+            "backends.<name>.reflection_refresh",
+            Some(none(b.reflection_refresh.is_none())),
+        ),
+        (
             "backends.<name>.health_check",
             off_then(b.health_check.is_none(), || {
                 vec![
@@ -289,6 +293,10 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         (
             "reload.watch",
             Some(vec![s(c.reload.watch), d(c.reload.debounce)]),
+        ),
+        (
+            "reload.refuse_breaking",
+            Some(vec![s(c.reload.refuse_breaking)]),
         ),
         (
             "streaming.default_framing",

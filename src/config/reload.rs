@@ -17,6 +17,8 @@ pub struct ReloadSection {
     pub watch: Option<bool>,
     /// Quiet time after the last change before reloading.
     pub debounce: Option<NonZeroDuration>,
+    /// Keep the running schema when a swap would break clients.
+    pub refuse_breaking: Option<bool>,
 }
 
 /// Hot reload of the config file.
@@ -26,6 +28,10 @@ pub struct ReloadOptions {
     pub watch: bool,
     /// Quiet time after the last change before reloading. Default 500ms.
     pub debounce: Duration,
+    /// A swap (reload, reflection refresh) whose schema diff has a breaking
+    /// change is refused: the running gateway keeps serving. Default false:
+    /// swap and report.
+    pub refuse_breaking: bool,
 }
 
 impl Default for ReloadOptions {
@@ -33,6 +39,7 @@ impl Default for ReloadOptions {
         Self {
             watch: true,
             debounce: DEFAULT_RELOAD_DEBOUNCE,
+            refuse_breaking: false,
         }
     }
 }
@@ -43,6 +50,7 @@ impl From<ReloadSection> for ReloadOptions {
         Self {
             watch: r.watch.unwrap_or(d.watch),
             debounce: r.debounce.map_or(d.debounce, NonZeroDuration::get),
+            refuse_breaking: r.refuse_breaking.unwrap_or(d.refuse_breaking),
         }
     }
 }

@@ -208,6 +208,52 @@ fn required_backends_get_the_default_health_checks() {
 }
 
 #[test]
+fn reflection_refresh_needs_reflection_and_a_period() {
+    let backend =
+        |extra: &str| format!("backends:\n  users:\n    address: http://127.0.0.1:1\n{extra}");
+    for (extra, want) in [
+        ("    reflection: true\n", Ok(None)),
+        (
+            "    reflection: true\n    reflection_refresh: 30s\n",
+            Ok(Some(Duration::from_secs(30))),
+        ),
+        (
+            "    reflection: true\n    reflection_refresh: 0s\n",
+            Err("backends.users.reflection_refresh"),
+        ),
+        (
+            "    services: [a.B]\n    reflection_refresh: 30s\n",
+            Err("only a backend with `reflection: true` is refreshed"),
+        ),
+    ] {
+        let got = parse(&backend(extra), Path::new("gateway.yaml"));
+        match (got, want) {
+            (Ok(c), Ok(want)) => assert_eq!(c.backends[0].reflection_refresh, want, "{extra:?}"),
+            (Err(e), Err(want)) => {
+                let e = format!("{e:#}");
+                assert!(e.contains(want), "{extra:?}: {e}");
+            }
+            (got, want) => panic!("{extra:?}: {got:?} instead of {want:?}"),
+        }
+    }
+    let c = parse(
+        &backend("    reflection: true\n"),
+        Path::new("gateway.yaml"),
+    )
+    .unwrap();
+    assert!(!c.reload.refuse_breaking);
+    let c = parse(
+        &format!(
+            "{}reload:\n  refuse_breaking: true\n",
+            backend("    reflection: true\n")
+        ),
+        Path::new("gateway.yaml"),
+    )
+    .unwrap();
+    assert!(c.reload.refuse_breaking);
+}
+
+#[test]
 fn drain_delay_defaults_to_zero() {
     for (server, want) in [
         ("", Duration::ZERO),

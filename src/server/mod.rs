@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-pub use reload::{Draining, Live};
+pub use reload::{Draining, Live, Shared};
 
 use connection::{Activity, Counted, Timeouts};
 

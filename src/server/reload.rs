@@ -9,6 +9,7 @@
 //!
 //! The listen address is bound once; a changed `server.listen` needs a restart.
 
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,12 +23,14 @@ use axum::extract::Request;
 use axum::response::Response;
 use notify::RecommendedWatcher;
 use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::router;
 use crate::config;
 use crate::gateway::Gateway;
+use crate::schema::{self, History};
 use crate::watch::{Hangups, Trigger, next_trigger, watch_paths};
 
 /// The gateway being served and its router.
@@ -44,8 +47,19 @@ pub struct Live {
     /// Cancelled when open streams are to end (a shutdown's grace is over);
     /// every request carries a clone as an extension.
     cut: CancellationToken,
-    /// Set when a shutdown begins; every router built here reads it.
-    draining: Draining,
+    /// Shared by every router built here.
+    shared: Shared,
+    /// Notified after every swap.
+    swapped: Notify,
+}
+
+/// What every router a [`Live`] builds shares, across reloads.
+#[derive(Debug, Clone, Default)]
+pub struct Shared {
+    /// Set when a shutdown begins.
+    pub draining: Draining,
+    /// The schema swaps and their diffs.
+    pub schema: Arc<History>,
 }
 
 /// Whether the gateway is shutting down, so `/readyz` answers 503 while
@@ -78,12 +92,14 @@ pub struct Watch {
     _watcher: Option<RecommendedWatcher>,
     task: tokio::task::AbortHandle,
     retry: tokio::task::AbortHandle,
+    refresh: tokio::task::AbortHandle,
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
         self.retry.abort();
+        self.refresh.abort();
     }
 }
 
@@ -132,7 +148,7 @@ async fn retry_reflection(live: Arc<Live>) {
             continue;
         }
         tracing::info!(backends = ?answered, "reflection answers: loading the routes of its services");
-        match live.reload_from_file(false).await {
+        match live.reload_from_file(false, "reflection answered").await {
             Ok(_) => {
                 live.gateway().metrics().reload(true);
                 delay = RETRY_FIRST;
@@ -143,6 +159,101 @@ async fn retry_reflection(live: Arc<Live>) {
                     "reload after reflection answered failed, still serving the previous config: {e:#}"
                 );
             }
+        }
+    }
+}
+
+/// `backends.<name>.reflection_refresh`: asks those backends' reflection
+/// again, each on its period. An answer whose descriptors differ from those
+/// serving ([`crate::gateway::descriptor_digest`]) reloads, which swaps them
+/// in with a schema diff like any reload; an unchanged answer changes and
+/// logs nothing. A refused swap is not asked for again until the backend's
+/// answer changes once more. A backend that stops answering keeps its
+/// descriptors; that is logged once, and again when it answers. Backends
+/// without descriptors or on cached ones are [`retry_reflection`]'s.
+async fn refresh_reflection(live: Arc<Live>) {
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut asked: HashMap<String, String> = HashMap::new();
+    let mut failing: HashSet<String> = HashSet::new();
+    loop {
+        // Enabled before reading the gateway: a swap from now on wakes the wait.
+        let swapped = live.swapped.notified();
+        tokio::pin!(swapped);
+        swapped.as_mut().enable();
+        let gateway = live.gateway();
+        let now = Instant::now();
+        let refreshed: Vec<(&crate::config::BackendConfig, Duration)> = gateway
+            .config()
+            .backends
+            .iter()
+            .filter(|b| b.reflection)
+            .filter_map(|b| Some((b, b.reflection_refresh?)))
+            .collect();
+        due.retain(|name, _| refreshed.iter().any(|(b, _)| &b.name == name));
+        let mut changed = Vec::new();
+        for &(backend, period) in &refreshed {
+            let at = *due.entry(backend.name.clone()).or_insert(now + period);
+            if at > now {
+                continue;
+            }
+            due.insert(backend.name.clone(), now + period);
+            let name = &backend.name;
+            if gateway.pending_reflection().contains(name)
+                || gateway.cached_reflection().contains(name)
+            {
+                continue;
+            }
+            match crate::gateway::fetch(backend).await {
+                Ok(found) => {
+                    if failing.remove(name) {
+                        tracing::info!(backend = %name, "reflection refresh: the backend answers again");
+                    }
+                    let digest = crate::gateway::descriptor_digest(&found.files);
+                    if gateway.reflection_digest(name) == Some(digest.as_str()) {
+                        gateway.metrics().reflection_refresh(name, "unchanged");
+                        // Back to the schema serving: what was refused is no longer offered.
+                        if asked.remove(name).is_some() {
+                            live.shared.schema.settled();
+                        }
+                        continue;
+                    }
+                    if asked.get(name) == Some(&digest) {
+                        gateway.metrics().reflection_refresh(name, "unchanged");
+                        continue;
+                    }
+                    gateway.metrics().reflection_refresh(name, "changed");
+                    asked.insert(name.clone(), digest);
+                    changed.push(name.clone());
+                }
+                Err(cause) => {
+                    gateway.metrics().reflection_refresh(name, "failed");
+                    if failing.insert(name.clone()) {
+                        tracing::warn!(backend = %name, %cause, "reflection refresh: the backend does not answer; serving the descriptors it gave before");
+                    } else {
+                        tracing::debug!(backend = %name, %cause, "reflection refresh: still no answer");
+                    }
+                }
+            }
+        }
+        if !changed.is_empty() {
+            tracing::info!(backends = ?changed, "reflection refresh: descriptors changed; reloading");
+            let result = live.reload_from_file(false, "reflection refresh").await;
+            live.gateway().metrics().reload(result.is_ok());
+            if let Err(e) = result {
+                tracing::error!(
+                    "reload after a reflection refresh failed, still serving the previous schema: {e:#}"
+                );
+            }
+            continue;
+        }
+        match due.values().min() {
+            Some(&at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = &mut swapped => {}
+                }
+            }
+            None => swapped.await,
         }
     }
 }
@@ -162,13 +273,14 @@ impl Live {
         let loaded = std::fs::read(&gateway.config().source)
             .ok()
             .map(|bytes| fingerprint(&bytes, &gateway.config().descriptors));
-        let draining = Draining::default();
+        let shared = Shared::default();
         Arc::new(Self {
-            active: ArcSwap::from_pointee(Active::new(gateway, &draining)),
+            active: ArcSwap::from_pointee(Active::new(gateway, &shared)),
             reloading: Mutex::new(loaded),
             listen_override: listen,
             cut: CancellationToken::new(),
-            draining,
+            shared,
+            swapped: Notify::new(),
         })
     }
 
@@ -199,12 +311,12 @@ impl Live {
     /// Begins a shutdown: `/readyz` answers 503 from now on, while
     /// requests are still served.
     pub fn drain(&self) {
-        self.draining.start();
+        self.shared.draining.start();
     }
 
     /// Whether [`Live::drain`] was called.
     pub fn is_draining(&self) -> bool {
-        self.draining.is_draining()
+        self.shared.draining.is_draining()
     }
 
     /// Ends every open stream (with an UNAVAILABLE error line or close):
@@ -219,14 +331,29 @@ impl Live {
     /// The new config, its descriptors or its backends do not load; the
     /// running gateway is unchanged.
     pub async fn reload(&self) -> anyhow::Result<Gateway> {
-        self.reload_from_file(false)
+        self.reload_from_file(false, "reload")
             .await
             .map(|g| g.unwrap_or_else(|| self.gateway()))
     }
 
+    /// The schema swaps seen, with their diffs.
+    pub fn schema_history(&self) -> &History {
+        &self.shared.schema
+    }
+
     /// Reloads; with `only_if_changed`, not when the file holds what was last
-    /// loaded (returning `None`).
-    async fn reload_from_file(&self, only_if_changed: bool) -> anyhow::Result<Option<Gateway>> {
+    /// loaded (returning `None`). `cause` names the trigger in the schema
+    /// history.
+    ///
+    /// The new gateway's routes are compared with the running ones
+    /// ([`crate::schema::diff`]); the diff is logged, counted and kept, and
+    /// with `reload.refuse_breaking` a breaking one is refused: an error,
+    /// and the running gateway keeps serving.
+    async fn reload_from_file(
+        &self,
+        only_if_changed: bool,
+        cause: &str,
+    ) -> anyhow::Result<Option<Gateway>> {
         let mut loaded = self.reloading.lock().await;
         let current = self.gateway();
         let path = current.config().source.clone();
@@ -264,8 +391,48 @@ impl Live {
             config.tracing = current.config().tracing.clone();
         }
         let next = current.reload(config).await?;
+        let diff = schema::diff(
+            &schema::Surface::of(current.routes()),
+            &schema::Surface::of(next.routes()),
+        );
+        let refused = diff.is_breaking() && next.config().reload.refuse_breaking;
+        diff.log(cause, !refused);
+        for change in &diff.changes {
+            next.metrics()
+                .schema_change(change.severity.as_str(), &change.backend);
+        }
+        if diff.is_empty() {
+            self.shared.schema.settled();
+        } else {
+            let to = if refused {
+                current.generation()
+            } else {
+                next.generation()
+            };
+            self.shared.schema.record(schema::Swap::new(
+                cause,
+                current.generation(),
+                to,
+                !refused,
+                &diff,
+            ));
+        }
+        if refused {
+            let first = diff
+                .changes
+                .iter()
+                .find(|c| c.severity == schema::Severity::Breaking)
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the new schema has {} breaking change(s) and reload.refuse_breaking is on (the first: {first}); keeping generation {}",
+                diff.count(schema::Severity::Breaking),
+                current.generation()
+            );
+        }
         self.active
-            .store(Arc::new(Active::new(next.clone(), &self.draining)));
+            .store(Arc::new(Active::new(next.clone(), &self.shared)));
+        self.swapped.notify_waiters();
         *loaded = Some(seen);
         tracing::info!(
             generation = next.generation(),
@@ -301,15 +468,15 @@ impl Live {
         let mut hangups = Hangups::listen();
         let task = tokio::spawn(async move {
             loop {
-                let only_if_changed =
+                let (only_if_changed, cause) =
                     match next_trigger(&changed, &mut hangups, options.debounce).await {
-                        Trigger::FileChanged => true,
+                        Trigger::FileChanged => (true, "file changed"),
                         Trigger::Hangup => {
                             tracing::info!("SIGHUP: reloading configuration");
-                            false
+                            (false, "sighup")
                         }
                     };
-                let result = live.reload_from_file(only_if_changed).await;
+                let result = live.reload_from_file(only_if_changed, cause).await;
                 match &result {
                     Ok(Some(_)) => live.gateway().metrics().reload(true),
                     Err(_) => live.gateway().metrics().reload(false),
@@ -324,18 +491,20 @@ impl Live {
             }
         });
         let retry = tokio::spawn(retry_reflection(self.clone()));
+        let refresh = tokio::spawn(refresh_reflection(self.clone()));
         Ok(Watch {
             _watcher: watcher,
             task: task.abort_handle(),
             retry: retry.abort_handle(),
+            refresh: refresh.abort_handle(),
         })
     }
 }
 
 impl Active {
-    fn new(gateway: Gateway, draining: &Draining) -> Self {
+    fn new(gateway: Gateway, shared: &Shared) -> Self {
         Self {
-            router: router::router(gateway.clone(), draining.clone()),
+            router: router::router(gateway.clone(), shared.clone()),
             gateway,
         }
     }

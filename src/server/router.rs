@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 
-use super::reload::Draining;
+use super::reload::Shared;
 use super::{docs, handler, layers};
 use crate::error::{GatewayError, JSON};
 use crate::gateway::Gateway;
@@ -24,13 +24,13 @@ use crate::http_rule::LookupError;
 use crate::openapi::Format;
 
 /// Builds the router for a loaded gateway; `/readyz` answers 503 once
-/// `draining` is set.
-pub fn router(gateway: Gateway, draining: Draining) -> Router {
+/// `shared.draining` is set, and shows a schema swap refused as breaking.
+pub fn router(gateway: Gateway, shared: Shared) -> Router {
     let mut endpoints = Router::new()
         .route("/healthz", get(healthz))
         .route(
             "/readyz",
-            get(move |state: State<Gateway>| readyz(state, draining.clone())),
+            get(move |state: State<Gateway>| readyz(state, shared.clone())),
         )
         .route("/metrics", get(metrics));
     if gateway.config().openapi.enabled {
@@ -78,7 +78,7 @@ async fn healthz() -> impl IntoResponse {
 /// ejected and, with `reflection`, its descriptors. 200 when ready, 503
 /// when not (`status` says `not_ready` or `draining`); the body lists each
 /// backend's endpoints and their state either way.
-async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
+async fn readyz(State(gw): State<Gateway>, shared: Shared) -> Response {
     #[derive(serde::Serialize)]
     struct Ready<'a> {
         status: &'a str,
@@ -90,6 +90,10 @@ async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
         /// Reflection backends served from the descriptor cache meanwhile.
         #[serde(skip_serializing_if = "<[String]>::is_empty")]
         cached_reflection: &'a [String],
+        /// The last schema swap, refused for breaking changes
+        /// (`reload.refuse_breaking`): the schema served is the one before it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        schema_refused: Option<crate::schema::Swap>,
     }
     #[derive(serde::Serialize)]
     struct ConfigState {
@@ -100,7 +104,7 @@ async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
     }
     let backends = gw.upstreams().status();
     let pending = gw.pending_reflection();
-    let draining = draining.is_draining();
+    let draining = shared.draining.is_draining();
     // A required backend needs its routes as well as an endpoint.
     let ready = !draining
         && backends
@@ -121,6 +125,7 @@ async fn readyz(State(gw): State<Gateway>, draining: Draining) -> Response {
         backends,
         pending_reflection: pending,
         cached_reflection: gw.cached_reflection(),
+        schema_refused: shared.schema.refused(),
     };
     let status = if ready {
         StatusCode::OK

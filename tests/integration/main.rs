@@ -19,6 +19,7 @@ mod metadata;
 mod openapi;
 mod readme;
 mod reload;
+mod schema;
 mod shutdown;
 mod streaming;
 mod tls;
