@@ -64,6 +64,21 @@ pub enum Command {
         #[arg(long)]
         require_reflection: bool,
     },
+    /// Say which route a request would match and what the gateway would do
+    /// with it (the admin API's `/explain`), without starting a server.
+    Explain {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.yaml", env = "PROTOGATE_CONFIG")]
+        config: PathBuf,
+        /// Fail when a `reflection: true` backend does not answer (by
+        /// default a warning: its routes are left out).
+        #[arg(long)]
+        require_reflection: bool,
+        /// The request's HTTP method, e.g. GET.
+        method: String,
+        /// Its path, with the query if any: /v1/users/1?view=FULL.
+        path: String,
+    },
     /// Mint a JWT for local development.
     Token(TokenArgs),
     /// Print the SHA-256 of an API key, as `auth.api_keys` wants it.
@@ -122,6 +137,15 @@ pub struct TokenArgs {
     pub claims: Vec<String>,
 }
 
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs a parsed command line.
 ///
 /// # Errors
@@ -155,8 +179,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 routes = gateway.routes().routes().len(),
                 "protogate listening on {scheme}://{bound}"
             );
+            // Bound before serving: an admin address in use fails startup.
+            let admin = match gateway.config().admin.listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("admin.listen: cannot listen on {addr}"))?,
+                ),
+                None => None,
+            };
             let live = Live::with_listen_override(gateway, listen);
             let _watch = live.watch()?;
+            let _admin = admin.map(|listener| {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!("admin API listening on http://{addr}");
+                }
+                let live = live.clone();
+                AbortOnDrop(tokio::spawn(async move {
+                    if let Err(e) = crate::server::admin::serve(listener, live).await {
+                        tracing::error!(error = %e, "the admin API stopped");
+                    }
+                }))
+            });
             let served = crate::server::serve(listener, live, shutdown_signal()).await;
             telemetry.shutdown().await;
             served?;
@@ -180,6 +224,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 left_out == 0,
                 "{left_out} binding(s) cannot be routed; serve would leave them out"
             );
+            Ok(())
+        }
+        Command::Explain {
+            config,
+            require_reflection,
+            method,
+            path,
+        } => {
+            let gateway = Gateway::load(config::load(&config)?).await?;
+            offline(&gateway, require_reflection)?;
+            let explained = crate::server::admin::explanation(&gateway, &method, &path)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &explained)?;
+            writeln!(out)?;
             Ok(())
         }
         Command::Openapi {

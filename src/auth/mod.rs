@@ -58,6 +58,18 @@ pub struct Requirement {
     claims: Vec<(String, Vec<String>)>,
 }
 
+impl Requirement {
+    /// The accepted credentials in words (`a bearer token from dev`, ...).
+    pub fn accepts(&self) -> &str {
+        &self.accepts
+    }
+
+    /// Claims that must hold, each with its accepted values.
+    pub fn claims(&self) -> &[(String, Vec<String>)] {
+        &self.claims
+    }
+}
+
 /// Who made the request, verified.
 #[derive(Debug, Clone)]
 pub enum Principal {

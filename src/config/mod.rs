@@ -12,6 +12,7 @@
 //! This module imports nothing else of the crate: everything else depends
 //! on it.
 
+pub mod admin;
 pub mod apis;
 pub mod auth;
 pub mod backend_tls;
@@ -128,6 +129,8 @@ pub struct Config {
     pub tls: Option<ServerTls>,
     /// Span export. Read at startup.
     pub tracing: TracingOptions,
+    /// The admin API's listener. Read at startup. Default none: off.
+    pub admin: admin::AdminOptions,
 }
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
@@ -182,6 +185,9 @@ pub struct FileConfig {
     /// Distributed tracing: OpenTelemetry spans exported over OTLP.
     #[serde(default)]
     pub tracing: self::tracing::TracingSection,
+    /// The operator's admin API.
+    #[serde(default)]
+    pub admin: admin::AdminSection,
 }
 
 /// Reads and validates a config file.
@@ -255,6 +261,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
             .map(|tls| tls.validate(&anchor, &err))
             .transpose()?,
         tracing: raw.tracing.validate(&err)?,
+        admin: raw.admin.validate(&err)?,
         rate_limit: raw.rate_limit.into(),
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),

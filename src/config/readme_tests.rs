@@ -298,6 +298,8 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             "reload.refuse_breaking",
             Some(vec![s(c.reload.refuse_breaking)]),
         ),
+        ("admin.listen", Some(none(c.admin.listen.is_none()))),
+        ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",
             Some(vec![s(match c.streaming.default_framing {

@@ -1,5 +1,6 @@
 //! The HTTP side: the router, the request pipeline and the listener loop.
 
+pub mod admin;
 pub mod compression;
 pub mod connection;
 pub mod docs;

@@ -386,6 +386,10 @@ impl Live {
             );
             config.tls = current.config().tls.clone();
         }
+        if config.admin != current.config().admin {
+            tracing::warn!("admin changed; restart protogate to use it");
+            config.admin = current.config().admin.clone();
+        }
         if config.tracing != current.config().tracing {
             tracing::warn!("tracing changed; restart protogate to use it");
             config.tracing = current.config().tracing.clone();

@@ -148,3 +148,93 @@ fn issue_15_a_proto_syntax_error_names_file_line_and_column() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn explain_prints_what_the_gateway_would_do() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (_dir, config) = example_config_file(&backends);
+    let config = config.to_str().unwrap().to_owned();
+    let (ok, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        protogate(&["explain", "--config", &config, "GET", "/v1/users/1"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{stderr}");
+    let explained: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(explained["matched"], true, "{stdout}");
+    assert_eq!(
+        explained["route"]["rpc"],
+        "shop.user.v1.UserService.GetUser"
+    );
+    assert_eq!(explained["from_path_and_query"]["message"]["id"], "1");
+
+    let config = _dir.0.join("gateway.yaml").to_str().unwrap().to_owned();
+    let (ok, stdout, _) = tokio::task::spawn_blocking(move || {
+        protogate(&["explain", "--config", &config, "FETCH ME", "/v1/users/1"])
+    })
+    .await
+    .unwrap();
+    assert!(!ok, "{stdout}");
+}
+
+#[tokio::test]
+async fn the_admin_api_listens_apart_and_only_on_loopback_unless_allowed() {
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (dir, config) = example_config_file(&backends);
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config).unwrap();
+    dir.write_config(&format!(
+        "{text}\nadmin:\n  listen: 127.0.0.1:{admin_port}\n"
+    ));
+    let gateway = crate::support::spawn_gateway(&config).await;
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    crate::support::eventually(20, "the admin API answers", || async {
+        crate::support::client()
+            .get(format!("{admin}/routes"))
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    let routes = crate::support::client()
+        .get(format!("{admin}/routes"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let routes: serde_json::Value = serde_json::from_str(&routes).unwrap();
+    assert!(routes["routes"].as_array().unwrap().len() > 10, "{routes}");
+    // Not on the API's listener.
+    let on_api = crate::support::client()
+        .get(format!("{}/routes", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404);
+    drop(gateway);
+
+    dir.write_config(&format!("{text}\nadmin:\n  listen: 0.0.0.0:{admin_port}\n"));
+    let path = config.to_str().unwrap().to_owned();
+    let (ok, _, stderr) =
+        tokio::task::spawn_blocking(move || protogate(&["check", "--config", &path]))
+            .await
+            .unwrap();
+    assert!(!ok);
+    assert!(stderr.contains("admin.listen: 0.0.0.0:"), "{stderr}");
+    assert!(stderr.contains("allow_remote"), "{stderr}");
+    dir.write_config(&format!(
+        "{text}\nadmin:\n  listen: 0.0.0.0:{admin_port}\n  allow_remote: true\n"
+    ));
+    let path = config.to_str().unwrap().to_owned();
+    let (ok, _, stderr) =
+        tokio::task::spawn_blocking(move || protogate(&["check", "--config", &path]))
+            .await
+            .unwrap();
+    assert!(ok, "{stderr}");
+}

@@ -7,6 +7,7 @@
 mod probe;
 mod support;
 
+mod admin;
 mod auth;
 mod balancing;
 mod bindings;
