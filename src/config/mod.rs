@@ -131,6 +131,9 @@ pub struct Config {
     pub tracing: TracingOptions,
     /// The admin API's listener. Read at startup. Default none: off.
     pub admin: admin::AdminOptions,
+    /// gRPC server reflection of the routed services on the main listener.
+    /// Default true.
+    pub reflection_server: bool,
 }
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
@@ -188,6 +191,8 @@ pub struct FileConfig {
     /// The operator's admin API.
     #[serde(default)]
     pub admin: admin::AdminSection,
+    /// Serve gRPC server reflection of the routed services.
+    pub reflection_server: Option<bool>,
 }
 
 /// Reads and validates a config file.
@@ -262,6 +267,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
             .transpose()?,
         tracing: raw.tracing.validate(&err)?,
         admin: raw.admin.validate(&err)?,
+        reflection_server: raw.reflection_server.unwrap_or(true),
         rate_limit: raw.rate_limit.into(),
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),

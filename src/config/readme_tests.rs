@@ -299,6 +299,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             Some(vec![s(c.reload.refuse_breaking)]),
         ),
         ("admin.listen", Some(none(c.admin.listen.is_none()))),
+        ("reflection_server", Some(vec![s(c.reflection_server)])),
         ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",

@@ -104,6 +104,12 @@ async fn dispatch(
     seen: &mut Seen,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
+    // A gRPC client gets a gRPC answer, never an HTTP error page it cannot
+    // read: a trailers-only UNIMPLEMENTED (native gRPC calls are not
+    // passed through; the gateway's reflection has routes of its own).
+    if is_grpc(parts) {
+        return Ok(grpc_unimplemented(parts.uri.path()));
+    }
     let websocket = websocket::is_websocket(parts);
     let found = pipeline::lookup(gw, parts, websocket)?;
     let route = &found.route.route;
@@ -126,5 +132,35 @@ async fn dispatch(
     }
     let response = unary::call(gw, parts, body, call).await;
     drop(admitted);
+    response
+}
+
+/// `content-type: application/grpc` (any `+codec`), not gRPC-Web.
+fn is_grpc(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
+        })
+}
+
+/// A trailers-only gRPC answer: status 12, UNIMPLEMENTED.
+fn grpc_unimplemented(path: &str) -> Response {
+    let message = format!("{path} is not served as a gRPC method by this gateway");
+    let encoded: String =
+        percent_encoding::utf8_percent_encode(&message, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    let mut response = Response::new(Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("12"));
+    if let Ok(value) = http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
     response
 }

@@ -8,6 +8,7 @@ pub mod framing;
 pub mod handler;
 pub mod layers;
 pub mod pipeline;
+pub mod reflection;
 pub mod reload;
 pub mod router;
 pub mod stream;

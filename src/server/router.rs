@@ -33,6 +33,12 @@ pub fn router(gateway: Gateway, shared: Shared) -> Router {
             get(move |state: State<Gateway>| readyz(state, shared.clone())),
         )
         .route("/metrics", get(metrics));
+    if gateway.config().reflection_server {
+        let reflection = super::reflection::Reflection::new(&gateway);
+        endpoints = endpoints
+            .route_service(super::reflection::PATHS[0], reflection.v1())
+            .route_service(super::reflection::PATHS[1], reflection.v1alpha());
+    }
     if gateway.config().openapi.enabled {
         let versions: Vec<String> = gateway.openapi().versions.keys().cloned().collect();
         endpoints = endpoints

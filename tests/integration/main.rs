@@ -5,6 +5,7 @@
 //! then over HTTP.
 
 mod probe;
+mod python;
 mod support;
 
 mod admin;
@@ -19,6 +20,7 @@ mod errors;
 mod metadata;
 mod openapi;
 mod readme;
+mod reflection_server;
 mod reload;
 mod schema;
 mod shutdown;
