@@ -79,6 +79,9 @@ pub enum Command {
         /// Its path, with the query if any: /v1/users/1?view=FULL.
         path: String,
     },
+    /// Print the JSON Schema (2020-12) of gateway.yaml, for editors and
+    /// validators.
+    ConfigSchema,
     /// Mint a JWT for local development.
     Token(TokenArgs),
     /// Print the SHA-256 of an API key, as `auth.api_keys` wants it.
@@ -224,6 +227,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 left_out == 0,
                 "{left_out} binding(s) cannot be routed; serve would leave them out"
             );
+            Ok(())
+        }
+        Command::ConfigSchema => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(config::json_schema().as_bytes())?;
             Ok(())
         }
         Command::Explain {

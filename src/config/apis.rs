@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::service_pattern::{ServicePattern, service_patterns};
 
 /// `apis[]` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
     /// Full service names or `package.*` patterns.
@@ -21,7 +21,7 @@ pub struct ApiSection {
 }
 
 /// `apis[].deprecated` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeprecationSection {
     /// When the API was (or will be) deprecated: `YYYY-MM-DD` or RFC 3339.

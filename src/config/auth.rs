@@ -11,7 +11,7 @@ use anyhow::anyhow;
 use serde::Deserialize;
 
 /// `auth:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSection {
     /// JWT providers by name.
@@ -33,7 +33,7 @@ pub struct AuthSection {
 }
 
 /// `auth.jwt.<name>:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSection {
     /// Required `iss`.
@@ -56,12 +56,15 @@ pub struct JwtSection {
     pub jwks_url: Option<String>,
     /// How often a remote JWKS is refetched when it has no `Cache-Control`.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub jwks_refresh: Option<Duration>,
     /// Shortest gap between refetches for an unknown `kid`.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub jwks_min_refresh: Option<Duration>,
     /// Allowed clock difference for `exp` / `nbf`.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub clock_skew: Option<Duration>,
     /// Where the token is read from.
     #[serde(default)]
@@ -71,7 +74,7 @@ pub struct JwtSection {
 }
 
 /// Where a credential is read from: exactly one key.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationSection {
     /// A header; `Authorization` means its `Bearer` token.
@@ -83,7 +86,7 @@ pub struct LocationSection {
 }
 
 /// `auth.api_keys:`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysSection {
     /// Where the key is read from; default header `x-api-key`.
@@ -96,7 +99,7 @@ pub struct ApiKeysSection {
 }
 
 /// One API key, by hash.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySection {
     /// A name for logs and forwarding.
@@ -109,7 +112,7 @@ pub struct ApiKeySection {
 }
 
 /// What a rule requires.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBody {
     /// No credentials needed.
@@ -127,7 +130,7 @@ pub struct RuleBody {
 }
 
 /// One entry of `auth.rules`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSection {
     /// Full service name.
@@ -142,7 +145,7 @@ pub struct RuleSection {
 }
 
 /// `auth.forward:`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardSection {
     /// Claim name → metadata name.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::pem::{PemFile, read_certs_pem, read_key_pem};
 
 /// `backends.<name>.tls:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTlsSection {
     /// PEM CA certificates to trust instead of the system's roots.

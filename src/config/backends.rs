@@ -25,7 +25,7 @@ pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 pub const MAX_WEIGHT: u32 = 10_000;
 
 /// `backends.<name>:` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
     /// `http://host:port` of the gRPC server.
@@ -67,7 +67,7 @@ pub struct BackendSection {
 }
 
 /// Endpoint choice within a backend.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Power of two choices on in-flight requests (the default).
@@ -78,7 +78,7 @@ pub enum Balance {
 }
 
 /// `backends.<name>.health_check:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckSection {
     /// Time between checks.
@@ -94,23 +94,25 @@ pub struct HealthCheckSection {
 }
 
 /// `backends.<name>.retry:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySection {
     /// Attempts in all, the first included.
     pub attempts: Option<Between<u32, 1, 10>>,
     /// Backoff before the first retry; doubled for each next one.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub backoff: Option<Duration>,
     /// Longest backoff.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub max_backoff: Option<Duration>,
     /// Retries allowed as a share of requests (0.2: one in five).
     pub budget: Option<Ratio>,
 }
 
 /// `backends.<name>.outlier_detection:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierSection {
     /// Failed calls in a row before an endpoint is ejected; 0 turns ejection off.

@@ -23,7 +23,7 @@ pub const DEFAULT_CORS_HEADERS: [HeaderName; 2] =
     [http::header::AUTHORIZATION, http::header::CONTENT_TYPE];
 
 /// `cors:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorsSection {
     /// Origins allowed to call the API from a browser, or `["*"]`.
@@ -43,6 +43,7 @@ pub struct CorsSection {
     pub allow_credentials: bool,
     /// How long browsers may cache a preflight answer.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub max_age: Option<Duration>,
 }
 

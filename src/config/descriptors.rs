@@ -9,7 +9,7 @@ use serde::Deserialize;
 pub const DESCRIPTOR_CACHE_ENV: &str = "PROTOGATE_DESCRIPTOR_CACHE";
 
 /// `descriptors:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescriptorsSection {
     /// Include directories for `.proto` imports.

@@ -5,7 +5,7 @@ use anyhow::bail;
 use serde::Deserialize;
 
 /// `http:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Rules by selector; they replace a method's `google.api.http` annotation.
@@ -14,7 +14,7 @@ pub struct HttpSection {
 }
 
 /// `http.rules[]`, mirroring `google.api.HttpRule`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpRuleSection {
     /// `package.Service.Method` (only in top-level rules).
@@ -44,7 +44,7 @@ pub struct HttpRuleSection {
 }
 
 /// `custom: { kind, path }`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomPatternSection {
     /// HTTP method name, or `*`.

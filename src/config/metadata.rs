@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::auth;
 
 /// `metadata:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataSection {
     /// Request headers forwarded to backends as gRPC metadata under the same name.

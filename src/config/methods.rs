@@ -10,7 +10,7 @@ use super::transcoding::UnknownFields;
 use super::value::NonZeroDuration;
 
 /// `methods.<package.Service.Method>:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MethodSection {
     /// Deadline for this method.

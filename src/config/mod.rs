@@ -138,7 +138,7 @@ pub struct Config {
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
 /// errors so typos never pass silently.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// Listener settings.
@@ -193,6 +193,17 @@ pub struct FileConfig {
     pub admin: admin::AdminSection,
     /// Serve gRPC server reflection of the routed services.
     pub reflection_server: Option<bool>,
+}
+
+/// The JSON Schema (2020-12) of `gateway.yaml`, generated from the types
+/// it is read into: descriptions from their doc comments. What the schema
+/// cannot say (rules across values, reachable files) is checked at load.
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(FileConfig);
+    schema.insert("title".into(), "protogate gateway.yaml".into());
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Reads and validates a config file.

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 /// `openapi:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenApiSection {
     /// Serve `/openapi.json`, `/openapi.yaml` and `/docs`.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::value::{NonZeroDuration, Positive};
 
 /// `rate_limit:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     /// Anonymous calls, per client address.
@@ -18,7 +18,7 @@ pub struct RateLimitSection {
 }
 
 /// One token bucket as written: `requests` per `per`, at most `burst` at once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateSection {
     /// Requests per period.

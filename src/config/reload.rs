@@ -10,7 +10,7 @@ use super::value::NonZeroDuration;
 pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// `reload:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadSection {
     /// Reload when the file changes.

@@ -18,7 +18,7 @@ pub const DEFAULT_MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `server:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// `host:port` to listen on.
@@ -28,9 +28,11 @@ pub struct ServerSection {
     /// How long a stopping gateway keeps accepting connections, answering
     /// `/readyz` with 503, before it closes its listener.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub drain_delay: Option<Duration>,
     /// How long a stopping gateway waits for requests and streams in flight.
     #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<super::value::DurationText>")]
     pub shutdown_grace: Option<Duration>,
     /// Longest a client may take to send a request's headers.
     pub header_read_timeout: Option<NonZeroDuration>,
@@ -49,7 +51,7 @@ pub struct ServerSection {
 }
 
 /// `server.tls:` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerTlsSection {
     /// PEM certificate chain, leaf first.

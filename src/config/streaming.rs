@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::value::NonZeroDuration;
 
 /// `streaming:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamingSection {
     /// Framing for `Accept: */*` or no `Accept`.
@@ -23,7 +23,7 @@ pub struct StreamingSection {
 }
 
 /// How a server stream is written when the client's `Accept` allows any.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Framing {
     /// `application/x-ndjson`: one JSON message per line.

@@ -333,3 +333,27 @@ fn header_names_are_checked_where_they_are_written() {
     .unwrap();
     assert_eq!(c.cors.unwrap().expose_headers, ["x-total-count"]);
 }
+
+#[test]
+fn the_committed_json_schema_is_the_generated_one() {
+    let committed = include_str!("../../docs/gateway.schema.json");
+    assert!(
+        committed == super::json_schema(),
+        "docs/gateway.schema.json is stale: cargo run -q -- config-schema > docs/gateway.schema.json"
+    );
+    let schema: serde_json::Value = serde_json::from_str(committed).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    let backend = &schema["$defs"]["BackendSection"];
+    // Unknown keys are errors in the file, so they are in the schema.
+    assert_eq!(backend["additionalProperties"], false);
+    assert!(
+        backend["properties"]["reflection_refresh"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("period")
+    );
+    assert_eq!(schema["required"], serde_json::json!(["backends"]));
+}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::value::Ratio;
 
 /// `tracing:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracingSection {
     /// OTLP/gRPC collector, `http://host:4317`.

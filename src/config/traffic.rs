@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::value::HeaderNameText;
 
 /// `traffic:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSection {
     /// Request header naming the backend to use among a service's split backends.

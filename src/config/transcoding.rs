@@ -9,7 +9,7 @@ use super::value::Positive;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// `transcoding:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TranscodingSection {
     /// JSON output options.
@@ -35,7 +35,7 @@ pub struct TranscodingSection {
 }
 
 /// What to do with request input that matches no field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownFields {
     /// Answer 400 naming the parameter or field (the default: fail closed).
@@ -46,7 +46,7 @@ pub enum UnknownFields {
 }
 
 /// JSON output options (`transcoding.json:`, read as written).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct JsonOptions {
     /// Write default-valued fields. Default false.

@@ -176,6 +176,81 @@ impl<'de> Deserialize<'de> for HeaderNameText {
     }
 }
 
+/// The JSON Schema of a duration as humantime writes it (`500ms`, `30s`,
+/// `1m 30s`), for fields read with `humantime_serde`.
+#[derive(Debug)]
+pub struct DurationText;
+
+/// `"30s"`-style text: digits then a unit, one or more times.
+const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]+)?\s*[a-zµ]+\s*)+$";
+
+impl schemars::JsonSchema for DurationText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "description": "A duration: a number and a unit (ns, us, ms, s, m, h, d), e.g. 500ms, 30s, 1m 30s.",
+        })
+    }
+}
+
+impl schemars::JsonSchema for NonZeroDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NonZeroDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+            "not": { "pattern": r"^[\s0.]*[a-zµ]+\s*$" },
+            "description": "A duration greater than 0: a number and a unit (ns, us, ms, s, m, h, d), e.g. 500ms, 30s, 1m 30s.",
+        })
+    }
+}
+
+impl schemars::JsonSchema for Ratio {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Ratio".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "number", "minimum": 0, "maximum": 1 })
+    }
+}
+
+impl<T, const MIN: u64, const MAX: u64> schemars::JsonSchema for Between<T, MIN, MAX> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("Integer_{MIN}_{MAX}").into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        if MAX == u64::MAX {
+            schemars::json_schema!({ "type": "integer", "minimum": MIN })
+        } else {
+            schemars::json_schema!({ "type": "integer", "minimum": MIN, "maximum": MAX })
+        }
+    }
+}
+
+impl schemars::JsonSchema for HeaderNameText {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HeaderName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+            "description": "An HTTP header name.",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
