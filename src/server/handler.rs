@@ -135,15 +135,17 @@ async fn dispatch(
     response
 }
 
-/// `content-type: application/grpc` (any `+codec`), not gRPC-Web.
+/// `content-type: application/grpc` (any `+codec`), not gRPC-Web. gRPC
+/// calls are POSTs: other requests skip the header look-up.
 fn is_grpc(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            let v = v.as_bytes();
-            v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
-        })
+    parts.method == http::Method::POST
+        && parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| {
+                let v = v.as_bytes();
+                v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
+            })
 }
 
 /// A trailers-only gRPC answer: status 12, UNIMPLEMENTED.
