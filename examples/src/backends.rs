@@ -10,7 +10,6 @@ use crate::pb::shop::inventory::v1::inventory_service_server::{self, InventorySe
 use crate::pb::shop::order::v1::order_service_server::{self, OrderServiceServer};
 use crate::pb::shop::user::v1::user_service_server::{self, UserServiceServer};
 use crate::pb::shop::user::v2::user_service_server as user_v2_service_server;
-use crate::reflection::Reflection;
 use crate::users::Users;
 use crate::users_v2::UsersV2;
 use anyhow::Context as _;
@@ -198,7 +197,7 @@ impl Servers {
         health
             .set_service_status(service, ServingStatus::Serving)
             .await;
-        let reflection = Reflection::new(
+        let reflection = crate::reflection::reflection(
             &[
                 descriptors,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,

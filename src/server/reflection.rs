@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost::Message;
-use prost_reflect::{FileDescriptor, MessageDescriptor};
+use prost_reflect::{DescriptorPool, FileDescriptor, MessageDescriptor, ServiceDescriptor};
 use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_reflection::pb::{v1, v1alpha};
@@ -35,17 +35,43 @@ pub struct Reflection {
 impl Reflection {
     /// Indexes the files of the services `gateway` routes and their imports.
     pub fn new(gateway: &Gateway) -> Self {
-        let mut index = Index::default();
-        let mut services: Vec<String> = Vec::new();
+        let mut services: Vec<ServiceDescriptor> = Vec::new();
         for plan in gateway.routes().routes() {
             let service = plan.route.method.parent_service();
-            if !services.iter().any(|s| s == service.full_name()) {
-                services.push(service.full_name().to_owned());
-                index.add_file(&service.parent_file());
+            if !services
+                .iter()
+                .any(|s| s.full_name() == service.full_name())
+            {
+                services.push(service.clone());
             }
         }
-        services.sort();
-        index.services = services;
+        services.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+        Self::of(services)
+    }
+
+    /// Serves `services`, full names in `pool`, listed in that order, and
+    /// the files they need: for a backend describing itself from its
+    /// descriptor sets.
+    ///
+    /// # Errors
+    /// A service `pool` does not define.
+    pub fn for_services(pool: &DescriptorPool, services: &[&str]) -> Result<Self, String> {
+        let found = services
+            .iter()
+            .map(|name| {
+                pool.get_service_by_name(name)
+                    .ok_or_else(|| format!("service {name} is defined in no descriptor"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::of(found))
+    }
+
+    fn of(services: Vec<ServiceDescriptor>) -> Self {
+        let mut index = Index::default();
+        for service in &services {
+            index.add_file(&service.parent_file());
+        }
+        index.services = services.iter().map(|s| s.full_name().to_owned()).collect();
         Self {
             index: Arc::new(index),
         }
@@ -136,7 +162,7 @@ struct Index {
     symbols: HashMap<String, String>,
     /// (extended message, field number) → file name.
     extensions: HashMap<(String, i32), String>,
-    /// Listed by `ListServices`, sorted.
+    /// Listed by `ListServices`.
     services: Vec<String>,
 }
 
@@ -324,4 +350,149 @@ fn error(code: Code, message: String) -> MessageResponse {
         error_code: code as i32,
         error_message: message,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> Arc<Index> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let pool = crate::descriptor::load(&crate::config::DescriptorSources {
+            include: vec![root.join("protos")],
+            protos: vec!["shop/user/v2/user.proto".into()],
+            descriptor_sets: Vec::new(),
+        })
+        .unwrap();
+        Reflection::for_services(&pool, &["shop.user.v2.UserService"])
+            .unwrap()
+            .index
+    }
+
+    /// The names of the files in a FileDescriptorResponse, or the error.
+    fn file_names(response: MessageResponse) -> Result<Vec<String>, String> {
+        match response {
+            MessageResponse::FileDescriptorResponse(files) => Ok(files
+                .file_descriptor_proto
+                .iter()
+                .map(|f| {
+                    prost_types::FileDescriptorProto::decode(f.as_slice())
+                        .unwrap()
+                        .name()
+                        .to_owned()
+                })
+                .collect()),
+            MessageResponse::ErrorResponse(err) => Err(err.error_message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn symbols_resolve_to_their_files() {
+        let index = index();
+        for (symbol, file) in [
+            ("shop.user.v2.UserService", "shop/user/v2/user.proto"),
+            (
+                "shop.user.v2.UserService.DeactivateUser",
+                "shop/user/v2/user.proto",
+            ),
+            ("shop.user.v2.User.LabelsEntry", "shop/user/v2/user.proto"),
+            ("shop.user.v2.User.contact", "shop/user/v2/user.proto"),
+            ("shop.user.v2.USER_STATUS_ACTIVE", "shop/user/v2/user.proto"),
+            ("google.api.http", "google/api/annotations.proto"),
+            (
+                "google.protobuf.Timestamp",
+                "google/protobuf/timestamp.proto",
+            ),
+        ] {
+            assert_eq!(
+                index.symbols.get(symbol).map(String::as_str),
+                Some(file),
+                "{symbol}"
+            );
+        }
+        assert_eq!(index.services, ["shop.user.v2.UserService"]);
+    }
+
+    #[test]
+    fn a_file_comes_with_its_imports_once_per_stream() {
+        let index = index();
+        let mut sent = HashSet::new();
+        let first =
+            file_names(index.file_with_imports("shop/user/v2/user.proto", &mut sent)).unwrap();
+        assert_eq!(first[0], "shop/user/v2/user.proto");
+        for import in [
+            "google/api/annotations.proto",
+            "google/api/http.proto",
+            "google/protobuf/descriptor.proto",
+            "google/protobuf/timestamp.proto",
+        ] {
+            assert!(
+                first.iter().any(|f| f == import),
+                "{import} missing: {first:?}"
+            );
+        }
+        // Asked again: the file alone, its imports went out already.
+        let again =
+            file_names(index.file_with_imports("shop/user/v2/user.proto", &mut sent)).unwrap();
+        assert_eq!(again, ["shop/user/v2/user.proto"]);
+        assert_eq!(
+            file_names(index.file_with_imports("nope.proto", &mut sent)),
+            Err("file nope.proto not found".into())
+        );
+    }
+
+    #[test]
+    fn files_keep_extension_options() {
+        let index = index();
+        let MessageResponse::FileDescriptorResponse(files) =
+            index.file_with_imports("shop/user/v2/user.proto", &mut HashSet::new())
+        else {
+            panic!("no file");
+        };
+        let template = b"/v2/users/{id}";
+        assert!(
+            files.file_descriptor_proto[0]
+                .windows(template.len())
+                .any(|w| w == template)
+        );
+    }
+
+    #[test]
+    fn extensions_are_found_by_extended_type_and_number() {
+        let index = index();
+        // google.api.http is field 72295728 of google.protobuf.MethodOptions.
+        let answer = index.answer_message(
+            &MessageRequest::AllExtensionNumbersOfType("google.protobuf.MethodOptions".into()),
+            &mut HashSet::new(),
+        );
+        let MessageResponse::AllExtensionNumbersResponse(numbers) = answer else {
+            panic!("unexpected {answer:?}");
+        };
+        assert!(
+            numbers.extension_number.contains(&72_295_728),
+            "{numbers:?}"
+        );
+        let answer = index.answer_message(
+            &MessageRequest::FileContainingExtension(v1::ExtensionRequest {
+                containing_type: "google.protobuf.MethodOptions".into(),
+                extension_number: 72_295_728,
+            }),
+            &mut HashSet::new(),
+        );
+        assert_eq!(
+            file_names(answer).unwrap()[0],
+            "google/api/annotations.proto"
+        );
+    }
+
+    #[test]
+    fn unknown_services_are_refused() {
+        let pool = DescriptorPool::new();
+        let err = Reflection::for_services(&pool, &["shop.user.v3.UserService"]).unwrap_err();
+        assert_eq!(
+            err,
+            "service shop.user.v3.UserService is defined in no descriptor"
+        );
+    }
 }
