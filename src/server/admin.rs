@@ -38,12 +38,70 @@ pub fn router(live: Arc<Live>) -> Router {
         .with_state(live)
 }
 
-/// Serves the admin API on `listener` until the process ends.
+/// Serves the admin API on `listener` until the process ends, with the
+/// main listener's connection limits: a connection that sends no request
+/// within `server.header_read_timeout`, or stays idle for
+/// `server.idle_timeout`, is closed (read from the config at startup).
 ///
 /// # Errors
-/// The listener fails.
+/// Never: accept errors are logged and the loop goes on.
 pub async fn serve(listener: tokio::net::TcpListener, live: Arc<Live>) -> std::io::Result<()> {
-    axum::serve(listener, router(live)).await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use tower::ServiceExt;
+
+    use super::connection::{self, Activity, Counted, Timeouts};
+
+    let edge = live.gateway().config().edge.clone();
+    let timeouts = Timeouts {
+        first_request: edge.header_read_timeout,
+        idle: edge.idle_timeout,
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let app = router(live);
+    // Never turned: admin connections end with the process.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin API: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let builder = builder.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let activity = Activity::new();
+            let service = {
+                let activity = activity.clone();
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let in_flight = activity.begin();
+                    let answer = app.clone().oneshot(request.map(axum::body::Body::new));
+                    async move {
+                        let response = answer.await?;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| Counted::new(body, in_flight)),
+                        )
+                    }
+                })
+            };
+            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            let graceful = |c: std::pin::Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+            if let Err(e) =
+                connection::drive(connection, graceful, activity, timeouts, stopped).await
+            {
+                tracing::debug!(error = %e, %remote, "admin connection ended with an error");
+            }
+        });
+    }
 }
 
 fn json_answer(status: StatusCode, value: &impl Serialize) -> Response {

@@ -221,3 +221,25 @@ async fn schema_diff_and_config_show_swaps_and_hide_secrets() {
         "a key hash leaked"
     );
 }
+
+#[tokio::test]
+async fn a_silent_connection_to_the_admin_api_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let backends = shop::spawn_ephemeral().await.unwrap();
+    let (_dir, path) = example_config_file(&backends);
+    let mut config = protogate::config::load(&path).unwrap();
+    config.edge.header_read_timeout = std::time::Duration::from_millis(200);
+    let (addr, stop, live) = serve_live(config).await;
+    let _stack = Stack::for_gateway(addr, stop);
+    let admin = Admin::start(live).await;
+    let mut silent = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    // Closed by the gateway (read returns 0), long before this bound.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), silent.read(&mut buf))
+        .await
+        .expect("the silent connection is still open after 30s");
+    assert_eq!(read.unwrap(), 0);
+    // The listener still answers others.
+    let (status, _) = admin.get("/routes").await;
+    assert_eq!(status, 200);
+}
