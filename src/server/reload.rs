@@ -53,6 +53,11 @@ pub struct Live {
     swapped: Notify,
 }
 
+/// A swap refused for breaking changes (`reload.refuse_breaking`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
 /// What every router a [`Live`] builds shares, across reloads.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
@@ -239,10 +244,22 @@ async fn refresh_reflection(live: Arc<Live>) {
             tracing::info!(backends = ?changed, "reflection refresh: descriptors changed; reloading");
             let result = live.reload_from_file(false, "reflection refresh").await;
             live.gateway().metrics().reload(result.is_ok());
-            if let Err(e) = result {
-                tracing::error!(
-                    "reload after a reflection refresh failed, still serving the previous schema: {e:#}"
-                );
+            match result {
+                // Refused: not asked for again until the answer changes.
+                Err(e) if e.is::<Refused>() => {
+                    tracing::error!("reflection refresh: {e:#}");
+                }
+                // Served, or failed for another reason (asked again next time).
+                result => {
+                    for name in &changed {
+                        asked.remove(name);
+                    }
+                    if let Err(e) = result {
+                        tracing::error!(
+                            "reload after a reflection refresh failed, still serving the previous schema: {e:#}"
+                        );
+                    }
+                }
             }
             continue;
         }
@@ -428,11 +445,12 @@ impl Live {
                 .find(|c| c.severity == schema::Severity::Breaking)
                 .map(ToString::to_string)
                 .unwrap_or_default();
-            anyhow::bail!(
+            return Err(Refused(format!(
                 "the new schema has {} breaking change(s) and reload.refuse_breaking is on (the first: {first}); keeping generation {}",
                 diff.count(schema::Severity::Breaking),
                 current.generation()
-            );
+            ))
+            .into());
         }
         self.active
             .store(Arc::new(Active::new(next.clone(), &self.shared)));
