@@ -106,6 +106,15 @@ pub enum GatewayError {
     /// The body could not be read from the client.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    /// A native gRPC call to a method the gateway does not route.
+    #[error("{path} is not served as a gRPC method by this gateway")]
+    NotServed {
+        /// The request path, `/package.Service/Method`.
+        path: String,
+    },
+    /// A native gRPC request that breaks the protocol's framing.
+    #[error("invalid gRPC request: {0}")]
+    BadGrpcRequest(&'static str),
     /// The backend answered with a non-OK status.
     #[error("backend returned {}: {}", .0.code, .0.message)]
     Upstream(Box<UpstreamStatus>),
@@ -217,7 +226,9 @@ impl GatewayError {
             | Self::BodyRead(_)
             | Self::UnknownBackend(_)
             | Self::NotAcceptable { .. }
-            | Self::BadLine { .. } => Code::InvalidArgument,
+            | Self::BadLine { .. }
+            | Self::BadGrpcRequest(_) => Code::InvalidArgument,
+            Self::NotServed { .. } => Code::Unimplemented,
             Self::StreamTimeout { .. } => Code::DeadlineExceeded,
             Self::ShuttingDown => Code::Unavailable,
             Self::CrossOrigin { .. } => Code::PermissionDenied,
@@ -404,6 +415,20 @@ impl GatewayError {
             _ => None,
         };
         (headers, status_body(code, &message, details.as_deref()))
+    }
+}
+
+impl GatewayError {
+    /// The metadata a gRPC answer of this error carries besides its status:
+    /// the headers of its HTTP answer (a challenge, `Retry-After`, ...)
+    /// but the content type. A backend's status keeps its own metadata.
+    pub fn grpc_metadata(&self) -> HeaderMap {
+        if matches!(self, Self::Upstream(_)) {
+            return HeaderMap::new();
+        }
+        let (mut headers, _) = self.rendered();
+        headers.remove(CONTENT_TYPE);
+        headers
     }
 }
 

@@ -18,7 +18,7 @@ use crate::descriptor::{self, reflection};
 use crate::http_rule::{RoutePayload, RouteProblem, RouteTable};
 use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
-use crate::plan::RoutePlan;
+use crate::plan::{MethodPlan, MethodTable, RoutePlan};
 use crate::rate_limit::RateLimits;
 use crate::transcode::Transcoder;
 use crate::upstream::Upstreams;
@@ -34,6 +34,8 @@ struct Inner {
     config: Config,
     pool: DescriptorPool,
     routes: RouteTable<RoutePlan>,
+    /// The routed methods by gRPC path, for native gRPC.
+    methods: MethodTable,
     upstreams: Upstreams,
     openapi: OpenApiDocs,
     auth: Authenticator,
@@ -180,6 +182,7 @@ impl Gateway {
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         let routes = routes
             .map(|route| RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams))?;
+        let methods = MethodTable::build(routes.routes());
         let rate_limits = RateLimits::build(&config.rate_limit);
         // Kept across a reload that leaves the limit alone: requests in
         // flight on the old gateway still hold their slots.
@@ -216,6 +219,7 @@ impl Gateway {
                 config,
                 pool,
                 routes,
+                methods,
                 upstreams,
                 openapi,
                 auth,
@@ -287,6 +291,14 @@ impl Gateway {
     /// The route table, each route with its plan.
     pub fn routes(&self) -> &RouteTable<RoutePlan> {
         &self.inner.routes
+    }
+
+    /// The routed method at a gRPC path (`/package.Service/Method`) and the
+    /// plan of its first route.
+    pub fn method(&self, path: &str) -> Option<(&MethodPlan, &RoutePlan)> {
+        let method = self.inner.methods.get(path)?;
+        let plan = self.inner.routes.routes().get(method.route)?;
+        Some((method, plan))
     }
 
     /// The rendered OpenAPI document.

@@ -88,3 +88,77 @@ impl RoutePayload for RoutePlan {
         &self.route
     }
 }
+
+/// What a call of one gRPC method needs on the surfaces that name methods
+/// rather than paths (native gRPC): the method's routes decide its policy.
+#[derive(Debug, Clone)]
+pub struct MethodPlan {
+    /// Index of the method's first route, whose backends and limits it uses.
+    pub route: usize,
+    /// The distinct requirements of the method's routes: a caller must meet
+    /// every one, so no surface is more open than the method's strictest route.
+    pub auth: Vec<Arc<Requirement>>,
+    /// `/package.Service/Method`, the `route` label of its metrics.
+    pub label: Arc<str>,
+    /// The client sends a stream of messages.
+    pub client_streaming: bool,
+    /// The backend sends a stream of messages.
+    pub server_streaming: bool,
+}
+
+/// Routed methods by gRPC path (`/package.Service/Method`), built once with
+/// the route table. `grpc.*` services are never in it.
+#[derive(Debug, Default)]
+pub struct MethodTable {
+    by_path: std::collections::HashMap<Box<str>, MethodPlan>,
+}
+
+impl MethodTable {
+    /// Indexes every routed method of `routes`.
+    pub fn build(routes: &[RoutePlan]) -> Self {
+        let mut by_path: std::collections::HashMap<Box<str>, MethodPlan> =
+            std::collections::HashMap::new();
+        for (i, plan) in routes.iter().enumerate() {
+            let method = &plan.route.method;
+            if method.parent_service().full_name().starts_with("grpc.") {
+                continue;
+            }
+            let path = plan.route.grpc_path.path();
+            match by_path.get_mut(path) {
+                Some(known) => {
+                    if !known.auth.iter().any(|r| Arc::ptr_eq(r, &plan.auth)) {
+                        known.auth.push(plan.auth.clone());
+                    }
+                }
+                None => {
+                    by_path.insert(
+                        path.into(),
+                        MethodPlan {
+                            route: i,
+                            auth: vec![plan.auth.clone()],
+                            label: path.into(),
+                            client_streaming: method.is_client_streaming(),
+                            server_streaming: method.is_server_streaming(),
+                        },
+                    );
+                }
+            }
+        }
+        Self { by_path }
+    }
+
+    /// The method at `path`, if it is routed.
+    pub fn get(&self, path: &str) -> Option<&MethodPlan> {
+        self.by_path.get(path)
+    }
+
+    /// How many methods are routed.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// Whether no method is routed.
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}

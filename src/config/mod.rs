@@ -24,6 +24,7 @@ pub mod metadata;
 pub mod methods;
 pub mod openapi;
 pub mod pem;
+pub mod protocols;
 pub mod rate_limit;
 #[cfg(test)]
 mod readme_tests;
@@ -134,6 +135,8 @@ pub struct Config {
     /// gRPC server reflection of the routed services on the main listener.
     /// Default true.
     pub reflection_server: bool,
+    /// The client surfaces served besides REST/JSON.
+    pub protocols: protocols::ProtocolOptions,
 }
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
@@ -193,6 +196,9 @@ pub struct FileConfig {
     pub admin: admin::AdminSection,
     /// Serve gRPC server reflection of the routed services.
     pub reflection_server: Option<bool>,
+    /// Client surfaces besides REST/JSON: native gRPC, ...
+    #[serde(default)]
+    pub protocols: protocols::ProtocolsSection,
 }
 
 /// The JSON Schema (2020-12) of `gateway.yaml`, generated from the types
@@ -279,6 +285,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
         tracing: raw.tracing.validate(&err)?,
         admin: raw.admin.validate(&err)?,
         reflection_server: raw.reflection_server.unwrap_or(true),
+        protocols: raw.protocols.into(),
         rate_limit: raw.rate_limit.into(),
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),

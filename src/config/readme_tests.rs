@@ -300,6 +300,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ),
         ("admin.listen", Some(none(c.admin.listen.is_none()))),
         ("reflection_server", Some(vec![s(c.reflection_server)])),
+        ("protocols.grpc", Some(vec![s(c.protocols.grpc)])),
         ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",

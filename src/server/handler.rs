@@ -1,8 +1,9 @@
 //! The dispatcher: admits a request, runs the shared front of the
 //! [`pipeline`] (route match → auth → rate limit → backend → metadata) and
-//! hands the call to its adapter: [`unary`], [`stream`] or [`websocket`].
-//! Any failure becomes a [`GatewayError`] rendered in one place and logged
-//! with the route template; every answer is counted by route.
+//! hands the call to its adapter: [`unary`], [`stream`], [`websocket`] or,
+//! for native gRPC, [`grpc`]. Any failure becomes a [`GatewayError`] rendered
+//! in one place, in the client's protocol, and logged with the route
+//! template; every answer is counted by route.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::pipeline::{self, Admitted, Call};
-use super::{layers, stream, unary, websocket};
+use super::{grpc, layers, stream, unary, websocket};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
@@ -30,11 +31,12 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let span = crate::telemetry::request_span(&parts.method, request_id, &parts.headers);
+    let surface = Surface::of(&parts);
     async move {
         let mut seen = Seen::default();
         let result = match pipeline::admit(&gw) {
             Ok(admitted) => match layers::check_sizes(&parts, &gw.config().edge) {
-                Ok(()) => dispatch(&gw, &mut parts, body, &mut seen, admitted).await,
+                Ok(()) => dispatch(&gw, surface, &mut parts, body, &mut seen, admitted).await,
                 Err(e) => Err(e),
             },
             Err(e) => {
@@ -58,7 +60,10 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 } else {
                     tracing::info!(status = status.as_u16(), latency_ms, cause = %error.log_cause(), "request rejected");
                 }
-                error.into_response()
+                match surface {
+                    Surface::Rest => error.into_response(),
+                    Surface::Grpc => grpc::error_response(&error),
+                }
             }
         };
         crate::telemetry::answered(&tracing::Span::current(), response.status());
@@ -75,13 +80,44 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         gw.metrics().request(
             seen.label.as_ref(),
             &parts.method,
-            response.status().as_u16(),
+            surface.status(&response),
             started.elapsed(),
         );
         response
     }
     .instrument(span)
     .await
+}
+
+/// How the client speaks, which decides how errors are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    /// REST/JSON and its streams: errors in the gateway's JSON shape.
+    Rest,
+    /// Native gRPC: errors as trailers-only statuses.
+    Grpc,
+}
+
+impl Surface {
+    fn of(parts: &Parts) -> Self {
+        if grpc::is_grpc(parts) {
+            Self::Grpc
+        } else {
+            Self::Rest
+        }
+    }
+
+    /// The `status` label of the request's metrics: the HTTP status, or
+    /// for gRPC the one its status code maps to, so refusals count alike
+    /// whichever way a client calls.
+    fn status(self, response: &Response) -> u16 {
+        match self {
+            Self::Rest => response.status().as_u16(),
+            Self::Grpc => response.headers().get("grpc-status").map_or(200, |v| {
+                crate::error::http_status(grpc::code_of(v)).as_u16()
+            }),
+        }
+    }
 }
 
 /// What the dispatcher learnt of a request, for every answer it gets.
@@ -99,16 +135,19 @@ struct Seen {
 /// goes with the call: a stream or WebSocket holds it until it ends.
 async fn dispatch(
     gw: &Gateway,
+    surface: Surface,
     parts: &mut Parts,
     body: Body,
     seen: &mut Seen,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
-    // A gRPC client gets a gRPC answer, never an HTTP error page it cannot
-    // read: a trailers-only UNIMPLEMENTED (native gRPC calls are not
-    // passed through; the gateway's reflection has routes of its own).
-    if is_grpc(parts) {
-        return Ok(grpc_unimplemented(parts.uri.path()));
+    if surface == Surface::Grpc {
+        let (method, plan) = grpc::lookup(gw, parts)?;
+        seen.label = Some(method.label.clone());
+        crate::telemetry::route_matched(&tracing::Span::current(), &parts.method, &method.label);
+        let call = Call::prepare_method(gw, parts, method, plan).await?;
+        seen.rate = call.rate;
+        return Box::pin(grpc::call(gw, parts, body, call, method, admitted)).await;
     }
     let websocket = websocket::is_websocket(parts);
     let found = pipeline::lookup(gw, parts, websocket)?;
@@ -132,37 +171,5 @@ async fn dispatch(
     }
     let response = unary::call(gw, parts, body, call).await;
     drop(admitted);
-    response
-}
-
-/// `content-type: application/grpc` (any `+codec`), not gRPC-Web. gRPC
-/// calls are POSTs: other requests skip the header look-up.
-fn is_grpc(parts: &Parts) -> bool {
-    parts.method == http::Method::POST
-        && parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| {
-                let v = v.as_bytes();
-                v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
-            })
-}
-
-/// A trailers-only gRPC answer: status 12, UNIMPLEMENTED.
-fn grpc_unimplemented(path: &str) -> Response {
-    let message = format!("{path} is not served as a gRPC method by this gateway");
-    let encoded: String =
-        percent_encoding::utf8_percent_encode(&message, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-    let mut response = Response::new(Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", http::HeaderValue::from_static("12"));
-    if let Ok(value) = http::HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", value);
-    }
     response
 }

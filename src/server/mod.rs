@@ -5,6 +5,7 @@ pub mod compression;
 pub mod connection;
 pub mod docs;
 pub mod framing;
+pub mod grpc;
 pub mod handler;
 pub mod layers;
 pub mod pipeline;

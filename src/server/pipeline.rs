@@ -32,10 +32,12 @@ use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
 use crate::http_rule::RouteMatch;
 use crate::metrics::{InFlight, Metrics};
-use crate::plan::RoutePlan;
+use crate::plan::{MethodPlan, RoutePlan};
 use crate::rate_limit::Allowed;
 use crate::transcode::{self, http_body};
-use crate::upstream::metadata::{parse_grpc_timeout, request_metadata, response_headers};
+use crate::upstream::metadata::{
+    grpc_metadata, parse_grpc_timeout, request_metadata, response_headers,
+};
 use crate::upstream::{CallError, Target};
 use tokio_util::sync::CancellationToken;
 
@@ -117,10 +119,48 @@ impl<'g> Call<'g> {
         found: RouteMatch<'g, RoutePlan>,
     ) -> Result<Self, GatewayError> {
         let plan = found.route;
-        let principal = gw
-            .auth()
-            .authenticate(&plan.auth, &parts.headers, parts.uri.query())
-            .await?;
+        Self::admit_caller(
+            gw,
+            parts,
+            plan,
+            found.values,
+            std::slice::from_ref(&plan.auth),
+            request_metadata,
+        )
+        .await
+    }
+
+    /// As [`Call::prepare`], for a call that names its method rather than a
+    /// path (native gRPC): every requirement of the method's routes must be
+    /// met, and the caller's metadata crosses as it was sent.
+    ///
+    /// # Errors
+    /// As [`Call::prepare`].
+    pub(super) async fn prepare_method(
+        gw: &'g Gateway,
+        parts: &Parts,
+        method: &MethodPlan,
+        plan: &'g RoutePlan,
+    ) -> Result<Self, GatewayError> {
+        Self::admit_caller(gw, parts, plan, Vec::new(), &method.auth, grpc_metadata).await
+    }
+
+    async fn admit_caller(
+        gw: &'g Gateway,
+        parts: &Parts,
+        plan: &'g RoutePlan,
+        values: Vec<String>,
+        requirements: &[std::sync::Arc<crate::auth::Requirement>],
+        metadata_of: MetadataBuilder,
+    ) -> Result<Self, GatewayError> {
+        let mut principal = None;
+        for requirement in requirements {
+            let verified = gw
+                .auth()
+                .authenticate(requirement, &parts.headers, parts.uri.query())
+                .await?;
+            principal = verified.or(principal);
+        }
         let peer = parts.extensions.get::<super::connection::Peer>();
         // After auth, so a caller is limited by identity; before the body is read.
         let rate = match gw.rate_limits() {
@@ -137,7 +177,7 @@ impl<'g> Call<'g> {
             .extensions
             .get::<crate::tls::ClientCert>()
             .map(|c| &c.0);
-        let mut metadata = request_metadata(
+        let mut metadata = metadata_of(
             &parts.headers,
             parts.uri.authority().map(|a| a.as_str()),
             &gw.config().metadata,
@@ -148,7 +188,7 @@ impl<'g> Call<'g> {
         gw.auth().forward(principal.as_ref(), &mut metadata);
         Ok(Self {
             plan,
-            values: found.values,
+            values,
             target,
             query,
             metadata,
@@ -156,6 +196,17 @@ impl<'g> Call<'g> {
         })
     }
 }
+
+/// Builds the metadata a call sends: from a REST request's headers, or a
+/// gRPC client's own metadata.
+type MetadataBuilder = fn(
+    &HeaderMap,
+    Option<&str>,
+    &crate::config::MetadataOptions,
+    Option<&HeaderValue>,
+    Option<&HeaderValue>,
+    &[http::HeaderName],
+) -> Result<MetadataMap, crate::upstream::metadata::BadBinaryHeader>;
 
 /// One backend call, counted in `protogate_upstream_calls_total` and timed
 /// in `protogate_upstream_call_seconds` when it ends, whatever the call

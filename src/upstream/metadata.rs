@@ -42,6 +42,48 @@ fn is_protected(name: &str) -> bool {
         )
 }
 
+/// The metadata of a native gRPC call: what [`request_metadata`] makes of
+/// the headers, plus every other metadata entry the client sent as it sent
+/// it (a gRPC client's metadata is its call's, not a browser's headers),
+/// but names reserved by gRPC or HTTP/2, credentials, forwarding headers
+/// and `withheld`.
+///
+/// # Errors
+/// [`BadBinaryHeader`] for a binary (`-bin`) entry that is not base64.
+pub fn grpc_metadata(
+    headers: &HeaderMap,
+    authority: Option<&str>,
+    options: &MetadataOptions,
+    client_ip: Option<&HeaderValue>,
+    client_cert: Option<&HeaderValue>,
+    withheld: &[HeaderName],
+) -> Result<MetadataMap, BadBinaryHeader> {
+    let mut out = request_metadata(
+        headers,
+        authority,
+        options,
+        client_ip,
+        client_cert,
+        withheld,
+    )?
+    .into_headers();
+    for name in headers.keys() {
+        let text = name.as_str();
+        if is_protected(text)
+            || text.starts_with(METADATA_PREFIX)
+            || withheld.contains(name)
+            || out.contains_key(name)
+        {
+            continue;
+        }
+        for value in headers.get_all(name) {
+            check_binary(text, text, value)?;
+            out.append(name.clone(), value.clone());
+        }
+    }
+    Ok(MetadataMap::from_headers(out))
+}
+
 /// The client certificate of a mutual TLS connection, set by the gateway only.
 const FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 /// `X-Request-Id`, always forwarded.

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod health;
 pub mod http2;
 pub mod metadata;
+pub mod passthrough;
 pub mod pick;
 pub mod resolve;
 pub mod split;
@@ -235,7 +236,6 @@ impl Upstreams {
         metadata: MetadataMap,
         deadline: Deadline,
     ) -> Result<UnaryReply, CallError> {
-        let backend = &target.backend;
         // The request is one gRPC frame in one HTTP/2 DATA frame that also
         // ends the stream: no message tree, no extra frames for the backend.
         let mut framed = BytesMut::with_capacity(message.len() + 5);
@@ -250,99 +250,118 @@ impl Upstreams {
         // The backend's parent is this call's span, when spans are exported.
         crate::telemetry::inject(&mut headers);
         headers.insert(CONTENT_TYPE, GRPC);
-        headers.insert(TE, TRAILERS);
-        headers.insert(http::header::USER_AGENT, USER_AGENT);
         let limit = target.max_response_bytes;
-        let retry = &backend.config.retry;
-        let retries = if route.idempotent {
-            retry.attempts.saturating_sub(1)
-        } else {
-            0
+        let (reply, _lease) = attempts(target, route, headers, deadline, |endpoint, request| {
+            send(endpoint, request, framed.clone(), limit)
+        })
+        .await?;
+        Ok(reply)
+    }
+}
+
+/// Runs a call whose request can be sent again: on one endpoint, then on
+/// another when the first refused it, and again (idempotent methods only,
+/// within the backend's retry budget) after a failure worth a retry.
+/// `attempt` sends one request to one endpoint; `headers` are its headers
+/// but `:path`, `grpc-timeout`, `te` and `user-agent`, set here. Returns the
+/// answer and the lease of the endpoint that gave it.
+pub(crate) async fn attempts<T, F, Fut>(
+    target: &Target,
+    route: &Route,
+    mut headers: http::HeaderMap,
+    deadline: Deadline,
+    mut attempt: F,
+) -> Result<(T, Lease), CallError>
+where
+    F: FnMut(Arc<Endpoint>, http::Request<()>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Attempt>>,
+{
+    let backend = &target.backend;
+    headers.insert(TE, TRAILERS);
+    headers.insert(http::header::USER_AGENT, USER_AGENT);
+    let retry = &backend.config.retry;
+    let retries = if route.idempotent {
+        retry.attempts.saturating_sub(1)
+    } else {
+        0
+    };
+    backend.deposit();
+    // Endpoints not to try again: they refused, or failed a retried call.
+    let mut excluded: Vec<Arc<Endpoint>> = Vec::new();
+    let mut last_refusal: Option<String> = None;
+    let mut retried = 0;
+    // The last failure of a retried call, reported if no endpoint is left.
+    let mut last_failure: Option<CallError> = None;
+    let gave_up = |refusal: Option<String>, failure: Option<CallError>| match (refusal, failure) {
+        (Some(cause), _) => CallError::Unreachable(cause),
+        (None, Some(failure)) => failure,
+        (None, None) => CallError::NoEndpoint(backend.reopens_in()),
+    };
+    // Only a backend with several endpoints, or with retries, can
+    // need the headers twice.
+    let spare = (backend.endpoints().len() > 1 || retries > 0).then(|| headers.clone());
+    let mut headers = Some(headers);
+    // Every wait below is bounded by the deadline (each attempt, each
+    // backoff), so no timer of its own is needed around the loop.
+    loop {
+        if deadline.passed() {
+            return Err(deadline.exceeded());
+        }
+        let Some(lease) = backend.pick(&excluded).or_else(|| {
+            // A retry may go back to the endpoint that failed when it is the only one.
+            (retried > 0 && last_refusal.is_none())
+                .then(|| backend.pick(&[]))
+                .flatten()
+        }) else {
+            return Err(gave_up(last_refusal, last_failure));
         };
-        backend.deposit();
-        let call = async {
-            // Endpoints not to try again: they refused, or failed a retried call.
-            let mut excluded: Vec<Arc<Endpoint>> = Vec::new();
-            let mut last_refusal: Option<String> = None;
-            let mut retried = 0;
-            // The last failure of a retried call, reported if no endpoint is left.
-            let mut last_failure: Option<CallError> = None;
-            let gave_up =
-                |refusal: Option<String>, failure: Option<CallError>| match (refusal, failure) {
-                    (Some(cause), _) => CallError::Unreachable(cause),
-                    (None, Some(failure)) => failure,
-                    (None, None) => CallError::NoEndpoint(backend.reopens_in()),
-                };
-            // Only a backend with several endpoints, or with retries, can
-            // need the headers twice.
-            let spare = (backend.endpoints().len() > 1 || retries > 0).then(|| headers.clone());
-            let mut headers = Some(headers);
-            loop {
-                if deadline.passed() {
-                    return Err(deadline.exceeded());
-                }
-                let Some(lease) = backend.pick(&excluded).or_else(|| {
-                    // A retry may go back to the endpoint that failed when it is the only one.
-                    (retried > 0 && last_refusal.is_none())
-                        .then(|| backend.pick(&[]))
-                        .flatten()
-                }) else {
-                    return Err(gave_up(last_refusal, last_failure));
-                };
-                let Some(mut attempt_headers) = headers.take().or_else(|| spare.clone()) else {
-                    return Err(gave_up(last_refusal, last_failure));
-                };
-                // Sent so the backend knows what is left; enforced below, whatever it does.
-                let left = deadline.left();
-                attempt_headers.insert(GRPC_TIMEOUT, metadata::grpc_timeout_header(left));
-                let mut request = http::Request::new(());
-                *request.method_mut() = http::Method::POST;
-                *request.uri_mut() = lease.endpoint.http2().uri(&route.grpc_path);
-                *request.headers_mut() = attempt_headers;
-                // The caller's deadline owns the call: whatever ends it once
-                // the deadline is reached (this timer, tonic's own from the
-                // grpc-timeout header, a late reply of any status) is a
-                // timeout, and says nothing about the endpoint.
-                let sent = send(&lease.endpoint, request, framed.clone(), limit);
-                let result = match tokio::time::timeout_at(deadline.at, sent).await {
-                    Ok(result) if !deadline.passed() => result,
-                    _ => Err(Attempt::Expired),
-                };
-                backend.record(&lease, outcome(&result));
-                match result {
-                    Err(Attempt::Refused(cause)) => {
-                        tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
-                        excluded.push(lease.endpoint.clone());
-                        last_refusal = Some(format!("{}: {cause}", lease.endpoint.address));
-                    }
-                    Err(Attempt::Failed(e))
-                        if retried < retries && retryable(&e) && backend.withdraw() =>
-                    {
-                        retried += 1;
-                        let delay = backoff(retry, retried).min(deadline.left());
-                        tracing::debug!(endpoint = %lease.endpoint.address, attempt = retried + 1, ?delay, "retrying an idempotent call");
-                        excluded.push(lease.endpoint.clone());
-                        // Not in flight while waiting.
-                        drop(lease);
-                        last_failure = Some(e);
-                        tokio::time::sleep(delay).await;
-                    }
-                    // Which endpoint, for the log line.
-                    Err(Attempt::Failed(CallError::Unreachable(cause))) => {
-                        return Err(CallError::Unreachable(format!(
-                            "{}: {cause}",
-                            lease.endpoint.address
-                        )));
-                    }
-                    Err(Attempt::Failed(e)) => return Err(e),
-                    Err(Attempt::Expired) => return Err(deadline.exceeded()),
-                    Ok(reply) => return Ok(reply),
-                }
+        let Some(mut attempt_headers) = headers.take().or_else(|| spare.clone()) else {
+            return Err(gave_up(last_refusal, last_failure));
+        };
+        // Sent so the backend knows what is left; enforced below, whatever it does.
+        let left = deadline.left();
+        attempt_headers.insert(GRPC_TIMEOUT, metadata::grpc_timeout_header(left));
+        let mut request = http::Request::new(());
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = lease.endpoint.http2().uri(&route.grpc_path);
+        *request.headers_mut() = attempt_headers;
+        // The caller's deadline owns the call: whatever ends it once
+        // the deadline is reached (this timer, tonic's own from the
+        // grpc-timeout header, a late reply of any status) is a
+        // timeout, and says nothing about the endpoint.
+        let sent = attempt(lease.endpoint.clone(), request);
+        let result = match tokio::time::timeout_at(deadline.at, sent).await {
+            Ok(result) if !deadline.passed() => result,
+            _ => Err(Attempt::Expired),
+        };
+        backend.record(&lease, outcome(&result));
+        match result {
+            Err(Attempt::Refused(cause)) => {
+                tracing::debug!(endpoint = %lease.endpoint.address, %cause, "connection refused; trying another endpoint");
+                excluded.push(lease.endpoint.clone());
+                last_refusal = Some(format!("{}: {cause}", lease.endpoint.address));
             }
-        };
-        // Every wait in `call` is bounded by the deadline (each attempt, each
-        // backoff), so no timer of its own is needed around it.
-        call.await
+            Err(Attempt::Failed(e)) if retried < retries && retryable(&e) && backend.withdraw() => {
+                retried += 1;
+                let delay = backoff(retry, retried).min(deadline.left());
+                tracing::debug!(endpoint = %lease.endpoint.address, attempt = retried + 1, ?delay, "retrying an idempotent call");
+                excluded.push(lease.endpoint.clone());
+                // Not in flight while waiting.
+                drop(lease);
+                last_failure = Some(e);
+                tokio::time::sleep(delay).await;
+            }
+            // Which endpoint, for the log line.
+            Err(Attempt::Failed(CallError::Unreachable(cause))) => {
+                return Err(CallError::Unreachable(format!(
+                    "{}: {cause}",
+                    lease.endpoint.address
+                )));
+            }
+            Err(Attempt::Failed(e)) => return Err(e),
+            Err(Attempt::Expired) => return Err(deadline.exceeded()),
+            Ok(reply) => return Ok((reply, lease)),
+        }
     }
 }
 
@@ -384,14 +403,14 @@ impl Deadline {
 
 /// One attempt's failure: refused before the request left, out of time
 /// (by any timer), or any other.
-enum Attempt {
+pub(crate) enum Attempt {
     Refused(String),
     Expired,
     Failed(CallError),
 }
 
 async fn send(
-    endpoint: &Endpoint,
+    endpoint: Arc<Endpoint>,
     request: http::Request<()>,
     framed: Bytes,
     limit: usize,
@@ -405,7 +424,7 @@ async fn send(
 }
 
 /// What a transport error says about the attempt.
-fn transport_failure(e: &(dyn std::error::Error + 'static)) -> Attempt {
+pub(crate) fn transport_failure(e: &(dyn std::error::Error + 'static)) -> Attempt {
     if is_expired(e) {
         Attempt::Expired
     } else if is_refused(e) || never_processed(e) {
@@ -514,7 +533,7 @@ fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// What a call's result says about the endpoint's health.
-fn outcome(result: &Result<UnaryReply, Attempt>) -> Outcome {
+fn outcome<T>(result: &Result<T, Attempt>) -> Outcome {
     match result {
         Ok(_) => Outcome::Answered,
         Err(Attempt::Refused(_)) => Outcome::Failed,
@@ -550,33 +569,7 @@ where
     {
         return Err(CallError::status(status));
     }
-    if parts.status != http::StatusCode::OK {
-        // No gRPC status: a proxy or web server answered. The gRPC spec's
-        // HTTP-to-gRPC table decides the code, so clients can retry a 503.
-        let code = match parts.status.as_u16() {
-            400 => Code::Internal,
-            401 => Code::Unauthenticated,
-            403 => Code::PermissionDenied,
-            404 => Code::Unimplemented,
-            429 | 502 | 503 | 504 => Code::Unavailable,
-            _ => Code::Unknown,
-        };
-        return Err(CallError::status(Status::new(
-            code,
-            format!(
-                "backend answered HTTP {} without a gRPC status",
-                parts.status.as_u16()
-            ),
-        )));
-    }
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !content_type.starts_with("application/grpc") {
-        return Err(bad(format!("content type {content_type:?} is not gRPC")));
-    }
+    not_grpc(&parts)?;
     let mut data = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
@@ -634,6 +627,40 @@ where
     })
 }
 
+/// A reply that is no gRPC answer: an HTTP status other than 200 (a proxy
+/// or web server answered; the gRPC spec's HTTP-to-gRPC table decides the
+/// code, so clients can retry a 503), or a content type that is not gRPC.
+pub(crate) fn not_grpc(parts: &http::response::Parts) -> Result<(), CallError> {
+    if parts.status != http::StatusCode::OK {
+        let code = match parts.status.as_u16() {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        return Err(CallError::status(Status::new(
+            code,
+            format!(
+                "backend answered HTTP {} without a gRPC status",
+                parts.status.as_u16()
+            ),
+        )));
+    }
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/grpc") {
+        return Err(CallError::Protocol(format!(
+            "content type {content_type:?} is not gRPC"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether `headers` carry `grpc-status: 0`.
 fn is_ok(headers: &http::HeaderMap) -> bool {
     headers
@@ -643,7 +670,7 @@ fn is_ok(headers: &http::HeaderMap) -> bool {
 
 /// The gRPC status in a header map. tonic's parser panics on a
 /// `grpc-status-details-bin` that is not base64, so such a value is dropped first.
-fn status_of(headers: &mut http::HeaderMap) -> Option<Status> {
+pub(crate) fn status_of(headers: &mut http::HeaderMap) -> Option<Status> {
     use base64::Engine;
     const DETAILS: &str = "grpc-status-details-bin";
     let engine = base64::engine::GeneralPurpose::new(

@@ -17,6 +17,7 @@ mod deadlines;
 mod descriptor_set;
 mod edge;
 mod errors;
+mod grpc;
 mod metadata;
 mod openapi;
 mod readme;

@@ -1,0 +1,598 @@
+//! Native gRPC on the main listener: a call of a routed method
+//! (`content-type: application/grpc`, `POST /package.Service/Method`) goes
+//! through the same front of the pipeline as a REST call of that method
+//! (auth with credentials from the metadata, the rate limit, the backend
+//! choice, the deadline from `grpc-timeout`, capped) and is then passed to
+//! the backend frame for frame ([`crate::upstream::passthrough`]).
+//!
+//! Every answer is gRPC: the gateway's own errors are trailers-only
+//! statuses ([`error_response`]), a backend that breaks off mid-reply ends
+//! the call with a status in trailers, never with a reset stream or an
+//! HTTP error page. The relayed reply is bounded as REST streams are: the
+//! deadline, `streaming.idle_timeout` (no frame either way), and the
+//! gateway's shutdown.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use hyper::body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Code;
+
+use super::pipeline::{self, Admitted, Call, UpstreamCall};
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::plan::MethodPlan;
+use crate::upstream::passthrough::{Inbound, Outbound};
+use crate::upstream::{CallError, Deadline, Lease};
+
+const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+/// Sent on to the backend: the message codec and the compression of both
+/// directions are between client and backend.
+const CARRIED: [HeaderName; 3] = [
+    CONTENT_TYPE,
+    HeaderName::from_static("grpc-encoding"),
+    HeaderName::from_static("grpc-accept-encoding"),
+];
+/// Bytes of a gRPC message's prefix: the compressed flag and the length.
+const PREFIX: usize = 5;
+
+/// `content-type: application/grpc` (any `+codec`), not gRPC-Web. gRPC
+/// calls are POSTs: other requests skip the header look-up.
+pub(super) fn is_grpc(parts: &Parts) -> bool {
+    parts.method == http::Method::POST
+        && parts.headers.get(CONTENT_TYPE).is_some_and(|v| {
+            let v = v.as_bytes();
+            v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
+        })
+}
+
+/// The routed method a native gRPC call names.
+///
+/// # Errors
+/// [`GatewayError::NotServed`] (UNIMPLEMENTED) for a path that is no routed
+/// method, and for every method while `protocols.grpc` is off.
+pub(super) fn lookup<'g>(
+    gw: &'g Gateway,
+    parts: &Parts,
+) -> Result<(&'g MethodPlan, &'g crate::plan::RoutePlan), GatewayError> {
+    let path = parts.uri.path();
+    gw.config()
+        .protocols
+        .grpc
+        .then(|| gw.method(path))
+        .flatten()
+        .ok_or_else(|| GatewayError::NotServed {
+            path: path.to_owned(),
+        })
+}
+
+/// Passes one call through and relays the backend's answer.
+///
+/// # Errors
+/// The request's deadline or framing, a body over the limit, and a backend
+/// that could not be called; a backend's own status is its answer.
+pub(super) async fn call(
+    gw: &Gateway,
+    parts: &Parts,
+    body: Body,
+    call: Call<'_>,
+    method: &MethodPlan,
+    admitted: Admitted,
+) -> Result<Response, GatewayError> {
+    let plan = call.plan;
+    let target = call.target;
+    let limits = plan.limits;
+    let streaming = method.client_streaming || method.server_streaming;
+    let default = if streaming {
+        limits.stream_max_duration
+    } else {
+        target.timeout
+    };
+    let deadline = Deadline::after(pipeline::timeout(parts, default, limits.max_grpc_timeout)?);
+    let mut headers = call.metadata.into_headers();
+    for name in CARRIED {
+        if let Some(value) = parts.headers.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    let activity = Arc::new(Activity::new());
+    let failure = Arc::new(OnceLock::new());
+    let outbound = if method.client_streaming {
+        Outbound::Stream(Uplink {
+            body,
+            limit: limits.max_body_bytes,
+            scan: Scan::default(),
+            activity: activity.clone(),
+            failure: failure.clone(),
+        })
+    } else {
+        // One message: read whole within the deadline, as a unary REST body is.
+        let whole = tokio::time::timeout_at(
+            deadline.at,
+            pipeline::read_body(parts, body, limits.max_body_bytes.saturating_add(PREFIX)),
+        )
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            timeout: deadline.timeout,
+        })??;
+        one_message(&whole)?;
+        Outbound::Whole(whole)
+    };
+    let mut timing = UpstreamCall::start(gw, target);
+    let passed = match gw
+        .upstreams()
+        .passthrough(target, &plan.route, headers, outbound, deadline)
+        .await
+    {
+        Ok(passed) => passed,
+        // The backend's status, as it sent it.
+        Err(CallError::Status { status, headers }) => {
+            timing.finish(status.code());
+            return Ok(status_response(&status, headers.into_headers()));
+        }
+        Err(e) => {
+            timing.finish(e.code());
+            return Err(pipeline::call_error(gw, &target.name, e));
+        }
+    };
+    timing.keep_span(passed.span);
+    let (head, inbound) = passed.response.into_parts();
+    // A trailers-only answer: its status is in the headers.
+    let ended = head.headers.get("grpc-status").map(code_of);
+    if let Some(code) = ended {
+        timing.finish(code);
+    }
+    let idle = limits.stream_idle_timeout;
+    let relay = Relay {
+        inbound: Some(inbound),
+        done: false,
+        has_status: ended.is_some(),
+        timing,
+        backend: target.name.clone(),
+        deadline: Box::pin(tokio::time::sleep_until(deadline.at)),
+        timeout: deadline.timeout,
+        idle: streaming.then(|| (Box::pin(tokio::time::sleep(idle)), idle)),
+        activity,
+        failure,
+        cut: parts
+            .extensions
+            .get::<CancellationToken>()
+            .map(|cut| Box::pin(cut.clone().cancelled_owned())),
+        _lease: passed.lease,
+        _admitted: admitted,
+    };
+    Ok(Response::from_parts(head, Body::new(relay)))
+}
+
+/// A trailers-only answer of one of the gateway's own errors.
+pub(super) fn error_response(error: &GatewayError) -> Response {
+    let mut headers = error.grpc_metadata();
+    status_headers(&mut headers, error.code(), &error.client_message());
+    headers.insert(CONTENT_TYPE, GRPC);
+    let mut response = Response::new(Body::empty());
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The gRPC code of a `grpc-status` value; UNKNOWN when it is no code.
+pub(super) fn code_of(value: &HeaderValue) -> Code {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Unknown, Code::from_i32)
+}
+
+/// A backend's status as a trailers-only answer: its metadata, code,
+/// message and details.
+fn status_response(status: &tonic::Status, mut headers: HeaderMap) -> Response {
+    if status.add_header(&mut headers).is_err() {
+        status_headers(&mut headers, status.code(), status.message());
+    }
+    headers.insert(CONTENT_TYPE, GRPC);
+    let mut response = Response::new(Body::empty());
+    *response.headers_mut() = headers;
+    response
+}
+
+/// `grpc-status` and a percent-encoded `grpc-message`.
+fn status_headers(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    // The gRPC spec's percent-encoding: anything outside printable ASCII, and '%'.
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    let encoded = percent_encoding::utf8_percent_encode(message, ESCAPED).to_string();
+    if let Ok(value) = HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", value);
+    }
+}
+
+/// A unary or server-streaming request is exactly one message.
+fn one_message(body: &[u8]) -> Result<(), GatewayError> {
+    let Some(prefix) = body.get(..PREFIX) else {
+        return Err(GatewayError::BadGrpcRequest("no request message"));
+    };
+    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+    match (body.len() - PREFIX).cmp(&len) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(GatewayError::BadGrpcRequest("request message cut short")),
+        std::cmp::Ordering::Greater => Err(GatewayError::BadGrpcRequest(
+            "more than one request message for a method that takes one",
+        )),
+    }
+}
+
+/// When a frame last went either way, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    /// Nanoseconds since `origin`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let nanos = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(nanos, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// Where a message's prefix ends in the bytes of a request stream.
+#[derive(Debug, Default)]
+struct Scan {
+    prefix: [u8; PREFIX],
+    have: usize,
+    /// Bytes of the current message still to come.
+    skip: u64,
+}
+
+impl Scan {
+    /// Follows the message prefixes in `data`; `Err(len)` for a message over `limit`.
+    fn feed(&mut self, mut data: &[u8], limit: usize) -> Result<(), u64> {
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = data.len().min(PREFIX - self.have);
+            self.prefix[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have == PREFIX {
+                let p = self.prefix;
+                let len = u64::from(u32::from_be_bytes([p[1], p[2], p[3], p[4]]));
+                if len > limit as u64 {
+                    return Err(len);
+                }
+                self.skip = len;
+                self.have = 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client's stream of messages on its way to the backend, frames as they
+/// came; a message over the limit ends it (the backend sees the call
+/// reset, the client a RESOURCE_EXHAUSTED).
+struct Uplink {
+    body: Body,
+    limit: usize,
+    scan: Scan,
+    activity: Arc<Activity>,
+    failure: Arc<OnceLock<GatewayError>>,
+}
+
+impl hyper::body::Body for Uplink {
+    type Data = Bytes;
+    type Error = GatewayError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, GatewayError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.activity.touch();
+                if let Some(data) = frame.data_ref()
+                    && this.scan.feed(data, this.limit).is_err()
+                {
+                    let error = GatewayError::BodyTooLarge { limit: this.limit };
+                    let _ = this
+                        .failure
+                        .set(GatewayError::BodyTooLarge { limit: this.limit });
+                    return Poll::Ready(Some(Err(error)));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(GatewayError::BodyRead(e.to_string()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The backend's answer on its way to the client. Its frames pass as they
+/// are; whatever ends the call early (the backend breaking off, the
+/// deadline, the idle timeout, the gateway's shutdown) ends it with a
+/// status in trailers.
+struct Relay {
+    /// Dropped when the call ends early, which resets the backend's stream.
+    inbound: Option<Inbound>,
+    done: bool,
+    /// The status was sent: in the headers of a trailers-only answer, or
+    /// in the backend's trailers.
+    has_status: bool,
+    timing: UpstreamCall,
+    backend: Arc<str>,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    /// Streams only: the timer and the timeout.
+    idle: Option<(Pin<Box<Sleep>>, Duration)>,
+    activity: Arc<Activity>,
+    /// Why the client's stream was cut, when the gateway cut it.
+    failure: Arc<OnceLock<GatewayError>>,
+    cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    _lease: Lease,
+    _admitted: Admitted,
+}
+
+impl Relay {
+    /// Ends the call with `error`'s status in trailers.
+    fn fail(&mut self, error: &GatewayError) -> Frame<Bytes> {
+        self.inbound = None;
+        self.done = true;
+        let code = error.code();
+        self.timing.finish(code);
+        if code == Code::Internal || code == Code::Unavailable {
+            tracing::warn!(backend = %self.backend, cause = %error.log_cause(), "gRPC call ended early");
+        } else {
+            tracing::info!(backend = %self.backend, cause = %error.log_cause(), "gRPC call ended early");
+        }
+        let mut trailers = HeaderMap::new();
+        status_headers(&mut trailers, code, &error.client_message());
+        Frame::trailers(trailers)
+    }
+
+    /// The error of a reply stream that broke: as the gateway cut the
+    /// client's stream, or as the gRPC spec maps the backend's failure.
+    fn broken(&self, error: &(dyn std::error::Error + 'static)) -> GatewayError {
+        if let Some(cut) = self.failure.get() {
+            return match cut {
+                GatewayError::BodyTooLarge { limit } => {
+                    GatewayError::BodyTooLarge { limit: *limit }
+                }
+                other => GatewayError::BodyRead(other.to_string()),
+            };
+        }
+        let failure = match crate::upstream::stream_reset(error) {
+            Some(reason) => crate::upstream::reset_error(reason),
+            None => CallError::Unreachable(format!(
+                "reply stream failed: {}",
+                crate::cause::chain(error)
+            )),
+        };
+        match failure {
+            CallError::Status { status, .. } => {
+                GatewayError::Upstream(Box::new(crate::error::UpstreamStatus {
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                    details: None,
+                    headers: HeaderMap::new(),
+                }))
+            }
+            CallError::Unreachable(cause) => GatewayError::Unavailable {
+                backend: self.backend.to_string(),
+                cause,
+            },
+            other => GatewayError::BadBackend {
+                backend: self.backend.to_string(),
+                cause: format!("{other:?}"),
+            },
+        }
+    }
+
+    /// Whether the idle timer fired with no frame either way since it was set.
+    fn idle_passed(&mut self, cx: &mut Context<'_>) -> Option<Duration> {
+        let (timer, idle) = self.idle.as_mut()?;
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            let due = self.activity.last() + *idle;
+            if due <= Instant::now() {
+                return Some(*idle);
+            }
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
+impl hyper::body::Body for Relay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let Some(inbound) = this.inbound.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inbound).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.activity.touch();
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.has_status = true;
+                    let code = trailers.get("grpc-status").map_or(Code::Unknown, code_of);
+                    this.timing.finish(code);
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let error = this.broken(e.as_ref());
+                return Poll::Ready(Some(Ok(this.fail(&error))));
+            }
+            Poll::Ready(None) => {
+                if this.has_status {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                let error = GatewayError::BadBackend {
+                    backend: this.backend.to_string(),
+                    cause: "the reply ended without a grpc-status".to_owned(),
+                };
+                return Poll::Ready(Some(Ok(this.fail(&error))));
+            }
+            Poll::Pending => {}
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let error = GatewayError::DeadlineExceeded {
+                backend: this.backend.to_string(),
+                timeout: this.timeout,
+            };
+            return Poll::Ready(Some(Ok(this.fail(&error))));
+        }
+        if let Some(idle) = this.idle_passed(cx) {
+            let error = GatewayError::StreamTimeout {
+                what: "idle",
+                timeout: idle,
+            };
+            return Poll::Ready(Some(Ok(this.fail(&error))));
+        }
+        if let Some(cut) = this.cut.as_mut()
+            && cut.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Ok(this.fail(&GatewayError::ShuttingDown))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inbound.as_ref().is_none_or(|i| i.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(len: u32) -> Vec<u8> {
+        let mut m = vec![0];
+        m.extend_from_slice(&len.to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len as usize));
+        m
+    }
+
+    #[test]
+    fn one_message_is_checked_by_its_prefix() {
+        let two = [message(3), message(1)].concat();
+        for (body, want) in [
+            (message(3), None),
+            (message(0), None),
+            (Vec::new(), Some("no request message")),
+            (vec![0, 0, 0], Some("no request message")),
+            (message(3)[..6].to_vec(), Some("request message cut short")),
+            (
+                two,
+                Some("more than one request message for a method that takes one"),
+            ),
+        ] {
+            let got = one_message(&body).err().map(|e| match e {
+                GatewayError::BadGrpcRequest(why) => why,
+                other => panic!("{other}"),
+            });
+            assert_eq!(got, want, "{body:?}");
+        }
+    }
+
+    #[test]
+    fn scan_finds_messages_over_the_limit_across_chunks() {
+        let stream = [message(4), message(10), message(2)].concat();
+        for chunk in [1, 2, 3, 5, 7, stream.len()] {
+            let mut scan = Scan::default();
+            let got = stream
+                .chunks(chunk)
+                .map(|c| scan.feed(c, 8))
+                .find(Result::is_err);
+            assert_eq!(got, Some(Err(10)), "chunks of {chunk}");
+            let mut scan = Scan::default();
+            assert!(
+                stream.chunks(chunk).all(|c| scan.feed(c, 10).is_ok()),
+                "chunks of {chunk} within the limit"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_status_values_parse_to_codes() {
+        for (value, want) in [
+            ("0", Code::Ok),
+            ("14", Code::Unavailable),
+            ("16", Code::Unauthenticated),
+            ("x", Code::Unknown),
+            ("99", Code::Unknown),
+        ] {
+            assert_eq!(code_of(&HeaderValue::from_static(value)), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn gateway_errors_answer_trailers_only() {
+        let response = error_response(&GatewayError::NotServed {
+            path: "/x.Y/Z".into(),
+        });
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "12");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "/x.Y/Z is not served as a gRPC method by this gateway"
+        );
+        assert!(hyper::body::Body::is_end_stream(response.body()));
+    }
+}
