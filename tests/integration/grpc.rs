@@ -243,3 +243,124 @@ async fn a_backend_down_or_dying_mid_stream_ends_the_call_with_unavailable() {
         .unwrap_err();
     assert_eq!(error.code(), Code::Unavailable, "{error:?}");
 }
+
+/// The scenario of `tests/clients/*/grpc_scenario.*`: its requests, hex-encoded.
+fn scenario_requests() -> String {
+    use prost::Message;
+    let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    serde_json::json!({
+        "get_user": hex(GetUserRequest { id: 2 }.encode_to_vec()),
+        "get_order": hex(GetOrderRequest { name: "users/1/orders/1001".into() }.encode_to_vec()),
+        "watch": hex(WatchOrderRequest { name: "users/2/orders/1003".into() }.encode_to_vec()),
+        "reserve": hex(ReserveStockRequest {
+            sku: "sku-grinder".into(),
+            quantity: 1,
+            ..Default::default()
+        }
+        .encode_to_vec()),
+        "update": hex(OrderStatusUpdate {
+            name: "users/1/orders/1002".into(),
+            status: OrderStatus::Cancelled.into(),
+            reason: "changed my mind".into(),
+        }
+        .encode_to_vec()),
+    })
+    .to_string()
+}
+
+/// Checks what a client printed for the scenario.
+fn check_scenario(client: &str, out: &str) {
+    use prost::Message;
+    use shop::pb::shop::inventory::v1::BulkReserveResponse;
+    use shop::pb::shop::order::v1::{Order, OrderStatusAck, OrderStatusChange};
+    use shop::pb::shop::user::v1::User;
+    let out: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("{client}: {e}: {out}"));
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        let text = v.as_str().unwrap_or_else(|| panic!("{client}: {v}"));
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let user = User::decode(&*bytes(&out["get_user"])).unwrap();
+    assert_eq!(user.id, 2, "{client}");
+    let order = Order::decode(&*bytes(&out["get_order"])).unwrap();
+    assert_eq!(order.name, "users/1/orders/1001", "{client}");
+    let first = OrderStatusChange::decode(&*bytes(&out["watch_first"])).unwrap();
+    assert_eq!(first.status(), OrderStatus::Shipped, "{client}");
+    let bulk = BulkReserveResponse::decode(&*bytes(&out["bulk"])).unwrap();
+    assert_eq!(bulk.count, 2, "{client}");
+    let acks: Vec<OrderStatusAck> = out["sync"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| OrderStatusAck::decode(&*bytes(a)).unwrap())
+        .collect();
+    assert_eq!(acks.len(), 1, "{client}: {acks:?}");
+    assert!(acks[0].accepted, "{client}: {acks:?}");
+    assert_eq!(acks[0].status(), OrderStatus::Cancelled, "{client}");
+    for anonymous in [
+        "get_order_anonymous",
+        "watch_anonymous",
+        "bulk_anonymous",
+        "sync_anonymous",
+    ] {
+        assert_eq!(
+            out[anonymous]["code"],
+            Code::Unauthenticated as i32,
+            "{client}: {anonymous}: {}",
+            out[anonymous]
+        );
+        let message = out[anonymous]["message"].as_str().unwrap();
+        assert!(
+            message.contains("missing credentials"),
+            "{client}: {message}"
+        );
+    }
+    assert_eq!(
+        out["unrouted"]["code"],
+        Code::Unimplemented as i32,
+        "{client}"
+    );
+}
+
+#[tokio::test]
+async fn python_grpcio_calls_every_kind_through_the_gateway() {
+    let stack = start().await;
+    let args = [
+        stack.addr().to_string(),
+        dev_token("orders"),
+        API_KEY.to_owned(),
+        scenario_requests(),
+    ];
+    let script = std::fs::read_to_string(
+        crate::support::root().join("tests/clients/python/grpc_scenario.py"),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::python::run(crate::reflection_server::GRPCIO, &script, &args)
+    })
+    .await
+    .unwrap();
+    check_scenario("grpcio", &out);
+}
+
+#[tokio::test]
+async fn node_grpc_js_calls_every_kind_through_the_gateway() {
+    let stack = start().await;
+    let args = [
+        stack.addr().to_string(),
+        dev_token("orders"),
+        API_KEY.to_owned(),
+        scenario_requests(),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::node::run("grpc_scenario.mjs", &args)
+    })
+    .await
+    .unwrap();
+    check_scenario("@grpc/grpc-js", &out);
+}

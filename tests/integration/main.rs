@@ -4,6 +4,7 @@
 //! connections, slow clients, streams, WebSockets, shutdown, the binary),
 //! then over HTTP.
 
+mod node;
 mod probe;
 mod python;
 mod support;

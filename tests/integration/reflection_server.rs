@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::{Stack, example_config_file, serve_live};
 
-const GRPCIO: &[&str] = &["grpcio-reflection==1.85.1"];
+pub const GRPCIO: &[&str] = &["grpcio-reflection==1.85.1"];
 
 const CLIENT: &str = r#"
 import json, sys, grpc
