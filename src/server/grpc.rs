@@ -144,6 +144,10 @@ pub(super) async fn call(
         }
         Err(e) => {
             timing.finish(e.code());
+            // The gateway cut the client's stream: that is the answer.
+            if let Some(&limit) = failure.get() {
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
             return Err(pipeline::call_error(gw, &target.name, e));
         }
     };
@@ -305,7 +309,7 @@ struct Uplink {
     limit: usize,
     scan: Scan,
     activity: Arc<Activity>,
-    failure: Arc<OnceLock<GatewayError>>,
+    failure: Arc<OnceLock<usize>>,
 }
 
 impl hyper::body::Body for Uplink {
@@ -324,9 +328,7 @@ impl hyper::body::Body for Uplink {
                     && this.scan.feed(data, this.limit).is_err()
                 {
                     let error = GatewayError::BodyTooLarge { limit: this.limit };
-                    let _ = this
-                        .failure
-                        .set(GatewayError::BodyTooLarge { limit: this.limit });
+                    let _ = this.failure.set(this.limit);
                     return Poll::Ready(Some(Err(error)));
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -366,8 +368,9 @@ struct Relay {
     /// Streams only: the timer and the timeout.
     idle: Option<(Pin<Box<Sleep>>, Duration)>,
     activity: Arc<Activity>,
-    /// Why the client's stream was cut, when the gateway cut it.
-    failure: Arc<OnceLock<GatewayError>>,
+    /// The limit a message of the client's stream was over, when the
+    /// gateway cut the stream for it.
+    failure: Arc<OnceLock<usize>>,
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     _lease: Lease,
     _admitted: Admitted,
@@ -393,13 +396,8 @@ impl Relay {
     /// The error of a reply stream that broke: as the gateway cut the
     /// client's stream, or as the gRPC spec maps the backend's failure.
     fn broken(&self, error: &(dyn std::error::Error + 'static)) -> GatewayError {
-        if let Some(cut) = self.failure.get() {
-            return match cut {
-                GatewayError::BodyTooLarge { limit } => {
-                    GatewayError::BodyTooLarge { limit: *limit }
-                }
-                other => GatewayError::BodyRead(other.to_string()),
-            };
+        if let Some(&limit) = self.failure.get() {
+            return GatewayError::BodyTooLarge { limit };
         }
         let failure = match crate::upstream::stream_reset(error) {
             Some(reason) => crate::upstream::reset_error(reason),

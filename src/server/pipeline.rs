@@ -460,6 +460,7 @@ pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> Gatew
             backend: backend.to_owned(),
             cause,
         },
+        CallError::Aborted(cause) => GatewayError::BodyRead(cause),
         CallError::Timeout(timeout) => GatewayError::DeadlineExceeded {
             backend: backend.to_owned(),
             timeout,

@@ -88,6 +88,9 @@ pub enum CallError {
     Protocol(String),
     /// The deadline passed.
     Timeout(Duration),
+    /// The caller's request stream failed before the call was answered
+    /// (cut by the gateway, or broken off): it says nothing of the backend.
+    Aborted(String),
 }
 
 impl CallError {
@@ -118,6 +121,7 @@ impl CallError {
             Self::Unreachable(_) | Self::NoEndpoint(_) => Code::Unavailable,
             Self::Protocol(_) => Code::Internal,
             Self::Timeout(_) => Code::DeadlineExceeded,
+            Self::Aborted(_) => Code::Cancelled,
         }
     }
 }
@@ -550,7 +554,9 @@ pub(crate) fn failure_outcome(error: &CallError) -> Outcome {
         CallError::Unreachable(_) => Outcome::Failed,
         CallError::Status { status, .. } if status.code() == Code::Unavailable => Outcome::Failed,
         CallError::Status { .. } | CallError::Protocol(_) => Outcome::Answered,
-        CallError::Timeout(_) | CallError::NoEndpoint(_) => Outcome::Neutral,
+        CallError::Timeout(_) | CallError::NoEndpoint(_) | CallError::Aborted(_) => {
+            Outcome::Neutral
+        }
     }
 }
 

@@ -197,6 +197,7 @@ where
     let result = match tokio::time::timeout_at(deadline.at, sent).await {
         Ok(_) if deadline.passed() => Err(deadline.exceeded()),
         Ok(Ok(response)) => answered(response),
+        Ok(Err(e)) if request_failed(&e) => Err(CallError::Aborted(crate::cause::chain(&e))),
         Ok(Err(e)) => Err(match transport_failure(&e) {
             // The stream's first messages may have gone: nothing is sent again.
             Attempt::Refused(cause) | Attempt::Failed(CallError::Unreachable(cause)) => {
@@ -230,4 +231,17 @@ fn answered<B>(response: http::Response<B>) -> Result<http::Response<B>, CallErr
         return Err(CallError::status(status));
     }
     Ok(http::Response::from_parts(parts, body))
+}
+
+/// Whether a failed call failed on the request's side: the client's stream
+/// broke off or was cut, not the backend.
+fn request_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            return hyper.is_user();
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -364,3 +364,291 @@ async fn node_grpc_js_calls_every_kind_through_the_gateway() {
     .unwrap();
     check_scenario("@grpc/grpc-js", &out);
 }
+
+// Against the probe backend, which can be slow, flaky or break off.
+
+mod probe_calls {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tonic::Code;
+    use tonic::codegen::http::uri::PathAndQuery;
+    use tonic_prost::ProstCodec;
+
+    use crate::probe::{CountReply, CountRequest, EchoReply, EchoRequest};
+    use crate::support::eventually;
+
+    async fn grpc(addr: std::net::SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
+        let mut grpc = tonic::client::Grpc::new(super::channel(addr).await);
+        grpc.ready().await.unwrap();
+        grpc
+    }
+
+    const ECHO: PathAndQuery = PathAndQuery::from_static("/probe.v1.Probe/Echo");
+
+    async fn echo(
+        grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+        request: tonic::Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
+        grpc.ready().await.unwrap();
+        grpc.unary(request, ECHO, ProstCodec::default()).await
+    }
+
+    fn text(text: &str) -> EchoRequest {
+        EchoRequest {
+            text: text.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn metadata_trailers_and_backend_statuses_cross_as_sent() {
+        let (stack, _) = crate::probe::start("").await;
+        let mut grpc = grpc(stack.0.addr()).await;
+        let mut request = tonic::Request::new(text("hi"));
+        request
+            .metadata_mut()
+            .insert("x-tenant", "acme".parse().unwrap());
+        request.metadata_mut().insert_bin(
+            "x-blob-bin",
+            tonic::metadata::MetadataValue::from_bytes(b"\x00\x01"),
+        );
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        request.set_timeout(Duration::from_secs(30));
+        let reply = echo(&mut grpc, request).await.unwrap();
+        let seen = &reply.get_ref().metadata;
+        assert_eq!(
+            seen.get("x-tenant").map(String::as_str),
+            Some("acme"),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.get("x-blob-bin").map(String::as_str),
+            Some("AAE"),
+            "{seen:?}"
+        );
+        // The gateway's view of the client, not the client's claim.
+        assert_eq!(
+            seen.get("x-forwarded-for").map(String::as_str),
+            Some("127.0.0.1"),
+            "{seen:?}"
+        );
+        let timeout = seen.get("grpc-timeout").expect("a deadline is sent");
+        assert!(
+            timeout.ends_with('m') || timeout.ends_with('u'),
+            "{timeout}"
+        );
+        assert_eq!(
+            seen.get("content-type").map(String::as_str),
+            Some("application/grpc")
+        );
+        // The backend's own trailers reach the client.
+        let mut grpc2 = grpc.clone();
+        grpc2.ready().await.unwrap();
+        let streamed = grpc2
+            .client_streaming::<_, EchoRequest, EchoReply, _>(
+                tonic::Request::new(tokio_stream::iter([text("a")])),
+                PathAndQuery::from_static("/probe.v1.Probe/Collect"),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(streamed.get_ref().text, "a");
+
+        // A backend's status with details arrives as sent: code, message, details.
+        let error = echo(
+            &mut grpc,
+            tonic::Request::new(EchoRequest {
+                fault: 6,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument);
+        assert_eq!(error.message(), "bad input");
+        let details =
+            <protogate::transcode::status::RpcStatus as prost::Message>::decode(error.details())
+                .unwrap();
+        assert_eq!(details.details.len(), 2, "{details:?}");
+        // A backend that answers HTTP without gRPC: the spec's HTTP-to-gRPC codes.
+        let error = echo(
+            &mut grpc,
+            tonic::Request::new(EchoRequest {
+                fault: 8,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.code(), Code::Unavailable, "{error:?}");
+        // A backend that resets the stream after its reply's headers.
+        let error = echo(
+            &mut grpc,
+            tonic::Request::new(EchoRequest {
+                fault: 9,
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(error.code(), Code::Internal, "{error:?}");
+        assert!(error.message().contains("backend probe"), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn deadlines_retries_size_and_rate_limits_apply() {
+        let extra = "methods:\n  probe.v1.Probe.Echo:\n    idempotent: true\n\
+                     transcoding:\n  max_body_bytes: 1024\n\
+                     rate_limit:\n  by_address: { requests: 6, per: 1h, burst: 6 }\n\
+                     server:\n  max_grpc_timeout: 300ms\n";
+        let (stack, probe) = crate::probe::start_with(extra, |c| {
+            c.backends[0].retry.attempts = 3;
+            c.backends[0].retry.backoff = Duration::from_millis(5);
+        })
+        .await;
+        let mut grpc = grpc(stack.0.addr()).await;
+
+        // 1: the client's deadline, capped and enforced by the gateway.
+        let mut slow = tonic::Request::new(EchoRequest {
+            delay_ms: 10_000,
+            ..Default::default()
+        });
+        slow.set_timeout(Duration::from_secs(60));
+        let error = echo(&mut grpc, slow).await.unwrap_err();
+        assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+
+        // 2: an idempotent method is retried after UNAVAILABLE.
+        probe.flaky.store(2, Ordering::SeqCst);
+        let before = probe.echoes.load(Ordering::SeqCst);
+        let reply = echo(&mut grpc, tonic::Request::new(text("again")))
+            .await
+            .unwrap();
+        assert_eq!(reply.get_ref().text, "again");
+        assert_eq!(probe.echoes.load(Ordering::SeqCst) - before, 3);
+
+        // 3, 4: messages over the limit, one or in a stream, never reach it.
+        let big = "x".repeat(2000);
+        let error = echo(&mut grpc, tonic::Request::new(text(&big)))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+        grpc.ready().await.unwrap();
+        let error = grpc
+            .client_streaming::<_, EchoRequest, EchoReply, _>(
+                tonic::Request::new(tokio_stream::iter([text("small"), text(&big)])),
+                PathAndQuery::from_static("/probe.v1.Probe/Collect"),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+
+        // 5, 6, then over the limit: RESOURCE_EXHAUSTED with Retry-After.
+        for _ in 0..2 {
+            echo(&mut grpc, tonic::Request::new(text("ok")))
+                .await
+                .unwrap();
+        }
+        let error = echo(&mut grpc, tonic::Request::new(text("one too many")))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::ResourceExhausted, "{error:?}");
+        assert!(error.metadata().get("retry-after").is_some(), "{error:?}");
+
+        // Counted by method, with the HTTP status each code maps to.
+        let (_, _, metrics) = stack.0.get_text("/metrics").await;
+        for line in [
+            r#"protogate_http_requests_total{route="/probe.v1.Probe/Echo",method="POST",status="429"} 2"#,
+            r#"protogate_http_requests_total{route="/probe.v1.Probe/Echo",method="POST",status="504"} 1"#,
+            r#"protogate_http_requests_total{route="/probe.v1.Probe/Echo",method="POST",status="200"} 3"#,
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
+    }
+
+    #[tokio::test]
+    async fn streams_keep_backpressure_and_end_with_a_status() {
+        let (stack, probe) = crate::probe::start("streaming:\n  idle_timeout: 1s\n").await;
+        let mut grpc = grpc(stack.0.addr()).await;
+        let count = PathAndQuery::from_static("/probe.v1.Probe/Count");
+
+        // Replies are made as the client reads them: a client that stops
+        // reading holds the backend back, one that leaves cancels it.
+        let mut replies = grpc
+            .server_streaming::<CountRequest, CountReply, _>(
+                tonic::Request::new(CountRequest {
+                    n: 1_000_000,
+                    pad_bytes: 1024,
+                    ..Default::default()
+                }),
+                count.clone(),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replies.message().await.unwrap().unwrap().i, 1);
+        // Windows of ~7 MiB along the way (client, gateway, backend) hold a
+        // few thousand 1 KiB replies; a million would mean none held.
+        let produced = crate::support::settled(30, "production stalls", 5, 100_000, || {
+            probe.produced.load(Ordering::SeqCst)
+        })
+        .await;
+        assert!(produced > 1, "{produced}");
+        drop(replies);
+        eventually(10, "the backend's stream is cancelled", || {
+            let cancelled = probe.streams_cancelled.clone();
+            async move { cancelled.load(Ordering::SeqCst) == 1 }
+        })
+        .await;
+
+        // A stream the backend breaks off ends with a status, not a reset.
+        grpc.ready().await.unwrap();
+        let mut replies = grpc
+            .server_streaming::<CountRequest, CountReply, _>(
+                tonic::Request::new(CountRequest {
+                    n: 5,
+                    reset_after: 2,
+                    ..Default::default()
+                }),
+                count.clone(),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = 0;
+        let error = loop {
+            match replies.message().await {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => panic!("the stream ended without an error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(got, 2);
+        assert_eq!(error.code(), Code::Internal, "{error:?}");
+
+        // A quiet stream ends at the idle timeout.
+        grpc.ready().await.unwrap();
+        let mut replies = grpc
+            .server_streaming::<CountRequest, CountReply, _>(
+                tonic::Request::new(CountRequest {
+                    n: 3,
+                    hold_after_first: true,
+                    ..Default::default()
+                }),
+                count,
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(replies.message().await.unwrap().is_some());
+        let error = replies.message().await.unwrap_err();
+        assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+        assert_eq!(error.message(), "stream idle after 1s");
+    }
+}
