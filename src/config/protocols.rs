@@ -10,6 +10,9 @@ pub struct ProtocolsSection {
     /// Pass native gRPC calls (`content-type: application/grpc`) of routed
     /// methods through to their backends. Default true.
     pub grpc: Option<bool>,
+    /// Answer gRPC-Web calls (`application/grpc-web`, `-web-text`) of
+    /// routed methods, from browsers. Default true.
+    pub grpc_web: Option<bool>,
 }
 
 /// The client surfaces that are on.
@@ -17,11 +20,16 @@ pub struct ProtocolsSection {
 pub struct ProtocolOptions {
     /// Native gRPC passthrough. Default true.
     pub grpc: bool,
+    /// gRPC-Web. Default true.
+    pub grpc_web: bool,
 }
 
 impl Default for ProtocolOptions {
     fn default() -> Self {
-        Self { grpc: true }
+        Self {
+            grpc: true,
+            grpc_web: true,
+        }
     }
 }
 
@@ -30,6 +38,7 @@ impl From<ProtocolsSection> for ProtocolOptions {
         let d = Self::default();
         Self {
             grpc: raw.grpc.unwrap_or(d.grpc),
+            grpc_web: raw.grpc_web.unwrap_or(d.grpc_web),
         }
     }
 }

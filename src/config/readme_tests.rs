@@ -301,6 +301,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ("admin.listen", Some(none(c.admin.listen.is_none()))),
         ("reflection_server", Some(vec![s(c.reflection_server)])),
         ("protocols.grpc", Some(vec![s(c.protocols.grpc)])),
+        ("protocols.grpc_web", Some(vec![s(c.protocols.grpc_web)])),
         ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",

@@ -1,9 +1,13 @@
-//! Native gRPC on the main listener: a call of a routed method
-//! (`content-type: application/grpc`, `POST /package.Service/Method`) goes
+//! Native gRPC and gRPC-Web on the main listener: a call of a routed method
+//! (`content-type: application/grpc` or `application/grpc-web`,
+//! `POST /package.Service/Method`) goes
 //! through the same front of the pipeline as a REST call of that method
 //! (auth with credentials from the metadata, the rate limit, the backend
 //! choice, the deadline from `grpc-timeout`, capped) and is then passed to
-//! the backend frame for frame ([`crate::upstream::passthrough`]).
+//! the backend frame for frame ([`crate::upstream::passthrough`]). A
+//! gRPC-Web call is a native one to the backend; only its answer's framing
+//! differs ([`super::grpc_web`]): the status in a last frame of the body,
+//! and for `-text` the body in base64.
 //!
 //! Every answer is gRPC: the gateway's own errors are trailers-only
 //! statuses ([`error_response`]), a backend that breaks off mid-reply ends
@@ -48,30 +52,78 @@ const CARRIED: [HeaderName; 3] = [
 /// Bytes of a gRPC message's prefix: the compressed flag and the length.
 const PREFIX: usize = 5;
 
-/// `content-type: application/grpc` (any `+codec`), not gRPC-Web. gRPC
-/// calls are POSTs: other requests skip the header look-up.
-pub(super) fn is_grpc(parts: &Parts) -> bool {
-    parts.method == http::Method::POST
-        && parts.headers.get(CONTENT_TYPE).is_some_and(|v| {
-            let v = v.as_bytes();
-            v.starts_with(b"application/grpc") && !v.starts_with(b"application/grpc-web")
-        })
+/// How a client of the gRPC family frames its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wire {
+    /// `application/grpc[+codec]`: HTTP/2, the status in trailers.
+    Native,
+    /// `application/grpc-web[+codec]`: the status in the body's last frame.
+    Web,
+    /// `application/grpc-web-text[+codec]`: as `Web`, in base64.
+    WebText,
 }
 
-/// The routed method a native gRPC call names.
+impl Wire {
+    /// The wire of a request, if it is a gRPC-family call: a POST with one
+    /// of the content types. Other requests skip the header look-up.
+    pub(super) fn of(parts: &Parts) -> Option<Self> {
+        if parts.method != http::Method::POST {
+            return None;
+        }
+        let value = parts.headers.get(CONTENT_TYPE)?.as_bytes();
+        let rest = value.strip_prefix(b"application/grpc")?;
+        if rest.starts_with(b"-web-text") {
+            Some(Self::WebText)
+        } else if rest.starts_with(b"-web") {
+            Some(Self::Web)
+        } else if rest.is_empty() || rest[0] == b'+' || rest[0] == b';' {
+            Some(Self::Native)
+        } else {
+            None
+        }
+    }
+
+    /// The content type of answers: the request's, so its codec suffix stays.
+    fn content_type(self, parts: &Parts) -> HeaderValue {
+        match parts.headers.get(CONTENT_TYPE) {
+            Some(value) => value.clone(),
+            None => HeaderValue::from_static("application/grpc"),
+        }
+    }
+
+    /// The content type the backend is sent: native gRPC, same codec.
+    fn backend_content_type(self, parts: &Parts) -> Option<HeaderValue> {
+        let value = parts.headers.get(CONTENT_TYPE)?;
+        let prefix: &[u8] = match self {
+            Self::Native => return Some(value.clone()),
+            Self::Web => b"application/grpc-web",
+            Self::WebText => b"application/grpc-web-text",
+        };
+        let codec = value.as_bytes().get(prefix.len()..).unwrap_or_default();
+        let mut native = b"application/grpc".to_vec();
+        native.extend_from_slice(codec);
+        HeaderValue::from_bytes(&native).ok()
+    }
+}
+
+/// The routed method a gRPC-family call names.
 ///
 /// # Errors
 /// [`GatewayError::NotServed`] (UNIMPLEMENTED) for a path that is no routed
-/// method, and for every method while `protocols.grpc` is off.
+/// method, and for every method while the wire's protocol is off
+/// (`protocols.grpc`, `protocols.grpc_web`).
 pub(super) fn lookup<'g>(
     gw: &'g Gateway,
     parts: &Parts,
+    wire: Wire,
 ) -> Result<(&'g MethodPlan, &'g crate::plan::RoutePlan), GatewayError> {
     let path = parts.uri.path();
-    gw.config()
-        .protocols
-        .grpc
-        .then(|| gw.method(path))
+    let protocols = &gw.config().protocols;
+    let on = match wire {
+        Wire::Native => protocols.grpc,
+        Wire::Web | Wire::WebText => protocols.grpc_web,
+    };
+    on.then(|| gw.method(path))
         .flatten()
         .ok_or_else(|| GatewayError::NotServed {
             path: path.to_owned(),
@@ -89,6 +141,7 @@ pub(super) async fn call(
     body: Body,
     call: Call<'_>,
     method: &MethodPlan,
+    wire: Wire,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
     let plan = call.plan;
@@ -107,9 +160,20 @@ pub(super) async fn call(
             headers.insert(name, value.clone());
         }
     }
+    if wire != Wire::Native {
+        if let Some(native) = wire.backend_content_type(parts) {
+            headers.insert(CONTENT_TYPE, native);
+        }
+        // A browser's, not the call's.
+        for name in ["x-grpc-web", "x-user-agent"] {
+            headers.remove(name);
+        }
+    }
     let activity = Arc::new(Activity::new());
     let failure = Arc::new(OnceLock::new());
-    let outbound = if method.client_streaming {
+    // A native client stream goes as it comes; a gRPC-Web request (which
+    // browsers send whole) is read whole, whatever the call kind.
+    let outbound = if method.client_streaming && wire == Wire::Native {
         Outbound::Stream(Uplink {
             body,
             limit: limits.max_body_bytes,
@@ -127,7 +191,15 @@ pub(super) async fn call(
         .map_err(|_| GatewayError::BodyTimeout {
             timeout: deadline.timeout,
         })??;
-        one_message(&whole)?;
+        let whole = match wire {
+            Wire::WebText => super::grpc_web::decode_text(&whole)
+                .map(Bytes::from)
+                .map_err(|_| GatewayError::BadGrpcRequest("the body is not base64"))?,
+            Wire::Native | Wire::Web => whole,
+        };
+        if !method.client_streaming {
+            one_message(&whole)?;
+        }
         Outbound::Whole(whole)
     };
     let mut timing = UpstreamCall::start(gw, target);
@@ -140,7 +212,11 @@ pub(super) async fn call(
         // The backend's status, as it sent it.
         Err(CallError::Status { status, headers }) => {
             timing.finish(status.code());
-            return Ok(status_response(&status, headers.into_headers()));
+            return Ok(status_response(
+                &status,
+                headers.into_headers(),
+                wire.content_type(parts),
+            ));
         }
         Err(e) => {
             timing.finish(e.code());
@@ -152,7 +228,11 @@ pub(super) async fn call(
         }
     };
     timing.keep_span(passed.span);
-    let (head, inbound) = passed.response.into_parts();
+    let (mut head, inbound) = passed.response.into_parts();
+    if wire != Wire::Native {
+        head.headers.insert(CONTENT_TYPE, wire.content_type(parts));
+        head.headers.remove(http::header::CONTENT_LENGTH);
+    }
     // A trailers-only answer: its status is in the headers.
     let ended = head.headers.get("grpc-status").map(code_of);
     if let Some(code) = ended {
@@ -161,6 +241,8 @@ pub(super) async fn call(
     let idle = limits.stream_idle_timeout;
     let relay = Relay {
         inbound: Some(inbound),
+        wire,
+        text: (wire == Wire::WebText).then(super::grpc_web::TextEncoder::default),
         done: false,
         has_status: ended.is_some(),
         timing,
@@ -180,11 +262,13 @@ pub(super) async fn call(
     Ok(Response::from_parts(head, Body::new(relay)))
 }
 
-/// A trailers-only answer of one of the gateway's own errors.
-pub(super) fn error_response(error: &GatewayError) -> Response {
+/// A trailers-only answer of one of the gateway's own errors, with the
+/// request's content type (`application/grpc` without one).
+pub(super) fn error_response(error: &GatewayError, parts: &Parts) -> Response {
     let mut headers = error.grpc_metadata();
     status_headers(&mut headers, error.code(), &error.client_message());
-    headers.insert(CONTENT_TYPE, GRPC);
+    let content_type = parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(GRPC);
+    headers.insert(CONTENT_TYPE, content_type);
     let mut response = Response::new(Body::empty());
     *response.headers_mut() = headers;
     response
@@ -200,11 +284,15 @@ pub(super) fn code_of(value: &HeaderValue) -> Code {
 
 /// A backend's status as a trailers-only answer: its metadata, code,
 /// message and details.
-fn status_response(status: &tonic::Status, mut headers: HeaderMap) -> Response {
+fn status_response(
+    status: &tonic::Status,
+    mut headers: HeaderMap,
+    content_type: HeaderValue,
+) -> Response {
     if status.add_header(&mut headers).is_err() {
         status_headers(&mut headers, status.code(), status.message());
     }
-    headers.insert(CONTENT_TYPE, GRPC);
+    headers.insert(CONTENT_TYPE, content_type);
     let mut response = Response::new(Body::empty());
     *response.headers_mut() = headers;
     response
@@ -357,6 +445,10 @@ impl hyper::body::Body for Uplink {
 struct Relay {
     /// Dropped when the call ends early, which resets the backend's stream.
     inbound: Option<Inbound>,
+    /// How the status reaches the client: in trailers, or in the body.
+    wire: Wire,
+    /// `application/grpc-web-text`: the body's base64 so far.
+    text: Option<super::grpc_web::TextEncoder>,
     done: bool,
     /// The status was sent: in the headers of a trailers-only answer, or
     /// in the backend's trailers.
@@ -390,7 +482,34 @@ impl Relay {
         }
         let mut trailers = HeaderMap::new();
         status_headers(&mut trailers, code, &error.client_message());
-        Frame::trailers(trailers)
+        self.last(trailers)
+    }
+
+    /// The frame that ends the answer with `trailers`: HTTP/2 trailers, or
+    /// gRPC-Web's last frame in the body.
+    fn last(&mut self, trailers: HeaderMap) -> Frame<Bytes> {
+        self.done = true;
+        match self.wire {
+            Wire::Native => Frame::trailers(trailers),
+            Wire::Web | Wire::WebText => {
+                let frame = super::grpc_web::trailer_frame(&trailers);
+                Frame::data(self.data(&frame, true))
+            }
+        }
+    }
+
+    /// Reply bytes as the client reads them: as they are, or in base64.
+    fn data(&mut self, bytes: &[u8], end: bool) -> Bytes {
+        match self.text.as_mut() {
+            None => Bytes::copy_from_slice(bytes),
+            Some(text) => {
+                let mut out = text.encode(bytes).to_vec();
+                if end {
+                    out.extend_from_slice(&text.finish());
+                }
+                Bytes::from(out)
+            }
+        }
     }
 
     /// The error of a reply stream that broke: as the gateway cut the
@@ -460,11 +579,19 @@ impl hyper::body::Body for Relay {
         match Pin::new(inbound).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.activity.touch();
-                if let Some(trailers) = frame.trailers_ref() {
-                    this.has_status = true;
-                    let code = trailers.get("grpc-status").map_or(Code::Unknown, code_of);
-                    this.timing.finish(code);
-                }
+                let frame = match frame.into_data() {
+                    Ok(data) if this.text.is_some() => Frame::data(this.data(&data, false)),
+                    Ok(data) => Frame::data(data),
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => {
+                            this.has_status = true;
+                            let code = trailers.get("grpc-status").map_or(Code::Unknown, code_of);
+                            this.timing.finish(code);
+                            this.last(trailers)
+                        }
+                        Err(other) => other,
+                    },
+                };
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(e))) => {
@@ -567,6 +694,31 @@ mod tests {
     }
 
     #[test]
+    fn wires_are_told_by_method_and_content_type() {
+        for (method, content_type, want) in [
+            ("POST", "application/grpc", Some(Wire::Native)),
+            ("POST", "application/grpc+proto", Some(Wire::Native)),
+            ("POST", "application/grpc;charset=utf-8", Some(Wire::Native)),
+            ("POST", "application/grpc-web", Some(Wire::Web)),
+            ("POST", "application/grpc-web+proto", Some(Wire::Web)),
+            ("POST", "application/grpc-web-text", Some(Wire::WebText)),
+            ("POST", "application/grpc-web-text+proto", Some(Wire::WebText)),
+            ("POST", "application/grpcx", None),
+            ("POST", "application/json", None),
+            ("GET", "application/grpc", None),
+        ] {
+            let (parts, ()) = http::Request::builder()
+                .method(method)
+                .uri("/a.B/C")
+                .header(CONTENT_TYPE, content_type)
+                .body(())
+                .unwrap()
+                .into_parts();
+            assert_eq!(Wire::of(&parts), want, "{method} {content_type}");
+        }
+    }
+
+    #[test]
     fn grpc_status_values_parse_to_codes() {
         for (value, want) in [
             ("0", Code::Ok),
@@ -581,11 +733,23 @@ mod tests {
 
     #[test]
     fn gateway_errors_answer_trailers_only() {
-        let response = error_response(&GatewayError::NotServed {
-            path: "/x.Y/Z".into(),
-        });
+        let (parts, ()) = http::Request::post("/x.Y/Z")
+            .header(CONTENT_TYPE, "application/grpc-web+proto")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(Wire::of(&parts), Some(Wire::Web));
+        let response = error_response(
+            &GatewayError::NotServed {
+                path: "/x.Y/Z".into(),
+            },
+            &parts,
+        );
         assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/grpc");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/grpc-web+proto"
+        );
         assert_eq!(response.headers()["grpc-status"], "12");
         assert_eq!(
             response.headers()["grpc-message"],

@@ -25,6 +25,8 @@ use crate::rate_limit::Allowed;
 pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    // Taken by the call once the caller is let in; still here on a refusal.
+    let mut body = Some(body);
     let request_id = parts
         .headers
         .get("x-request-id")
@@ -36,7 +38,9 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
         let mut seen = Seen::default();
         let result = match pipeline::admit(&gw) {
             Ok(admitted) => match layers::check_sizes(&parts, &gw.config().edge) {
-                Ok(()) => dispatch(&gw, surface, &mut parts, body, &mut seen, admitted).await,
+                Ok(()) => {
+                    dispatch(&gw, surface, &mut parts, &mut body, &mut seen, admitted).await
+                }
                 Err(e) => Err(e),
             },
             Err(e) => {
@@ -62,10 +66,13 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 }
                 match surface {
                     Surface::Rest => error.into_response(),
-                    Surface::Grpc => grpc::error_response(&error),
+                    Surface::Grpc(_) => grpc::error_response(&error, &parts),
                 }
             }
         };
+        if let Some(unread) = body.take() {
+            drain(&parts, unread).await;
+        }
         crate::telemetry::answered(&tracing::Span::current(), response.status());
         // A deprecated API says so on every answer, errors included.
         if let Some(headers) = seen.route.as_ref().and_then(|r| r.deprecation.as_ref()) {
@@ -89,22 +96,41 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     .await
 }
 
+/// Most of an HTTP/1.1 request body that a refusal left unread, so the
+/// connection can answer it: a client still writing its body (Node's
+/// `http` sends it after the headers) would otherwise find the connection
+/// closed under it. Bounded in bytes and time; HTTP/2 resets the stream
+/// instead and needs none of this.
+async fn drain(parts: &Parts, body: Body) {
+    const MAX: usize = 64 * 1024;
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if parts.version >= http::Version::HTTP_2
+        || !(chunked || declared.is_some_and(|n| n > 0 && n <= MAX as u64))
+    {
+        return;
+    }
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX));
+    let _ = tokio::time::timeout(WITHIN, read).await;
+}
+
 /// How the client speaks, which decides how errors are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Surface {
     /// REST/JSON and its streams: errors in the gateway's JSON shape.
     Rest,
-    /// Native gRPC: errors as trailers-only statuses.
-    Grpc,
+    /// Native gRPC and gRPC-Web: errors as trailers-only statuses.
+    Grpc(grpc::Wire),
 }
 
 impl Surface {
     fn of(parts: &Parts) -> Self {
-        if grpc::is_grpc(parts) {
-            Self::Grpc
-        } else {
-            Self::Rest
-        }
+        grpc::Wire::of(parts).map_or(Self::Rest, Self::Grpc)
     }
 
     /// The `status` label of the request's metrics: the HTTP status, or
@@ -113,7 +139,7 @@ impl Surface {
     fn status(self, response: &Response) -> u16 {
         match self {
             Self::Rest => response.status().as_u16(),
-            Self::Grpc => response.headers().get("grpc-status").map_or(200, |v| {
+            Self::Grpc(_) => response.headers().get("grpc-status").map_or(200, |v| {
                 crate::error::http_status(grpc::code_of(v)).as_u16()
             }),
         }
@@ -137,17 +163,18 @@ async fn dispatch(
     gw: &Gateway,
     surface: Surface,
     parts: &mut Parts,
-    body: Body,
+    body: &mut Option<Body>,
     seen: &mut Seen,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
-    if surface == Surface::Grpc {
-        let (method, plan) = grpc::lookup(gw, parts)?;
+    if let Surface::Grpc(wire) = surface {
+        let (method, plan) = grpc::lookup(gw, parts, wire)?;
         seen.label = Some(method.label.clone());
         crate::telemetry::route_matched(&tracing::Span::current(), &parts.method, &method.label);
         let call = Call::prepare_method(gw, parts, method, plan).await?;
         seen.rate = call.rate;
-        return Box::pin(grpc::call(gw, parts, body, call, method, admitted)).await;
+        let body = body.take().unwrap_or_default();
+        return Box::pin(grpc::call(gw, parts, body, call, method, wire, admitted)).await;
     }
     let websocket = websocket::is_websocket(parts);
     let found = pipeline::lookup(gw, parts, websocket)?;
@@ -162,6 +189,7 @@ async fn dispatch(
     let streaming = route.is_streaming();
     let call = Call::prepare(gw, parts, found).await?;
     seen.rate = call.rate;
+    let body = body.take().unwrap_or_default();
     // Boxed: a unary call's future need not carry a stream's state.
     if websocket {
         return Box::pin(websocket::websocket(gw, parts, call, admitted)).await;

@@ -120,10 +120,31 @@ fn cors_layer(options: &CorsOptions) -> CorsLayer {
             expose.push(always);
         }
     }
+    // Browsers' gRPC-Web clients send these and read the status from
+    // headers when an answer has no body.
+    for grpc_web in [
+        HeaderName::from_static("grpc-status"),
+        HeaderName::from_static("grpc-message"),
+        HeaderName::from_static("grpc-status-details-bin"),
+    ] {
+        if !expose.contains(&grpc_web) {
+            expose.push(grpc_web);
+        }
+    }
+    let mut allow = options.allowed_headers.clone();
+    for grpc_web in [
+        HeaderName::from_static("x-grpc-web"),
+        HeaderName::from_static("x-user-agent"),
+        HeaderName::from_static("grpc-timeout"),
+    ] {
+        if !allow.contains(&grpc_web) {
+            allow.push(grpc_web);
+        }
+    }
     CorsLayer::new()
         .allow_origin(origins)
         .allow_methods(options.allowed_methods.clone())
-        .allow_headers(options.allowed_headers.clone())
+        .allow_headers(allow)
         .expose_headers(expose)
         .allow_credentials(options.allow_credentials)
         .max_age(options.max_age)

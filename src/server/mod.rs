@@ -6,6 +6,7 @@ pub mod connection;
 pub mod docs;
 pub mod framing;
 pub mod grpc;
+pub mod grpc_web;
 pub mod handler;
 pub mod layers;
 pub mod pipeline;

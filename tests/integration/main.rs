@@ -19,6 +19,7 @@ mod descriptor_set;
 mod edge;
 mod errors;
 mod grpc;
+mod grpc_web;
 mod metadata;
 mod openapi;
 mod readme;
