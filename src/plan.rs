@@ -104,6 +104,8 @@ pub struct MethodPlan {
     pub client_streaming: bool,
     /// The backend sends a stream of messages.
     pub server_streaming: bool,
+    /// `idempotency_level = NO_SIDE_EFFECTS`: Connect clients may call it with GET.
+    pub no_side_effects: bool,
 }
 
 /// Routed methods by gRPC path (`/package.Service/Method`), built once with
@@ -139,6 +141,15 @@ impl MethodTable {
                             label: path.into(),
                             client_streaming: method.is_client_streaming(),
                             server_streaming: method.is_server_streaming(),
+                            no_side_effects: method
+                                .method_descriptor_proto()
+                                .options
+                                .as_ref()
+                                .and_then(|o| o.idempotency_level)
+                                == Some(
+                                    prost_types::method_options::IdempotencyLevel::NoSideEffects
+                                        as i32,
+                                ),
                         },
                     );
                 }

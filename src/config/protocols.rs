@@ -13,6 +13,9 @@ pub struct ProtocolsSection {
     /// Answer gRPC-Web calls (`application/grpc-web`, `-web-text`) of
     /// routed methods, from browsers. Default true.
     pub grpc_web: Option<bool>,
+    /// Answer Connect calls (unary POST and GET, `application/connect+proto`
+    /// streams) of routed methods. Default true.
+    pub connect: Option<bool>,
 }
 
 /// The client surfaces that are on.
@@ -22,6 +25,8 @@ pub struct ProtocolOptions {
     pub grpc: bool,
     /// gRPC-Web. Default true.
     pub grpc_web: bool,
+    /// The Connect protocol. Default true.
+    pub connect: bool,
 }
 
 impl Default for ProtocolOptions {
@@ -29,6 +34,7 @@ impl Default for ProtocolOptions {
         Self {
             grpc: true,
             grpc_web: true,
+            connect: true,
         }
     }
 }
@@ -39,6 +45,7 @@ impl From<ProtocolsSection> for ProtocolOptions {
         Self {
             grpc: raw.grpc.unwrap_or(d.grpc),
             grpc_web: raw.grpc_web.unwrap_or(d.grpc_web),
+            connect: raw.connect.unwrap_or(d.connect),
         }
     }
 }

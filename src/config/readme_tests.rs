@@ -302,6 +302,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ("reflection_server", Some(vec![s(c.reflection_server)])),
         ("protocols.grpc", Some(vec![s(c.protocols.grpc)])),
         ("protocols.grpc_web", Some(vec![s(c.protocols.grpc_web)])),
+        ("protocols.connect", Some(vec![s(c.protocols.connect)])),
         ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",

@@ -18,8 +18,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,6 +61,9 @@ pub(super) enum Wire {
     Web,
     /// `application/grpc-web-text[+codec]`: as `Web`, in base64.
     WebText,
+    /// `application/connect+proto`: Connect's stream envelopes, whose last
+    /// carries the status as JSON ([`super::connect`] tells these calls).
+    Connect,
 }
 
 impl Wire {
@@ -98,6 +101,7 @@ impl Wire {
             Self::Native => return Some(value.clone()),
             Self::Web => b"application/grpc-web",
             Self::WebText => b"application/grpc-web-text",
+            Self::Connect => b"application/connect",
         };
         let codec = value.as_bytes().get(prefix.len()..).unwrap_or_default();
         let mut native = b"application/grpc".to_vec();
@@ -122,6 +126,7 @@ pub(super) fn lookup<'g>(
     let on = match wire {
         Wire::Native => protocols.grpc,
         Wire::Web | Wire::WebText => protocols.grpc_web,
+        Wire::Connect => protocols.connect,
     };
     on.then(|| gw.method(path))
         .flatten()
@@ -153,7 +158,10 @@ pub(super) async fn call(
     } else {
         target.timeout
     };
-    let deadline = Deadline::after(pipeline::timeout(parts, default, limits.max_grpc_timeout)?);
+    let deadline = Deadline::after(match wire {
+        Wire::Connect => super::connect::timeout(parts, default, limits.max_grpc_timeout)?,
+        _ => pipeline::timeout(parts, default, limits.max_grpc_timeout)?,
+    });
     let mut headers = call.metadata.into_headers();
     for name in CARRIED {
         if let Some(value) = parts.headers.get(&name) {
@@ -169,15 +177,42 @@ pub(super) async fn call(
             headers.remove(name);
         }
     }
+    if wire == Wire::Connect {
+        let encodings = [
+            ("connect-content-encoding", "grpc-encoding"),
+            ("connect-accept-encoding", "grpc-accept-encoding"),
+        ];
+        for (connect, grpc) in encodings {
+            if let Some(value) = parts.headers.get(connect) {
+                headers.insert(grpc, value.clone());
+            }
+        }
+        super::connect::strip_protocol_headers(&mut headers);
+    }
     let activity = Arc::new(Activity::new());
-    let failure = Arc::new(OnceLock::new());
+    let failure: Failure = Arc::new(std::sync::Mutex::new(None));
+    let json = is_json(parts);
+    if json {
+        // The backend speaks protobuf, uncompressed, so its replies can be converted.
+        headers.insert(CONTENT_TYPE, GRPC);
+        headers.remove("grpc-encoding");
+        headers.remove("grpc-accept-encoding");
+    }
+    let route = &plan.route;
+    let to_proto = || {
+        super::reframe::Reframer::new(
+            super::reframe::Convert::ToProto(route.method.input(), route.unknown_json_fields),
+            limits.max_body_bytes,
+        )
+    };
     // A native client stream goes as it comes; a gRPC-Web request (which
     // browsers send whole) is read whole, whatever the call kind.
-    let outbound = if method.client_streaming && wire == Wire::Native {
+    let outbound = if method.client_streaming && matches!(wire, Wire::Native | Wire::Connect) {
         Outbound::Stream(Uplink {
             body,
             limit: limits.max_body_bytes,
             scan: Scan::default(),
+            reframe: json.then(to_proto),
             activity: activity.clone(),
             failure: failure.clone(),
         })
@@ -195,7 +230,17 @@ pub(super) async fn call(
             Wire::WebText => super::grpc_web::decode_text(&whole)
                 .map(Bytes::from)
                 .map_err(|_| GatewayError::BadGrpcRequest("the body is not base64"))?,
-            Wire::Native | Wire::Web => whole,
+            Wire::Native | Wire::Web | Wire::Connect => whole,
+        };
+        let whole = if json {
+            let mut reframer = to_proto();
+            let converted = reframer.push(&whole)?;
+            if reframer.unfinished() {
+                return Err(GatewayError::BadGrpcRequest("request message cut short"));
+            }
+            converted
+        } else {
+            whole
         };
         if !method.client_streaming {
             one_message(&whole)?;
@@ -215,14 +260,15 @@ pub(super) async fn call(
             return Ok(status_response(
                 &status,
                 headers.into_headers(),
+                wire,
                 wire.content_type(parts),
             ));
         }
         Err(e) => {
             timing.finish(e.code());
             // The gateway cut the client's stream: that is the answer.
-            if let Some(&limit) = failure.get() {
-                return Err(GatewayError::BodyTooLarge { limit });
+            if let Some(cut) = take_failure(&failure) {
+                return Err(cut);
             }
             return Err(pipeline::call_error(gw, &target.name, e));
         }
@@ -232,6 +278,23 @@ pub(super) async fn call(
     if wire != Wire::Native {
         head.headers.insert(CONTENT_TYPE, wire.content_type(parts));
         head.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    if wire == Wire::Connect {
+        if let Some(encoding) = head.headers.remove("grpc-encoding") {
+            head.headers.insert("connect-content-encoding", encoding);
+        }
+        if let Some(encoding) = head.headers.remove("grpc-accept-encoding") {
+            head.headers.insert("connect-accept-encoding", encoding);
+        }
+        // Connect has no trailers-only answer: the status goes in the body.
+        if let Some(code) = head.headers.get("grpc-status").map(code_of) {
+            timing.finish(code);
+            let end = super::connect::end_stream(&head.headers);
+            for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+                head.headers.remove(name);
+            }
+            return Ok(Response::from_parts(head, Body::from(end)));
+        }
     }
     // A trailers-only answer: its status is in the headers.
     let ended = head.headers.get("grpc-status").map(code_of);
@@ -252,6 +315,12 @@ pub(super) async fn call(
         idle: streaming.then(|| (Box::pin(tokio::time::sleep(idle)), idle)),
         activity,
         failure,
+        reframe: json.then(|| {
+            super::reframe::Reframer::new(
+                super::reframe::Convert::ToJson(route.method.output(), gw.config().transcode.json),
+                target.max_response_bytes,
+            )
+        }),
         cut: parts
             .extensions
             .get::<CancellationToken>()
@@ -263,13 +332,29 @@ pub(super) async fn call(
 }
 
 /// A trailers-only answer of one of the gateway's own errors, with the
-/// request's content type (`application/grpc` without one).
-pub(super) fn error_response(error: &GatewayError, parts: &Parts) -> Response {
+/// request's content type (`application/grpc` without one); for Connect,
+/// an end-of-stream message with the error.
+pub(super) fn error_response(error: &GatewayError, parts: &Parts, wire: Wire) -> Response {
     let mut headers = error.grpc_metadata();
     status_headers(&mut headers, error.code(), &error.client_message());
     let content_type = parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(GRPC);
+    respond(headers, wire, content_type)
+}
+
+/// An answer with the status in `headers`: trailers-only, or for Connect a
+/// body of one end-of-stream message.
+fn respond(mut headers: HeaderMap, wire: Wire, content_type: HeaderValue) -> Response {
+    let body = if wire == Wire::Connect {
+        let end = super::connect::end_stream(&headers);
+        for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+            headers.remove(name);
+        }
+        Body::from(end)
+    } else {
+        Body::empty()
+    };
     headers.insert(CONTENT_TYPE, content_type);
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(body);
     *response.headers_mut() = headers;
     response
 }
@@ -287,15 +372,13 @@ pub(super) fn code_of(value: &HeaderValue) -> Code {
 fn status_response(
     status: &tonic::Status,
     mut headers: HeaderMap,
+    wire: Wire,
     content_type: HeaderValue,
 ) -> Response {
     if status.add_header(&mut headers).is_err() {
         status_headers(&mut headers, status.code(), status.message());
     }
-    headers.insert(CONTENT_TYPE, content_type);
-    let mut response = Response::new(Body::empty());
-    *response.headers_mut() = headers;
-    response
+    respond(headers, wire, content_type)
 }
 
 /// `grpc-status` and a percent-encoded `grpc-message`.
@@ -396,8 +479,32 @@ struct Uplink {
     body: Body,
     limit: usize,
     scan: Scan,
+    /// JSON messages to the backend's protobuf.
+    reframe: Option<super::reframe::Reframer>,
     activity: Arc<Activity>,
-    failure: Arc<OnceLock<usize>>,
+    failure: Failure,
+}
+
+/// Why the gateway cut a client's stream, for the answer.
+type Failure = Arc<std::sync::Mutex<Option<GatewayError>>>;
+
+fn take_failure(failure: &Failure) -> Option<GatewayError> {
+    failure
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+}
+
+/// The client's codec is JSON (`+json`): its messages are converted.
+fn is_json(parts: &Parts) -> bool {
+    parts.headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let essence = v
+            .as_bytes()
+            .split(|b| *b == b';')
+            .next()
+            .unwrap_or_default();
+        essence.trim_ascii().ends_with(b"+json")
+    })
 }
 
 impl hyper::body::Body for Uplink {
@@ -412,17 +519,40 @@ impl hyper::body::Body for Uplink {
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.activity.touch();
-                if let Some(data) = frame.data_ref()
-                    && this.scan.feed(data, this.limit).is_err()
-                {
-                    let error = GatewayError::BodyTooLarge { limit: this.limit };
-                    let _ = this.failure.set(this.limit);
-                    return Poll::Ready(Some(Err(error)));
+                let cut = |this: &mut Self, error: GatewayError| {
+                    let answer = GatewayError::BodyRead(error.to_string());
+                    *this
+                        .failure
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                    Poll::Ready(Some(Err(answer)))
+                };
+                let Some(data) = frame.data_ref() else {
+                    return Poll::Ready(Some(Ok(frame)));
+                };
+                if let Some(reframe) = this.reframe.as_mut() {
+                    return match reframe.push(data) {
+                        Ok(converted) => Poll::Ready(Some(Ok(Frame::data(converted)))),
+                        Err(e) => cut(this, e),
+                    };
+                }
+                if this.scan.feed(data, this.limit).is_err() {
+                    let limit = this.limit;
+                    return cut(this, GatewayError::BodyTooLarge { limit });
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
                 Poll::Ready(Some(Err(GatewayError::BodyRead(e.to_string()))))
+            }
+            Poll::Ready(None) if this.reframe.as_ref().is_some_and(|r| r.unfinished()) => {
+                let error = GatewayError::BadGrpcRequest("request message cut short");
+                let answer = GatewayError::BodyRead(error.to_string());
+                *this
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                Poll::Ready(Some(Err(answer)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -460,9 +590,10 @@ struct Relay {
     /// Streams only: the timer and the timeout.
     idle: Option<(Pin<Box<Sleep>>, Duration)>,
     activity: Arc<Activity>,
-    /// The limit a message of the client's stream was over, when the
-    /// gateway cut the stream for it.
-    failure: Arc<OnceLock<usize>>,
+    /// Why the gateway cut the client's stream, when it did.
+    failure: Failure,
+    /// The backend's protobuf replies to the client's JSON.
+    reframe: Option<super::reframe::Reframer>,
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     _lease: Lease,
     _admitted: Admitted,
@@ -491,6 +622,7 @@ impl Relay {
         self.done = true;
         match self.wire {
             Wire::Native => Frame::trailers(trailers),
+            Wire::Connect => Frame::data(super::connect::end_stream(&trailers)),
             Wire::Web | Wire::WebText => {
                 let frame = super::grpc_web::trailer_frame(&trailers);
                 Frame::data(self.data(&frame, true))
@@ -515,8 +647,8 @@ impl Relay {
     /// The error of a reply stream that broke: as the gateway cut the
     /// client's stream, or as the gRPC spec maps the backend's failure.
     fn broken(&self, error: &(dyn std::error::Error + 'static)) -> GatewayError {
-        if let Some(&limit) = self.failure.get() {
-            return GatewayError::BodyTooLarge { limit };
+        if let Some(cut) = take_failure(&self.failure) {
+            return cut;
         }
         let failure = match crate::upstream::stream_reset(error) {
             Some(reason) => crate::upstream::reset_error(reason),
@@ -580,6 +712,14 @@ impl hyper::body::Body for Relay {
             Poll::Ready(Some(Ok(frame))) => {
                 this.activity.touch();
                 let frame = match frame.into_data() {
+                    Ok(data) if this.reframe.is_some() => {
+                        let converted = match this.reframe.as_mut().map(|r| r.push(&data)) {
+                            Some(Ok(converted)) => converted,
+                            Some(Err(error)) => return Poll::Ready(Some(Ok(this.fail(&error)))),
+                            None => data,
+                        };
+                        Frame::data(this.data(&converted, false))
+                    }
                     Ok(data) if this.text.is_some() => Frame::data(this.data(&data, false)),
                     Ok(data) => Frame::data(data),
                     Err(frame) => match frame.into_trailers() {
@@ -702,7 +842,11 @@ mod tests {
             ("POST", "application/grpc-web", Some(Wire::Web)),
             ("POST", "application/grpc-web+proto", Some(Wire::Web)),
             ("POST", "application/grpc-web-text", Some(Wire::WebText)),
-            ("POST", "application/grpc-web-text+proto", Some(Wire::WebText)),
+            (
+                "POST",
+                "application/grpc-web-text+proto",
+                Some(Wire::WebText),
+            ),
             ("POST", "application/grpcx", None),
             ("POST", "application/json", None),
             ("GET", "application/grpc", None),
@@ -744,6 +888,7 @@ mod tests {
                 path: "/x.Y/Z".into(),
             },
             &parts,
+            Wire::Web,
         );
         assert_eq!(response.status(), 200);
         assert_eq!(

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::pipeline::{self, Admitted, Call};
-use super::{grpc, layers, stream, unary, websocket};
+use super::{connect, grpc, layers, stream, unary, websocket};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
@@ -66,7 +66,11 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
                 }
                 match surface {
                     Surface::Rest => error.into_response(),
-                    Surface::Grpc(_) => grpc::error_response(&error, &parts),
+                    Surface::Grpc(wire) => grpc::error_response(&error, &parts, wire),
+                    Surface::Connect(connect::Kind::Stream) => {
+                        grpc::error_response(&error, &parts, grpc::Wire::Connect)
+                    }
+                    Surface::Connect(_) => connect::error_response(&error),
                 }
             }
         };
@@ -126,11 +130,16 @@ enum Surface {
     Rest,
     /// Native gRPC and gRPC-Web: errors as trailers-only statuses.
     Grpc(grpc::Wire),
+    /// Connect: unary errors as its JSON, stream errors in the last message.
+    Connect(connect::Kind),
 }
 
 impl Surface {
     fn of(parts: &Parts) -> Self {
-        grpc::Wire::of(parts).map_or(Self::Rest, Self::Grpc)
+        if let Some(wire) = grpc::Wire::of(parts) {
+            return Self::Grpc(wire);
+        }
+        connect::Kind::of(parts).map_or(Self::Rest, Self::Connect)
     }
 
     /// The `status` label of the request's metrics: the HTTP status, or
@@ -138,7 +147,7 @@ impl Surface {
     /// whichever way a client calls.
     fn status(self, response: &Response) -> u16 {
         match self {
-            Self::Rest => response.status().as_u16(),
+            Self::Rest | Self::Connect(_) => response.status().as_u16(),
             Self::Grpc(_) => response.headers().get("grpc-status").map_or(200, |v| {
                 crate::error::http_status(grpc::code_of(v)).as_u16()
             }),
@@ -175,6 +184,21 @@ async fn dispatch(
         seen.rate = call.rate;
         let body = body.take().unwrap_or_default();
         return Box::pin(grpc::call(gw, parts, body, call, method, wire, admitted)).await;
+    }
+    if let Surface::Connect(kind) = surface {
+        let (method, plan) = connect::lookup(gw, parts)?;
+        seen.label = Some(method.label.clone());
+        crate::telemetry::route_matched(&tracing::Span::current(), &parts.method, &method.label);
+        let call = Call::prepare_method(gw, parts, method, plan).await?;
+        seen.rate = call.rate;
+        let body = body.take().unwrap_or_default();
+        if kind == connect::Kind::Stream {
+            let wire = grpc::Wire::Connect;
+            return Box::pin(grpc::call(gw, parts, body, call, method, wire, admitted)).await;
+        }
+        let response = Box::pin(connect::unary(gw, parts, body, call, method, kind)).await;
+        drop(admitted);
+        return response;
     }
     let websocket = websocket::is_websocket(parts);
     let found = pipeline::lookup(gw, parts, websocket)?;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod compression;
+pub mod connect;
 pub mod connection;
 pub mod docs;
 pub mod framing;
@@ -11,6 +12,7 @@ pub mod handler;
 pub mod layers;
 pub mod pipeline;
 pub mod reflection;
+pub mod reframe;
 pub mod reload;
 pub mod router;
 pub mod stream;

@@ -15,8 +15,8 @@ pub mod response;
 pub mod status;
 pub mod value;
 
-pub use request::request;
-pub use response::response;
+pub use request::{message_from_json, request};
+pub use response::{message_to_json, response};
 
 use crate::config::{self, JsonOptions};
 use std::sync::Arc;

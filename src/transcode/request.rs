@@ -303,3 +303,20 @@ fn deserialize(
         }
     })
 }
+
+/// A whole message from proto3 JSON, encoded: what a call that sends its
+/// message as the body (Connect, gRPC's JSON codec) is built from, with no
+/// HTTP rule between.
+///
+/// # Errors
+/// [`TranscodeError::InvalidBody`] naming the field at fault.
+pub fn message_from_json(
+    desc: MessageDescriptor,
+    body: &[u8],
+    unknown: UnknownFields,
+) -> Result<Vec<u8>, TranscodeError> {
+    if body.trim_ascii().is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(deserialize(desc, body, unknown, "")?.encode_to_vec())
+}

@@ -176,3 +176,28 @@ fn float<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
         s.serialize_f64(f)
     }
 }
+
+/// A whole encoded message of type `desc` as proto3 JSON (see
+/// [`super::request::message_from_json`]).
+///
+/// # Errors
+/// [`TranscodeError::BadReply`] when the bytes are not a `desc`.
+pub fn message_to_json(
+    desc: prost_reflect::MessageDescriptor,
+    bytes: &[u8],
+    json: &JsonOptions,
+) -> Result<Vec<u8>, TranscodeError> {
+    let bad = |reason: String| TranscodeError::BadReply {
+        message: desc.full_name().to_owned(),
+        reason,
+    };
+    let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::with_capacity(bytes.len() * 2 + 16);
+    message
+        .serialize_with_options(
+            &mut serde_json::Serializer::new(&mut out),
+            &serialize_options(json),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(out)
+}

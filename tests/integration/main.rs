@@ -14,6 +14,7 @@ mod auth;
 mod balancing;
 mod bindings;
 mod cli;
+mod connect;
 mod deadlines;
 mod descriptor_set;
 mod edge;

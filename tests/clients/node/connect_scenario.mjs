@@ -3,7 +3,9 @@
 // descriptor set at run time (no generated code). Prints one JSON object.
 //
 // usage: node connect_scenario.mjs TRANSPORT BASE_URL DESCRIPTOR_SET TOKEN API_KEY
-//   TRANSPORT: grpc-web | grpc-web-h2 | grpc | connect | connect-h2
+//   TRANSPORT: grpc-web | grpc-web-h2 | grpc | connect | connect-h2, and for
+//   Connect a -proto suffix (binary messages) and/or -get (GET for methods
+//   without side effects), e.g. connect-h2-proto-get
 import { readFileSync } from "node:fs";
 import { createClient, ConnectError } from "@connectrpc/connect";
 import {
@@ -16,15 +18,20 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 
 const [kind, baseUrl, descriptors, token, apiKey] = process.argv.slice(2);
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(descriptors)));
-const http2 = kind !== "grpc-web" && kind !== "connect";
-const options = { baseUrl, httpVersion: http2 ? "2" : "1.1" };
-const transport = {
-  "grpc-web": createGrpcWebTransport,
-  "grpc-web-h2": createGrpcWebTransport,
-  grpc: createGrpcTransport,
-  connect: createConnectTransport,
-  "connect-h2": createConnectTransport,
-}[kind](options);
+const http2 = kind === "grpc" || kind.includes("-h2");
+const options = {
+  baseUrl,
+  httpVersion: http2 ? "2" : "1.1",
+  useBinaryFormat: kind.includes("-proto"),
+  useHttpGet: kind.includes("-get"),
+};
+const transport = (
+  kind.startsWith("grpc-web")
+    ? createGrpcWebTransport
+    : kind === "grpc"
+      ? createGrpcTransport
+      : createConnectTransport
+)(options);
 
 const service = (name) => createClient(registry.getService(name), transport);
 const users = service("shop.user.v1.UserService");
