@@ -265,7 +265,9 @@ fn a_small_unary_call_stays_within_its_allocation_budget() {
 /// call does not carry their state. (Sizes are of the test build.)
 #[test]
 fn a_request_future_stays_small() {
-    const BUDGET: usize = 4608;
+    // 4744 once the retry loop was shared with gRPC passthrough and the
+    // dispatcher learnt the gRPC, gRPC-Web and Connect surfaces.
+    const BUDGET: usize = 4800;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

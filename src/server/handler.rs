@@ -75,7 +75,8 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
             }
         };
         if let Some(unread) = body.take() {
-            drain(&parts, unread).await;
+            // Boxed: only refusals take this path.
+            Box::pin(drain(&parts, unread)).await;
         }
         crate::telemetry::answered(&tracing::Span::current(), response.status());
         // A deprecated API says so on every answer, errors included.

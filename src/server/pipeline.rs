@@ -153,14 +153,16 @@ impl<'g> Call<'g> {
         requirements: &[std::sync::Arc<crate::auth::Requirement>],
         metadata_of: MetadataBuilder,
     ) -> Result<Self, GatewayError> {
-        let mut principal = None;
-        for requirement in requirements {
-            let verified = gw
-                .auth()
-                .authenticate(requirement, &parts.headers, parts.uri.query())
-                .await?;
-            principal = verified.or(principal);
-        }
+        let principal = match requirements {
+            [one] => {
+                gw.auth()
+                    .authenticate(one, &parts.headers, parts.uri.query())
+                    .await?
+            }
+            // Boxed: a method whose routes differ in auth is rare, and the
+            // loop's state would grow every call's future.
+            all => Box::pin(authenticate_all(gw, all, parts)).await?,
+        };
         let peer = parts.extensions.get::<super::connection::Peer>();
         // After auth, so a caller is limited by identity; before the body is read.
         let rate = match gw.rate_limits() {
@@ -195,6 +197,23 @@ impl<'g> Call<'g> {
             rate,
         })
     }
+}
+
+/// Every requirement met, or the first refusal; the last principal verified.
+async fn authenticate_all(
+    gw: &Gateway,
+    requirements: &[std::sync::Arc<crate::auth::Requirement>],
+    parts: &Parts,
+) -> Result<Option<crate::auth::Principal>, crate::auth::AuthError> {
+    let mut principal = None;
+    for requirement in requirements {
+        let verified = gw
+            .auth()
+            .authenticate(requirement, &parts.headers, parts.uri.query())
+            .await?;
+        principal = verified.or(principal);
+    }
+    Ok(principal)
 }
 
 /// Builds the metadata a call sends: from a REST request's headers, or a
