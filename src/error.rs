@@ -52,6 +52,12 @@ pub enum GatewayError {
         /// The `Accept` header as sent.
         accept: String,
     },
+    /// No reply type the client accepts.
+    #[error("cannot answer with {accept:?}; accept application/json or application/x-protobuf")]
+    NotAcceptableReply {
+        /// The `Accept` header as sent.
+        accept: String,
+    },
     /// A line of a streamed request body is not a valid message.
     #[error("line {line}: {message}")]
     BadLine {
@@ -149,8 +155,11 @@ pub enum GatewayError {
         /// How long the body was waited for.
         timeout: std::time::Duration,
     },
-    /// The body's content type is not JSON (or something curl sends for JSON).
-    #[error("unsupported content type {content_type:?}; send application/json")]
+    /// The body's content type is neither JSON (or something curl sends
+    /// for JSON) nor protobuf.
+    #[error(
+        "unsupported content type {content_type:?}; send application/json or application/x-protobuf"
+    )]
     UnsupportedMediaType {
         /// The content type as sent.
         content_type: String,
@@ -226,6 +235,7 @@ impl GatewayError {
             | Self::BodyRead(_)
             | Self::UnknownBackend(_)
             | Self::NotAcceptable { .. }
+            | Self::NotAcceptableReply { .. }
             | Self::BadLine { .. }
             | Self::BadGrpcRequest(_) => Code::InvalidArgument,
             Self::NotServed { .. } => Code::Unimplemented,
@@ -259,7 +269,9 @@ impl GatewayError {
             // The client was too slow, not the backend.
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            Self::NotAcceptable { .. } | Self::NotAcceptableReply { .. } => {
+                StatusCode::NOT_ACCEPTABLE
+            }
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             other => http_status(other.code()),
@@ -277,7 +289,9 @@ impl GatewayError {
                 cause: Some(e),
                 ..
             } => format!("line {line}: {}", e.redacted()),
-            Self::NotAcceptable { .. } => "cannot answer with the Accept header's types".to_owned(),
+            Self::NotAcceptable { .. } | Self::NotAcceptableReply { .. } => {
+                "cannot answer with the Accept header's types".to_owned()
+            }
             Self::CrossOrigin { .. } => "WebSocket from an origin that is not allowed".to_owned(),
             Self::UnsupportedMediaType { .. } => "unsupported content type".to_owned(),
             other => other.to_string(),

@@ -399,11 +399,30 @@ fn operation(
         BodyRule::Whole => Some(whole_body_schema(route, schemas)),
         BodyRule::Field(path) => Some(schemas.field(path.leaf())),
     };
+    // The binary body message, for a body that is a (singular) message.
+    let binary_body = !route.raw_request
+        && !method.is_client_streaming()
+        && match &route.body {
+            BodyRule::None => false,
+            BodyRule::Whole => true,
+            BodyRule::Field(path) => {
+                let leaf = path.leaf();
+                matches!(leaf.kind(), prost_reflect::Kind::Message(_))
+                    && !leaf.is_list()
+                    && !leaf.is_map()
+            }
+        };
     if let Some(schema) = body_schema {
         let mut body = RequestBodyBuilder::new().content(
             content_type,
             ContentBuilder::new().schema(Some(schema)).build(),
         );
+        if binary_body {
+            body = body.content(
+                PROTOBUF,
+                ContentBuilder::new().schema(Some(binary())).build(),
+            );
+        }
         body = match (route.raw_request, method.is_client_streaming()) {
             (true, true) => body.description(Some(
                 "The raw body, of any content type (google.api.HttpBody), streamed to the backend in chunks as it arrives.",
@@ -439,10 +458,28 @@ fn operation(
                 .content("text/event-stream", ContentBuilder::new().schema(Some(reply)).build())
                 .content("application/json", ContentBuilder::new().schema(Some(array)).build())
         }
-        (false, false) => ResponseBuilder::new().description("OK").content(
-            "application/json",
-            ContentBuilder::new().schema(Some(reply)).build(),
-        ),
+        (false, false) => {
+            let ok = ResponseBuilder::new()
+                .description("OK: proto3 JSON, or with `Accept: application/x-protobuf` the binary message.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(reply)).build(),
+                );
+            let binary_reply = match &route.response_body {
+                None => true,
+                Some(path) => {
+                    let leaf = path.leaf();
+                    matches!(leaf.kind(), prost_reflect::Kind::Message(_))
+                        && !leaf.is_list()
+                        && !leaf.is_map()
+                }
+            };
+            if binary_reply {
+                ok.content(PROTOBUF, ContentBuilder::new().schema(Some(binary())).build())
+            } else {
+                ok
+            }
+        }
     };
     let error = ResponseBuilder::new()
         .description(
@@ -456,6 +493,10 @@ fn operation(
         .response("default", error.build())
         .build()
 }
+
+/// The media type of binary protobuf bodies and replies in the document
+/// (the gateway also takes `application/protobuf` and `application/proto`).
+const PROTOBUF: &str = "application/x-protobuf";
 
 /// Raw bytes of any content type.
 fn binary() -> RefOr<Schema> {

@@ -30,7 +30,7 @@ use tonic::metadata::MetadataMap;
 use crate::auth::strip_query;
 use crate::error::{GatewayError, JSON, UpstreamStatus};
 use crate::gateway::Gateway;
-use crate::http_rule::RouteMatch;
+use crate::http_rule::{BodyRule, RouteMatch};
 use crate::metrics::{InFlight, Metrics};
 use crate::plan::{MethodPlan, RoutePlan};
 use crate::rate_limit::Allowed;
@@ -322,10 +322,141 @@ pub(super) fn message(
         );
         return Ok(input);
     }
+    if is_protobuf(essence(content_type(parts))) {
+        return protobuf_message(call, body);
+    }
     check_content_type(parts, &body)?;
     codec
         .request(&call.values, query, &body)
         .map_err(|e| not_json(parts, &body).unwrap_or_else(|| e.into()))
+}
+
+/// The media types of binary protobuf bodies and replies on REST routes.
+pub const PROTOBUF: [&str; 3] = [
+    "application/x-protobuf",
+    "application/protobuf",
+    "application/proto",
+];
+
+fn is_protobuf(essence: &str) -> bool {
+    PROTOBUF.iter().any(|t| essence.eq_ignore_ascii_case(t))
+}
+
+/// A media type without its parameters.
+fn essence(value: &str) -> &str {
+    value.split(';').next().unwrap_or_default().trim()
+}
+
+/// The request message from a binary body: the body message (the whole
+/// input, or the `body` field's message), checked at the edge, then the path
+/// values and the query written after it, so they win as over JSON.
+fn protobuf_message(call: &Call<'_>, body: Bytes) -> Result<Vec<u8>, GatewayError> {
+    use prost_reflect::Kind;
+    let route = &call.plan.route;
+    let invalid = |desc: &prost_reflect::MessageDescriptor, e: prost::DecodeError| {
+        GatewayError::Transcode(transcode::TranscodeError::InvalidBody {
+            field: None,
+            reason: format!("not a valid {} message: {e}", desc.full_name()),
+        })
+    };
+    let mut out = Vec::with_capacity(body.len() + 32);
+    match &route.body {
+        BodyRule::None if body.is_empty() => {}
+        BodyRule::None => return Err(transcode::TranscodeError::UnexpectedBody.into()),
+        BodyRule::Whole => {
+            let desc = route.method.input();
+            prost_reflect::DynamicMessage::decode(desc.clone(), &body[..])
+                .map_err(|e| invalid(&desc, e))?;
+            out.extend_from_slice(&body);
+        }
+        BodyRule::Field(path) => {
+            let leaf = path.leaf();
+            let Kind::Message(desc) = leaf.kind() else {
+                return Err(GatewayError::UnsupportedMediaType {
+                    content_type: format!(
+                        "protobuf for a body field of a scalar type ({})",
+                        leaf.name()
+                    ),
+                });
+            };
+            if leaf.is_list() || leaf.is_map() {
+                return Err(GatewayError::UnsupportedMediaType {
+                    content_type: format!("protobuf for a repeated body field ({})", leaf.name()),
+                });
+            }
+            prost_reflect::DynamicMessage::decode(desc.clone(), &body[..])
+                .map_err(|e| invalid(&desc, e))?;
+            transcode::fast::request::put_nested(path.parents(), &mut out, |out| {
+                prost::encoding::encode_key(
+                    leaf.number(),
+                    prost::encoding::WireType::LengthDelimited,
+                    out,
+                );
+                prost::encoding::encode_varint(body.len() as u64, out);
+                out.extend_from_slice(&body);
+            });
+        }
+    }
+    let rest = call
+        .plan
+        .codec
+        .request(&call.values, call.query.as_deref(), b"")?;
+    out.extend_from_slice(&rest);
+    Ok(out)
+}
+
+/// The reply type a unary call answers with, by `Accept`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyType {
+    /// proto3 JSON: without `Accept`, and whenever JSON is acceptable at
+    /// least as much as protobuf.
+    Json,
+    /// The binary reply message, as the named protobuf type.
+    Protobuf(&'static str),
+}
+
+/// Chooses JSON or protobuf for a unary reply: the protobuf type the
+/// client prefers (named exactly, with a higher `q` than any range JSON
+/// matches), else JSON when acceptable.
+///
+/// # Errors
+/// [`GatewayError::NotAcceptableReply`] when neither is acceptable.
+pub fn reply_type(parts: &Parts) -> Result<ReplyType, GatewayError> {
+    let Some(accept) = parts.headers.get(http::header::ACCEPT) else {
+        return Ok(ReplyType::Json);
+    };
+    let text = accept.to_str().unwrap_or_default();
+    let (mut json, mut proto): (f32, Option<(f32, &'static str)>) = (-1.0, None);
+    for range in text.split(',') {
+        let mut pieces = range.split(';');
+        let media = pieces.next().unwrap_or_default().trim();
+        let q = pieces
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if media.is_empty() {
+            continue;
+        }
+        if let Some(t) = PROTOBUF.iter().find(|t| media.eq_ignore_ascii_case(t)) {
+            if proto.is_none_or(|(best, _)| q > best) {
+                proto = Some((q, t));
+            }
+        } else if media.eq_ignore_ascii_case("application/json")
+            || media == "*/*"
+            || media.eq_ignore_ascii_case("application/*")
+            || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case("+json"))
+        {
+            json = json.max(q);
+        }
+    }
+    match proto {
+        Some((q, t)) if q > 0.0 && q > json => Ok(ReplyType::Protobuf(t)),
+        _ if json > 0.0 => Ok(ReplyType::Json),
+        Some((q, t)) if q > 0.0 => Ok(ReplyType::Protobuf(t)),
+        _ => Err(GatewayError::NotAcceptableReply {
+            accept: text.to_owned(),
+        }),
+    }
 }
 
 /// A form or text body (accepted so `curl -d '{...}'` works) that is not
@@ -424,11 +555,22 @@ pub(super) fn render_reply(
     backend: &str,
     reply: &[u8],
     mut headers: HeaderMap,
+    reply_type: &ReplyType,
 ) -> Result<Response, GatewayError> {
     let bad = |cause: String| GatewayError::BadBackend {
         backend: backend.to_owned(),
         cause,
     };
+    if let ReplyType::Protobuf(media) = reply_type
+        && !plan.route.raw_response
+    {
+        let body = match &plan.route.response_body {
+            None => Bytes::copy_from_slice(reply),
+            Some(path) => response_field(plan, reply, path).map_err(bad)?,
+        };
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(media));
+        return Ok((StatusCode::OK, headers, body).into_response());
+    }
     if plan.route.raw_response {
         let body = http_body::decode(reply).map_err(|e| bad(e.to_string()))?;
         let content_type = HeaderValue::from_str(&body.content_type)
@@ -439,6 +581,25 @@ pub(super) fn render_reply(
     let json = plan.codec.response(reply).map_err(|e| bad(e.to_string()))?;
     headers.insert(CONTENT_TYPE, JSON);
     Ok((StatusCode::OK, headers, json).into_response())
+}
+
+/// The `response_body` field's message of a reply, encoded; its default
+/// (empty) when unset.
+fn response_field(
+    plan: &RoutePlan,
+    reply: &[u8],
+    path: &crate::http_rule::FieldPath,
+) -> Result<Bytes, String> {
+    use prost::Message;
+    let mut current = prost_reflect::DynamicMessage::decode(plan.route.method.output(), reply)
+        .map_err(|e| e.to_string())?;
+    for field in path.fields() {
+        current = match current.get_field(field).into_owned() {
+            prost_reflect::Value::Message(m) => m,
+            _ => return Err(format!("{} is not a message", field.name())),
+        };
+    }
+    Ok(Bytes::from(current.encode_to_vec()))
 }
 
 /// A failed backend call as the gateway's error.
@@ -492,5 +653,57 @@ pub(super) async fn ended(cut: &mut Option<CancellationToken>) {
     match cut.as_mut() {
         Some(cut) => cut.cancelled().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_json_unless_protobuf_is_preferred() {
+        let proto = |t: &'static str| Ok(ReplyType::Protobuf(t));
+        for (accept, want) in [
+            (None, Ok(ReplyType::Json)),
+            (Some("application/json"), Ok(ReplyType::Json)),
+            (Some("*/*"), Ok(ReplyType::Json)),
+            (
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                Ok(ReplyType::Json),
+            ),
+            (
+                Some("application/x-protobuf"),
+                proto("application/x-protobuf"),
+            ),
+            (Some("application/protobuf"), proto("application/protobuf")),
+            (Some("application/proto"), proto("application/proto")),
+            (
+                Some("application/x-protobuf, application/json;q=0.5"),
+                proto("application/x-protobuf"),
+            ),
+            (
+                Some("application/x-protobuf;q=0.5, application/json"),
+                Ok(ReplyType::Json),
+            ),
+            // A wildcard prefers JSON; a named protobuf type above it wins.
+            (
+                Some("application/x-protobuf, */*;q=0.1"),
+                proto("application/x-protobuf"),
+            ),
+            (Some("application/problem+json"), Ok(ReplyType::Json)),
+            (Some("application/x-protobuf;q=0, */*"), Ok(ReplyType::Json)),
+            (Some("text/html"), Err(())),
+            (Some("application/json;q=0"), Err(())),
+        ] {
+            let mut request = http::Request::builder().uri("/v1/x");
+            if let Some(accept) = accept {
+                request = request.header(http::header::ACCEPT, accept);
+            }
+            let (parts, ()) = request.body(()).unwrap().into_parts();
+            let got = reply_type(&parts).map_err(|e| {
+                assert!(matches!(e, GatewayError::NotAcceptableReply { .. }), "{e}");
+            });
+            assert_eq!(got, want, "{accept:?}");
+        }
     }
 }

@@ -160,7 +160,13 @@ pub(super) async fn call(
             Ok(Ok((Some(reply), None, trailers))) => {
                 timing.finish(tonic::Code::Ok);
                 let headers = response_headers(&reply_headers, trailers.as_ref());
-                render_reply(plan, &target.name, &reply, headers)
+                render_reply(
+                    plan,
+                    &target.name,
+                    &reply,
+                    headers,
+                    &pipeline::ReplyType::Json,
+                )
             }
             Ok(Ok((None, _, _))) => Err(bad("no reply to a client stream")),
             Ok(Ok((Some(_), Some(_), _))) => Err(bad("more than one reply to a client stream")),

@@ -40,6 +40,8 @@ pub(super) async fn call(
         timeout: deadline.timeout,
     })??;
     let input = pipeline::message(&call, parts, body)?;
+    // Before the call: a client that accepts neither type is told at once.
+    let reply_type = pipeline::reply_type(parts)?;
     let mut timing = UpstreamCall::start(gw, target);
     let reply = gw
         .upstreams()
@@ -59,5 +61,5 @@ pub(super) async fn call(
     drop(timing);
     let reply = reply.map_err(|e| pipeline::call_error(gw, &target.name, e))?;
     let headers = response_headers(&reply.headers, reply.trailers.as_ref());
-    pipeline::render_reply(plan, &target.name, &reply.message, headers)
+    pipeline::render_reply(plan, &target.name, &reply.message, headers, &reply_type)
 }

@@ -6,6 +6,7 @@
 
 mod node;
 mod probe;
+mod protobuf_bodies;
 mod python;
 mod support;
 

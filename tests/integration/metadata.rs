@@ -224,7 +224,7 @@ async fn issue_15_a_form_body_that_is_not_json_is_415_saying_so() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("send application/json"),
+            .contains("send application/json or application/x-protobuf"),
         "{body}"
     );
 }
