@@ -20,6 +20,7 @@ pub mod backends;
 pub mod cors;
 pub mod descriptors;
 pub mod http_rules;
+pub mod mcp;
 pub mod metadata;
 pub mod methods;
 pub mod openapi;
@@ -137,6 +138,8 @@ pub struct Config {
     pub reflection_server: bool,
     /// The client surfaces served besides REST/JSON.
     pub protocols: protocols::ProtocolOptions,
+    /// The MCP endpoint. Default off.
+    pub mcp: mcp::McpOptions,
 }
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
@@ -199,6 +202,9 @@ pub struct FileConfig {
     /// Client surfaces besides REST/JSON: native gRPC, ...
     #[serde(default)]
     pub protocols: protocols::ProtocolsSection,
+    /// The Model Context Protocol endpoint: routed methods as tools.
+    #[serde(default)]
+    pub mcp: mcp::McpSection,
 }
 
 /// The JSON Schema (2020-12) of `gateway.yaml`, generated from the types
@@ -286,6 +292,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
         admin: raw.admin.validate(&err)?,
         reflection_server: raw.reflection_server.unwrap_or(true),
         protocols: raw.protocols.into(),
+        mcp: raw.mcp.validate(&err)?,
         rate_limit: raw.rate_limit.into(),
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),

@@ -303,6 +303,12 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ("protocols.grpc", Some(vec![s(c.protocols.grpc)])),
         ("protocols.grpc_web", Some(vec![s(c.protocols.grpc_web)])),
         ("protocols.connect", Some(vec![s(c.protocols.connect)])),
+        ("mcp.enabled", Some(vec![s(c.mcp.enabled), s(&c.mcp.path)])),
+        ("mcp.tools", Some(none(c.mcp.tools.is_empty()))),
+        (
+            "mcp.max_stream_messages",
+            Some(vec![s(c.mcp.max_stream_messages)]),
+        ),
         ("admin.allow_remote", Some(vec![s(false)])),
         (
             "streaming.default_framing",

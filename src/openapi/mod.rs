@@ -784,3 +784,54 @@ impl TagNames {
 
 #[cfg(test)]
 mod tests;
+
+/// The JSON Schema (2020-12) of one message, self-contained: the message
+/// at the root, every message it refers to under `$defs`. The schemas are
+/// the OpenAPI document's, from the same generator, so the two cannot
+/// drift (MCP tools describe their input and output with these).
+pub fn message_schema(
+    pool: &DescriptorPool,
+    comments: &Comments,
+    json: crate::config::JsonOptions,
+    message: &MessageDescriptor,
+) -> serde_json::Value {
+    let mut schemas = Schemas::new(pool, comments, json);
+    let root = schemas.message(message);
+    let mut defs = serde_json::Map::new();
+    for (name, schema) in schemas.into_components() {
+        defs.insert(name, serde_json::to_value(schema).unwrap_or_default());
+    }
+    let mut root = match root {
+        RefOr::Ref(_) => defs.get(message.full_name()).cloned().unwrap_or_default(),
+        RefOr::T(schema) => serde_json::to_value(schema).unwrap_or_default(),
+    };
+    let mut defs = serde_json::Value::Object(defs);
+    local_refs(&mut root);
+    local_refs(&mut defs);
+    if let serde_json::Value::Object(map) = &mut root
+        && defs.as_object().is_some_and(|d| !d.is_empty())
+    {
+        map.insert("$defs".to_owned(), defs);
+    }
+    root
+}
+
+/// `#/components/schemas/X` references as `#/$defs/X`.
+fn local_refs(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "$ref"
+                    && let serde_json::Value::String(target) = v
+                    && let Some(name) = target.strip_prefix("#/components/schemas/")
+                {
+                    *target = format!("#/$defs/{name}");
+                } else {
+                    local_refs(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(local_refs),
+        _ => {}
+    }
+}

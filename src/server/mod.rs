@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod grpc_web;
 pub mod handler;
 pub mod layers;
+pub mod mcp;
 pub mod pipeline;
 pub mod reflection;
 pub mod reframe;

@@ -145,6 +145,21 @@ impl<'g> Call<'g> {
         Self::admit_caller(gw, parts, plan, Vec::new(), &method.auth, grpc_metadata).await
     }
 
+    /// As [`Call::prepare_method`], for an HTTP client that names a
+    /// method (an MCP tool call): its headers cross as a REST call's do,
+    /// by the allowlist.
+    ///
+    /// # Errors
+    /// As [`Call::prepare`].
+    pub(super) async fn prepare_tool(
+        gw: &'g Gateway,
+        parts: &Parts,
+        method: &MethodPlan,
+        plan: &'g RoutePlan,
+    ) -> Result<Self, GatewayError> {
+        Self::admit_caller(gw, parts, plan, Vec::new(), &method.auth, request_metadata).await
+    }
+
     async fn admit_caller(
         gw: &'g Gateway,
         parts: &Parts,

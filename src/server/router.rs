@@ -52,6 +52,21 @@ pub fn router(gateway: Gateway, shared: Shared) -> Router {
         // reach the fallback, which checks their own route's requirement.
         endpoints = endpoints.route_layer(middleware::from_fn_with_state(gateway.clone(), protect));
     }
+    // After the protection above: tools/call checks each method's own rules,
+    // tools/list the gateway endpoints' requirement.
+    if gateway.config().mcp.enabled {
+        let tools = std::sync::Arc::new(super::mcp::Tools::build(&gateway));
+        tracing::info!(tools = tools.len(), path = %gateway.config().mcp.path, "MCP endpoint");
+        let not_allowed = || async { StatusCode::METHOD_NOT_ALLOWED };
+        endpoints = endpoints.route(
+            &gateway.config().mcp.path,
+            axum::routing::post(move |State(gw): State<Gateway>, request: Request| {
+                super::mcp::handle(gw, tools.clone(), request)
+            })
+            .get(not_allowed)
+            .delete(not_allowed),
+        );
+    }
     let edge = gateway.config().edge.clone();
     let cors = gateway.config().cors.clone();
     let router = endpoints.fallback(handler::handle).with_state(gateway);

@@ -22,6 +22,7 @@ mod edge;
 mod errors;
 mod grpc;
 mod grpc_web;
+mod mcp;
 mod metadata;
 mod openapi;
 mod readme;
