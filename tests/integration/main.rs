@@ -31,6 +31,7 @@ mod reload;
 mod schema;
 mod shutdown;
 mod streaming;
+mod surfaces;
 mod tls;
 mod tracing;
 mod transcoding;
