@@ -177,3 +177,43 @@ async fn browsers_may_call_grpc_web_across_origins() {
         assert!(exposed.contains(header), "{header} not in {exposed}");
     }
 }
+
+#[tokio::test]
+async fn a_browser_page_calls_grpc_web_across_origins() {
+    let stack = start_with(|c| {
+        let parsed = protogate::config::parse(
+            "descriptors:\n  protos: [x.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [x]\ncors:\n  allowed_origins: [\"*\"]\n",
+            std::path::Path::new("cors.yaml"),
+        )
+        .unwrap();
+        c.cors = parsed.cors;
+    })
+    .await;
+    let dir = TempDir::new("browser-grpc-web");
+    let set = dir.0.join("shop.binpb");
+    std::fs::write(&set, shop::FILE_DESCRIPTOR_SET).unwrap();
+    let args = [
+        format!("http://{}", stack.addr()),
+        set.display().to_string(),
+        dev_token("orders"),
+    ];
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::node::run("browser_grpc_web.mjs", &args)
+    })
+    .await
+    .unwrap();
+    let out: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_ne!(
+        out["origin"],
+        format!("http://{}", stack.addr()),
+        "a page of another origin"
+    );
+    assert_eq!(out["get_user"]["displayName"], "Ada Lovelace", "{out}");
+    assert_eq!(out["anonymous"]["code"], 16, "{out}");
+    assert_eq!(
+        out["watch_first"]["status"], "ORDER_STATUS_SHIPPED",
+        "{out}"
+    );
+}

@@ -36,7 +36,14 @@ async fn codes(addr: std::net::SocketAddr, token: Option<&str>) -> Vec<(&'static
         .unwrap();
     let status = rest.status();
     let body: serde_json::Value = serde_json::from_slice(&rest.bytes().await.unwrap()).unwrap();
-    out.push(("rest", if status == 200 { 0 } else { body["code"].as_i64().unwrap() }));
+    out.push((
+        "rest",
+        if status == 200 {
+            0
+        } else {
+            body["code"].as_i64().unwrap()
+        },
+    ));
 
     // Native gRPC: grpc-status in the headers (trailers-only) or trailers.
     let mut grpc = tonic::client::Grpc::new(
@@ -134,7 +141,13 @@ async fn one_auth_rule_decides_on_every_surface() {
     // No token: UNAUTHENTICATED everywhere.
     assert_eq!(codes(stack.addr(), None).await, every(16));
     // A token without the `orders` scope: PERMISSION_DENIED everywhere.
-    assert_eq!(codes(stack.addr(), Some(&dev_token("users"))).await, every(7));
+    assert_eq!(
+        codes(stack.addr(), Some(&dev_token("users"))).await,
+        every(7)
+    );
     // The right token: let through everywhere.
-    assert_eq!(codes(stack.addr(), Some(&dev_token("orders"))).await, every(0));
+    assert_eq!(
+        codes(stack.addr(), Some(&dev_token("orders"))).await,
+        every(0)
+    );
 }
