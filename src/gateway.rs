@@ -182,7 +182,7 @@ impl Gateway {
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         let routes = routes
             .map(|route| RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams))?;
-        let methods = MethodTable::build(routes.routes());
+        let methods = MethodTable::build(routes.routes(), &config);
         let rate_limits = RateLimits::build(&config.rate_limit);
         // Kept across a reload that leaves the limit alone: requests in
         // flight on the old gateway still hold their slots.

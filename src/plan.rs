@@ -106,6 +106,8 @@ pub struct MethodPlan {
     pub server_streaming: bool,
     /// `idempotency_level = NO_SIDE_EFFECTS`: Connect clients may call it with GET.
     pub no_side_effects: bool,
+    /// `methods.<name>.cache_control`: what its Connect GET answers carry.
+    pub cache_control: Option<http::HeaderValue>,
 }
 
 /// Routed methods by gRPC path (`/package.Service/Method`), built once with
@@ -117,7 +119,7 @@ pub struct MethodTable {
 
 impl MethodTable {
     /// Indexes every routed method of `routes`.
-    pub fn build(routes: &[RoutePlan]) -> Self {
+    pub fn build(routes: &[RoutePlan], config: &Config) -> Self {
         let mut by_path: std::collections::HashMap<Box<str>, MethodPlan> =
             std::collections::HashMap::new();
         for (i, plan) in routes.iter().enumerate() {
@@ -150,6 +152,10 @@ impl MethodTable {
                                     prost_types::method_options::IdempotencyLevel::NoSideEffects
                                         as i32,
                                 ),
+                            cache_control: config
+                                .methods
+                                .get(method.full_name())
+                                .and_then(|m| m.cache_control.clone()),
                         },
                     );
                 }

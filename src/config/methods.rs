@@ -22,6 +22,9 @@ pub struct MethodSection {
     /// The method may run twice: retried when its backend has a `retry` policy.
     #[serde(default)]
     pub idempotent: bool,
+    /// `Cache-Control` of its Connect GET answers (e.g. `public, max-age=60`),
+    /// which also get an `ETag`. Default none.
+    pub cache_control: Option<String>,
 }
 
 /// Per-method overrides.
@@ -35,6 +38,8 @@ pub struct MethodOverrides {
     pub unknown_json_fields: Option<UnknownFields>,
     /// The method may run twice. Default false.
     pub idempotent: bool,
+    /// `Cache-Control` (and an `ETag`) of its Connect GET answers. Default none.
+    pub cache_control: Option<http::HeaderValue>,
 }
 
 /// Validates `methods:`, keyed by `package.Service.Method`.
@@ -52,9 +57,21 @@ pub(super) fn methods(
                 "expected a method name like package.Service.Method".into()
             ));
         }
+        let cache_control = m
+            .cache_control
+            .map(|v| {
+                http::HeaderValue::from_str(&v).map_err(|_| {
+                    err(
+                        &format!("methods.{name}.cache_control"),
+                        format!("{v:?} is not a header value"),
+                    )
+                })
+            })
+            .transpose()?;
         methods.insert(
             full,
             MethodOverrides {
+                cache_control,
                 timeout: m.timeout.map(NonZeroDuration::get),
                 unknown_query_parameters: m.unknown_query_parameters,
                 unknown_json_fields: m.unknown_json_fields,

@@ -369,6 +369,10 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             "methods.<pkg.Service.Method>.idempotent",
             Some(vec![s(MethodOverrides::default().idempotent)]),
         ),
+        (
+            "methods.<pkg.Service.Method>.cache_control",
+            Some(none(MethodOverrides::default().cache_control.is_none())),
+        ),
     ];
 
     let readme = readme_rows(include_str!("../../README.md"));
