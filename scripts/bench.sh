@@ -2,8 +2,10 @@
 # One command for the benchmark table: builds protogate and the hand-written
 # generated-code baseline (benches/baseline) in release mode and runs the
 # shared rig (../shared/bench) with both as targets beside direct gRPC and
-# grpc-gateway, all pinned alike. Extra arguments go to the rig's run.sh,
-# e.g. `scripts/bench.sh --rounds 3` or `--cases list_items`.
+# grpc-gateway, all pinned alike; protogate is measured a second time as a
+# gRPC proxy (its native gRPC passthrough) beside Envoy's. Extra arguments
+# go to the rig's run.sh, e.g. `scripts/bench.sh --rounds 3` or
+# `--cases list_items`.
 # BASELINE=0 leaves the baseline out.
 #
 # Both targets are started here rather than with the rig's --cmd: --cmd
@@ -30,7 +32,8 @@ BENCH_BACKEND_ADDR="$backend" BENCH_LISTEN_ADDR=127.0.0.1:8090 \
   BENCH_PROTO_DIR="$rig/protos" BENCH_PROTO="$rig/protos/bench.proto" \
   taskset -c "$cpus" scripts/bench-gateway.sh &
 pids+=($!)
-targets=(--target protogate=http://127.0.0.1:8090)
+# The same gateway twice: REST/JSON (wrk) and native gRPC passthrough (h2load).
+targets=(--target protogate=http://127.0.0.1:8090 --grpc-target protogate-grpc=127.0.0.1:8090)
 if [ "${BASELINE:-1}" != 0 ]; then
   taskset -c "$cpus" target/release/protogate-baseline --listen 127.0.0.1:8091 --backend "$backend" &
   pids+=($!)
