@@ -85,7 +85,14 @@ async fn protect(State(gw): State<Gateway>, request: Request, next: Next) -> Res
         .await
     {
         Ok(_) => next.run(request).await,
-        Err(e) => GatewayError::from(e).into_response(),
+        Err(e) => {
+            let (parts, _) = request.into_parts();
+            // The gateway's reflection is called by gRPC clients: they get a gRPC status.
+            match super::grpc::Wire::of(&parts) {
+                Some(wire) => super::grpc::error_response(&GatewayError::from(e), &parts, wire),
+                None => GatewayError::from(e).into_response(),
+            }
+        }
     }
 }
 

@@ -130,3 +130,44 @@ async fn reflection_can_be_switched_off() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn protected_reflection_answers_grpc_statuses() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, server_reflection_request};
+    let stack = crate::support::start_with(|c| c.auth.protect_gateway_endpoints = true).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let list = || {
+        tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        }])
+    };
+    let mut client = ServerReflectionClient::new(channel);
+    let refused = client.server_reflection_info(list()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    // The gateway's own status, not a client's reading of an HTTP 401.
+    assert!(
+        refused.message().starts_with("missing credentials"),
+        "{refused:?}"
+    );
+    let mut request = tonic::Request::new(list());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", crate::support::dev_token("orders"))
+            .parse()
+            .unwrap(),
+    );
+    let mut replies = client
+        .server_reflection_info(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replies.message().await.unwrap().is_some());
+}
