@@ -457,6 +457,7 @@ fn crossing(
         ],
         trust_forwarded_for: false,
         forward_authorization: true,
+        ..Default::default()
     };
     let mut metadata = crate::upstream::metadata::request_metadata(
         &map,

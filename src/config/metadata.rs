@@ -20,6 +20,8 @@ pub struct MetadataSection {
     /// Forward a client's `Authorization` on routes the gateway does not
     /// authenticate.
     pub forward_authorization: Option<bool>,
+    /// Set `X-Forwarded-For` and `X-Forwarded-Host` for backends.
+    pub forwarded: Option<bool>,
 }
 
 /// Header ⇄ metadata forwarding.
@@ -37,6 +39,11 @@ pub struct MetadataOptions {
     /// grpc-gateway and Envoy do. Default true; never with
     /// `auth.forward.credentials`, whose `authorization` is verified.
     pub forward_authorization: bool,
+    /// Set `X-Forwarded-For` (the client's address) and `X-Forwarded-Host`
+    /// on calls to backends. Default true.
+    pub forwarded: bool,
+    /// Forward `X-Request-Id` (`server.request_id`). Default true.
+    pub request_id: bool,
 }
 
 impl Default for MetadataOptions {
@@ -45,6 +52,8 @@ impl Default for MetadataOptions {
             forward_request_headers: Vec::new(),
             trust_forwarded_for: false,
             forward_authorization: true,
+            forwarded: true,
+            request_id: true,
         }
     }
 }
@@ -103,6 +112,9 @@ impl MetadataSection {
             forward_authorization: self
                 .forward_authorization
                 .unwrap_or(d.forward_authorization),
+            forwarded: self.forwarded.unwrap_or(d.forwarded),
+            // Set from `server.request_id` by the caller.
+            request_id: d.request_id,
         })
     }
 }

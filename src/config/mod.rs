@@ -268,7 +268,11 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
         descriptor_cache: raw.descriptors.cache(&anchor),
         backends,
         transcode: raw.transcoding.into(),
-        metadata: raw.metadata.validate(&auth, &err)?,
+        metadata: {
+            let mut metadata = raw.metadata.validate(&auth, &err)?;
+            metadata.request_id = raw.server.edge().request_id;
+            metadata
+        },
         methods: methods::methods(raw.methods, &err)?,
         max_grpc_timeout: raw
             .server

@@ -122,6 +122,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             Some(vec![s(c.edge.max_concurrent_requests)]),
         ),
         ("server.compression", Some(vec![s(c.edge.compression)])),
+        ("server.request_id", Some(vec![s(c.edge.request_id)])),
         ("server.tls.cert", Some(none(c.tls.is_none()))),
         (
             "server.tls.client_ca",
@@ -352,6 +353,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             "metadata.forward_authorization",
             Some(vec![s(c.metadata.forward_authorization)]),
         ),
+        ("metadata.forwarded", Some(vec![s(c.metadata.forwarded)])),
         ("openapi.enabled", Some(vec![s(c.openapi.enabled)])),
         (
             "openapi.title",

@@ -46,6 +46,9 @@ pub struct ServerSection {
     pub max_concurrent_requests: Option<Positive<usize>>,
     /// Compress responses (gzip, br) for clients that accept it.
     pub compression: Option<bool>,
+    /// Give every request an `X-Request-Id` (the client's, or a new UUID),
+    /// echoed on the answer and sent to the backend. Default true.
+    pub request_id: Option<bool>,
     /// HTTPS termination.
     pub tls: Option<ServerTlsSection>,
 }
@@ -85,6 +88,9 @@ pub struct EdgeOptions {
     /// Compress responses with gzip or br when the client accepts it
     /// (streams excepted: compression would hold messages back). Default true.
     pub compression: bool,
+    /// `X-Request-Id` on every request: kept or made, echoed, forwarded.
+    /// Default true.
+    pub request_id: bool,
 }
 
 impl Default for EdgeOptions {
@@ -96,6 +102,7 @@ impl Default for EdgeOptions {
             max_header_bytes: 16 * 1024,
             max_concurrent_requests: 1024,
             compression: true,
+            request_id: true,
         }
     }
 }
@@ -145,6 +152,7 @@ impl ServerSection {
                 .max_concurrent_requests
                 .map_or(d.max_concurrent_requests, Positive::get),
             compression: self.compression.unwrap_or(d.compression),
+            request_id: self.request_id.unwrap_or(d.request_id),
         }
     }
 }

@@ -33,8 +33,14 @@ pub fn apply(router: Router, edge: &EdgeOptions, cors: Option<&CorsOptions>) -> 
     // One stack, one layer: axum boxes each layer's future per request, so
     // five layers applied one by one cost five allocations and copies.
     let stack = tower::ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RandomId))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .option_layer(
+            edge.request_id
+                .then(|| SetRequestIdLayer::new(REQUEST_ID, RandomId)),
+        )
+        .option_layer(
+            edge.request_id
+                .then(|| PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
         .option_layer(cors.map(cors_layer))
         .option_layer(
             edge.compression

@@ -127,6 +127,9 @@ pub fn request_metadata(
     // The request id (the client's or the gateway's) ties backend logs to
     // ours; W3C trace context continues the client's trace in the backend.
     for name in [REQUEST_ID, TRACEPARENT, TRACESTATE] {
+        if name == REQUEST_ID && !options.request_id {
+            continue;
+        }
         if let Some(value) = headers.get(&name) {
             let mut value = value.clone();
             // New with every request: indexing them would only churn HPACK tables.
@@ -154,6 +157,9 @@ pub fn request_metadata(
     out.remove(&FORWARDED_CLIENT_CERT);
     if let Some(cert) = client_cert {
         out.insert(FORWARDED_CLIENT_CERT, cert.clone());
+    }
+    if !options.forwarded {
+        return Ok(MetadataMap::from_headers(out));
     }
     if let Some(ip) = client_ip {
         let prior = headers
@@ -340,6 +346,38 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_and_forwarding_headers_can_be_left_out() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        h.insert("host", HeaderValue::from_static("api.example"));
+        let ip = client_ip_header("10.0.0.7".parse().unwrap());
+        for (forwarded, request_id, want) in [
+            (
+                true,
+                true,
+                vec!["x-forwarded-for", "x-forwarded-host", "x-request-id"],
+            ),
+            (false, true, vec!["x-request-id"]),
+            (true, false, vec!["x-forwarded-for", "x-forwarded-host"]),
+            (false, false, vec![]),
+        ] {
+            let opts = MetadataOptions {
+                forwarded,
+                request_id,
+                ..Default::default()
+            };
+            let md = request_metadata(&h, None, &opts, Some(&ip), None, &[]).unwrap();
+            let mut got: Vec<String> = md
+                .into_headers()
+                .keys()
+                .map(|k| k.as_str().to_owned())
+                .collect();
+            got.sort();
+            assert_eq!(got, want, "forwarded {forwarded}, request_id {request_id}");
+        }
+    }
+
+    #[test]
     fn request_metadata_follows_allowlist_and_prefix() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("r1"));
@@ -369,6 +407,7 @@ mod tests {
             forward_request_headers: vec![HeaderName::from_static("x-request-id")],
             trust_forwarded_for: false,
             forward_authorization: false,
+            ..Default::default()
         };
         let ip = client_ip_header("127.0.0.1".parse().unwrap());
         let client = Some(&ip);

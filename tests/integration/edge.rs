@@ -29,6 +29,24 @@ async fn request_ids_are_kept_or_made_and_reach_the_backend() {
 }
 
 #[tokio::test]
+async fn request_ids_and_forwarding_headers_can_be_switched_off() {
+    let (stack, _) = start_with("server:\n  request_id: false\n", |c| {
+        c.metadata.forwarded = false;
+    })
+    .await;
+    let reply = stack.echo(serde_json::json!({"text": "a"}), &[]).await;
+    assert!(
+        !reply.headers.contains_key("x-request-id"),
+        "{:?}",
+        reply.headers
+    );
+    let seen = reply.json["metadata"].as_object().unwrap();
+    for absent in ["x-request-id", "x-forwarded-for", "x-forwarded-host"] {
+        assert!(!seen.contains_key(absent), "{absent} in {seen:?}");
+    }
+}
+
+#[tokio::test]
 async fn oversized_targets_and_headers_are_refused() {
     let (stack, _) = start("server:\n  max_uri_bytes: 100\n  max_header_bytes: 400\n").await;
     let long = format!("/v1/echo?x={}", "a".repeat(200));
