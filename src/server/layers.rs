@@ -33,14 +33,15 @@ pub fn apply(router: Router, edge: &EdgeOptions, cors: Option<&CorsOptions>) -> 
     // One stack, one layer: axum boxes each layer's future per request, so
     // five layers applied one by one cost five allocations and copies.
     let stack = tower::ServiceBuilder::new()
-        .option_layer(
-            edge.request_id
-                .then(|| SetRequestIdLayer::new(REQUEST_ID, RandomId)),
-        )
-        .option_layer(
-            edge.request_id
-                .then(|| PropagateRequestIdLayer::new(REQUEST_ID)),
-        )
+        // Always the same layers: off, no id is made (a client's own is
+        // still echoed), which costs a branch, not another layer.
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID,
+            RandomId {
+                on: edge.request_id,
+            },
+        ))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .option_layer(cors.map(cors_layer))
         .option_layer(
             edge.compression
@@ -54,11 +55,14 @@ pub fn apply(router: Router, edge: &EdgeOptions, cors: Option<&CorsOptions>) -> 
 /// they name requests in logs, they guard nothing, and a system random
 /// number per request would cost a syscall.
 #[derive(Debug, Clone, Copy)]
-struct RandomId;
+struct RandomId {
+    /// `server.request_id`.
+    on: bool,
+}
 
 impl MakeRequestId for RandomId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
-        Some(RequestId::new(random_uuid()))
+        self.on.then(|| RequestId::new(random_uuid()))
     }
 }
 
