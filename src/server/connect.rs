@@ -169,14 +169,9 @@ pub(super) async fn unary(
     let (message, json) = match kind {
         Kind::Get => get_message(parts, method)?,
         Kind::Unary { json } => {
-            let body = tokio::time::timeout_at(
-                deadline.at,
-                pipeline::read_body(parts, body, plan.limits.max_body_bytes),
-            )
-            .await
-            .map_err(|_| GatewayError::BodyTimeout {
-                timeout: deadline.timeout,
-            })??;
+            let body =
+                pipeline::read_body_within(parts, body, plan.limits.max_body_bytes, &deadline)
+                    .await?;
             (body, json)
         }
         Kind::Stream => return Err(GatewayError::BadGrpcRequest("not a unary call")),

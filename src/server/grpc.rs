@@ -218,14 +218,8 @@ pub(super) async fn call(
         })
     } else {
         // One message: read whole within the deadline, as a unary REST body is.
-        let whole = tokio::time::timeout_at(
-            deadline.at,
-            pipeline::read_body(parts, body, limits.max_body_bytes.saturating_add(PREFIX)),
-        )
-        .await
-        .map_err(|_| GatewayError::BodyTimeout {
-            timeout: deadline.timeout,
-        })??;
+        let limit = limits.max_body_bytes.saturating_add(PREFIX);
+        let whole = pipeline::read_body_within(parts, body, limit, &deadline).await?;
         let whole = match wire {
             Wire::WebText => super::grpc_web::decode_text(&whole)
                 .map(Bytes::from)

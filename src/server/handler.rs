@@ -27,12 +27,7 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
     // Taken by the call once the caller is let in; still here on a refusal.
     let mut body = Some(body);
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let span = crate::telemetry::request_span(&parts.method, request_id, &parts.headers);
+    let span = crate::telemetry::request_span(&parts.method, &parts.headers);
     let surface = Surface::of(&parts);
     async move {
         let mut seen = Seen::default();

@@ -301,12 +301,7 @@ async fn call(
         .get("arguments")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let request_id = parts
-        .headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let span = crate::telemetry::request_span(&parts.method, request_id, &parts.headers);
+    let span = crate::telemetry::request_span(&parts.method, &parts.headers);
     crate::telemetry::route_matched(&span, &parts.method, &method.label);
     let outcome = run(gw, tool, parts, method, plan, &arguments)
         .instrument(span.clone())

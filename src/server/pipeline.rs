@@ -314,6 +314,24 @@ pub(super) fn timeout(
     Ok(asked.min(cap))
 }
 
+/// The whole request body within the call's deadline: a client trickling
+/// its body spends the time the backend call would have had.
+///
+/// # Errors
+/// As [`read_body`], and [`GatewayError::BodyTimeout`] when the deadline passes first.
+pub(super) async fn read_body_within(
+    parts: &Parts,
+    body: Body,
+    limit: usize,
+    deadline: &crate::upstream::Deadline,
+) -> Result<Bytes, GatewayError> {
+    tokio::time::timeout_at(deadline.at, read_body(parts, body, limit))
+        .await
+        .map_err(|_| GatewayError::BodyTimeout {
+            timeout: deadline.timeout,
+        })?
+}
+
 /// One request message from the path values, the query and the body: JSON
 /// by the route's body rule, or the raw body as a `google.api.HttpBody`.
 ///

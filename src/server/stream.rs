@@ -35,7 +35,7 @@ use tonic::Streaming;
 
 use super::pipeline::{
     self, Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, content_type, ended,
-    read_body, render_reply,
+    render_reply,
 };
 use crate::config::Framing;
 use crate::error::GatewayError;
@@ -110,14 +110,8 @@ pub(super) async fn call(
     } else {
         drop((report, abandoned));
         // The body of a server stream arrives within the stream's deadline.
-        let body = tokio::time::timeout_at(
-            deadline.at,
-            read_body(parts, body, plan.limits.max_body_bytes),
-        )
-        .await
-        .map_err(|_| GatewayError::BodyTimeout {
-            timeout: deadline.timeout,
-        })??;
+        let body =
+            pipeline::read_body_within(parts, body, plan.limits.max_body_bytes, &deadline).await?;
         let input = pipeline::message(&call, parts, body)?;
         stream::once(async move { Outgoing::Message(Bytes::from(input)) }).boxed()
     };

@@ -31,14 +31,8 @@ pub(super) async fn call(
         target.timeout,
         plan.limits.max_grpc_timeout,
     )?);
-    let body = tokio::time::timeout_at(
-        deadline.at,
-        pipeline::read_body(parts, body, plan.limits.max_body_bytes),
-    )
-    .await
-    .map_err(|_| GatewayError::BodyTimeout {
-        timeout: deadline.timeout,
-    })??;
+    let body =
+        pipeline::read_body_within(parts, body, plan.limits.max_body_bytes, &deadline).await?;
     let input = pipeline::message(&call, parts, body)?;
     // Before the call: a client that accepts neither type is told at once.
     let reply_type = pipeline::reply_type(parts)?;

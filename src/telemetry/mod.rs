@@ -202,7 +202,11 @@ impl Telemetry {
 
 /// The span of one API request. When spans are exported it is an
 /// OpenTelemetry server span whose parent is the client's `traceparent`.
-pub fn request_span(method: &http::Method, request_id: &str, headers: &HeaderMap) -> tracing::Span {
+pub fn request_span(method: &http::Method, headers: &HeaderMap) -> tracing::Span {
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if !EXPORTING.load(Ordering::Relaxed) {
         return tracing::info_span!(
             "request",
