@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Code;
 
+use super::envelope::{self, code_of, status_headers};
 use super::pipeline::{self, Admitted, Call, UpstreamCall};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
@@ -159,7 +160,7 @@ pub(super) async fn call(
         target.timeout
     };
     let deadline = Deadline::after(match wire {
-        Wire::Connect => super::connect::timeout(parts, default, limits.max_grpc_timeout)?,
+        Wire::Connect => envelope::timeout(parts, default, limits.max_grpc_timeout)?,
         _ => pipeline::timeout(parts, default, limits.max_grpc_timeout)?,
     });
     let mut headers = call.metadata.into_headers();
@@ -187,7 +188,7 @@ pub(super) async fn call(
                 headers.insert(grpc, value.clone());
             }
         }
-        super::connect::strip_protocol_headers(&mut headers);
+        envelope::strip_protocol_headers(&mut headers);
     }
     let activity = Arc::new(Activity::new());
     let failure: Failure = Arc::new(std::sync::Mutex::new(None));
@@ -283,7 +284,7 @@ pub(super) async fn call(
         // Connect has no trailers-only answer: the status goes in the body.
         if let Some(code) = head.headers.get("grpc-status").map(code_of) {
             timing.finish(code);
-            let end = super::connect::end_stream(&head.headers);
+            let end = envelope::end_stream(&head.headers);
             for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
                 head.headers.remove(name);
             }
@@ -339,7 +340,7 @@ pub(super) fn error_response(error: &GatewayError, parts: &Parts, wire: Wire) ->
 /// body of one end-of-stream message.
 fn respond(mut headers: HeaderMap, wire: Wire, content_type: HeaderValue) -> Response {
     let body = if wire == Wire::Connect {
-        let end = super::connect::end_stream(&headers);
+        let end = envelope::end_stream(&headers);
         for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
             headers.remove(name);
         }
@@ -351,14 +352,6 @@ fn respond(mut headers: HeaderMap, wire: Wire, content_type: HeaderValue) -> Res
     let mut response = Response::new(body);
     *response.headers_mut() = headers;
     response
-}
-
-/// The gRPC code of a `grpc-status` value; UNKNOWN when it is no code.
-pub(super) fn code_of(value: &HeaderValue) -> Code {
-    std::str::from_utf8(value.as_bytes())
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Code::Unknown, Code::from_i32)
 }
 
 /// A backend's status as a trailers-only answer: its metadata, code,
@@ -373,17 +366,6 @@ fn status_response(
         status_headers(&mut headers, status.code(), status.message());
     }
     respond(headers, wire, content_type)
-}
-
-/// `grpc-status` and a percent-encoded `grpc-message`.
-fn status_headers(headers: &mut HeaderMap, code: Code, message: &str) {
-    headers.insert("grpc-status", HeaderValue::from(code as i32));
-    // The gRPC spec's percent-encoding: anything outside printable ASCII, and '%'.
-    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
-    let encoded = percent_encoding::utf8_percent_encode(message, ESCAPED).to_string();
-    if let Ok(value) = HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", value);
-    }
 }
 
 /// A unary or server-streaming request is exactly one message.
@@ -616,7 +598,7 @@ impl Relay {
         self.done = true;
         match self.wire {
             Wire::Native => Frame::trailers(trailers),
-            Wire::Connect => Frame::data(super::connect::end_stream(&trailers)),
+            Wire::Connect => Frame::data(envelope::end_stream(&trailers)),
             Wire::Web | Wire::WebText => {
                 let frame = super::grpc_web::trailer_frame(&trailers);
                 Frame::data(self.data(&frame, true))

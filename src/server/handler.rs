@@ -96,11 +96,13 @@ pub async fn handle(State(gw): State<Gateway>, request: Request) -> Response {
     .await
 }
 
-/// Most of an HTTP/1.1 request body that a refusal left unread, so the
-/// connection can answer it: a client still writing its body (Node's
-/// `http` sends it after the headers) would otherwise find the connection
-/// closed under it. Bounded in bytes and time; HTTP/2 resets the stream
-/// instead and needs none of this.
+/// A small request body that a refusal left unread, read before the answer
+/// goes out, so the client can finish sending: over HTTP/1.1 a client still
+/// writing (Node's `http` sends the body after the headers) would find the
+/// connection closed under it, over HTTP/2 its stream reset (curl reports
+/// that as a failure). Only a declared length up to 64 KiB (or HTTP/1.1
+/// chunks, up to as much), within a second: a stream of unknown length is
+/// never waited for.
 async fn drain(parts: &Parts, body: Body) {
     const MAX: usize = 64 * 1024;
     const WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
@@ -109,10 +111,9 @@ async fn drain(parts: &Parts, body: Body) {
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
-    if parts.version >= http::Version::HTTP_2
-        || !(chunked || declared.is_some_and(|n| n > 0 && n <= MAX as u64))
-    {
+    let chunked = parts.version < http::Version::HTTP_2
+        && parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if !(chunked || declared.is_some_and(|n| n > 0 && n <= MAX as u64)) {
         return;
     }
     let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX));
@@ -145,7 +146,7 @@ impl Surface {
         match self {
             Self::Rest | Self::Connect(_) => response.status().as_u16(),
             Self::Grpc(_) => response.headers().get("grpc-status").map_or(200, |v| {
-                crate::error::http_status(grpc::code_of(v)).as_u16()
+                crate::error::http_status(super::envelope::code_of(v)).as_u16()
             }),
         }
     }

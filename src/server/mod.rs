@@ -5,6 +5,7 @@ pub mod compression;
 pub mod connect;
 pub mod connection;
 pub mod docs;
+pub mod envelope;
 pub mod framing;
 pub mod grpc;
 pub mod grpc_web;
