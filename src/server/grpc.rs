@@ -190,8 +190,11 @@ pub(super) async fn call(
         }
         envelope::strip_protocol_headers(&mut headers);
     }
-    let activity = Arc::new(Activity::new());
-    let failure: Failure = Arc::new(std::sync::Mutex::new(None));
+    // Only a stream needs these: a unary call allocates neither.
+    let activity = streaming.then(|| Arc::new(Activity::new()));
+    let failure: Option<Failure> = method
+        .client_streaming
+        .then(|| Arc::new(std::sync::Mutex::new(None)));
     let json = is_json(parts);
     if json {
         // The backend speaks protobuf, uncompressed, so its replies can be converted.
@@ -215,7 +218,7 @@ pub(super) async fn call(
             scan: Scan::default(),
             reframe: json.then(to_proto),
             activity: activity.clone(),
-            failure: failure.clone(),
+            failure: failure.clone().unwrap_or_default(),
         })
     } else {
         // One message: read whole within the deadline, as a unary REST body is.
@@ -262,7 +265,7 @@ pub(super) async fn call(
         Err(e) => {
             timing.finish(e.code());
             // The gateway cut the client's stream: that is the answer.
-            if let Some(cut) = take_failure(&failure) {
+            if let Some(cut) = failure.as_ref().and_then(take_failure) {
                 return Err(cut);
             }
             return Err(pipeline::call_error(gw, &target.name, e));
@@ -457,7 +460,7 @@ struct Uplink {
     scan: Scan,
     /// JSON messages to the backend's protobuf.
     reframe: Option<super::reframe::Reframer>,
-    activity: Arc<Activity>,
+    activity: Option<Arc<Activity>>,
     failure: Failure,
 }
 
@@ -494,7 +497,9 @@ impl hyper::body::Body for Uplink {
         let this = self.get_mut();
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.activity.touch();
+                if let Some(activity) = &this.activity {
+                    activity.touch();
+                }
                 let cut = |this: &mut Self, error: GatewayError| {
                     let answer = GatewayError::BodyRead(error.to_string());
                     *this
@@ -565,9 +570,10 @@ struct Relay {
     timeout: Duration,
     /// Streams only: the timer and the timeout.
     idle: Option<(Pin<Box<Sleep>>, Duration)>,
-    activity: Arc<Activity>,
-    /// Why the gateway cut the client's stream, when it did.
-    failure: Failure,
+    /// Streams only: when a frame last went either way.
+    activity: Option<Arc<Activity>>,
+    /// Client streams only: why the gateway cut the client's stream, when it did.
+    failure: Option<Failure>,
     /// The backend's protobuf replies to the client's JSON.
     reframe: Option<super::reframe::Reframer>,
     cut: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -623,7 +629,7 @@ impl Relay {
     /// The error of a reply stream that broke: as the gateway cut the
     /// client's stream, or as the gRPC spec maps the backend's failure.
     fn broken(&self, error: &(dyn std::error::Error + 'static)) -> GatewayError {
-        if let Some(cut) = take_failure(&self.failure) {
+        if let Some(cut) = self.failure.as_ref().and_then(take_failure) {
             return cut;
         }
         let failure = match crate::upstream::stream_reset(error) {
@@ -660,7 +666,10 @@ impl Relay {
             if timer.as_mut().poll(cx).is_pending() {
                 return None;
             }
-            let due = self.activity.last() + *idle;
+            let Some(activity) = &self.activity else {
+                return None;
+            };
+            let due = activity.last() + *idle;
             if due <= Instant::now() {
                 return Some(*idle);
             }
@@ -686,7 +695,9 @@ impl hyper::body::Body for Relay {
         };
         match Pin::new(inbound).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.activity.touch();
+                if let Some(activity) = &this.activity {
+                    activity.touch();
+                }
                 let frame = match frame.into_data() {
                     Ok(data) if this.reframe.is_some() => {
                         let converted = match this.reframe.as_mut().map(|r| r.push(&data)) {
