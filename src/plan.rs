@@ -168,14 +168,4 @@ impl MethodTable {
     pub fn get(&self, path: &str) -> Option<&MethodPlan> {
         self.by_path.get(path)
     }
-
-    /// How many methods are routed.
-    pub fn len(&self) -> usize {
-        self.by_path.len()
-    }
-
-    /// Whether no method is routed.
-    pub fn is_empty(&self) -> bool {
-        self.by_path.is_empty()
-    }
 }

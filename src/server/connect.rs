@@ -86,26 +86,6 @@ impl Kind {
     }
 }
 
-/// The routed method a Connect call names.
-///
-/// # Errors
-/// [`GatewayError::NotServed`] for a path that is no routed method, or
-/// while `protocols.connect` is off.
-pub(super) fn lookup<'g>(
-    gw: &'g Gateway,
-    parts: &Parts,
-) -> Result<(&'g MethodPlan, &'g crate::plan::RoutePlan), GatewayError> {
-    let path = parts.uri.path();
-    gw.config()
-        .protocols
-        .connect
-        .then(|| gw.method(path))
-        .flatten()
-        .ok_or_else(|| GatewayError::NotServed {
-            path: path.to_owned(),
-        })
-}
-
 /// Answers a unary Connect call (POST or GET).
 ///
 /// # Errors

@@ -87,14 +87,6 @@ impl Wire {
         }
     }
 
-    /// The content type of answers: the request's, so its codec suffix stays.
-    fn content_type(self, parts: &Parts) -> HeaderValue {
-        match parts.headers.get(CONTENT_TYPE) {
-            Some(value) => value.clone(),
-            None => HeaderValue::from_static("application/grpc"),
-        }
-    }
-
     /// The content type the backend is sent: native gRPC, same codec.
     fn backend_content_type(self, parts: &Parts) -> Option<HeaderValue> {
         let value = parts.headers.get(CONTENT_TYPE)?;
@@ -116,7 +108,7 @@ impl Wire {
 /// # Errors
 /// [`GatewayError::NotServed`] (UNIMPLEMENTED) for a path that is no routed
 /// method, and for every method while the wire's protocol is off
-/// (`protocols.grpc`, `protocols.grpc_web`).
+/// (`protocols.grpc`, `protocols.grpc_web`, `protocols.connect`).
 pub(super) fn lookup<'g>(
     gw: &'g Gateway,
     parts: &Parts,
@@ -259,7 +251,7 @@ pub(super) async fn call(
                 &status,
                 headers.into_headers(),
                 wire,
-                wire.content_type(parts),
+                answer_content_type(parts),
             ));
         }
         Err(e) => {
@@ -274,7 +266,8 @@ pub(super) async fn call(
     timing.keep_span(passed.span);
     let (mut head, inbound) = passed.response.into_parts();
     if wire != Wire::Native {
-        head.headers.insert(CONTENT_TYPE, wire.content_type(parts));
+        head.headers
+            .insert(CONTENT_TYPE, answer_content_type(parts));
         head.headers.remove(http::header::CONTENT_LENGTH);
     }
     if wire == Wire::Connect {
@@ -335,8 +328,13 @@ pub(super) async fn call(
 pub(super) fn error_response(error: &GatewayError, parts: &Parts, wire: Wire) -> Response {
     let mut headers = error.grpc_metadata();
     status_headers(&mut headers, error.code(), &error.client_message());
-    let content_type = parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(GRPC);
-    respond(headers, wire, content_type)
+    respond(headers, wire, answer_content_type(parts))
+}
+
+/// The content type of answers: the request's, so its codec suffix stays
+/// (`application/grpc` without one).
+fn answer_content_type(parts: &Parts) -> HeaderValue {
+    parts.headers.get(CONTENT_TYPE).cloned().unwrap_or(GRPC)
 }
 
 /// An answer with the status in `headers`: trailers-only, or for Connect a

@@ -173,26 +173,24 @@ async fn dispatch(
     seen: &mut Seen,
     admitted: Admitted,
 ) -> Result<Response, GatewayError> {
-    if let Surface::Grpc(wire) = surface {
+    // The protocols that name a method: the gRPC family (Connect streams
+    // among it) and Connect's unary calls, one front for all.
+    let named = match surface {
+        Surface::Rest => None,
+        Surface::Grpc(wire) => Some((wire, None)),
+        Surface::Connect(connect::Kind::Stream) => Some((grpc::Wire::Connect, None)),
+        Surface::Connect(kind) => Some((grpc::Wire::Connect, Some(kind))),
+    };
+    if let Some((wire, unary)) = named {
         let (method, plan) = grpc::lookup(gw, parts, wire)?;
         seen.label = Some(method.label.clone());
         crate::telemetry::route_matched(&tracing::Span::current(), &parts.method, &method.label);
         let call = Call::prepare_method(gw, parts, method, plan).await?;
         seen.rate = call.rate;
         let body = body.take().unwrap_or_default();
-        return Box::pin(grpc::call(gw, parts, body, call, method, wire, admitted)).await;
-    }
-    if let Surface::Connect(kind) = surface {
-        let (method, plan) = connect::lookup(gw, parts)?;
-        seen.label = Some(method.label.clone());
-        crate::telemetry::route_matched(&tracing::Span::current(), &parts.method, &method.label);
-        let call = Call::prepare_method(gw, parts, method, plan).await?;
-        seen.rate = call.rate;
-        let body = body.take().unwrap_or_default();
-        if kind == connect::Kind::Stream {
-            let wire = grpc::Wire::Connect;
+        let Some(kind) = unary else {
             return Box::pin(grpc::call(gw, parts, body, call, method, wire, admitted)).await;
-        }
+        };
         let response = Box::pin(connect::unary(gw, parts, body, call, method, kind)).await;
         drop(admitted);
         return response;
