@@ -569,27 +569,38 @@ mod probe_calls {
         }
     }
 
+    /// Opens a `Count` stream.
+    async fn count(
+        grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+        request: CountRequest,
+    ) -> tonic::Streaming<CountReply> {
+        grpc.ready().await.unwrap();
+        grpc.server_streaming::<CountRequest, CountReply, _>(
+            tonic::Request::new(request),
+            PathAndQuery::from_static("/probe.v1.Probe/Count"),
+            ProstCodec::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner()
+    }
+
     #[tokio::test]
     async fn streams_keep_backpressure_and_end_with_a_status() {
         let (stack, probe) = crate::probe::start("streaming:\n  idle_timeout: 1s\n").await;
         let mut grpc = grpc(stack.0.addr()).await;
-        let count = PathAndQuery::from_static("/probe.v1.Probe/Count");
 
         // Replies are made as the client reads them: a client that stops
         // reading holds the backend back, one that leaves cancels it.
-        let mut replies = grpc
-            .server_streaming::<CountRequest, CountReply, _>(
-                tonic::Request::new(CountRequest {
-                    n: 1_000_000,
-                    pad_bytes: 1024,
-                    ..Default::default()
-                }),
-                count.clone(),
-                ProstCodec::default(),
-            )
-            .await
-            .unwrap()
-            .into_inner();
+        let mut replies = count(
+            &mut grpc,
+            CountRequest {
+                n: 1_000_000,
+                pad_bytes: 1024,
+                ..Default::default()
+            },
+        )
+        .await;
         assert_eq!(replies.message().await.unwrap().unwrap().i, 1);
         // Windows of ~7 MiB along the way (client, gateway, backend) hold a
         // few thousand 1 KiB replies; a million would mean none held.
@@ -606,20 +617,15 @@ mod probe_calls {
         .await;
 
         // A stream the backend breaks off ends with a status, not a reset.
-        grpc.ready().await.unwrap();
-        let mut replies = grpc
-            .server_streaming::<CountRequest, CountReply, _>(
-                tonic::Request::new(CountRequest {
-                    n: 5,
-                    reset_after: 2,
-                    ..Default::default()
-                }),
-                count.clone(),
-                ProstCodec::default(),
-            )
-            .await
-            .unwrap()
-            .into_inner();
+        let mut replies = count(
+            &mut grpc,
+            CountRequest {
+                n: 5,
+                reset_after: 2,
+                ..Default::default()
+            },
+        )
+        .await;
         let mut got = 0;
         let error = loop {
             match replies.message().await {
@@ -632,20 +638,15 @@ mod probe_calls {
         assert_eq!(error.code(), Code::Internal, "{error:?}");
 
         // A quiet stream ends at the idle timeout.
-        grpc.ready().await.unwrap();
-        let mut replies = grpc
-            .server_streaming::<CountRequest, CountReply, _>(
-                tonic::Request::new(CountRequest {
-                    n: 3,
-                    hold_after_first: true,
-                    ..Default::default()
-                }),
-                count,
-                ProstCodec::default(),
-            )
-            .await
-            .unwrap()
-            .into_inner();
+        let mut replies = count(
+            &mut grpc,
+            CountRequest {
+                n: 3,
+                hold_after_first: true,
+                ..Default::default()
+            },
+        )
+        .await;
         assert!(replies.message().await.unwrap().is_some());
         let error = replies.message().await.unwrap_err();
         assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
