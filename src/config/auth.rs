@@ -29,6 +29,7 @@ pub struct AuthSection {
     pub protect_gateway_endpoints: bool,
     /// Identity forwarded to backends.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub forward: ForwardSection,
 }
 
@@ -57,19 +58,24 @@ pub struct JwtSection {
     /// How often a remote JWKS is refetched when it has no `Cache-Control`.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "5m"))]
     pub jwks_refresh: Option<Duration>,
     /// Shortest gap between refetches for an unknown `kid`.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "30s"))]
     pub jwks_min_refresh: Option<Duration>,
     /// Allowed clock difference for `exp` / `nbf`.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "1m"))]
     pub clock_skew: Option<Duration>,
     /// Where the token is read from.
     #[serde(default)]
+    #[schemars(extend("default" = { "header": "authorization" }))]
     pub from: Option<LocationSection>,
     /// Longest accepted token.
+    #[schemars(extend("default" = 8192))]
     pub max_token_bytes: Option<usize>,
 }
 
@@ -90,6 +96,7 @@ pub struct LocationSection {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeysSection {
     /// Where the key is read from; default header `x-api-key`.
+    #[schemars(extend("default" = { "header": "x-api-key" }))]
     pub from: Option<LocationSection>,
     /// Keys inline.
     #[serde(default)]

@@ -45,22 +45,29 @@ pub struct BackendSection {
     /// Share of a split service's traffic.
     pub weight: Option<Weight>,
     /// How requests are spread over endpoints.
+    #[schemars(extend("default" = "p2c"))]
     pub balance: Option<Balance>,
     /// How often host names are resolved again.
+    #[schemars(extend("default" = "30s"))]
     pub dns_refresh: Option<NonZeroDuration>,
     /// Active health checks with `grpc.health.v1`.
     pub health_check: Option<HealthCheckSection>,
     /// Passive health: ejection of endpoints that keep failing.
+    #[schemars(extend("default" = {}))]
     pub outlier_detection: Option<OutlierSection>,
     /// Whether `/readyz` waits for this backend.
+    #[schemars(extend("default" = false))]
     pub required: Option<bool>,
     /// Retries of idempotent methods.
     pub retry: Option<RetrySection>,
     /// Default deadline for calls to this backend.
+    #[schemars(extend("default" = "30s"))]
     pub timeout: Option<NonZeroDuration>,
     /// Timeout for establishing a connection.
+    #[schemars(extend("default" = "5s"))]
     pub connect_timeout: Option<NonZeroDuration>,
     /// Largest reply message accepted, in bytes.
+    #[schemars(extend("default" = 4194304))]
     pub max_response_bytes: Option<Positive<usize>>,
     /// TLS settings for `https://` addresses.
     pub tls: Option<BackendTlsSection>,
@@ -82,14 +89,19 @@ pub enum Balance {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckSection {
     /// Time between checks.
+    #[schemars(extend("default" = "5s"))]
     pub interval: Option<NonZeroDuration>,
     /// Deadline of one check.
+    #[schemars(extend("default" = "1s"))]
     pub timeout: Option<NonZeroDuration>,
     /// Service name sent in `HealthCheckRequest` ("" is the whole server).
+    #[schemars(extend("default" = ""))]
     pub service: Option<String>,
     /// Failed checks in a row before an endpoint is unhealthy.
+    #[schemars(extend("default" = 2))]
     pub unhealthy_threshold: Option<Positive<u32>>,
     /// Passed checks in a row before it is healthy again.
+    #[schemars(extend("default" = 1))]
     pub healthy_threshold: Option<Positive<u32>>,
 }
 
@@ -98,16 +110,20 @@ pub struct HealthCheckSection {
 #[serde(deny_unknown_fields)]
 pub struct RetrySection {
     /// Attempts in all, the first included.
+    #[schemars(extend("default" = 3))]
     pub attempts: Option<Between<u32, 1, 10>>,
     /// Backoff before the first retry; doubled for each next one.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "25ms"))]
     pub backoff: Option<Duration>,
     /// Longest backoff.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "250ms"))]
     pub max_backoff: Option<Duration>,
     /// Retries allowed as a share of requests (0.2: one in five).
+    #[schemars(extend("default" = 0.2))]
     pub budget: Option<Ratio>,
 }
 
@@ -116,16 +132,22 @@ pub struct RetrySection {
 #[serde(deny_unknown_fields)]
 pub struct OutlierSection {
     /// Failed calls in a row before an endpoint is ejected; 0 turns ejection off.
+    #[schemars(extend("default" = 5))]
     pub consecutive_failures: Option<u32>,
     /// How long an ejected endpoint stays out.
+    #[schemars(extend("default" = "10s"))]
     pub ejection_time: Option<NonZeroDuration>,
     /// Share of failed calls in a window that ejects an endpoint; 0 turns it off.
+    #[schemars(extend("default" = 0.5))]
     pub failure_rate: Option<Ratio>,
     /// Calls a window needs before its failure rate counts.
+    #[schemars(extend("default" = 20))]
     pub minimum_calls: Option<Positive<u32>>,
     /// Length of the failure rate's window.
+    #[schemars(extend("default" = "10s"))]
     pub window: Option<NonZeroDuration>,
     /// When every endpoint is ejected, send calls to them anyway instead of answering 503.
+    #[schemars(extend("default" = false))]
     pub fail_open: Option<bool>,
 }
 

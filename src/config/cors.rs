@@ -31,9 +31,11 @@ pub struct CorsSection {
     pub allowed_origins: Vec<String>,
     /// Methods allowed in cross-origin calls.
     #[serde(default)]
+    #[schemars(extend("default" = ["GET", "POST", "PUT", "PATCH", "DELETE"]))]
     pub allowed_methods: Vec<String>,
     /// Request headers allowed in cross-origin calls.
     #[serde(default)]
+    #[schemars(extend("default" = ["authorization", "content-type"]))]
     pub allowed_headers: Vec<HeaderNameText>,
     /// Response headers scripts may read.
     #[serde(default)]
@@ -44,6 +46,7 @@ pub struct CorsSection {
     /// How long browsers may cache a preflight answer.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "1h"))]
     pub max_age: Option<Duration>,
 }
 

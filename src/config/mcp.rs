@@ -13,12 +13,14 @@ pub struct McpSection {
     #[serde(default)]
     pub enabled: bool,
     /// Where. Default `/mcp`.
+    #[schemars(extend("default" = "/mcp"))]
     pub path: Option<String>,
     /// The methods offered as tools, by full name (`package.Service.Method`)
     /// or prefix (`package.Service.*`, `package.*`). Default none.
     #[serde(default)]
     pub tools: Vec<String>,
     /// Most messages a server-streaming tool collects. Default 100.
+    #[schemars(extend("default" = 100))]
     pub max_stream_messages: Option<u32>,
 }
 

@@ -19,8 +19,10 @@ pub struct MetadataSection {
     pub trust_forwarded_for: bool,
     /// Forward a client's `Authorization` on routes the gateway does not
     /// authenticate.
+    #[schemars(extend("default" = true))]
     pub forward_authorization: Option<bool>,
     /// Set `X-Forwarded-For` and `X-Forwarded-Host` for backends.
+    #[schemars(extend("default" = true))]
     pub forwarded: Option<bool>,
 }
 

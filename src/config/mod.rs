@@ -19,6 +19,7 @@ pub mod backend_tls;
 pub mod backends;
 pub mod cors;
 pub mod descriptors;
+pub mod effective;
 pub mod http_rules;
 pub mod mcp;
 pub mod metadata;
@@ -76,6 +77,10 @@ pub use transcoding::{DEFAULT_MAX_BODY_BYTES, JsonOptions, TranscodeOptions, Unk
 pub struct Config {
     /// The file this came from (for messages).
     pub source: PathBuf,
+    /// The file as written, as JSON, secrets redacted: what the admin
+    /// API's `/config` starts from (not the file now on disk, which may
+    /// have changed since).
+    pub written: std::sync::Arc<serde_json::Value>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Descriptor sources, paths made absolute.
@@ -149,61 +154,77 @@ pub struct Config {
 pub struct FileConfig {
     /// Listener settings.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub server: server::ServerSection,
     /// Where descriptors come from (besides reflection).
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub descriptors: descriptors::DescriptorsSection,
     /// Named backends and the services they serve.
     pub backends: BTreeMap<String, backends::BackendSection>,
     /// Request and response transcoding.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub transcoding: transcoding::TranscodingSection,
     /// Header ⇄ metadata forwarding.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub metadata: metadata::MetadataSection,
     /// Per-method overrides keyed by `package.Service.Method`.
     #[serde(default)]
     pub methods: BTreeMap<String, methods::MethodSection>,
     /// The generated OpenAPI document and docs UI.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub openapi: openapi::OpenApiSection,
     /// Authentication and authorization.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub auth: auth::AuthSection,
     /// API groups: path prefixes and deprecation per set of services.
     #[serde(default)]
     pub apis: Vec<apis::ApiSection>,
     /// HTTP rules given in config, like a service config's `http.rules`.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub http: http_rules::HttpSection,
     /// Traffic splitting between backends.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub traffic: traffic::TrafficSection,
     /// Hot reload of this file.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub reload: reload::ReloadSection,
     /// Streaming methods over HTTP.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub streaming: streaming::StreamingSection,
     /// Cross-origin calls from browsers.
     #[serde(default)]
     pub cors: cors::CorsSection,
     /// Token-bucket rate limits.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub rate_limit: rate_limit::RateLimitSection,
     /// Distributed tracing: OpenTelemetry spans exported over OTLP.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub tracing: self::tracing::TracingSection,
     /// The operator's admin API.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub admin: admin::AdminSection,
     /// Serve gRPC server reflection of the routed services.
+    #[schemars(extend("default" = true))]
     pub reflection_server: Option<bool>,
     /// Client surfaces besides REST/JSON: native gRPC, ...
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub protocols: protocols::ProtocolsSection,
     /// The Model Context Protocol endpoint: routed methods as tools.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub mcp: mcp::McpSection,
 }
 
@@ -236,7 +257,12 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Config> {
     // serde_norway's messages already start with the key path and end with the line.
     let raw: FileConfig =
         serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    validate(raw, path)
+    let mut config = validate(raw, path)?;
+    // It parsed as `FileConfig`, so it parses as a value.
+    let mut written: serde_json::Value = serde_norway::from_str(text).unwrap_or_default();
+    effective::redact(&mut written);
+    config.written = std::sync::Arc::new(written);
+    Ok(config)
 }
 
 /// What serde cannot check: rules across values, and values of a form
@@ -262,6 +288,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
     let auth = auth::validate(raw.auth, base, &err)?;
     Ok(Config {
         source: path.to_owned(),
+        written: std::sync::Arc::default(),
         listen,
         descriptors: raw.descriptors.sources(&anchor),
         strict_descriptors: raw.descriptors.strict,

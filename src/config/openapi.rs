@@ -7,10 +7,13 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct OpenApiSection {
     /// Serve `/openapi.json`, `/openapi.yaml` and `/docs`.
+    #[schemars(extend("default" = true))]
     pub enabled: Option<bool>,
     /// `info.title`.
+    #[schemars(extend("default" = "protogate"))]
     pub title: Option<String>,
     /// `info.version`.
+    #[schemars(extend("default" = "1.0.0"))]
     pub version: Option<String>,
     /// `info.description`.
     pub description: Option<String>,

@@ -9,12 +9,15 @@ use serde::Deserialize;
 pub struct ProtocolsSection {
     /// Pass native gRPC calls (`content-type: application/grpc`) of routed
     /// methods through to their backends. Default true.
+    #[schemars(extend("default" = true))]
     pub grpc: Option<bool>,
     /// Answer gRPC-Web calls (`application/grpc-web`, `-web-text`) of
     /// routed methods, from browsers. Default true.
+    #[schemars(extend("default" = true))]
     pub grpc_web: Option<bool>,
     /// Answer Connect calls (unary POST and GET, `application/connect+proto`
     /// streams) of routed methods. Default true.
+    #[schemars(extend("default" = true))]
     pub connect: Option<bool>,
 }
 

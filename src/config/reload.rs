@@ -14,10 +14,13 @@ pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(500);
 #[serde(deny_unknown_fields)]
 pub struct ReloadSection {
     /// Reload when the file changes.
+    #[schemars(extend("default" = true))]
     pub watch: Option<bool>,
     /// Quiet time after the last change before reloading.
+    #[schemars(extend("default" = "500ms"))]
     pub debounce: Option<NonZeroDuration>,
     /// Keep the running schema when a swap would break clients.
+    #[schemars(extend("default" = false))]
     pub refuse_breaking: Option<bool>,
 }
 

@@ -22,32 +22,43 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// `host:port` to listen on.
+    #[schemars(extend("default" = "127.0.0.1:8080"))]
     pub listen: Option<String>,
     /// Largest `Grpc-Timeout` a client may ask for.
+    #[schemars(extend("default" = "5m"))]
     pub max_grpc_timeout: Option<NonZeroDuration>,
     /// How long a stopping gateway keeps accepting connections, answering
     /// `/readyz` with 503, before it closes its listener.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "0s"))]
     pub drain_delay: Option<Duration>,
     /// How long a stopping gateway waits for requests and streams in flight.
     #[serde(default, with = "humantime_serde")]
     #[schemars(with = "Option<super::value::DurationText>")]
+    #[schemars(extend("default" = "30s"))]
     pub shutdown_grace: Option<Duration>,
     /// Longest a client may take to send a request's headers.
+    #[schemars(extend("default" = "10s"))]
     pub header_read_timeout: Option<NonZeroDuration>,
     /// Longest a connection may stay open without a request in flight.
+    #[schemars(extend("default" = "5m"))]
     pub idle_timeout: Option<NonZeroDuration>,
     /// Longest request target (path and query), in bytes.
+    #[schemars(extend("default" = 8192))]
     pub max_uri_bytes: Option<Positive<usize>>,
     /// Largest total size of the request headers, in bytes.
+    #[schemars(extend("default" = 16384))]
     pub max_header_bytes: Option<Positive<usize>>,
     /// API requests handled at once; more are refused with 503.
+    #[schemars(extend("default" = 1024))]
     pub max_concurrent_requests: Option<Positive<usize>>,
     /// Compress responses (gzip, br) for clients that accept it.
+    #[schemars(extend("default" = true))]
     pub compression: Option<bool>,
     /// Give every request an `X-Request-Id` (the client's, or a new UUID),
     /// echoed on the answer and sent to the backend. Default true.
+    #[schemars(extend("default" = true))]
     pub request_id: Option<bool>,
     /// HTTPS termination.
     pub tls: Option<ServerTlsSection>,
@@ -64,6 +75,7 @@ pub struct ServerTlsSection {
     /// PEM CA certificates that sign client certificates (mutual TLS).
     pub client_ca: Option<PathBuf>,
     /// With `client_ca`: whether clients may connect without a certificate.
+    #[schemars(extend("default" = false))]
     pub client_cert_optional: Option<bool>,
 }
 

@@ -11,10 +11,13 @@ use super::value::NonZeroDuration;
 #[serde(deny_unknown_fields)]
 pub struct StreamingSection {
     /// Framing for `Accept: */*` or no `Accept`.
+    #[schemars(extend("default" = "ndjson"))]
     pub default_framing: Option<Framing>,
     /// Longest a stream may stay open.
+    #[schemars(extend("default" = "1h"))]
     pub max_duration: Option<NonZeroDuration>,
     /// Longest a stream may go without a message either way.
+    #[schemars(extend("default" = "5m"))]
     pub idle_timeout: Option<NonZeroDuration>,
     /// Origins (`https://app.example.com`) whose pages may open WebSockets,
     /// besides the gateway's own.

@@ -12,8 +12,10 @@ pub struct TracingSection {
     /// OTLP/gRPC collector, `http://host:4317`.
     pub otlp_endpoint: Option<String>,
     /// `service.name` of the exported spans.
+    #[schemars(extend("default" = "protogate"))]
     pub service_name: Option<String>,
     /// Share of new traces sampled (a client's sampling decision is kept).
+    #[schemars(extend("default" = 1.0))]
     pub sample_ratio: Option<Ratio>,
 }
 

@@ -14,14 +14,18 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub struct TranscodingSection {
     /// JSON output options.
     #[serde(default)]
+    #[schemars(extend("default" = {}))]
     pub json: JsonOptions,
     /// Query parameters that name no field, or one the path or body binds.
     #[serde(default)]
+    #[schemars(extend("default" = "reject"))]
     pub unknown_query_parameters: UnknownFields,
     /// JSON body fields that name no field (and bodies on bindings without `body`).
     #[serde(default)]
+    #[schemars(extend("default" = "reject"))]
     pub unknown_json_fields: UnknownFields,
     /// Largest accepted request body.
+    #[schemars(extend("default" = 4194304))]
     pub max_body_bytes: Option<Positive<usize>>,
     /// Retry an unmatched path with `%2F` decoded to `/`.
     #[serde(default)]

@@ -8,7 +8,8 @@
 //!   parameter and the body go, who may call it, which backends serve it;
 //! * `GET /schema/diff`: the last schema swaps with their diffs, applied or
 //!   refused;
-//! * `GET /config`: the config file as loaded, secrets redacted.
+//! * `GET /config`: the effective config (the file as loaded, with every
+//!   default filled in and listed in `defaulted`), secrets redacted.
 //!
 //! Every answer reads the gateway current when it arrives.
 
@@ -434,105 +435,20 @@ fn closest(gw: &Gateway, path: &str) -> Vec<String> {
 
 async fn config(State(live): State<Arc<Live>>) -> Response {
     let gw = live.gateway();
-    let source = &gw.config().source;
-    let text = match std::fs::read_to_string(source) {
-        Ok(text) => text,
-        Err(e) => {
-            return json_answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({ "error": format!("cannot read {}: {e}", source.display()) }),
-            );
-        }
-    };
-    let mut value: Value = match serde_norway::from_str(&text) {
-        Ok(value) => value,
-        Err(e) => {
-            return json_answer(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &json!({ "error": format!("{} does not parse: {e}", source.display()) }),
-            );
-        }
-    };
-    redact(&mut value);
+    let config = gw.config();
+    let (mut effective, defaulted) = crate::config::effective::effective(&config.written);
+    // `--listen` overrides the file.
+    if let Some(server) = effective.get_mut("server").and_then(Value::as_object_mut) {
+        server.insert("listen".into(), config.listen.to_string().into());
+    }
     json_answer(
         StatusCode::OK,
         &json!({
-            "source": source.display().to_string(),
+            "source": config.source.display().to_string(),
             "generation": gw.generation(),
             "loaded_at": humantime::format_rfc3339_seconds(gw.loaded_at()).to_string(),
-            "config": value,
+            "config": effective,
+            "defaulted": defaulted,
         }),
     )
-}
-
-/// Keys whose values are secrets: JWT secrets, API key hashes, private
-/// keys, passwords and tokens.
-fn secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "secret",
-        "sha256",
-        "password",
-        "token",
-        "private",
-        "credential",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-        || key == "key"
-        || key.ends_with("_key")
-}
-
-/// Replaces every secret value with `"<redacted>"`: values of
-/// [`secret_key`]s and anything that looks like a PEM private key.
-pub fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, inner) in map.iter_mut() {
-                if secret_key(key) && !inner.is_null() && !inner.is_boolean() {
-                    *inner = Value::String("<redacted>".to_owned());
-                } else {
-                    redact(inner);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        Value::String(s) if s.contains("PRIVATE KEY") => {
-            *s = "<redacted>".to_owned();
-        }
-        _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_are_redacted_and_the_rest_kept() {
-        let mut value = json!({
-            "auth": {
-                "jwt": { "dev": { "issuer": "dev", "secret": "s3cret", "secret_env": "JWT_SECRET" } },
-                "api_keys": { "keys": [ { "name": "ci", "sha256": "ab12", "scopes": ["read"] } ] },
-                "forward": { "credentials": false },
-            },
-            "server": { "tls": { "cert": "c.pem", "key": "k.pem" } },
-            "backends": { "b": { "tls": { "client_key": "x.pem", "ca": "ca.pem" } } },
-            "inline": "-----BEGIN PRIVATE KEY-----\nMII...",
-            "rate_limit": { "per_caller": { "requests_per_second": 5 } },
-        });
-        redact(&mut value);
-        assert_eq!(value["auth"]["jwt"]["dev"]["secret"], "<redacted>");
-        assert_eq!(value["auth"]["jwt"]["dev"]["secret_env"], "<redacted>");
-        assert_eq!(value["auth"]["jwt"]["dev"]["issuer"], "dev");
-        assert_eq!(value["auth"]["api_keys"]["keys"][0]["sha256"], "<redacted>");
-        assert_eq!(value["auth"]["api_keys"]["keys"][0]["name"], "ci");
-        assert_eq!(value["auth"]["forward"]["credentials"], false);
-        assert_eq!(value["server"]["tls"]["key"], "<redacted>");
-        assert_eq!(value["server"]["tls"]["cert"], "c.pem");
-        assert_eq!(value["backends"]["b"]["tls"]["client_key"], "<redacted>");
-        assert_eq!(value["backends"]["b"]["tls"]["ca"], "ca.pem");
-        assert_eq!(value["inline"], "<redacted>");
-        assert_eq!(value["rate_limit"]["per_caller"]["requests_per_second"], 5);
-    }
 }

@@ -220,6 +220,24 @@ async fn schema_diff_and_config_show_swaps_and_hide_secrets() {
         !raw.contains("c8508ef6b8945d666ebda9da5ac196d24548fc98ba6eac51b11805cd15a6d4c8"),
         "a key hash leaked"
     );
+    // The effective config: what the file leaves out, with its default,
+    // and listed as defaulted.
+    assert_eq!(config["config"]["server"]["request_id"], true);
+    assert_eq!(config["config"]["backends"]["orders"]["timeout"], "30s");
+    let defaulted: Vec<&str> = config["defaulted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(defaulted.contains(&"server.request_id"), "{defaulted:?}");
+    let listen = &config["config"]["server"]["listen"];
+    assert_eq!(*listen, live.gateway().config().listen.to_string());
+
+    // The config as loaded, not the file now on disk.
+    dir.write_config("not: [a config");
+    let (_, again) = admin.get("/config").await;
+    assert_eq!(again["config"], config["config"]);
 }
 
 #[tokio::test]
