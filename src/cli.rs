@@ -140,15 +140,6 @@ pub struct TokenArgs {
     pub claims: Vec<String>,
 }
 
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Runs a parsed command line.
 ///
 /// # Errors
@@ -182,28 +173,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 routes = gateway.routes().routes().len(),
                 "protogate listening on {scheme}://{bound}"
             );
-            // Bound before serving: an admin address in use fails startup.
-            let admin = match gateway.config().admin.listen {
-                Some(addr) => Some(
-                    tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("admin.listen: cannot listen on {addr}"))?,
-                ),
-                None => None,
-            };
             let live = Live::with_listen_override(gateway, listen);
             let _watch = live.watch()?;
-            let _admin = admin.map(|listener| {
-                if let Ok(addr) = listener.local_addr() {
-                    tracing::info!("admin API listening on http://{addr}");
-                }
-                let live = live.clone();
-                AbortOnDrop(tokio::spawn(async move {
-                    if let Err(e) = crate::server::admin::serve(listener, live).await {
-                        tracing::error!(error = %e, "the admin API stopped");
-                    }
-                }))
-            });
+            let _admin = crate::server::admin::start(&live).await?;
             let served = crate::server::serve(listener, live, shutdown_signal()).await;
             telemetry.shutdown().await;
             served?;

@@ -39,6 +39,50 @@ pub fn router(live: Arc<Live>) -> Router {
         .with_state(live)
 }
 
+/// The admin API's task; dropping it stops the API.
+pub struct AdminTask {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdminTask {
+    /// The address the admin API listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the admin API on `admin.listen`, if the config sets one, before
+/// the main listener serves: an address in use fails startup.
+///
+/// # Errors
+/// The admin address cannot be bound.
+pub async fn start(live: &Arc<Live>) -> anyhow::Result<Option<AdminTask>> {
+    use anyhow::Context as _;
+
+    let Some(addr) = live.gateway().config().admin.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("admin.listen: cannot listen on {addr}"))?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    tracing::info!("admin API listening on http://{addr}");
+    let live = live.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve(listener, live).await {
+            tracing::error!(error = %e, "the admin API stopped");
+        }
+    });
+    Ok(Some(AdminTask { addr, task }))
+}
+
 /// Serves the admin API on `listener` until the process ends, with the
 /// main listener's connection limits: a connection that sends no request
 /// within `server.header_read_timeout`, or stays idle for

@@ -45,6 +45,7 @@ pub fn default_config(backends: &shop::Backends) -> Config {
 /// its descriptors would come from a server the tests do not start.
 pub fn example_config(path: &Path, backends: &shop::Backends) -> Config {
     let mut config = config::load(path).expect("the example config loads");
+    config.admin.listen = None;
     config.backends.retain_mut(|backend| {
         let addr = match example_backend(backends, &backend.name) {
             Some(addr) => addr.to_string(),
@@ -133,6 +134,17 @@ pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Stack {
     let mut stack = Stack::for_gateway(addr, stop);
     stack._backends = Some(backends);
     stack.with_credentials()
+}
+
+/// [`start_with`], also returning the live handle (for an admin API).
+pub async fn start_live_with(edit: impl FnOnce(&mut Config)) -> (Stack, Arc<Live>) {
+    let backends = shop::spawn_ephemeral().await.expect("backends start");
+    let mut config = default_config(&backends);
+    edit(&mut config);
+    let (addr, stop, live) = serve_live(config).await;
+    let mut stack = Stack::for_gateway(addr, stop);
+    stack._backends = Some(backends);
+    (stack.with_credentials(), live)
 }
 
 /// [`start`], the gateway in process: for tests where no socket behaviour
@@ -501,6 +513,10 @@ pub fn example_config_file(backends: &shop::Backends) -> (TempDir, PathBuf) {
             backend.insert("address".into(), format!("http://{addr}").into());
             true
         });
+    }
+    // Gateways started from the copy listen on ephemeral ports only.
+    if let Some(top) = yaml.as_mapping_mut() {
+        top.remove("admin");
     }
     absolute_paths(&mut yaml, &root);
     let dir = TempDir::new("example");

@@ -81,12 +81,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Edits to gateway.yaml (and SIGHUP) reload the gateway, as with `protogate serve`.
     let live = Live::new(gateway);
     let watch = live.watch()?;
+    let admin = protogate::server::admin::start(&live).await?;
+    if let Some(addr) = live.gateway().config().admin.listen {
+        println!("admin API on http://{addr} (/routes, /explain, /schema/diff, /config)");
+    }
     let served = protogate::server::serve(listener, live, protogate::cli::shutdown_signal()).await;
     telemetry.shutdown().await;
     served?;
     // The reload task holds the gateway and its backend connections; the
     // backends stop only once those are gone.
-    drop(watch);
+    drop((watch, admin));
     backends.shutdown().await
 }
 
