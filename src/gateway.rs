@@ -136,7 +136,7 @@ impl Gateway {
     /// Descriptor, reflection, route or backend errors, with the config file
     /// named; with `descriptors.strict`, any binding that cannot be routed.
     pub async fn load(config: Config) -> anyhow::Result<Self> {
-        Self::build(config, None).await
+        Self::build(config, None, Answers::default()).await
     }
 
     /// Builds the gateway for a new `config`, keeping this one's backends
@@ -145,10 +145,23 @@ impl Gateway {
     /// # Errors
     /// As [`Gateway::load`]; this gateway is unaffected.
     pub async fn reload(&self, config: Config) -> anyhow::Result<Self> {
-        Self::build(config, Some(self)).await
+        Self::build(config, Some(self), Answers::default()).await
     }
 
-    async fn build(mut config: Config, previous: Option<&Gateway>) -> anyhow::Result<Self> {
+    /// As [`Gateway::reload`], with reflection answers already fetched: a
+    /// backend in `answers` (at the same endpoints) is not asked again.
+    ///
+    /// # Errors
+    /// As [`Gateway::load`]; this gateway is unaffected.
+    pub async fn reload_with(&self, config: Config, answers: Answers) -> anyhow::Result<Self> {
+        Self::build(config, Some(self), answers).await
+    }
+
+    async fn build(
+        mut config: Config,
+        previous: Option<&Gateway>,
+        answers: Answers,
+    ) -> anyhow::Result<Self> {
         let source = config.source.display().to_string();
         let mut pool = descriptor::load(&config.descriptors)
             .with_context(|| format!("{source}: cannot load descriptors"))?;
@@ -156,7 +169,7 @@ impl Gateway {
             pending,
             cached,
             digests,
-        } = reflect(&mut config, &mut pool)
+        } = reflect(&mut config, &mut pool, answers)
             .await
             .with_context(|| format!("{source}: cannot load descriptors by reflection"))?;
         if !pending.is_empty() {
@@ -365,11 +378,20 @@ fn report(problems: &[RouteProblem]) {
 ///
 /// # Errors
 /// Descriptors that were fetched but do not fit the pool.
-async fn reflect(config: &mut Config, pool: &mut DescriptorPool) -> anyhow::Result<Reflection> {
+async fn reflect(
+    config: &mut Config,
+    pool: &mut DescriptorPool,
+    mut answers: Answers,
+) -> anyhow::Result<Reflection> {
     let mut outcome = Reflection::default();
     let cache = config.descriptor_cache.clone();
     for backend in config.backends.iter_mut().filter(|b| b.reflection) {
-        let found = match fetch(backend).await {
+        let answered = answers.take(backend);
+        let fetched = match answered {
+            Some(found) => Ok(found),
+            None => fetch(backend).await,
+        };
+        let found = match fetched {
             Ok(found) => {
                 if let Some(dir) = &cache
                     && let Err(e) = descriptor::cache::store(dir, &backend.name, &found)
@@ -462,6 +484,26 @@ fn cached(dir: Option<&std::path::Path>, backend: &str) -> Option<descriptor::ca
             tracing::warn!(backend, error = %e, "ignoring the descriptor cache");
             None
         }
+    }
+}
+
+/// Reflection answers fetched before a reload (by the background retry and
+/// refresh), so that the reload does not ask the same backends again.
+#[derive(Debug, Default)]
+pub struct Answers(BTreeMap<String, (Vec<http::Uri>, reflection::Reflected)>);
+
+impl Answers {
+    /// Keeps `found`, the answer of `backend` as configured now.
+    pub fn insert(&mut self, backend: &crate::config::BackendConfig, found: reflection::Reflected) {
+        self.0
+            .insert(backend.name.clone(), (backend.endpoints.clone(), found));
+    }
+
+    /// The answer kept for `backend`, if it was asked at the endpoints it
+    /// has now (a reloaded file may point it elsewhere).
+    fn take(&mut self, backend: &crate::config::BackendConfig) -> Option<reflection::Reflected> {
+        let (endpoints, found) = self.0.remove(&backend.name)?;
+        (endpoints == backend.endpoints).then_some(found)
     }
 }
 

@@ -134,6 +134,7 @@ async fn retry_reflection(live: Arc<Live>) {
             continue;
         }
         let mut answered = Vec::new();
+        let mut answers = crate::gateway::Answers::default();
         for backend in gateway
             .config()
             .backends
@@ -142,7 +143,10 @@ async fn retry_reflection(live: Arc<Live>) {
         {
             gateway.metrics().reflection_retry(&backend.name);
             match crate::gateway::fetch(backend).await {
-                Ok(_) => answered.push(backend.name.clone()),
+                Ok(found) => {
+                    answered.push(backend.name.clone());
+                    answers.insert(backend, found);
+                }
                 Err(cause) => {
                     tracing::debug!(backend = %backend.name, %cause, "reflection still does not answer");
                 }
@@ -153,7 +157,10 @@ async fn retry_reflection(live: Arc<Live>) {
             continue;
         }
         tracing::info!(backends = ?answered, "reflection answers: loading the routes of its services");
-        match live.reload_from_file(false, "reflection answered").await {
+        match live
+            .reload_from_file(false, "reflection answered", answers)
+            .await
+        {
             Ok(_) => {
                 live.gateway().metrics().reload(true);
                 delay = RETRY_FIRST;
@@ -196,6 +203,7 @@ async fn refresh_reflection(live: Arc<Live>) {
             .collect();
         due.retain(|name, _| refreshed.iter().any(|(b, _)| &b.name == name));
         let mut changed = Vec::new();
+        let mut answers = crate::gateway::Answers::default();
         for &(backend, period) in &refreshed {
             let at = *due.entry(backend.name.clone()).or_insert(now + period);
             if at > now {
@@ -229,6 +237,7 @@ async fn refresh_reflection(live: Arc<Live>) {
                     gateway.metrics().reflection_refresh(name, "changed");
                     asked.insert(name.clone(), digest);
                     changed.push(name.clone());
+                    answers.insert(backend, found);
                 }
                 Err(cause) => {
                     gateway.metrics().reflection_refresh(name, "failed");
@@ -242,7 +251,9 @@ async fn refresh_reflection(live: Arc<Live>) {
         }
         if !changed.is_empty() {
             tracing::info!(backends = ?changed, "reflection refresh: descriptors changed; reloading");
-            let result = live.reload_from_file(false, "reflection refresh").await;
+            let result = live
+                .reload_from_file(false, "reflection refresh", answers)
+                .await;
             live.gateway().metrics().reload(result.is_ok());
             match result {
                 // Refused: not asked for again until the answer changes.
@@ -348,7 +359,7 @@ impl Live {
     /// The new config, its descriptors or its backends do not load; the
     /// running gateway is unchanged.
     pub async fn reload(&self) -> anyhow::Result<Gateway> {
-        self.reload_from_file(false, "reload")
+        self.reload_from_file(false, "reload", crate::gateway::Answers::default())
             .await
             .map(|g| g.unwrap_or_else(|| self.gateway()))
     }
@@ -360,7 +371,8 @@ impl Live {
 
     /// Reloads; with `only_if_changed`, not when the file holds what was last
     /// loaded (returning `None`). `cause` names the trigger in the schema
-    /// history.
+    /// history; `answers` are reflection answers just fetched, not asked for
+    /// again.
     ///
     /// The new gateway's routes are compared with the running ones
     /// ([`crate::schema::diff`]); the diff is logged, counted and kept, and
@@ -370,6 +382,7 @@ impl Live {
         &self,
         only_if_changed: bool,
         cause: &str,
+        answers: crate::gateway::Answers,
     ) -> anyhow::Result<Option<Gateway>> {
         let mut loaded = self.reloading.lock().await;
         let current = self.gateway();
@@ -411,7 +424,7 @@ impl Live {
             tracing::warn!("tracing changed; restart protogate to use it");
             config.tracing = current.config().tracing.clone();
         }
-        let next = current.reload(config).await?;
+        let next = current.reload_with(config, answers).await?;
         let diff = schema::diff(
             &schema::Surface::of(current.routes()),
             &schema::Surface::of(next.routes()),
@@ -498,7 +511,9 @@ impl Live {
                             (false, "sighup")
                         }
                     };
-                let result = live.reload_from_file(only_if_changed, cause).await;
+                let result = live
+                    .reload_from_file(only_if_changed, cause, crate::gateway::Answers::default())
+                    .await;
                 match &result {
                     Ok(Some(_)) => live.gateway().metrics().reload(true),
                     Err(_) => live.gateway().metrics().reload(false),

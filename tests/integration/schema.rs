@@ -323,3 +323,32 @@ async fn a_config_reload_that_removes_a_route_is_a_breaking_diff() {
             .is_none()
     );
 }
+
+/// What the background refresh fetched is what the reload builds from: it
+/// does not ask the backend a second time (here it could not: it is gone).
+#[tokio::test]
+async fn a_reload_builds_from_the_answer_already_fetched() {
+    let (_stack, live, backend, _dir) = start("").await;
+    let gateway = live.gateway();
+    let config = gateway.config().clone();
+    let users = &config.backends[0];
+    let found = protogate::gateway::fetch(users).await.unwrap();
+    backend.shutdown().await.unwrap();
+
+    let mut answers = protogate::gateway::Answers::default();
+    answers.insert(users, found.clone());
+    let next = gateway.reload_with(config.clone(), answers).await.unwrap();
+    assert!(next.pending_reflection().is_empty());
+    assert_eq!(
+        next.routes().routes().len(),
+        gateway.routes().routes().len()
+    );
+
+    // An answer from other endpoints than the config names now is not used.
+    let mut moved = config.clone();
+    moved.backends[0].endpoints = vec!["http://127.0.0.1:9".parse().unwrap()];
+    let mut answers = protogate::gateway::Answers::default();
+    answers.insert(users, found);
+    let next = gateway.reload_with(moved, answers).await.unwrap();
+    assert_eq!(next.pending_reflection(), ["users"]);
+}
