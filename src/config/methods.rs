@@ -19,9 +19,10 @@ pub struct MethodSection {
     pub unknown_query_parameters: Option<UnknownFields>,
     /// Overrides `transcoding.unknown_json_fields`.
     pub unknown_json_fields: Option<UnknownFields>,
-    /// The method may run twice: retried when its backend has a `retry` policy.
-    #[serde(default)]
-    pub idempotent: bool,
+    /// The method may run twice: retried when its backend has a `retry`
+    /// policy. Default: what the proto says, true for an `idempotency_level`
+    /// of `IDEMPOTENT` or `NO_SIDE_EFFECTS`; `false` here overrides it.
+    pub idempotent: Option<bool>,
     /// `Cache-Control` of its Connect GET answers (e.g. `public, max-age=60`),
     /// which also get an `ETag`. Default none.
     pub cache_control: Option<String>,
@@ -36,8 +37,8 @@ pub struct MethodOverrides {
     pub unknown_query_parameters: Option<UnknownFields>,
     /// Overrides the global policy for JSON fields.
     pub unknown_json_fields: Option<UnknownFields>,
-    /// The method may run twice. Default false.
-    pub idempotent: bool,
+    /// The method may run twice. Default (`None`): its `idempotency_level`.
+    pub idempotent: Option<bool>,
     /// `Cache-Control` (and an `ETag`) of its Connect GET answers. Default none.
     pub cache_control: Option<http::HeaderValue>,
 }

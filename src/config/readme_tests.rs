@@ -367,10 +367,7 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             Some(none(c.auth.jwt.is_empty() && c.auth.api_keys.is_none())),
         ),
         ("methods.<pkg.Service.Method>.timeout", None),
-        (
-            "methods.<pkg.Service.Method>.idempotent",
-            Some(vec![s(MethodOverrides::default().idempotent)]),
-        ),
+        ("methods.<pkg.Service.Method>.idempotent", None),
         (
             "methods.<pkg.Service.Method>.cache_control",
             Some(none(MethodOverrides::default().cache_control.is_none())),

@@ -114,8 +114,8 @@ pub struct Route {
     pub unknown_query_parameters: UnknownFields,
     /// Policy for JSON fields naming no field.
     pub unknown_json_fields: UnknownFields,
-    /// The method may run twice (`methods.<name>.idempotent`): retried by a
-    /// backend's `retry` policy.
+    /// The method may run twice (`methods.<name>.idempotent`, else its
+    /// `idempotency_level`): retried by a backend's `retry` policy.
     pub idempotent: bool,
     /// 0 for the main rule, 1.. for additional bindings.
     pub binding: usize,
@@ -1050,10 +1050,29 @@ fn compile(
         unknown_json_fields: overrides
             .and_then(|o| o.unknown_json_fields)
             .unwrap_or(config.transcode.unknown_json_fields),
-        idempotent: overrides.is_some_and(|o| o.idempotent),
+        idempotent: overrides
+            .and_then(|o| o.idempotent)
+            .unwrap_or_else(|| may_run_twice(method)),
         binding: binding.index,
         index: 0,
     })
+}
+
+/// Whether the proto declares `method` safe to run twice: an
+/// `idempotency_level` of `IDEMPOTENT` or `NO_SIDE_EFFECTS`.
+fn may_run_twice(method: &MethodDescriptor) -> bool {
+    use prost_types::method_options::IdempotencyLevel;
+    let level = method
+        .method_descriptor_proto()
+        .options
+        .as_ref()
+        .map_or(IdempotencyLevel::IdempotencyUnknown, |o| {
+            o.idempotency_level()
+        });
+    matches!(
+        level,
+        IdempotencyLevel::Idempotent | IdempotencyLevel::NoSideEffects
+    )
 }
 
 /// Whether `field` is bound by the route's path or body, so the query may not set it.

@@ -217,7 +217,7 @@ fn check_warns_about_a_repeated_binding_and_exits_0() {
     );
     let last = stdout.lines().last().unwrap_or_default();
     assert!(
-        last.starts_with("5 routes, 1 warning(s), config ") && last.ends_with("is valid"),
+        last.starts_with("6 routes, 1 warning(s), config ") && last.ends_with("is valid"),
         "{stdout}"
     );
 }

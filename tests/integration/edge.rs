@@ -379,6 +379,37 @@ async fn idempotent_methods_are_retried_within_the_budget() {
     assert_eq!(probe.echoes.load(Ordering::SeqCst), 1);
 }
 
+/// A method whose proto says `idempotency_level = IDEMPOTENT` is retried
+/// without config; `methods.<name>.idempotent: false` still says no.
+#[tokio::test]
+async fn methods_the_proto_calls_idempotent_are_retried() {
+    use std::sync::atomic::Ordering;
+    async fn replay(stack: &crate::probe::ProbeStack) -> crate::support::Reply {
+        let body = serde_json::json!({"text": "again"}).to_string();
+        stack
+            .0
+            .call_with("POST", "/v1/replay", Some(&body), &[])
+            .await
+    }
+    let retrying = |c: &mut protogate::config::Config| {
+        c.backends[0].retry.attempts = 3;
+        c.backends[0].retry.backoff = std::time::Duration::from_millis(5);
+    };
+    let (stack, probe) = start_with("", retrying).await;
+    probe.flaky.store(2, Ordering::SeqCst);
+    let reply = replay(&stack).await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    assert_eq!(reply.json["text"], "again");
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 3);
+
+    let overridden = "methods:\n  probe.v1.Probe.Replay:\n    idempotent: false\n";
+    let (stack, probe) = start_with(overridden, retrying).await;
+    probe.flaky.store(1, Ordering::SeqCst);
+    let reply = replay(&stack).await;
+    assert_eq!(reply.status, 503, "{}", reply.json);
+    assert_eq!(probe.echoes.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn trace_context_reaches_the_backend() {
     let (stack, _) = start("").await;
