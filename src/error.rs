@@ -30,6 +30,9 @@ pub enum GatewayError {
     /// The request could not be turned into a message.
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// The request message breaks the schema's validation rules.
+    #[error(transparent)]
+    Invalid(Box<crate::validate::Invalid>),
     /// A request header has a bad value.
     #[error("invalid {header} header: {reason}")]
     BadHeader {
@@ -217,6 +220,12 @@ pub fn http_status(code: Code) -> StatusCode {
     }
 }
 
+impl From<crate::validate::Invalid> for GatewayError {
+    fn from(invalid: crate::validate::Invalid) -> Self {
+        Self::Invalid(Box::new(invalid))
+    }
+}
+
 impl GatewayError {
     /// The gRPC code this error reports.
     pub fn code(&self) -> Code {
@@ -230,6 +239,7 @@ impl GatewayError {
             ) => Code::InvalidArgument,
             Self::Transcode(e) if e.is_internal() => Code::Internal,
             Self::Transcode(_)
+            | Self::Invalid(_)
             | Self::BadHeader { .. }
             | Self::BadBinaryHeader(_)
             | Self::BodyRead(_)
@@ -347,7 +357,7 @@ struct BadRequest<'a> {
     #[serde(rename = "@type")]
     type_url: &'static str,
     #[serde(rename = "fieldViolations")]
-    field_violations: [FieldViolation<'a>; 1],
+    field_violations: Vec<FieldViolation<'a>>,
 }
 
 #[derive(Serialize)]
@@ -388,13 +398,24 @@ impl GatewayError {
             Self::Transcode(e) => e.field().and_then(|field| {
                 let detail = [BadRequest {
                     type_url: "type.googleapis.com/google.rpc.BadRequest",
-                    field_violations: [FieldViolation {
+                    field_violations: vec![FieldViolation {
                         field,
                         description: &message,
                     }],
                 }];
                 serde_json::value::to_raw_value(&detail).ok()
             }),
+            Self::Invalid(invalid) => {
+                let detail = [BadRequest {
+                    type_url: "type.googleapis.com/google.rpc.BadRequest",
+                    field_violations: invalid
+                        .violations
+                        .iter()
+                        .map(|(field, description)| FieldViolation { field, description })
+                        .collect(),
+                }];
+                serde_json::value::to_raw_value(&detail).ok()
+            }
             Self::Auth(e) => {
                 if let Ok(v) = HeaderValue::from_str(&e.challenge()) {
                     headers.insert(WWW_AUTHENTICATE, v);

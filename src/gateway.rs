@@ -22,6 +22,7 @@ use crate::plan::{MethodPlan, MethodTable, RoutePlan};
 use crate::rate_limit::RateLimits;
 use crate::transcode::Transcoder;
 use crate::upstream::Upstreams;
+use crate::validate::Validation;
 
 /// Shared, immutable gateway state; cheap to clone.
 #[derive(Debug, Clone)]
@@ -182,6 +183,17 @@ impl Gateway {
                 .with_context(|| format!("{source}: invalid routes"))?;
         }
         let transcoder = Transcoder::build(&routes, &config.transcode.json);
+        let validation = Validation::build(
+            &pool,
+            routes.routes().iter().map(|r| {
+                let method = &r.route().method;
+                (method, config.validation_of(method.full_name()))
+            }),
+        )
+        .with_context(|| format!("{source}: invalid validation rules"))?;
+        for rule in &validation.uncovered {
+            tracing::warn!(rule = %rule, "validate.rules rule with no protovalidate equivalent is not enforced");
+        }
         let auth = Authenticator::build(&config.auth, &routes)
             .await
             .with_context(|| format!("{source}: invalid auth"))?;
@@ -193,8 +205,9 @@ impl Gateway {
         };
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
-        let routes = routes
-            .map(|route| RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams))?;
+        let routes = routes.map(|route| {
+            RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams, &validation)
+        })?;
         let methods = MethodTable::build(routes.routes(), &config);
         let rate_limits = RateLimits::build(&config.rate_limit);
         // Kept across a reload that leaves the limit alone: requests in

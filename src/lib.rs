@@ -25,6 +25,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+pub mod validate;
 mod watch;
 
 pub use gateway::Gateway;

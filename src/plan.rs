@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::http_rule::{Route, RoutePayload};
 use crate::transcode::{RouteCodec, Transcoder};
 use crate::upstream::{Split, Upstreams};
+use crate::validate::{MethodRules, Validation};
 
 /// What a request on one route needs.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct RoutePlan {
     /// Its template, as the `route` label of its metrics: made once here,
     /// so counting a request copies no text.
     pub label: Arc<str>,
+    /// The rules its request is checked against; `None` when its input has none.
+    pub validation: Option<Arc<MethodRules>>,
 }
 
 /// The limits of one route.
@@ -59,6 +62,7 @@ impl RoutePlan {
         auth: &Authenticator,
         transcoder: &Arc<Transcoder>,
         upstreams: &Upstreams,
+        validation: &Validation,
     ) -> anyhow::Result<Self> {
         let backends = upstreams.split(&route).ok_or_else(|| {
             anyhow::anyhow!(
@@ -78,6 +82,10 @@ impl RoutePlan {
                 stream_idle_timeout: config.streaming.idle_timeout,
             },
             label: route.template.source.as_str().into(),
+            validation: validation.method(
+                &route.method,
+                &config.validation_of(route.method.full_name()),
+            ),
             route,
         })
     }

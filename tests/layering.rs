@@ -17,7 +17,8 @@
 //! 4. `transcode`, `auth`, `upstream`, `openapi`, `rate_limit`, `schema`:
 //!    the steps of a request, over routes. `openapi` reads `auth` and
 //!    `transcode`, `rate_limit` reads `auth`'s principal; `schema` compares
-//!    two route tables' methods and types.
+//!    two route tables' methods and types; `validate` checks a request
+//!    message against its descriptors' rules.
 //! 5. `error`, `metrics`, `plan`: `error` maps every step's error to one
 //!    HTTP answer, so it sits above the steps; `metrics` counts per route
 //!    and per backend (`http_rule` and `upstream` types) and `gateway` owns
@@ -45,6 +46,7 @@ const LAYERS: &[&[&str]] = &[
         "openapi",
         "rate_limit",
         "schema",
+        "validate",
     ],
     &["error", "metrics", "plan"],
     &["gateway"],

@@ -26,6 +26,9 @@ pub struct MethodSection {
     /// `Cache-Control` of its Connect GET answers (e.g. `public, max-age=60`),
     /// which also get an `ETag`. Default none.
     pub cache_control: Option<String>,
+    /// Overrides `validation:` for this method.
+    #[serde(default)]
+    pub validation: Option<super::validation::ValidationSection>,
 }
 
 /// Per-method overrides.
@@ -41,6 +44,8 @@ pub struct MethodOverrides {
     pub idempotent: Option<bool>,
     /// `Cache-Control` (and an `ETag`) of its Connect GET answers. Default none.
     pub cache_control: Option<http::HeaderValue>,
+    /// Overrides `validation:` for this method.
+    pub validation: Option<super::validation::ValidationSection>,
 }
 
 /// Validates `methods:`, keyed by `package.Service.Method`.
@@ -77,6 +82,7 @@ pub(super) fn methods(
                 unknown_query_parameters: m.unknown_query_parameters,
                 unknown_json_fields: m.unknown_json_fields,
                 idempotent: m.idempotent,
+                validation: m.validation,
             },
         );
     }

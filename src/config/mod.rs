@@ -37,6 +37,7 @@ pub mod streaming;
 pub mod tracing;
 pub mod traffic;
 pub mod transcoding;
+pub mod validation;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap};
@@ -145,6 +146,20 @@ pub struct Config {
     pub protocols: protocols::ProtocolOptions,
     /// The MCP endpoint. Default off.
     pub mcp: mcp::McpOptions,
+    /// The schema's rules enforced before a call (`validation:`), before
+    /// `methods.<name>.validation` applies.
+    pub validation: validation::ValidationOptions,
+}
+
+impl Config {
+    /// The validation policy of `method` (`package.Service.Method`):
+    /// `validation:` with its `methods.<name>.validation` applied.
+    pub fn validation_of(&self, method: &str) -> validation::ValidationOptions {
+        match self.methods.get(method).and_then(|m| m.validation.as_ref()) {
+            Some(section) => self.validation.with(section),
+            None => self.validation,
+        }
+    }
 }
 
 /// `gateway.yaml` as written: one field per section. Unknown keys are
@@ -226,6 +241,11 @@ pub struct FileConfig {
     #[serde(default)]
     #[schemars(extend("default" = {}))]
     pub mcp: mcp::McpSection,
+    /// Request validation from the schema's rules (protovalidate,
+    /// protoc-gen-validate, `google.api.field_behavior`).
+    #[serde(default)]
+    #[schemars(extend("default" = {}))]
+    pub validation: validation::ValidationSection,
 }
 
 /// The JSON Schema (2020-12) of `gateway.yaml`, generated from the types
@@ -324,6 +344,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
         reflection_server: raw.reflection_server.unwrap_or(true),
         protocols: raw.protocols.into(),
         mcp: raw.mcp.validate(&err)?,
+        validation: validation::ValidationOptions::default().with(&raw.validation),
         rate_limit: raw.rate_limit.into(),
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),

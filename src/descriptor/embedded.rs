@@ -1,8 +1,10 @@
-//! The `google/api` and `google/rpc` protos compiled into the binary.
+//! The protos compiled into the binary: `google/api`, `google/rpc` and the
+//! validation rules (`buf/validate`, protoc-gen-validate's `validate`).
 //!
-//! Users' protos can import `google/api/annotations.proto` without shipping
-//! it, and error details (`google.rpc.BadRequest`, ...) always decode, even
-//! when the configured descriptors do not mention them.
+//! Users' protos can import `google/api/annotations.proto` or
+//! `buf/validate/validate.proto` without shipping them, and error details
+//! (`google.rpc.BadRequest`, ...) always decode, even when the configured
+//! descriptors do not mention them.
 
 use protox::file::{File, FileResolver};
 
@@ -35,6 +37,14 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "google/rpc/error_details.proto",
         include_str!("../../protos/google/rpc/error_details.proto"),
+    ),
+    (
+        "buf/validate/validate.proto",
+        include_str!("../../vendor/prost-protovalidate-types/proto/buf/validate/validate.proto"),
+    ),
+    (
+        "validate/validate.proto",
+        include_str!("../../protos/validate/validate.proto"),
     ),
 ];
 

@@ -98,6 +98,23 @@ pub fn load(sources: &DescriptorSources) -> anyhow::Result<DescriptorPool> {
     Ok(compiler.descriptor_pool())
 }
 
+/// The bundled files `names` (and what they import) as a pool of their own.
+///
+/// # Errors
+/// A name that is not bundled.
+pub fn bundled_pool(names: &[&str]) -> anyhow::Result<DescriptorPool> {
+    let mut resolver = ChainFileResolver::new();
+    resolver.add(embedded::EmbeddedFileResolver);
+    resolver.add(GoogleFileResolver::new());
+    let mut compiler = Compiler::with_file_resolver(resolver);
+    for name in names {
+        compiler
+            .open_file(name)
+            .map_err(|e| anyhow!("cannot load bundled {name}: {e}"))?;
+    }
+    Ok(compiler.descriptor_pool())
+}
+
 fn read_descriptor_set(path: &Path) -> anyhow::Result<(Vec<String>, DescriptorSetFileResolver)> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read descriptor set {}", path.display()))?;

@@ -333,16 +333,38 @@ pub(super) async fn read_body_within(
 }
 
 /// One request message from the path values, the query and the body: JSON
-/// by the route's body rule, or the raw body as a `google.api.HttpBody`.
+/// by the route's body rule, or the raw body as a `google.api.HttpBody`;
+/// then checked against the route's validation rules.
 ///
 /// # Errors
-/// A body or parameter that does not fit the message, or a content type
-/// that is not JSON.
+/// A body or parameter that does not fit the message, a content type
+/// that is not JSON, or a message that breaks the rules.
 pub(super) fn message(
     call: &Call<'_>,
     parts: &Parts,
     body: Bytes,
 ) -> Result<Vec<u8>, GatewayError> {
+    let Some(rules) = &call.plan.validation else {
+        return build_message(call, parts, body);
+    };
+    let route = &call.plan.route;
+    let json = !route.raw_request && !is_protobuf(essence(content_type(parts)));
+    let input = build_message(call, parts, body.clone())?;
+    let body_field = match &route.body {
+        BodyRule::Field(path) => Some(path.dotted()),
+        _ => None,
+    };
+    let written = crate::validate::Written {
+        body: json.then_some((&body[..], body_field)),
+        path_fields: &route.path_fields,
+        query: call.query.as_deref(),
+        proto_names: !json,
+    };
+    Ok(rules.check(input, &written)?)
+}
+
+/// [`message`] before validation.
+fn build_message(call: &Call<'_>, parts: &Parts, body: Bytes) -> Result<Vec<u8>, GatewayError> {
     let codec = &call.plan.codec;
     let query = call.query.as_deref();
     if call.plan.route.raw_request {

@@ -35,4 +35,5 @@ mod surfaces;
 mod tls;
 mod tracing;
 mod transcoding;
+mod validation;
 mod versions;

@@ -91,6 +91,9 @@ pub struct CountReply {
     pub padding: Vec<u8>,
 }
 
+/// Messages a backend received: `(gRPC path, message bytes)`, in order.
+pub type Received = Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The backend; clones share the counters.
 #[derive(Clone, Default)]
 pub struct Probe {
@@ -110,6 +113,8 @@ pub struct Probe {
     pub flaky: Arc<AtomicUsize>,
     /// Echo calls received.
     pub echoes: Arc<AtomicUsize>,
+    /// The messages of the echoed calls, by gRPC path, in order.
+    pub received: Received,
 }
 
 impl NamedService for Probe {
@@ -141,6 +146,28 @@ impl NamedService for Mixed {
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Mixed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        self.0.call(request)
+    }
+}
+
+/// The probe under the name of `tests/fixtures/protos/rules`'s service.
+#[derive(Clone)]
+struct Rules(Probe);
+
+impl NamedService for Rules {
+    const NAME: &'static str = "rules.v1.Rules";
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Rules {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
@@ -204,7 +231,11 @@ impl Probe {
             .await
             .map(|c| c.to_bytes())
             .unwrap_or_default();
-        let echo = EchoRequest::decode(bytes.get(5..).unwrap_or_default()).unwrap_or_default();
+        let message = bytes.get(5..).unwrap_or_default();
+        if let Ok(mut received) = self.received.lock() {
+            received.push((parts.uri.path().to_owned(), message.to_vec()));
+        }
+        let echo = EchoRequest::decode(message).unwrap_or_default();
         let metadata = parts
             .headers
             .iter()
@@ -544,6 +575,7 @@ pub async fn spawn() -> (SocketAddr, Probe) {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(Mixed(service.clone()))
+            .add_service(Rules(service.clone()))
             .add_service(service)
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
             .await

@@ -1,0 +1,1 @@
+//! Unit tests of the validation rules and their paths.
