@@ -25,7 +25,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     // change anywhere under it may change the generated code.
     println!("cargo:rerun-if-changed={}", include.display());
 
-    let mut compiler = protox::Compiler::new([&include])?;
+    // buf/validate/validate.proto, as the gateway bundles it.
+    let validate = manifest_dir.join("../vendor/prost-protovalidate-types/proto");
+    let mut compiler = protox::Compiler::new([&include, &validate])?;
     compiler.include_source_info(true).include_imports(true);
     compiler.open_files(PROTOS)?;
 

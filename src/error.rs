@@ -453,7 +453,51 @@ impl GatewayError {
     }
 }
 
+/// `google.rpc.BadRequest`, encoded for `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BadRequestProto {
+    #[prost(message, repeated, tag = "1")]
+    field_violations: Vec<FieldViolationProto>,
+}
+
+/// `google.rpc.BadRequest.FieldViolation`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FieldViolationProto {
+    #[prost(string, tag = "1")]
+    field: String,
+    #[prost(string, tag = "2")]
+    description: String,
+}
+
 impl GatewayError {
+    /// The encoded `google.rpc.Status` of this error with its details, for
+    /// `grpc-status-details-bin` and Connect's error details: the
+    /// violations of an invalid request. `None` when it has no details.
+    pub fn status_details(&self) -> Option<Vec<u8>> {
+        let Self::Invalid(invalid) = self else {
+            return None;
+        };
+        let detail = BadRequestProto {
+            field_violations: invalid
+                .violations
+                .iter()
+                .map(|(field, description)| FieldViolationProto {
+                    field: field.clone(),
+                    description: description.clone(),
+                })
+                .collect(),
+        };
+        let status = crate::transcode::status::RpcStatus {
+            code: self.code() as i32,
+            message: self.client_message(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.BadRequest".to_owned(),
+                value: prost::Message::encode_to_vec(&detail),
+            }],
+        };
+        Some(prost::Message::encode_to_vec(&status))
+    }
+
     /// The metadata a gRPC answer of this error carries besides its status:
     /// the headers of its HTTP answer (a challenge, `Retry-After`, ...)
     /// but the content type. A backend's status keeps its own metadata.

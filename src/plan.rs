@@ -85,6 +85,7 @@ impl RoutePlan {
             validation: validation.method(
                 &route.method,
                 &config.validation_of(route.method.full_name()),
+                &route.path_fields,
             ),
             route,
         })

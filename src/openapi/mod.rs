@@ -7,6 +7,7 @@
 //! It is built once at startup; serving it and the docs UI is `server`'s job.
 
 pub mod comments;
+pub mod constraints;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +30,7 @@ use utoipa::openapi::{
 };
 
 use self::comments::{Comments, summary_and_description};
+use self::constraints::Rules;
 use self::schema::Schemas;
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -87,7 +89,9 @@ pub fn document_for(
     auth: &Authenticator,
 ) -> OpenApi {
     let comments = Comments::index(pool);
-    let mut schemas = Schemas::new(pool, &comments, config.transcode.json);
+    let rules = crate::validate::rules_pool(pool, &config.validation).and_then(Rules::new);
+    let mut schemas =
+        Schemas::new(pool, &comments, config.transcode.json).with_rules(rules.as_ref());
     let tags = TagNames::new(routes);
     let mut paths: Vec<(String, HttpMethod, utoipa::openapi::path::Operation)> = Vec::new();
     let mut taken: HashSet<(String, String)> = HashSet::new();

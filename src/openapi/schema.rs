@@ -18,6 +18,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::{Deprecated, RefOr};
 
 use super::comments::Comments;
+use super::constraints::{self, Rules};
 use crate::config::JsonOptions;
 
 const FIELD_BEHAVIOR: &str = "google.api.field_behavior";
@@ -31,6 +32,7 @@ pub struct Schemas<'a> {
     comments: &'a Comments,
     json: JsonOptions,
     components: BTreeMap<String, RefOr<Schema>>,
+    rules: Option<&'a Rules>,
 }
 
 impl<'a> Schemas<'a> {
@@ -41,7 +43,18 @@ impl<'a> Schemas<'a> {
             comments,
             json,
             components: BTreeMap::new(),
+            rules: None,
         }
+    }
+
+    /// Documents the validation rules of `rules` too.
+    pub fn with_rules(mut self, rules: Option<&'a Rules>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    fn rules_of(&self, field: &FieldDescriptor) -> constraints::FieldRules {
+        self.rules.map(|r| r.field(field)).unwrap_or_default()
     }
 
     /// The collected `components/schemas`.
@@ -100,23 +113,34 @@ impl<'a> Schemas<'a> {
             == Some(true);
         let read_only = behavior.contains(&OUTPUT_ONLY);
         let write_only = behavior.contains(&INPUT_ONLY);
+        let rules = self.rules_of(field);
+        let rules_ignore_zero = rules.ignore_zero;
+        let mut notes = rules.notes;
+        let description = with_notes(description, &mut notes);
 
         if field.is_map() {
-            let value = match field.kind() {
+            let mut value = match field.kind() {
                 Kind::Message(entry) => self.kind(&entry.map_entry_value_field().kind()),
                 _ => RefOr::T(Schema::default()),
             };
             let mut object = ObjectBuilder::new()
                 .schema_type(Type::Object)
-                .additional_properties(Some(AdditionalProperties::RefOr(value)))
-                .description(description)
                 .deprecated(deprecated.then_some(Deprecated::True))
                 .build();
+            if let Some(rules) = &rules.rules
+                && let Some(values) = constraints::map(rules, &mut object, &mut notes)
+                && let RefOr::T(Schema::Object(value)) = &mut value
+            {
+                constraints::scalar(&values, value, &mut notes);
+            }
+            object.additional_properties = Some(Box::new(AdditionalProperties::RefOr(value)));
+            object.description = with_notes(description, &mut notes);
             object.read_only = read_only.then_some(true);
             object.write_only = write_only.then_some(true);
             return RefOr::T(Schema::Object(object));
         }
-        let single = self.kind(&field.kind());
+        let mut single = self.kind(&field.kind());
+        let required_scalar = self.is_required(field) && !matches!(field.kind(), Kind::Message(_));
         if field.is_list() {
             // utoipa's Array has no readOnly/writeOnly; say it in words instead.
             let note = match (read_only, write_only) {
@@ -129,12 +153,44 @@ impl<'a> Schemas<'a> {
                 None if !note.is_empty() => Some(note.trim_end().to_owned()),
                 None => None,
             };
-            let mut array = ArrayBuilder::new().items(single).description(description);
-            if deprecated {
-                array = array.deprecated(Some(Deprecated::True));
+            let mut array = ArrayBuilder::new().build();
+            if let Some(rules) = &rules.rules
+                && let Some(items) = constraints::array(rules, &mut array, &mut notes)
+                && let RefOr::T(Schema::Object(item)) = &mut single
+            {
+                constraints::scalar(&items, item, &mut notes);
             }
-            return RefOr::T(Schema::Array(array.build()));
+            // A REQUIRED list without presence is missing when empty.
+            if self.is_required(field) && array.min_items.is_none() {
+                array.min_items = Some(1);
+            }
+            array.items = utoipa::openapi::schema::ArrayItems::RefOrSchema(Box::new(single));
+            array.description = with_notes(description, &mut notes);
+            if deprecated {
+                array.deprecated = Some(Deprecated::True);
+            }
+            return RefOr::T(Schema::Array(array));
         }
+        if let Some(rules) = &rules.rules
+            && let RefOr::T(Schema::Object(object)) = &mut single
+        {
+            let plain = object.clone();
+            constraints::scalar(rules, object, &mut notes);
+            if rules_ignore_zero && *object != plain {
+                // The zero value passes unchecked: either it, or a value the rules accept.
+                let mut zero = plain;
+                zero.enum_values = Some(vec![zero_value(&field.kind())]);
+                let constrained = std::mem::take(object);
+                let mut either = utoipa::openapi::schema::AnyOf::new();
+                either.items = vec![
+                    RefOr::T(Schema::Object(zero)),
+                    RefOr::T(Schema::Object(constrained)),
+                ];
+                either.description = with_notes(description, &mut notes);
+                return RefOr::T(Schema::AnyOf(either));
+            }
+        }
+        let description = with_notes(description, &mut notes);
         match single {
             RefOr::Ref(mut r) => {
                 // OpenAPI 3.1 allows description and readOnly beside a $ref.
@@ -151,6 +207,14 @@ impl<'a> Schemas<'a> {
                 if description.is_some() {
                     object.description = description;
                 }
+                // A REQUIRED string without presence is missing when empty.
+                if required_scalar
+                    && object.min_length.is_none()
+                    && object.enum_values.is_none()
+                    && matches!(field.kind(), Kind::String)
+                {
+                    object.min_length = Some(1);
+                }
                 object.read_only = read_only.then_some(true);
                 object.write_only = write_only.then_some(true);
                 if deprecated {
@@ -162,9 +226,10 @@ impl<'a> Schemas<'a> {
         }
     }
 
-    /// Whether `google.api.field_behavior` marks the field REQUIRED.
+    /// Whether `google.api.field_behavior` marks the field REQUIRED, or
+    /// `(buf.validate.field).required` does (when rules are documented).
     pub fn is_required(&self, field: &FieldDescriptor) -> bool {
-        field_behavior(self.pool, field).contains(&REQUIRED)
+        field_behavior(self.pool, field).contains(&REQUIRED) || self.rules_of(field).required
     }
 
     /// A schema for one value of a kind.
@@ -288,6 +353,9 @@ impl<'a> Schemas<'a> {
                 object = object.required(name);
             }
         }
+        if let Some(rules) = self.rules {
+            oneof_notes.extend(rules.message_notes(message));
+        }
         let mut schema = object.build();
         if !oneof_notes.is_empty() {
             let mut text = schema.description.take().unwrap_or_default();
@@ -374,6 +442,28 @@ fn well_known(message: &MessageDescriptor) -> Option<Schema> {
         _ => return None,
     };
     Some(Schema::Object(object))
+}
+
+/// The proto3 JSON of a scalar kind's zero value.
+fn zero_value(kind: &Kind) -> serde_json::Value {
+    match kind {
+        Kind::String | Kind::Bytes => "".into(),
+        Kind::Bool => false.into(),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => "0".into(),
+        _ => 0.into(),
+    }
+}
+
+/// `description` with `notes` (drained) after it, a paragraph.
+fn with_notes(description: Option<String>, notes: &mut Vec<String>) -> Option<String> {
+    if notes.is_empty() {
+        return description;
+    }
+    let words = std::mem::take(notes).join(" ");
+    Some(match description {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{words}"),
+        _ => words,
+    })
 }
 
 /// The field's `google.api.field_behavior` values.

@@ -138,7 +138,18 @@ pub(super) async fn unary(
             route.unknown_json_fields,
         )?)
     } else {
-        message
+        message.clone()
+    };
+    let input = match &plan.validation {
+        Some(rules) => {
+            let written = crate::validate::Written {
+                body: json.then_some((&message[..], None)),
+                proto_names: !json,
+                ..Default::default()
+            };
+            rules.check(&input, &written)?.map_or(input, Bytes::from)
+        }
+        None => input,
     };
     let mut headers = call.metadata.into_headers();
     strip_protocol_headers(&mut headers);
@@ -314,7 +325,8 @@ fn error(code: Code, message: &str, details: &[u8], metadata: HeaderMap) -> Resp
 pub(super) fn error_response(error: &GatewayError) -> Response {
     let mut headers = error.grpc_metadata();
     headers.insert(CONTENT_TYPE, JSON);
-    let body = error_json(error.code(), &error.client_message(), &[]);
+    let details = error.status_details().unwrap_or_default();
+    let body = error_json(error.code(), &error.client_message(), &details);
     (error.status(), headers, body).into_response()
 }
 

@@ -16,6 +16,8 @@
 //! deadline, `streaming.idle_timeout` (no frame either way), and the
 //! gateway's shutdown.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -232,10 +234,15 @@ pub(super) async fn call(
         } else {
             whole
         };
-        if !method.client_streaming {
+        if method.client_streaming {
+            Outbound::Whole(whole)
+        } else {
             one_message(&whole)?;
+            Outbound::Whole(match &plan.validation {
+                Some(rules) => validated(rules, whole, parts, json, limits.max_body_bytes)?,
+                None => whole,
+            })
         }
-        Outbound::Whole(whole)
     };
     let mut timing = UpstreamCall::start(gw, target);
     let passed = match gw
@@ -328,6 +335,11 @@ pub(super) async fn call(
 pub(super) fn error_response(error: &GatewayError, parts: &Parts, wire: Wire) -> Response {
     let mut headers = error.grpc_metadata();
     status_headers(&mut headers, error.code(), &error.client_message());
+    if let Some(details) = error.status_details()
+        && let Ok(value) = HeaderValue::from_str(&STANDARD_NO_PAD.encode(details))
+    {
+        headers.insert("grpc-status-details-bin", value);
+    }
     respond(headers, wire, answer_content_type(parts))
 }
 
@@ -367,6 +379,77 @@ fn status_response(
         status_headers(&mut headers, status.code(), status.message());
     }
     respond(headers, wire, content_type)
+}
+
+/// One framed request message checked against `rules`: as it came when it
+/// passes unchanged, re-framed uncompressed when fields were cleared.
+///
+/// # Errors
+/// The violations; a message compressed with a coding the gateway cannot
+/// open, or that opens past `limit`.
+fn validated(
+    rules: &crate::validate::MethodRules,
+    whole: Bytes,
+    parts: &Parts,
+    json: bool,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let compressed = whole.first() == Some(&1);
+    let opened;
+    let message = if compressed && !json {
+        opened = open(parts, &whole[PREFIX..], limit)?;
+        &opened[..]
+    } else {
+        &whole[PREFIX..]
+    };
+    let written = crate::validate::Written {
+        proto_names: !json,
+        ..Default::default()
+    };
+    Ok(match rules.check(message, &written)? {
+        None => whole,
+        Some(cleared) => {
+            let mut framed = Vec::with_capacity(cleared.len() + PREFIX);
+            framed.push(0);
+            framed.extend_from_slice(
+                &u32::try_from(cleared.len())
+                    .unwrap_or(u32::MAX)
+                    .to_be_bytes(),
+            );
+            framed.extend_from_slice(&cleared);
+            Bytes::from(framed)
+        }
+    })
+}
+
+/// A compressed request message opened by its `grpc-encoding`, at most `limit` bytes.
+fn open(parts: &Parts, message: &[u8], limit: usize) -> Result<Vec<u8>, GatewayError> {
+    use std::io::Read;
+    let coding = parts
+        .headers
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let mut out = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let read = match coding {
+        "gzip" => flate2::read::GzDecoder::new(message)
+            .take(cap)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(message)
+            .take(cap)
+            .read_to_end(&mut out),
+        _ => {
+            return Err(GatewayError::BadGrpcRequest(
+                "a compressed request message of a method with validation rules must use gzip or deflate",
+            ));
+        }
+    };
+    read.map_err(|_| GatewayError::BadGrpcRequest("the compressed request message does not open"))?;
+    if out.len() > limit {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    Ok(out)
 }
 
 /// A unary or server-streaming request is exactly one message.

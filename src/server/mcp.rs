@@ -347,11 +347,22 @@ async fn run(
 ) -> Result<Value, GatewayError> {
     let call = Call::prepare_tool(gw, parts, method, plan).await?;
     let route = &plan.route;
+    let arguments = arguments.to_string();
     let input = crate::transcode::message_from_json(
         route.method.input(),
-        arguments.to_string().as_bytes(),
+        arguments.as_bytes(),
         route.unknown_json_fields,
     )?;
+    let input = match &plan.validation {
+        Some(rules) => {
+            let written = crate::validate::Written {
+                body: Some((arguments.as_bytes(), None)),
+                ..Default::default()
+            };
+            rules.check(&input, &written)?.unwrap_or(input)
+        }
+        None => input,
+    };
     let target = call.target;
     let to_json = |reply: &[u8]| -> Result<Value, GatewayError> {
         let bad = |cause: String| GatewayError::BadBackend {

@@ -360,7 +360,7 @@ pub(super) fn message(
         query: call.query.as_deref(),
         proto_names: !json,
     };
-    Ok(rules.check(input, &written)?)
+    Ok(rules.check(&input, &written)?.unwrap_or(input))
 }
 
 /// [`message`] before validation.

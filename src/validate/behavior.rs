@@ -4,7 +4,9 @@
 //! zero value); `OUTPUT_ONLY` fields set by a client are cleared or refused;
 //! an `update_mask` (AIP-134) may not name an `IMMUTABLE` field. Inside the
 //! resource of an update request (one with an `update_mask`) `REQUIRED` is
-//! not checked: a partial update sends only what changes.
+//! not checked: a partial update sends only what changes. A field the
+//! method's URL path binds (`PATCH /v1/users/{user.id}`) identifies the
+//! resource: it is never cleared or refused as `OUTPUT_ONLY`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -72,6 +74,8 @@ struct MessagePlan {
 #[derive(Debug, Default)]
 pub struct Plan {
     messages: HashMap<String, MessagePlan>,
+    /// Dotted proto paths of the fields the URL path binds.
+    bound: Vec<String>,
 }
 
 fn message_of(field: &FieldDescriptor) -> Option<MessageDescriptor> {
@@ -85,8 +89,12 @@ fn message_of(field: &FieldDescriptor) -> Option<MessageDescriptor> {
 }
 
 impl Plan {
-    /// Compiles the checks of `inputs` and every message they reach.
-    pub fn build<'a>(inputs: impl IntoIterator<Item = &'a MessageDescriptor>) -> Self {
+    /// Compiles the checks of `inputs` and every message they reach;
+    /// `bound` (dotted proto paths) are the fields the URL path binds.
+    pub fn build<'a>(
+        inputs: impl IntoIterator<Item = &'a MessageDescriptor>,
+        bound: Vec<String>,
+    ) -> Self {
         let mut reach: Vec<MessageDescriptor> = Vec::new();
         let mut seen = HashSet::new();
         let mut stack: Vec<MessageDescriptor> = inputs.into_iter().cloned().collect();
@@ -131,7 +139,16 @@ impl Plan {
                 break;
             }
         }
-        Self { messages }
+        Self { messages, bound }
+    }
+
+    fn is_bound(&self, path: &[Element], field: &FieldDescriptor) -> bool {
+        self.bound.iter().any(|b| {
+            let mut parts = b.split('.');
+            path.iter().all(|e| parts.next() == Some(e.proto.as_str()))
+                && parts.next() == Some(field.name())
+                && parts.next().is_none()
+        })
     }
 
     /// Whether messages of `message` have anything to check.
@@ -168,7 +185,7 @@ impl Plan {
         };
         let mut cleared = false;
         for field in &plan.output_only {
-            if !message.has_field(field) {
+            if !message.has_field(field) || self.is_bound(path, field) {
                 continue;
             }
             match output_only {

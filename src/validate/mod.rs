@@ -316,17 +316,19 @@ impl Update {
 }
 
 impl MethodRules {
-    /// Checks one encoded request: `Ok` with the bytes to send (changed
-    /// only when `OUTPUT_ONLY` fields were cleared), or every violation.
+    /// Checks one encoded request: `Ok(None)` when it passes as it is,
+    /// `Ok(Some(bytes))` when it passes once the `OUTPUT_ONLY` fields a
+    /// client set are cleared, or every violation.
     ///
     /// # Errors
     /// [`Invalid`], listing every violation.
-    pub fn check(&self, wire: Vec<u8>, written: &Written<'_>) -> Result<Vec<u8>, Invalid> {
-        let Ok(mut message) = DynamicMessage::decode(self.input.clone(), wire.as_slice()) else {
-            // The transcoder built it, or the client sent it: a message that
-            // does not decode is the backend's to refuse, as without rules.
-            return Ok(wire);
-        };
+    pub fn check(&self, wire: &[u8], written: &Written<'_>) -> Result<Option<Vec<u8>>, Invalid> {
+        // Fail closed: what cannot be checked does not pass.
+        let mut message =
+            DynamicMessage::decode(self.input.clone(), wire).map_err(|e| Invalid {
+                message: self.input.full_name().to_owned(),
+                violations: vec![(String::new(), format!("not a valid message: {e}"))],
+            })?;
         let mut found = Vec::new();
         let mut cleared = false;
         if let Some(plan) = &self.behavior {
@@ -346,10 +348,17 @@ impl MethodRules {
             match validator.validate(&message) {
                 Ok(()) => {}
                 Err(prost_protovalidate::Error::Validation(e)) => {
+                    // A missing REQUIRED field breaks its value rules too: say it once.
+                    let missing: Vec<Vec<Element>> = found
+                        .iter()
+                        .filter(|v| v.rule == "field_behavior.required")
+                        .map(|v| v.path.clone())
+                        .collect();
                     found.extend(
                         e.violations()
                             .iter()
-                            .map(|v| from_protovalidate(&self.input, v, &self.cel)),
+                            .map(|v| from_protovalidate(&self.input, v, &self.cel))
+                            .filter(|v| !missing.contains(&v.path)),
                     );
                 }
                 Err(e) => {
@@ -371,11 +380,7 @@ impl MethodRules {
                     .collect(),
             });
         }
-        Ok(if cleared {
-            prost::Message::encode_to_vec(&message)
-        } else {
-            wire
-        })
+        Ok(cleared.then(|| prost::Message::encode_to_vec(&message)))
     }
 }
 
@@ -479,6 +484,21 @@ fn format_message(rule: &str) -> String {
         format!("value is empty, which is not {what}")
     } else {
         format!("value must be {what}")
+    }
+}
+
+/// The descriptors whose `buf.validate` rules are what `options` enforces,
+/// for documents that show them: the pool as written, with PGV rules
+/// rewritten in or alone as `options` asks; `None` when neither family is
+/// on. A rewrite that fails documents the pool as written.
+pub fn rules_pool(pool: &DescriptorPool, options: &ValidationOptions) -> Option<DescriptorPool> {
+    let (protovalidate, pgv) = (options.on(RuleSet::Protovalidate), options.on(RuleSet::Pgv));
+    if !pgv {
+        return protovalidate.then(|| pool.clone());
+    }
+    match pgv::translate(pool, protovalidate) {
+        Ok(Some((translated, _))) => Some(translated),
+        _ => protovalidate.then(|| pool.clone()),
     }
 }
 
@@ -699,10 +719,14 @@ impl Validation {
 
     /// The rules `method` enforces under `options`; `None` when its input
     /// reaches none, so its requests are not decoded at all.
+    ///
+    /// `bound` are the fields the route's URL path binds: they identify
+    /// the resource and are never dropped as `OUTPUT_ONLY`.
     pub fn method(
         &self,
         method: &MethodDescriptor,
         options: &ValidationOptions,
+        bound: &[crate::http_rule::FieldPath],
     ) -> Option<Arc<MethodRules>> {
         let variant = self
             .variant(options)
@@ -715,7 +739,10 @@ impl Validation {
         };
         let behaviors = options.on(RuleSet::FieldBehavior);
         let behavior = behaviors
-            .then(|| behavior::Plan::build([&input]))
+            .then(|| {
+                let bound = bound.iter().map(|p| p.dotted().to_owned()).collect();
+                behavior::Plan::build([&input], bound)
+            })
             .filter(|p| p.checks(&input))
             .map(Arc::new);
         let update = behaviors.then(|| Update::of(&input)).flatten();

@@ -339,3 +339,245 @@ async fn a_method_without_rules_is_not_checked() {
     assert_eq!(reply.status, 200, "{}", reply.json);
     assert_eq!(calls(&probe), 1);
 }
+
+/// The served document's schema of `message`, as a validator: the whole
+/// document is the root resource, so its `$ref`s resolve.
+fn openapi_validator(document: &Value, message: &str) -> jsonschema::Validator {
+    let mut root = document.clone();
+    root["$ref"] = json!(format!("#/components/schemas/{message}"));
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("{message}: {e}"))
+}
+
+/// One rule kind: a request of `message` at `path`, the JSON field to
+/// change, a value the rule refuses and one it accepts.
+struct Case {
+    kind: &'static str,
+    path: &'static str,
+    message: &'static str,
+    field: &'static str,
+    bad: Value,
+    good: Value,
+}
+
+fn legacy() -> Value {
+    json!({
+        "name": "widget", "code": "ABC", "email": "a@example.com", "count": 5,
+        "tags": ["t"], "color": "COLOR_GREEN", "primary": {"sku": "p", "quantity": 1},
+        "cash": "yes"
+    })
+}
+
+/// `base` with `field` set to `value` (`null`: removed).
+fn with(base: &Value, field: &str, value: &Value) -> Value {
+    let mut out = base.clone();
+    match value {
+        Value::Null => {
+            out.as_object_mut().unwrap().remove(field);
+        }
+        v => out[field] = v.clone(),
+    }
+    out
+}
+
+#[tokio::test]
+async fn what_openapi_calls_invalid_the_gateway_refuses_and_what_it_calls_valid_passes() {
+    let (gw, probe) = start("").await;
+    let document = gw.call_with("GET", "/openapi.json", None, &[]).await.json;
+    let order_msg = "rules.v1.Order";
+    let legacy_msg = "rules.v1.Legacy";
+    let cases = [
+        ("string.min_len", "name", json!("ab"), json!("abc")),
+        (
+            "string.max_len",
+            "name",
+            json!("abcdefghijk"),
+            json!("abcdefghij"),
+        ),
+        ("string.pattern", "code", json!("AB1"), json!("XYZ")),
+        ("string.prefix", "ref", json!("or-1"), json!("ord-2")),
+        (
+            "string.email",
+            "email",
+            json!("a.example.com"),
+            json!("b@example.org"),
+        ),
+        (
+            "string.uuid",
+            "id",
+            json!("6f1c2a9e-4b3d-4c7e-9a1b"),
+            json!("00000000-0000-4000-8000-000000000000"),
+        ),
+        (
+            "string.uri",
+            "site",
+            json!("no scheme"),
+            json!("urn:isbn:0451450523"),
+        ),
+        (
+            "string.ipv4",
+            "ip",
+            json!("256.1.1.1"),
+            json!("192.168.0.1"),
+        ),
+        ("string.in", "tier", json!("bronze"), json!("silver")),
+        ("int32.gte", "count", json!(0), json!(1)),
+        ("int32.lt", "count", json!(10), json!(9)),
+        ("double.gt", "ratio", json!(0.0), json!(0.01)),
+        ("double.lte", "ratio", json!(1.5), json!(1.0)),
+        (
+            "repeated.max_items",
+            "tags",
+            json!(["a", "b", "c", "d"]),
+            json!(["a", "b", "c"]),
+        ),
+        (
+            "repeated.unique",
+            "tags",
+            json!(["a", "a"]),
+            json!(["a", "b"]),
+        ),
+        (
+            "repeated.min_items",
+            "items",
+            json!([]),
+            json!([{"sku": "x", "quantity": 1}]),
+        ),
+        (
+            "repeated.items (nested)",
+            "items",
+            json!([{"sku": "x", "quantity": 101}]),
+            json!([{"sku": "x", "quantity": 100}]),
+        ),
+        ("enum.defined_only", "color", json!(7), json!("COLOR_GREEN")),
+        (
+            "required",
+            "primary",
+            Value::Null,
+            json!({"sku": "y", "quantity": 5}),
+        ),
+        ("map.values", "stock", json!({"a": -1}), json!({"a": 0})),
+    ]
+    .into_iter()
+    .map(|(kind, field, bad, good)| Case {
+        kind,
+        path: "/v1/orders",
+        message: order_msg,
+        field,
+        bad,
+        good,
+    })
+    .chain(
+        [
+            ("pgv string.min_len", "name", json!("ab"), json!("abc")),
+            ("pgv string.pattern", "code", json!("abc"), json!("QQQ")),
+            (
+                "pgv string.email",
+                "email",
+                json!("nope"),
+                json!("c@example.com"),
+            ),
+            ("pgv uint32.lte", "count", json!(10), json!(9)),
+            ("pgv uint32.gte", "count", json!(0), json!(1)),
+            ("pgv repeated.min_items", "tags", json!([]), json!(["x"])),
+            (
+                "pgv enum.defined_only",
+                "color",
+                json!(5),
+                json!("COLOR_RED"),
+            ),
+            (
+                "pgv message.required",
+                "primary",
+                Value::Null,
+                json!({"sku": "q", "quantity": 1}),
+            ),
+            ("pgv ignore_empty", "nick", json!("x"), json!("")),
+        ]
+        .into_iter()
+        .map(|(kind, field, bad, good)| Case {
+            kind,
+            path: "/v1/legacy",
+            message: legacy_msg,
+            field,
+            bad,
+            good,
+        }),
+    )
+    .collect::<Vec<_>>();
+    let validators = [
+        (order_msg, openapi_validator(&document, order_msg)),
+        (legacy_msg, openapi_validator(&document, legacy_msg)),
+    ];
+    let schema = |message: &str| &validators.iter().find(|(m, _)| *m == message).unwrap().1;
+    for case in &cases {
+        let base = if case.message == order_msg {
+            order()
+        } else {
+            legacy()
+        };
+        assert!(
+            schema(case.message).is_valid(&base),
+            "{}: the base request",
+            case.kind
+        );
+        for (value, valid) in [(&case.bad, false), (&case.good, true)] {
+            let request = with(&base, case.field, value);
+            // OpenAPI's verdict, by the served schema.
+            assert_eq!(
+                schema(case.message).is_valid(&request),
+                valid,
+                "{}: OpenAPI on {}={value}",
+                case.kind,
+                case.field
+            );
+            // The gateway's verdict agrees.
+            let before = calls(&probe);
+            let reply = gw
+                .call_with("POST", case.path, Some(&request.to_string()), &[])
+                .await;
+            if valid {
+                assert_eq!(reply.status, 200, "{}: {}", case.kind, reply.json);
+                assert_eq!(calls(&probe), before + 1, "{}", case.kind);
+            } else {
+                let fields = fields(&reply);
+                assert!(
+                    fields.iter().any(|f| f.starts_with(case.field)),
+                    "{}: {fields:?}",
+                    case.kind
+                );
+                assert_eq!(
+                    calls(&probe),
+                    before,
+                    "{}: the backend was called",
+                    case.kind
+                );
+            }
+        }
+    }
+    // field_behavior: REQUIRED missing or empty, OUTPUT_ONLY and INPUT_ONLY documented.
+    let book = "rules.v1.Book";
+    let book_schema = openapi_validator(&document, book);
+    for (body, valid) in [
+        (json!({"title": "T"}), true),
+        (json!({"title": ""}), false),
+        (json!({"isbn": "1"}), false),
+    ] {
+        assert_eq!(book_schema.is_valid(&body), valid, "OpenAPI on {body}");
+        let reply = gw
+            .call_with("POST", "/v1/shelves/1/books", Some(&body.to_string()), &[])
+            .await;
+        assert_eq!(
+            reply.status == 200,
+            valid,
+            "gateway on {body}: {}",
+            reply.json
+        );
+    }
+    let props = &document["components"]["schemas"][book]["properties"];
+    assert_eq!(props["createTime"]["readOnly"], true);
+    assert_eq!(props["secret"]["writeOnly"], true);
+}
