@@ -581,3 +581,216 @@ async fn what_openapi_calls_invalid_the_gateway_refuses_and_what_it_calls_valid_
     assert_eq!(props["createTime"]["readOnly"], true);
     assert_eq!(props["secret"]["writeOnly"], true);
 }
+
+/// `rules.v1.Book`, for clients that speak protobuf.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Book {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    title: String,
+    #[prost(string, tag = "3")]
+    isbn: String,
+    #[prost(string, tag = "4")]
+    create_time: String,
+}
+
+/// `rules.v1.CreateBookRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateBookRequest {
+    #[prost(string, tag = "1")]
+    text: String,
+    #[prost(string, tag = "2")]
+    parent: String,
+    #[prost(message, optional, tag = "3")]
+    book: Option<Book>,
+}
+
+/// `rules.v1.Reply`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RulesReply {
+    #[prost(string, tag = "1")]
+    text: String,
+}
+
+/// `google.rpc.BadRequest` and its violations, to read error details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    field_violations: Vec<FieldViolation>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FieldViolation {
+    #[prost(string, tag = "1")]
+    field: String,
+    #[prost(string, tag = "2")]
+    description: String,
+}
+
+/// The violated fields of an encoded `google.rpc.Status`.
+fn detail_fields(status: &[u8]) -> Vec<String> {
+    use prost::Message;
+    let status = protogate::transcode::status::RpcStatus::decode(status).unwrap();
+    let any = status
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("google.rpc.BadRequest"))
+        .expect("a BadRequest detail");
+    BadRequest::decode(any.value.as_slice())
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+fn book_request(title: &str) -> CreateBookRequest {
+    CreateBookRequest {
+        text: "t".into(),
+        parent: "shelves/1".into(),
+        book: Some(Book {
+            title: title.into(),
+            create_time: "yesterday".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test]
+async fn native_grpc_calls_are_validated_with_details_in_the_status() {
+    let (gw, probe) = start("").await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", gw.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let path: http::uri::PathAndQuery = "/rules.v1.Rules/CreateBook".parse().unwrap();
+    grpc.ready().await.unwrap();
+    let error = grpc
+        .unary::<_, RulesReply, _>(
+            tonic::Request::new(book_request("")),
+            path.clone(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    // A protobuf client named the field by its proto name.
+    assert_eq!(detail_fields(error.details()), ["book.title"]);
+    assert_eq!(calls(&probe), 0);
+    grpc.ready().await.unwrap();
+    grpc.unary::<_, RulesReply, _>(
+        tonic::Request::new(book_request("T")),
+        path,
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap();
+    let sent = probe.received.lock().unwrap().last().cloned().unwrap();
+    let sent = <CreateBookRequest as prost::Message>::decode(sent.1.as_slice()).unwrap();
+    let book = sent.book.unwrap();
+    assert_eq!(book.title, "T");
+    assert_eq!(
+        book.create_time, "",
+        "the output-only field reached the backend"
+    );
+}
+
+/// One gRPC-Web message frame of `message`, gzip-compressed.
+fn gzip_frame(message: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(message).unwrap();
+    let packed = gz.finish().unwrap();
+    let mut frame = vec![1];
+    frame.extend_from_slice(&(packed.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&packed);
+    frame
+}
+
+#[tokio::test]
+async fn compressed_grpc_web_messages_are_opened_and_validated() {
+    let (gw, probe) = start("").await;
+    let url = format!("http://{}/rules.v1.Rules/CreateBook", gw.addr());
+    let send = |message: CreateBookRequest| {
+        gw.client()
+            .post(&url)
+            .header("content-type", "application/grpc-web+proto")
+            .header("grpc-encoding", "gzip")
+            .body(gzip_frame(&prost::Message::encode_to_vec(&message)))
+            .send()
+    };
+    let reply = send(book_request("")).await.unwrap();
+    let status = reply
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(status.as_deref(), Some("3"), "{:?}", reply.headers());
+    assert_eq!(calls(&probe), 0);
+    let reply = send(book_request("T")).await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let body = reply.bytes().await.unwrap();
+    assert!(body.windows(14).any(|w| w == b"grpc-status: 0"), "{body:?}");
+    let sent = probe.received.lock().unwrap().last().cloned().unwrap();
+    let sent = <CreateBookRequest as prost::Message>::decode(sent.1.as_slice()).unwrap();
+    assert_eq!(sent.book.unwrap().create_time, "");
+    // A coding the gateway cannot open is refused, not passed unchecked.
+    let reply = gw
+        .client()
+        .post(&url)
+        .header("content-type", "application/grpc-web+proto")
+        .header("grpc-encoding", "snappy")
+        .body(gzip_frame(b"\x12\x01x"))
+        .send()
+        .await
+        .unwrap();
+    let status = reply.headers().get("grpc-status").cloned();
+    assert_eq!(status.unwrap(), "3");
+    assert_eq!(calls(&probe), 1);
+}
+
+#[tokio::test]
+async fn connect_and_mcp_calls_are_validated() {
+    let (gw, probe) = start("mcp:\n  enabled: true\n  tools: [rules.v1.Rules.CreateBook]\n").await;
+    let reply = gw
+        .call_with(
+            "POST",
+            "/rules.v1.Rules/CreateBook",
+            Some(r#"{"parent":"shelves/1","book":{"isbn":"1"}}"#),
+            &[("connect-protocol-version", "1")],
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.json);
+    assert_eq!(reply.json["code"], "invalid_argument", "{}", reply.json);
+    let detail = &reply.json["details"][0];
+    assert_eq!(detail["type"], "google.rpc.BadRequest", "{}", reply.json);
+    use base64::Engine;
+    let value = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(detail["value"].as_str().unwrap())
+        .unwrap();
+    let bad = <BadRequest as prost::Message>::decode(value.as_slice()).unwrap();
+    assert_eq!(bad.field_violations[0].field, "book.title");
+    assert!(!bad.field_violations[0].description.is_empty());
+    assert_eq!(calls(&probe), 0);
+
+    let call = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "rules_v1_Rules_CreateBook", "arguments": {"parent": "shelves/1", "book": {}}}
+    });
+    let reply = gw
+        .call_with(
+            "POST",
+            "/mcp",
+            Some(&call.to_string()),
+            &[("accept", "application/json, text/event-stream")],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.json);
+    let result = &reply.json["result"];
+    assert_eq!(result["isError"], true, "{}", reply.json);
+    let text = result["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("book.title"), "{text}");
+    assert_eq!(calls(&probe), 0);
+}
