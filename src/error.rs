@@ -30,6 +30,10 @@ pub enum GatewayError {
     /// The request could not be turned into a message.
     #[error(transparent)]
     Transcode(#[from] TranscodeError),
+    /// The backend refused a conditional write (`If-Match`) with
+    /// `FAILED_PRECONDITION` or `ABORTED`: the etag did not match.
+    #[error("{}", .0.message)]
+    PreconditionFailed(Box<UpstreamStatus>),
     /// The request message breaks the schema's validation rules.
     #[error(transparent)]
     Invalid(Box<crate::validate::Invalid>),
@@ -256,7 +260,7 @@ impl GatewayError {
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::UriTooLong { .. } | Self::HeadersTooLarge { .. } => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
-            Self::Upstream(s) => s.code,
+            Self::Upstream(s) | Self::PreconditionFailed(s) => s.code,
             Self::Auth(e) if e.is_forbidden() => Code::PermissionDenied,
             Self::Auth(_) => Code::Unauthenticated,
             Self::Unavailable { .. } | Self::CircuitOpen { .. } => Code::Unavailable,
@@ -279,6 +283,7 @@ impl GatewayError {
             // The client was too slow, not the backend.
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::NotAcceptable { .. } | Self::NotAcceptableReply { .. } => {
                 StatusCode::NOT_ACCEPTABLE
             }
@@ -325,7 +330,7 @@ impl GatewayError {
     /// The message sent to the client: never internal causes.
     pub fn client_message(&self) -> String {
         match self {
-            Self::Upstream(s) => s.message.clone(),
+            Self::Upstream(s) | Self::PreconditionFailed(s) => s.message.clone(),
             Self::Unavailable { backend, .. } => format!("backend {backend} is unavailable"),
             Self::CircuitOpen { .. } => self.to_string(),
             Self::BadBackend { backend, .. } => {
@@ -391,7 +396,7 @@ impl GatewayError {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, JSON);
         let details = match &self {
-            Self::Upstream(s) => {
+            Self::Upstream(s) | Self::PreconditionFailed(s) => {
                 headers.extend(s.headers.clone());
                 s.details.as_deref().map(|d| d.to_owned())
             }
@@ -502,7 +507,7 @@ impl GatewayError {
     /// the headers of its HTTP answer (a challenge, `Retry-After`, ...)
     /// but the content type. A backend's status keeps its own metadata.
     pub fn grpc_metadata(&self) -> HeaderMap {
-        if matches!(self, Self::Upstream(_)) {
+        if matches!(self, Self::Upstream(_) | Self::PreconditionFailed(_)) {
             return HeaderMap::new();
         }
         let (mut headers, _) = self.rendered();

@@ -18,7 +18,7 @@ use crate::descriptor::{self, reflection};
 use crate::http_rule::{RoutePayload, RouteProblem, RouteTable};
 use crate::metrics::Metrics;
 use crate::openapi::{self, Format};
-use crate::plan::{MethodPlan, MethodTable, RoutePlan};
+use crate::plan::{Locations, MethodPlan, MethodTable, RoutePlan};
 use crate::rate_limit::RateLimits;
 use crate::transcode::Transcoder;
 use crate::upstream::Upstreams;
@@ -205,8 +205,17 @@ impl Gateway {
         };
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
+        let locations = Locations::build(&routes);
         let routes = routes.map(|route| {
-            RoutePlan::compile(route, &config, &auth, &transcoder, &upstreams, &validation)
+            RoutePlan::compile(
+                route,
+                &config,
+                &auth,
+                &transcoder,
+                &upstreams,
+                &validation,
+                &locations,
+            )
         })?;
         let methods = MethodTable::build(routes.routes(), &config);
         let rate_limits = RateLimits::build(&config.rate_limit);

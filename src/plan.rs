@@ -35,6 +35,116 @@ pub struct RoutePlan {
     pub label: Arc<str>,
     /// The rules its request is checked against; `None` when its input has none.
     pub validation: Option<Arc<MethodRules>>,
+    /// `methods.<name>.cache_control`: what its GET answers carry.
+    pub cache_control: Option<http::HeaderValue>,
+    /// The status of its successful answers, and where a created resource is.
+    pub success: Success,
+}
+
+/// What a successful REST answer of a route says besides its body.
+#[derive(Debug, Clone)]
+pub struct Success {
+    /// 200, or by convention or config 201, 202 or 204.
+    pub status: http::StatusCode,
+    /// For 201: the reply field naming the resource and the service's GET
+    /// template that serves it, for `Location`.
+    pub location: Option<Arc<Location>>,
+}
+
+/// How a `Location` is made from a reply (AIP-133).
+#[derive(Debug)]
+pub struct Location {
+    /// The reply's field naming the created resource.
+    pub field: prost_reflect::FieldDescriptor,
+    /// The GET template's text before and after its one variable.
+    pub before: String,
+    /// See `before`.
+    pub after: String,
+}
+
+/// The GET routes that bind one reply field, by service and field name:
+/// where a created resource can be read back.
+#[derive(Debug, Default)]
+pub struct Locations {
+    by_field: std::collections::HashMap<(String, String), (String, String)>,
+}
+
+impl Locations {
+    /// Indexes the GET routes of `routes` whose template has one variable.
+    pub fn build<P: RoutePayload>(routes: &crate::http_rule::RouteTable<P>) -> Self {
+        let mut by_field = std::collections::HashMap::new();
+        for route in routes.routes().iter().map(RoutePayload::route) {
+            let get = matches!(&route.http_method, crate::http_rule::MethodMatch::Exact(m) if m == http::Method::GET);
+            let [field] = route.path_fields.as_slice() else {
+                continue;
+            };
+            if !get || field.fields().len() != 1 {
+                continue;
+            }
+            let source = route.template.source.as_str();
+            let (Some(open), Some(close)) = (source.find('{'), source.find('}')) else {
+                continue;
+            };
+            by_field
+                .entry((
+                    route.method.parent_service().full_name().to_owned(),
+                    field.leaf().name().to_owned(),
+                ))
+                .or_insert_with(|| (source[..open].to_owned(), source[close + 1..].to_owned()));
+        }
+        Self { by_field }
+    }
+}
+
+impl Success {
+    /// The success of `route` under `config`.
+    fn of(route: &Route, config: &Config, locations: &Locations) -> Self {
+        let overrides = config.methods.get(route.method.full_name());
+        let output = route.method.output();
+        let conventional = || {
+            let post = matches!(&route.http_method, crate::http_rule::MethodMatch::Exact(m) if m == http::Method::POST);
+            if route.response_body.is_some() || route.raw_response {
+                http::StatusCode::OK
+            } else if output.full_name() == "google.protobuf.Empty" {
+                http::StatusCode::NO_CONTENT
+            } else if output.full_name() == "google.longrunning.Operation" {
+                http::StatusCode::ACCEPTED
+            } else if post && route.method.name().starts_with("Create") {
+                http::StatusCode::CREATED
+            } else {
+                http::StatusCode::OK
+            }
+        };
+        let status = match overrides.and_then(|m| m.status) {
+            Some(status) => status,
+            None if config.transcode.conventional_status && !route.is_streaming() => conventional(),
+            None => http::StatusCode::OK,
+        };
+        let location = (status == http::StatusCode::CREATED)
+            .then(|| {
+                let service = route.method.parent_service().full_name().to_owned();
+                let named = overrides.and_then(|m| m.location_field.clone());
+                let candidates: Vec<String> = match named {
+                    Some(name) => vec![name],
+                    None => std::iter::once("name".to_owned())
+                        .chain(output.fields().map(|f| f.name().to_owned()))
+                        .collect(),
+                };
+                candidates.into_iter().find_map(|name| {
+                    let field = output.get_field_by_name(&name)?;
+                    let (before, after) = locations.by_field.get(&(service.clone(), name))?;
+                    (!field.is_list() && !field.is_map()).then(|| {
+                        Arc::new(Location {
+                            field,
+                            before: before.clone(),
+                            after: after.clone(),
+                        })
+                    })
+                })
+            })
+            .flatten();
+        Self { status, location }
+    }
 }
 
 /// The limits of one route.
@@ -63,6 +173,7 @@ impl RoutePlan {
         transcoder: &Arc<Transcoder>,
         upstreams: &Upstreams,
         validation: &Validation,
+        locations: &Locations,
     ) -> anyhow::Result<Self> {
         let backends = upstreams.split(&route).ok_or_else(|| {
             anyhow::anyhow!(
@@ -82,6 +193,11 @@ impl RoutePlan {
                 stream_idle_timeout: config.streaming.idle_timeout,
             },
             label: route.template.source.as_str().into(),
+            success: Success::of(&route, config, locations),
+            cache_control: config
+                .methods
+                .get(route.method.full_name())
+                .and_then(|m| m.cache_control.clone()),
             validation: validation.method(
                 &route.method,
                 &config.validation_of(route.method.full_name()),

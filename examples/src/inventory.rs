@@ -41,6 +41,13 @@ impl State {
         self.stocks.get(sku).ok_or_else(|| sku_not_found(sku))
     }
 
+    /// The stock of `sku` as a reply carries it: with its etag.
+    fn read(&self, sku: &str) -> Result<StockLevel, Status> {
+        let mut stock = self.find(sku)?.clone();
+        stock.etag = etag(&stock);
+        Ok(stock)
+    }
+
     /// Moves `req.quantity` units of `req.sku` from available to reserved.
     ///
     /// Errors: as InventoryService.ReserveStock.
@@ -53,6 +60,12 @@ impl State {
             .stocks
             .get_mut(&req.sku)
             .ok_or_else(|| sku_not_found(&req.sku))?;
+        if !req.etag.is_empty() && req.etag != etag(stock) {
+            return Err(status::failed_precondition(
+                format!("the stock of {} changed since etag {}", req.sku, req.etag),
+                PreconditionViolation::new("ETAG", &req.sku, "the stock changed"),
+            ));
+        }
         let quantity = i64::from(req.quantity);
         if quantity > stock.available {
             return Err(status::failed_precondition(
@@ -169,7 +182,7 @@ impl InventoryService for Inventory {
         request: Request<GetStockRequest>,
     ) -> Result<Response<StockLevel>, Status> {
         let sku = request.into_inner().sku;
-        let stock = self.state().find(&sku)?.clone();
+        let stock = self.state().read(&sku)?;
         Ok(Response::new(stock))
     }
 
@@ -184,7 +197,7 @@ impl InventoryService for Inventory {
         let state = self.state();
         let stocks = skus
             .iter()
-            .map(|sku| state.find(sku).cloned())
+            .map(|sku| state.read(sku))
             .collect::<Result<_, _>>()?;
         Ok(Response::new(BatchGetStockResponse { stocks }))
     }
@@ -228,6 +241,12 @@ impl InventoryService for Inventory {
 /// The requested reservation lifetime in nanoseconds.
 ///
 /// Errors: INVALID_ARGUMENT unless 0 < ttl <= 24h.
+/// A stock's etag: its available and reserved units, which is all a
+/// reservation changes.
+fn etag(stock: &StockLevel) -> String {
+    format!("{}-{}", stock.available, stock.reserved)
+}
+
 fn ttl_nanos(ttl: Option<Duration>) -> Result<i128, Status> {
     let Some(ttl) = ttl else {
         return Ok(i128::from(DEFAULT_TTL_SECONDS) * NANOS_PER_SECOND);
@@ -264,6 +283,8 @@ fn seed_stocks() -> Vec<StockLevel> {
             .map(|&(code, units)| (code.to_string(), units))
             .collect::<HashMap<_, _>>(),
         update_time: Some(clock::at("2026-01-15T08:00:00Z")),
+        // Made on every read.
+        etag: String::new(),
     };
     vec![
         stock("sku-espresso", 120, &[("ams", 80), ("ber", 40)]),
@@ -284,6 +305,7 @@ mod tests {
             quantity,
             order_name: "users/1/orders/1002".into(),
             ttl,
+            etag: String::new(),
         }
     }
 

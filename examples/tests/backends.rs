@@ -955,6 +955,7 @@ fn reserve(sku: &str, quantity: i32) -> ReserveStockRequest {
         quantity,
         order_name: "users/1/orders/1002".into(),
         ttl: None,
+        etag: String::new(),
     }
 }
 

@@ -29,6 +29,18 @@ pub struct MethodSection {
     /// Overrides `validation:` for this method.
     #[serde(default)]
     pub validation: Option<super::validation::ValidationSection>,
+    /// On a PATCH with a body field whose request has a
+    /// `google.protobuf.FieldMask update_mask`, fill the mask from the
+    /// body's keys when the client sends none (AIP-134). Default true.
+    #[schemars(extend("default" = true))]
+    pub patch_update_mask: Option<bool>,
+    /// The HTTP status of a successful REST call: 200, 201, 202 or 204.
+    /// Default: by convention (see `transcoding.conventional_status`).
+    pub status: Option<u16>,
+    /// The reply field a `201 Created` answer's `Location` is built from,
+    /// through the service's GET route that binds it. Default `name`, else
+    /// the field the service's GET route binds.
+    pub location_field: Option<String>,
 }
 
 /// Per-method overrides.
@@ -46,6 +58,13 @@ pub struct MethodOverrides {
     pub cache_control: Option<http::HeaderValue>,
     /// Overrides `validation:` for this method.
     pub validation: Option<super::validation::ValidationSection>,
+    /// Fill a PATCH's empty `update_mask` from the body's keys. Default (`None`): true.
+    pub patch_update_mask: Option<bool>,
+    /// The success status. Default (`None`): by convention.
+    pub status: Option<http::StatusCode>,
+    /// The reply field `Location` is built from. Default (`None`): `name`,
+    /// else the field the service's GET route binds.
+    pub location_field: Option<String>,
 }
 
 /// Validates `methods:`, keyed by `package.Service.Method`.
@@ -74,6 +93,16 @@ pub(super) fn methods(
                 })
             })
             .transpose()?;
+        let status = match m.status {
+            None => None,
+            Some(code @ (200 | 201 | 202 | 204)) => http::StatusCode::from_u16(code).ok(),
+            Some(code) => bail!(err(
+                &format!("methods.{name}.status"),
+                format!(
+                    "{code} is not a success status the gateway answers with: use 200, 201, 202 or 204"
+                )
+            )),
+        };
         methods.insert(
             full,
             MethodOverrides {
@@ -83,6 +112,10 @@ pub(super) fn methods(
                 unknown_json_fields: m.unknown_json_fields,
                 idempotent: m.idempotent,
                 validation: m.validation,
+                // Only `false` says anything: absent and `true` are the default.
+                patch_update_mask: m.patch_update_mask.filter(|on| !on),
+                status,
+                location_field: m.location_field,
             },
         );
     }

@@ -372,6 +372,31 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             "methods.<pkg.Service.Method>.cache_control",
             Some(none(MethodOverrides::default().cache_control.is_none())),
         ),
+        ("methods.<pkg.Service.Method>.validation", None),
+        (
+            "methods.<pkg.Service.Method>.patch_update_mask",
+            Some(vec![s(MethodOverrides::default()
+                .patch_update_mask
+                .unwrap_or(true))]),
+        ),
+        (
+            "methods.<pkg.Service.Method>.status",
+            Some(vec!["name".to_owned()]),
+        ),
+        (
+            "validation.enabled",
+            Some(vec![
+                s(c.validation.enabled),
+                match c.validation.output_only {
+                    super::validation::OutputOnly::Drop => "drop".to_owned(),
+                    super::validation::OutputOnly::Reject => "reject".to_owned(),
+                },
+            ]),
+        ),
+        (
+            "transcoding.conventional_status",
+            Some(vec![s(t.conventional_status)]),
+        ),
     ];
 
     let readme = readme_rows(include_str!("../../README.md"));

@@ -36,6 +36,12 @@ pub struct TranscodingSection {
     /// `POST /package.Service/Method` for methods without an HTTP rule.
     #[serde(default)]
     pub fallback_routes: bool,
+    /// Success statuses by convention: `201 Created` (with `Location`) for
+    /// `Create*` methods on POST, `204 No Content` for a
+    /// `google.protobuf.Empty` reply, `202 Accepted` for a
+    /// `google.longrunning.Operation`. Off: every success is `200`.
+    #[schemars(extend("default" = true))]
+    pub conventional_status: Option<bool>,
 }
 
 /// What to do with request input that matches no field.
@@ -85,6 +91,9 @@ pub struct TranscodeOptions {
     /// to methods that have no HTTP rule. Default false: only annotated or
     /// configured methods are exposed.
     pub fallback_routes: bool,
+    /// Success statuses by convention (201, 204, 202) rather than always
+    /// 200; `methods.<name>.status` overrides either. Default true.
+    pub conventional_status: bool,
 }
 
 impl Default for TranscodeOptions {
@@ -105,6 +114,7 @@ impl From<TranscodingSection> for TranscodeOptions {
             match_encoded_slashes: t.match_encoded_slashes,
             forward_debug_info: t.forward_debug_info,
             fallback_routes: t.fallback_routes,
+            conventional_status: t.conventional_status.unwrap_or(true),
         }
     }
 }

@@ -117,6 +117,11 @@ pub struct Route {
     /// The method may run twice (`methods.<name>.idempotent`, else its
     /// `idempotency_level`): retried by a backend's `retry` policy.
     pub idempotent: bool,
+    /// A PATCH whose input has a `google.protobuf.FieldMask update_mask`
+    /// the URL does not bind, with a body field (AIP-134): the mask field,
+    /// filled from the body's keys when the client sends no mask
+    /// (`methods.<name>.patch_update_mask`, default on).
+    pub fill_update_mask: Option<prost_reflect::FieldDescriptor>,
     /// 0 for the main rule, 1.. for additional bindings.
     pub binding: usize,
     /// Position in the table, for per-route state kept elsewhere (auth).
@@ -143,6 +148,26 @@ impl Route {
     pub fn is_streaming(&self) -> bool {
         self.method.is_client_streaming() || self.method.is_server_streaming()
     }
+}
+
+/// The `update_mask` a PATCH route fills from its body's keys; see
+/// [`Route::fill_update_mask`].
+fn update_mask_to_fill(
+    method: &MethodDescriptor,
+    http_method: &MethodMatch,
+    body: &BodyRule,
+    path_fields: &[FieldPath],
+    enabled: bool,
+) -> Option<prost_reflect::FieldDescriptor> {
+    let patch = matches!(http_method, MethodMatch::Exact(m) if m == http::Method::PATCH);
+    if !enabled || !patch || !matches!(body, BodyRule::Field(_)) {
+        return None;
+    }
+    let mask = method.input().get_field_by_name("update_mask")?;
+    let is_mask =
+        matches!(mask.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask");
+    let bound = path_fields.iter().any(|p| p.fields()[0] == mask);
+    (is_mask && !mask.is_list() && !bound).then_some(mask)
 }
 
 /// A successful lookup.
@@ -1031,6 +1056,13 @@ fn compile(
         method.name()
     ))
     .map_err(|e| rule_err(format!("cannot form the gRPC path: {e}")))?;
+    let fill_update_mask = update_mask_to_fill(
+        method,
+        &http_method,
+        &body,
+        &path_fields,
+        overrides.and_then(|o| o.patch_update_mask).unwrap_or(true),
+    );
     Ok(Route {
         method: method.clone(),
         http_method,
@@ -1053,6 +1085,7 @@ fn compile(
         idempotent: overrides
             .and_then(|o| o.idempotent)
             .unwrap_or_else(|| may_run_twice(method)),
+        fill_update_mask,
         binding: binding.index,
         index: 0,
     })

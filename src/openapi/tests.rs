@@ -212,7 +212,8 @@ fn schemas_use_proto3_json_forms() {
     assert_eq!(node["required"], json!(["name"]));
     assert_eq!(
         p["name"],
-        json!({"type": "string", "description": "Its name."})
+        // REQUIRED: its empty value is missing.
+        json!({"type": "string", "description": "Its name.", "minLength": 1})
     );
     assert_eq!(
         p["children"]["items"],

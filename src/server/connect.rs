@@ -198,40 +198,16 @@ pub(super) async fn unary(
     if kind == Kind::Get
         && let Some(cache_control) = &method.cache_control
     {
-        return Ok(cached(parts, headers, body, cache_control));
+        return Ok(super::conditional::answer(
+            parts,
+            StatusCode::OK,
+            headers,
+            body,
+            None,
+            Some(cache_control),
+        ));
     }
     Ok((StatusCode::OK, headers, body).into_response())
-}
-
-/// A GET answer a cache may keep: `Cache-Control` as configured and an
-/// `ETag` of the body; `304 Not Modified` when the client has it already.
-fn cached(
-    parts: &Parts,
-    mut headers: HeaderMap,
-    body: Bytes,
-    cache_control: &HeaderValue,
-) -> Response {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(&body);
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    let etag = format!("\"{hex}\"");
-    headers.insert(http::header::CACHE_CONTROL, cache_control.clone());
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        headers.insert(http::header::ETAG, value);
-    }
-    let fresh = parts
-        .headers
-        .get_all(http::header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
-    if fresh {
-        headers.remove(CONTENT_TYPE);
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
-    }
-    (StatusCode::OK, headers, body).into_response()
 }
 
 /// The message of a GET call: `message` as percent-encoded text, or

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod compression;
+pub mod conditional;
 pub mod connect;
 pub mod connection;
 pub mod docs;

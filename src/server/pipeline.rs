@@ -344,12 +344,26 @@ pub(super) fn message(
     parts: &Parts,
     body: Bytes,
 ) -> Result<Vec<u8>, GatewayError> {
+    let conditional = call
+        .plan
+        .codec
+        .etag()
+        .request
+        .as_ref()
+        .and_then(|at| Some((at, super::conditional::if_match(parts)?)));
     let Some(rules) = &call.plan.validation else {
-        return build_message(call, parts, body);
+        let mut input = build_message(call, parts, body)?;
+        if let Some((at, etag)) = conditional {
+            transcode::etag::write(at, &etag, &mut input);
+        }
+        return Ok(input);
     };
     let route = &call.plan.route;
     let json = !route.raw_request && !is_protobuf(essence(content_type(parts)));
-    let input = build_message(call, parts, body.clone())?;
+    let mut input = build_message(call, parts, body.clone())?;
+    if let Some((at, etag)) = conditional {
+        transcode::etag::write(at, &etag, &mut input);
+    }
     let body_field = match &route.body {
         BodyRule::Field(path) => Some(path.dotted()),
         _ => None,
@@ -606,6 +620,7 @@ pub(super) async fn read_body(
 /// # Errors
 /// [`GatewayError::BadBackend`] for a reply that does not decode.
 pub(super) fn render_reply(
+    parts: &Parts,
     plan: &RoutePlan,
     backend: &str,
     reply: &[u8],
@@ -616,6 +631,29 @@ pub(super) fn render_reply(
         backend: backend.to_owned(),
         cause,
     };
+    let etag = plan
+        .codec
+        .etag()
+        .reply
+        .and_then(|number| transcode::etag::read(reply, number));
+    let success = &plan.success;
+    let answer = |mut headers: HeaderMap, mut body: Bytes| {
+        if success.status == StatusCode::NO_CONTENT {
+            headers.remove(CONTENT_TYPE);
+            body = Bytes::new();
+        }
+        if let Some(location) = success.location.as_deref().and_then(|l| location(l, reply)) {
+            headers.insert(http::header::LOCATION, location);
+        }
+        super::conditional::answer(
+            parts,
+            success.status,
+            headers,
+            body,
+            etag.clone(),
+            plan.cache_control.as_ref(),
+        )
+    };
     if let ReplyType::Protobuf(media) = reply_type
         && !plan.route.raw_response
     {
@@ -624,7 +662,7 @@ pub(super) fn render_reply(
             Some(path) => response_field(plan, reply, path).map_err(bad)?,
         };
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(media));
-        return Ok((StatusCode::OK, headers, body).into_response());
+        return Ok(answer(headers, body));
     }
     if plan.route.raw_response {
         let body = http_body::decode(reply).map_err(|e| bad(e.to_string()))?;
@@ -635,7 +673,39 @@ pub(super) fn render_reply(
     }
     let json = plan.codec.response(reply).map_err(|e| bad(e.to_string()))?;
     headers.insert(CONTENT_TYPE, JSON);
-    Ok((StatusCode::OK, headers, json).into_response())
+    Ok(answer(headers, Bytes::from(json)))
+}
+
+/// Where a created resource is (AIP-133): the reply's naming field through
+/// the service's GET template; `None` when the field is empty.
+fn location(location: &crate::plan::Location, reply: &[u8]) -> Option<HeaderValue> {
+    const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let value = transcode::etag::read_scalar(reply, &location.field)?;
+    let value = percent_encoding::utf8_percent_encode(&value, PATH);
+    HeaderValue::from_str(&format!("{}{value}{}", location.before, location.after)).ok()
+}
+
+/// A backend's refusal of a write that carried `If-Match` into the
+/// request's etag field: `412 Precondition Failed` (AIP-154) when it is
+/// `FAILED_PRECONDITION` or `ABORTED`; any other error as it is.
+pub(super) fn precondition(error: GatewayError, parts: &Parts, plan: &RoutePlan) -> GatewayError {
+    match error {
+        GatewayError::Upstream(status)
+            if matches!(
+                status.code,
+                tonic::Code::FailedPrecondition | tonic::Code::Aborted
+            ) && plan.codec.etag().request.is_some()
+                && super::conditional::if_match(parts).is_some() =>
+        {
+            GatewayError::PreconditionFailed(status)
+        }
+        other => other,
+    }
 }
 
 /// The `response_body` field's message of a reply, encoded; its default
@@ -671,12 +741,21 @@ pub(super) fn call_error(gw: &Gateway, backend: &str, error: CallError) -> Gatew
                     )
                 })
                 .flatten();
+            // As for a reply: header metadata, then the trailers.
+            let mut headers = response_headers(&headers, Some(status.metadata()));
+            // A backend that says when to come back: RFC 9110's header for it.
+            if matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::Unavailable
+            ) && let Some(seconds) = transcode::status::retry_after(status.details())
+            {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
             GatewayError::Upstream(Box::new(UpstreamStatus {
                 code: status.code(),
                 message: status.message().to_owned(),
                 details,
-                // As for a reply: header metadata, then the trailers.
-                headers: response_headers(&headers, Some(status.metadata())),
+                headers,
             }))
         }
         CallError::Unreachable(cause) => GatewayError::Unavailable {

@@ -155,6 +155,7 @@ pub(super) async fn call(
                 timing.finish(tonic::Code::Ok);
                 let headers = response_headers(&reply_headers, trailers.as_ref());
                 render_reply(
+                    parts,
                     plan,
                     &target.name,
                     &reply,

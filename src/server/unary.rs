@@ -53,7 +53,16 @@ pub(super) async fn call(
             .map_or_else(|e| e.code(), |_| tonic::Code::Ok),
     );
     drop(timing);
-    let reply = reply.map_err(|e| pipeline::call_error(gw, &target.name, e))?;
+    let reply = reply.map_err(|e| {
+        pipeline::precondition(pipeline::call_error(gw, &target.name, e), parts, plan)
+    })?;
     let headers = response_headers(&reply.headers, reply.trailers.as_ref());
-    pipeline::render_reply(plan, &target.name, &reply.message, headers, &reply_type)
+    pipeline::render_reply(
+        parts,
+        plan,
+        &target.name,
+        &reply.message,
+        headers,
+        &reply_type,
+    )
 }

@@ -7,12 +7,14 @@
 //! checked against this one.
 
 mod duplicate_keys;
+pub mod etag;
 pub mod fast;
 pub mod http_body;
 mod query;
 mod request;
 pub mod response;
 pub mod status;
+mod update_mask;
 pub mod value;
 
 pub use request::{message_from_json, request};
@@ -59,6 +61,8 @@ pub struct RouteCodec {
     request: Option<RequestPlan>,
     /// Index of the reply plan, when the whole reply is the body.
     reply: Option<usize>,
+    /// Where its messages carry an etag.
+    etag: Arc<etag::EtagFields>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +129,7 @@ impl Transcoder {
             route: route.clone(),
             request,
             reply,
+            etag: Arc::new(etag::EtagFields::of(route)),
         }
     }
 }
@@ -133,6 +138,11 @@ impl RouteCodec {
     /// The route this codec transcodes.
     pub fn route(&self) -> &Arc<Route> {
         &self.route
+    }
+
+    /// Where the route's messages carry an etag.
+    pub fn etag(&self) -> &etag::EtagFields {
+        &self.etag
     }
 
     /// Builds and encodes the route's request message (see [`request`]).
@@ -146,13 +156,18 @@ impl RouteCodec {
         body: &[u8],
     ) -> Result<Vec<u8>, TranscodeError> {
         let query = query.filter(|q| !q.is_empty());
-        if let Some(plan) = &self.request
-            && !(plan.query_oneofs && query.is_some())
-            && let Some(wire) = self.fast_request(plan.body, values, query, body)?
-        {
-            return Ok(wire);
-        }
-        request(&self.route, values, query, body)
+        let fast = match &self.request {
+            Some(plan) if !(plan.query_oneofs && query.is_some()) => {
+                self.fast_request(plan.body, values, query, body)?
+            }
+            _ => None,
+        };
+        let mut wire = match fast {
+            Some(wire) => wire,
+            None => request(&self.route, values, query, body)?,
+        };
+        update_mask::fill(&self.route, query, body, &mut wire);
+        Ok(wire)
     }
 
     /// The fast request path: the body's wire bytes, then each path value

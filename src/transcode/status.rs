@@ -58,6 +58,27 @@ pub fn details(
     RawValue::from_string(String::from_utf8(out).ok()?).ok()
 }
 
+/// The delay of a `google.rpc.RetryInfo` detail, in whole seconds rounded
+/// up, for a `Retry-After` header; `None` without one.
+pub fn retry_after(status_bin: &[u8]) -> Option<u64> {
+    /// `google.rpc.RetryInfo`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct RetryInfo {
+        #[prost(message, optional, tag = "1")]
+        retry_delay: Option<prost_types::Duration>,
+    }
+    let status = RpcStatus::decode(status_bin).ok()?;
+    let detail = status
+        .details
+        .iter()
+        .find(|d| d.type_url.rsplit('/').next() == Some("google.rpc.RetryInfo"))?;
+    let delay = RetryInfo::decode(detail.value.as_slice())
+        .ok()?
+        .retry_delay?;
+    let seconds = u64::try_from(delay.seconds).ok()?;
+    Some(seconds + u64::from(delay.nanos > 0))
+}
+
 /// `google.rpc.Status` as `grpc-status-details-bin` carries it.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RpcStatus {

@@ -348,18 +348,18 @@ impl MethodRules {
             match validator.validate(&message) {
                 Ok(()) => {}
                 Err(prost_protovalidate::Error::Validation(e)) => {
-                    // A missing REQUIRED field breaks its value rules too: say it once.
-                    let missing: Vec<Vec<Element>> = found
+                    let ruled: Vec<Violation> = e
+                        .violations()
                         .iter()
-                        .filter(|v| v.rule == "field_behavior.required")
-                        .map(|v| v.path.clone())
+                        .map(|v| from_protovalidate(&self.input, v, &self.cel))
                         .collect();
-                    found.extend(
-                        e.violations()
-                            .iter()
-                            .map(|v| from_protovalidate(&self.input, v, &self.cel))
-                            .filter(|v| !missing.contains(&v.path)),
-                    );
+                    // A zero value breaks REQUIRED and the value's own rules:
+                    // the rule says more than "required".
+                    found.retain(|v| {
+                        v.rule != "field_behavior.required"
+                            || !ruled.iter().any(|r| r.path == v.path)
+                    });
+                    found.extend(ruled);
                 }
                 Err(e) => {
                     // Compiled at startup, so only a CEL evaluation can fail here.

@@ -166,7 +166,7 @@ async fn unknown_input_can_be_ignored_by_config() {
             Some(r#"{"email": "x@example.com", "displayName": "X", "nickname": "x"}"#),
         )
         .await;
-    assert_eq!(created.status, 200, "{:?}", created.json);
+    assert_eq!(created.status, 201, "{:?}", created.json);
 }
 
 #[tokio::test]

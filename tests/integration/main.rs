@@ -16,6 +16,7 @@ mod balancing;
 mod bindings;
 mod cli;
 mod connect;
+mod conventions;
 mod deadlines;
 mod descriptor_set;
 mod edge;

@@ -261,6 +261,22 @@ async fn debug_info_is_dropped_unless_configured() {
 }
 
 #[tokio::test]
+async fn retry_info_becomes_retry_after() {
+    let (stack, _) = start("").await;
+    let reply = stack.echo(json!({"fault": "FAULT_RETRY_INFO"}), &[]).await;
+    assert_eq!(reply.status, 429, "{}", reply.json);
+    // 2.5 seconds, rounded up to whole seconds.
+    assert_eq!(reply.headers["retry-after"], "3");
+    assert_eq!(
+        reply.json["details"][0]["@type"],
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
+    // Without the detail, no header.
+    let reply = stack.echo(json!({"fault": "FAULT_INTERNAL"}), &[]).await;
+    assert!(reply.headers.get("retry-after").is_none());
+}
+
+#[tokio::test]
 async fn body_content_type_must_be_json_like() {
     let (stack, _) = start("").await;
     for (content_type, want) in [

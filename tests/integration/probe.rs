@@ -319,6 +319,32 @@ impl Probe {
                 trailers.insert("grpc-status", "3".parse().unwrap());
                 trailers.insert("grpc-status-details-bin", "!!!".parse().unwrap());
             }
+            13 => {
+                frames.clear();
+                let retry = prost_types::Duration {
+                    seconds: 2,
+                    nanos: 500_000_000,
+                };
+                let status = RpcStatus {
+                    code: 8,
+                    message: "slow down".into(),
+                    details: vec![prost_types::Any {
+                        type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                        // google.rpc.RetryInfo { retry_delay = 1 }
+                        value: {
+                            let mut v = Vec::new();
+                            prost::encoding::message::encode(1, &retry, &mut v);
+                            v
+                        },
+                    }],
+                };
+                use base64::Engine;
+                let bin =
+                    base64::engine::general_purpose::STANDARD_NO_PAD.encode(status.encode_to_vec());
+                trailers.insert("grpc-status", "8".parse().unwrap());
+                trailers.insert("grpc-message", "slow%20down".parse().unwrap());
+                trailers.insert("grpc-status-details-bin", bin.parse().unwrap());
+            }
             _ => {}
         }
         let mut frames: Vec<Result<Frame<Bytes>, tonic::Status>> =

@@ -43,7 +43,7 @@ async fn rest_routes_take_and_answer_binary_messages() {
         .send()
         .await
         .unwrap();
-    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.status(), 201);
     let created = User::decode(reply.bytes().await.unwrap()).unwrap();
     assert_eq!(created.display_name, "Grace Hopper");
     assert!(created.id > 0);
@@ -63,7 +63,7 @@ async fn rest_routes_take_and_answer_binary_messages() {
         .send()
         .await
         .unwrap();
-    assert_eq!(reply.status(), 200);
+    assert_eq!(reply.status(), 201);
     let json: serde_json::Value = serde_json::from_slice(&reply.bytes().await.unwrap()).unwrap();
     assert_eq!(json["email"], "pb-second@example.com");
 

@@ -293,12 +293,17 @@ impl Stack {
             }
         }
         let (status, headers, bytes) = self.send(method, path, &all, body).await;
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-            panic!(
-                "{status}: body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
+        // 204 No Content, 304 Not Modified: no body at all.
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: body is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
         Reply {
             status,
             headers,

@@ -1,6 +1,6 @@
 //! Every kind of binding of the example services, end to end.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{start, start_in_process};
 
@@ -62,7 +62,8 @@ async fn post_body_field_then_get_it_back() {
             Some(r#"{"email": "katherine@example.com", "displayName": "Katherine Johnson", "role": "ROLE_CUSTOMER", "labels": {"team": "nasa"}}"#),
         )
         .await;
-    assert_eq!(created.status, 200, "{:?}", created.json);
+    assert_eq!(created.status, 201, "{:?}", created.json);
+    assert_eq!(created.headers["location"], "/v1/users/4");
     assert_eq!(created.json["id"], "4");
     assert_eq!(created.json["labels"], json!({"team": "nasa"}));
     let fetched = stack.get("/v1/users/4").await;
@@ -87,11 +88,18 @@ async fn patch_with_field_mask_from_query() {
 }
 
 #[tokio::test]
-async fn delete_returns_empty_object() {
+async fn an_empty_reply_is_no_content() {
     let stack = start_in_process().await;
     let reply = stack.call("DELETE", "/v1/users/3", None).await;
-    assert_eq!((reply.status.as_u16(), &reply.json), (200, &json!({})));
+    assert_eq!(reply.status, 204);
+    assert!(reply.headers.get("content-type").is_none());
+    assert_eq!(reply.json, Value::Null, "no body");
     assert_eq!(stack.get("/v1/users/3").await.status, 404);
+    // Switched off: 200 with `{}`, as before conventions.
+    let stack =
+        crate::support::start_in_process_with(|c| c.transcode.conventional_status = false).await;
+    let reply = stack.call("DELETE", "/v1/users/2", None).await;
+    assert_eq!((reply.status.as_u16(), &reply.json), (200, &json!({})));
 }
 
 #[tokio::test]
@@ -227,7 +235,7 @@ async fn bodyless_binding_takes_empty_json_bodies() {
         assert_eq!(reply.json["id"], "1", "{body:?}");
     }
     let deleted = stack.call("DELETE", "/v1/users/3", Some("{}")).await;
-    assert_eq!((deleted.status.as_u16(), &deleted.json), (200, &json!({})));
+    assert_eq!(deleted.status, 204);
     assert_eq!(stack.get("/v1/users/3").await.status, 404);
 }
 
@@ -306,11 +314,11 @@ async fn empty_content_type_is_no_content_type() {
     )
     .await
     .unwrap();
-    assert_eq!(created.status(), 200);
+    assert_eq!(created.status(), 201);
     let deleted = send(reqwest::Method::DELETE, "/v1/users/3", b"", "{}")
         .await
         .unwrap();
-    assert_eq!(deleted.status(), 200);
+    assert_eq!(deleted.status(), 204);
     // A value that is not text is still no JSON type.
     let binary = send(reqwest::Method::POST, "/v1/users", b"\xff", "{}")
         .await
