@@ -101,25 +101,7 @@ impl Success {
     fn of(route: &Route, config: &Config, locations: &Locations) -> Self {
         let overrides = config.methods.get(route.method.full_name());
         let output = route.method.output();
-        let conventional = || {
-            let post = matches!(&route.http_method, crate::http_rule::MethodMatch::Exact(m) if m == http::Method::POST);
-            if route.response_body.is_some() || route.raw_response {
-                http::StatusCode::OK
-            } else if output.full_name() == "google.protobuf.Empty" {
-                http::StatusCode::NO_CONTENT
-            } else if output.full_name() == "google.longrunning.Operation" {
-                http::StatusCode::ACCEPTED
-            } else if post && route.method.name().starts_with("Create") {
-                http::StatusCode::CREATED
-            } else {
-                http::StatusCode::OK
-            }
-        };
-        let status = match overrides.and_then(|m| m.status) {
-            Some(status) => status,
-            None if config.transcode.conventional_status && !route.is_streaming() => conventional(),
-            None => http::StatusCode::OK,
-        };
+        let status = route.success_status;
         let location = (status == http::StatusCode::CREATED)
             .then(|| {
                 let service = route.method.parent_service().full_name().to_owned();

@@ -1,7 +1,7 @@
 // Opens the gateway's docs page in headless Chromium with every request
 // outside loopback blocked (the page must work offline), checks that the
-// operations are listed, runs "Try it out" on GET /v2/users/{id}, and writes
-// a screenshot.
+// operations are listed with what the protos' openapiv2 options say, runs
+// "Try it out" on GET /v2/users/{id}, and writes a screenshot.
 //
 //   node docs-check.mjs [base-url] [screenshot-path]
 import { chromium } from "playwright-core";
@@ -50,6 +50,17 @@ try {
   for (const id of ["UserService_v1_GetUser", "UserService_v2_GetUser", "UserService_v2_DeactivateUser", "OrderService_CancelOrder", "InventoryService_BatchGetStock"]) {
     if ((await page.getByText(id, { exact: true }).count()) === 0) fail(`operation ${id} is not listed`);
   }
+
+  // grpc-gateway's openapiv2 options in the shop's protos: an operation
+  // summary, a tag description, an example request body.
+  for (const text of ["Place an order", "Orders of the example shop's users"]) {
+    if ((await page.getByText(text).count()) === 0) fail(`the page does not show "${text}" (openapiv2 options)`);
+  }
+  const create = page.locator("#operations-OrderService-OrderService_CreateOrder");
+  await create.locator(".opblock-summary").click();
+  const example = await create.locator(".body-param__example, .highlight-code").first().innerText({ timeout: 15000 });
+  if (!example.includes("GC-7731")) fail(`CreateOrder's example body is not the proto's: ${example.slice(0, 200)}`);
+  await create.locator(".opblock-summary").click();
 
   // Try it out: GET /v2/users/{id} with id = 1 (v2 comes from the backend by reflection).
   const op = page.locator("#operations-UserService_v2-UserService_v2_GetUser");

@@ -1,5 +1,6 @@
-//! The protos compiled into the binary: `google/api`, `google/rpc` and the
-//! validation rules (`buf/validate`, protoc-gen-validate's `validate`).
+//! The protos compiled into the binary: `google/api`, `google/rpc`, the
+//! validation rules (`buf/validate`, protoc-gen-validate's `validate`) and
+//! grpc-gateway's OpenAPI options (`protoc-gen-openapiv2/options`).
 //!
 //! Users' protos can import `google/api/annotations.proto` or
 //! `buf/validate/validate.proto` without shipping them, and error details
@@ -45,6 +46,14 @@ pub const FILES: &[(&str, &str)] = &[
     (
         "validate/validate.proto",
         include_str!("../../protos/validate/validate.proto"),
+    ),
+    (
+        "protoc-gen-openapiv2/options/annotations.proto",
+        include_str!("../../protos/protoc-gen-openapiv2/options/annotations.proto"),
+    ),
+    (
+        "protoc-gen-openapiv2/options/openapiv2.proto",
+        include_str!("../../protos/protoc-gen-openapiv2/options/openapiv2.proto"),
     ),
 ];
 

@@ -122,6 +122,12 @@ pub struct Route {
     /// filled from the body's keys when the client sends no mask
     /// (`methods.<name>.patch_update_mask`, default on).
     pub fill_update_mask: Option<prost_reflect::FieldDescriptor>,
+    /// The status of a successful REST answer: `methods.<name>.status`,
+    /// else by convention (`transcoding.conventional_status`): 201 for a
+    /// `Create*` method on POST, 204 for a `google.protobuf.Empty` reply,
+    /// 202 for a `google.longrunning.Operation`; 200 otherwise and for
+    /// streams and raw replies.
+    pub success_status: http::StatusCode,
     /// 0 for the main rule, 1.. for additional bindings.
     pub binding: usize,
     /// Position in the table, for per-route state kept elsewhere (auth).
@@ -147,6 +153,31 @@ impl Route {
     /// Whether either side of the method streams.
     pub fn is_streaming(&self) -> bool {
         self.method.is_client_streaming() || self.method.is_server_streaming()
+    }
+}
+
+/// See [`Route::success_status`].
+fn success_status(
+    method: &MethodDescriptor,
+    http_method: &MethodMatch,
+    partial_reply: bool,
+    configured: Option<http::StatusCode>,
+    conventional: bool,
+) -> http::StatusCode {
+    use http::StatusCode;
+    if let Some(status) = configured {
+        return status;
+    }
+    let streaming = method.is_client_streaming() || method.is_server_streaming();
+    if !conventional || streaming || partial_reply {
+        return StatusCode::OK;
+    }
+    let post = matches!(http_method, MethodMatch::Exact(m) if m == http::Method::POST);
+    match method.output().full_name() {
+        "google.protobuf.Empty" => StatusCode::NO_CONTENT,
+        "google.longrunning.Operation" => StatusCode::ACCEPTED,
+        _ if post && method.name().starts_with("Create") => StatusCode::CREATED,
+        _ => StatusCode::OK,
     }
 }
 
@@ -1063,6 +1094,13 @@ fn compile(
         &path_fields,
         overrides.and_then(|o| o.patch_update_mask).unwrap_or(true),
     );
+    let success_status = success_status(
+        method,
+        &http_method,
+        response_body.is_some() || raw_response,
+        overrides.and_then(|o| o.status),
+        config.transcode.conventional_status,
+    );
     Ok(Route {
         method: method.clone(),
         http_method,
@@ -1086,6 +1124,7 @@ fn compile(
             .and_then(|o| o.idempotent)
             .unwrap_or_else(|| may_run_twice(method)),
         fill_update_mask,
+        success_status,
         binding: binding.index,
         index: 0,
     })

@@ -6,6 +6,7 @@
 //! response bodies from the body rules, and `google.rpc.Status` for errors.
 //! It is built once at startup; serving it and the docs UI is `server`'s job.
 
+pub mod annotations;
 pub mod comments;
 pub mod constraints;
 pub mod schema;
@@ -90,8 +91,10 @@ pub fn document_for(
 ) -> OpenApi {
     let comments = Comments::index(pool);
     let rules = crate::validate::rules_pool(pool, &config.validation).and_then(Rules::new);
-    let mut schemas =
-        Schemas::new(pool, &comments, config.transcode.json).with_rules(rules.as_ref());
+    let notes = annotations::Annotations::new(pool);
+    let mut schemas = Schemas::new(pool, &comments, config.transcode.json)
+        .with_rules(rules.as_ref())
+        .with_annotations(notes.as_ref());
     let tags = TagNames::new(routes);
     let mut paths: Vec<(String, HttpMethod, utoipa::openapi::path::Operation)> = Vec::new();
     let mut taken: HashSet<(String, String)> = HashSet::new();
@@ -112,6 +115,9 @@ pub fn document_for(
             taken.insert((normalized(&shape.path), route.http_method.to_string()));
         }
         let mut operation = operation(route, &shape.params, &tags, &mut schemas, &comments);
+        if let Some(option) = notes.as_ref().and_then(|n| n.operation(&route.method)) {
+            annotate_operation(&mut operation, &option, &mut schemas);
+        }
         if let Some(requirement) = Some(auth.requirement(route)).filter(|r| !r.public) {
             // Alternatives: any one accepted credential with the scopes satisfies the route.
             let alternatives = auth.accepted(&requirement).map(|c| {
@@ -151,7 +157,7 @@ pub fn document_for(
     }
     let components = components.build();
     let options = &config.openapi;
-    OpenApiBuilder::new()
+    let mut document = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title(options.title.clone())
@@ -165,10 +171,196 @@ pub fn document_for(
                 .iter()
                 .map(|s| ServerBuilder::new().url(s.clone()).build())
         }))
-        .tags(Some(tags.tags(routes, &comments)))
+        .tags(Some(tags.tags(routes, &comments, notes.as_ref())))
         .paths(builder.build())
         .components(Some(components))
-        .build()
+        .build();
+    if let Some(notes) = &notes {
+        annotate_document(&mut document, notes, routes, config);
+    }
+    document
+}
+
+/// An `openapiv2_operation` applied to an operation: what it sets wins.
+fn annotate_operation(
+    op: &mut utoipa::openapi::path::Operation,
+    option: &prost_reflect::DynamicMessage,
+    schemas: &mut Schemas<'_>,
+) {
+    use annotations::text;
+    if let Some(summary) = text(option, "summary") {
+        op.summary = Some(summary);
+    }
+    if let Some(description) = text(option, "description") {
+        op.description = Some(description);
+    }
+    if let Some(id) = text(option, "operation_id") {
+        op.operation_id = Some(id);
+    }
+    let tags: Vec<String> = option
+        .get_field_by_name("tags")
+        .and_then(|v| {
+            v.as_list().map(|l| {
+                l.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    if !tags.is_empty() {
+        op.tags = Some(tags);
+    }
+    if option
+        .get_field_by_name("deprecated")
+        .and_then(|v| v.as_bool())
+        == Some(true)
+    {
+        op.deprecated = Some(Deprecated::True);
+    }
+    if let Some(docs) = annotations::external_docs(option) {
+        op.external_docs = Some(docs);
+    }
+    if let Some(security) = annotations::security(option) {
+        op.security = Some(security);
+    }
+    for (code, description, example) in annotations::responses(option) {
+        match op.responses.responses.get_mut(&code) {
+            Some(RefOr::T(response)) => {
+                if !description.is_empty() {
+                    response.description = description;
+                }
+                if let Some(example) = example
+                    && let Some(RefOr::T(content)) = response.content.get_mut("application/json")
+                {
+                    content.example = Some(example);
+                }
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                let mut response = ResponseBuilder::new().description(description);
+                if code != "204" {
+                    response = response.content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(schemas.status()))
+                            .example(example)
+                            .build(),
+                    );
+                }
+                op.responses
+                    .responses
+                    .insert(code, RefOr::T(response.build()));
+            }
+        }
+    }
+}
+
+/// The `openapiv2_swagger` of the routed files applied to the document:
+/// info, tags, external docs, servers, security.
+fn annotate_document(
+    document: &mut OpenApi,
+    notes: &annotations::Annotations,
+    routes: &[Arc<Route>],
+    config: &Config,
+) {
+    use annotations::text;
+    let mut seen = HashSet::new();
+    let swaggers = routes
+        .iter()
+        .filter(|r| seen.insert(r.method.parent_file().name().to_owned()))
+        .filter_map(|r| notes.swagger(&r.method));
+    for swagger in swaggers {
+        if let Some(info) = swagger
+            .get_field_by_name("info")
+            .and_then(|v| v.as_message().cloned())
+            && swagger.has_field_by_name("info")
+        {
+            // The config's title and version, when set, stay the config's.
+            let defaults = crate::config::OpenApiOptions::default();
+            if config.openapi.title == defaults.title
+                && let Some(title) = text(&info, "title")
+            {
+                document.info.title = title;
+            }
+            if config.openapi.version == defaults.version
+                && let Some(version) = text(&info, "version")
+            {
+                document.info.version = version;
+            }
+            if config.openapi.description.is_none()
+                && let Some(description) = text(&info, "description")
+            {
+                document.info.description = Some(description);
+            }
+            if let Some(terms) = text(&info, "terms_of_service") {
+                document.info.terms_of_service = Some(terms);
+            }
+            if let Some(contact) = info
+                .get_field_by_name("contact")
+                .and_then(|v| v.as_message().cloned())
+            {
+                let mut c = utoipa::openapi::info::Contact::new();
+                c.name = text(&contact, "name");
+                c.url = text(&contact, "url");
+                c.email = text(&contact, "email");
+                document.info.contact = Some(c);
+            }
+            if let Some(license) = info
+                .get_field_by_name("license")
+                .and_then(|v| v.as_message().cloned())
+                && let Some(name) = text(&license, "name")
+            {
+                let mut l = utoipa::openapi::info::License::new(name);
+                l.url = text(&license, "url");
+                document.info.license = Some(l);
+            }
+        }
+        if let Some(docs) = annotations::external_docs(&swagger) {
+            document.external_docs = Some(docs);
+        }
+        if config.openapi.servers.is_empty() {
+            let urls = annotations::servers(&swagger);
+            if !urls.is_empty() {
+                document.servers = Some(
+                    urls.into_iter()
+                        .map(|u| ServerBuilder::new().url(u).build())
+                        .collect(),
+                );
+            }
+        }
+        if let Some(security) = annotations::security(&swagger) {
+            document.security = Some(security);
+        }
+        if let Some(prost_reflect::Value::List(tags)) = swagger.get_field_by_name("tags").as_deref()
+        {
+            let list = document.tags.get_or_insert_with(Vec::new);
+            for tag in tags.iter().filter_map(|t| t.as_message()) {
+                let Some(name) = text(tag, "name") else {
+                    continue;
+                };
+                let docs = annotations::external_docs(tag);
+                let description = text(tag, "description");
+                match list.iter_mut().find(|t| t.name == name) {
+                    Some(known) => {
+                        if description.is_some() {
+                            known.description = description;
+                        }
+                        if docs.is_some() {
+                            known.external_docs = docs;
+                        }
+                    }
+                    None => {
+                        let mut t = TagBuilder::new()
+                            .name(name)
+                            .description(description)
+                            .build();
+                        t.external_docs = docs;
+                        list.push(t);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One security scheme per JWT provider (bearer, or an API-key-shaped scheme
@@ -462,9 +654,27 @@ fn operation(
                 .content("text/event-stream", ContentBuilder::new().schema(Some(reply)).build())
                 .content("application/json", ContentBuilder::new().schema(Some(array)).build())
         }
+        (false, false) if route.success_status == http::StatusCode::NO_CONTENT => {
+            ResponseBuilder::new().description("No Content: the reply is empty (google.protobuf.Empty).")
+        }
         (false, false) => {
-            let ok = ResponseBuilder::new()
-                .description("OK: proto3 JSON, or with `Accept: application/x-protobuf` the binary message.")
+            let what = match route.success_status {
+                http::StatusCode::CREATED => "Created (its `Location` names it)",
+                http::StatusCode::ACCEPTED => "Accepted: a long-running operation",
+                _ => "OK",
+            };
+            let mut ok = ResponseBuilder::new()
+                .description(format!("{what}: proto3 JSON, or with `Accept: application/x-protobuf` the binary message."));
+            if route.success_status == http::StatusCode::CREATED {
+                ok = ok.header(
+                    "Location",
+                    utoipa::openapi::header::HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .description(Some("Where the created resource is read back."))
+                        .build(),
+                );
+            }
+            let ok = ok
                 .content(
                     "application/json",
                     ContentBuilder::new().schema(Some(reply)).build(),
@@ -493,7 +703,7 @@ fn operation(
             "application/json",
             ContentBuilder::new().schema(Some(schemas.status())).build(),
         );
-    op.response("200", ok.build())
+    op.response(route.success_status.as_str(), ok.build())
         .response("default", error.build())
         .build()
 }
@@ -767,7 +977,12 @@ impl TagNames {
             .unwrap_or_else(|| service.replace('.', "_"))
     }
 
-    fn tags(&self, routes: &[Arc<Route>], comments: &Comments) -> Vec<utoipa::openapi::tag::Tag> {
+    fn tags(
+        &self,
+        routes: &[Arc<Route>],
+        comments: &Comments,
+        notes: Option<&annotations::Annotations>,
+    ) -> Vec<utoipa::openapi::tag::Tag> {
         let mut seen = HashSet::new();
         routes
             .iter()
@@ -777,10 +992,18 @@ impl TagNames {
                 let description = comments
                     .get(s.parent_file().name(), s.path())
                     .map(str::to_owned);
-                TagBuilder::new()
+                let option = notes.and_then(|n| n.tag(s));
+                let mut tag = TagBuilder::new()
                     .name(self.name(s.full_name()))
-                    .description(description)
-                    .build()
+                    .description(
+                        option
+                            .as_ref()
+                            .and_then(|o| annotations::text(o, "description"))
+                            .or(description),
+                    )
+                    .build();
+                tag.external_docs = option.as_ref().and_then(annotations::external_docs);
+                tag
             })
             .collect()
     }

@@ -33,6 +33,7 @@ pub struct Schemas<'a> {
     json: JsonOptions,
     components: BTreeMap<String, RefOr<Schema>>,
     rules: Option<&'a Rules>,
+    annotations: Option<&'a super::annotations::Annotations>,
 }
 
 impl<'a> Schemas<'a> {
@@ -44,7 +45,17 @@ impl<'a> Schemas<'a> {
             json,
             components: BTreeMap::new(),
             rules: None,
+            annotations: None,
         }
+    }
+
+    /// Applies grpc-gateway's `openapiv2_schema` and `openapiv2_field` options too.
+    pub fn with_annotations(
+        mut self,
+        annotations: Option<&'a super::annotations::Annotations>,
+    ) -> Self {
+        self.annotations = annotations;
+        self
     }
 
     /// Documents the validation rules of `rules` too.
@@ -137,6 +148,9 @@ impl<'a> Schemas<'a> {
             object.description = with_notes(description, &mut notes);
             object.read_only = read_only.then_some(true);
             object.write_only = write_only.then_some(true);
+            if let Some(js) = self.annotations.and_then(|a| a.field(field)) {
+                super::annotations::json_schema(&js, &mut object);
+            }
             return RefOr::T(Schema::Object(object));
         }
         let mut single = self.kind(&field.kind());
@@ -168,6 +182,9 @@ impl<'a> Schemas<'a> {
             array.description = with_notes(description, &mut notes);
             if deprecated {
                 array.deprecated = Some(Deprecated::True);
+            }
+            if let Some(js) = self.annotations.and_then(|a| a.field(field)) {
+                super::annotations::array(&js, &mut array);
             }
             return RefOr::T(Schema::Array(array));
         }
@@ -201,6 +218,14 @@ impl<'a> Schemas<'a> {
                 r.description = text;
                 r.read_only = read_only.then_some(true);
                 r.write_only = write_only.then_some(true);
+                if let Some(js) = self.annotations.and_then(|a| a.field(field)) {
+                    if let Some(d) = super::annotations::text(&js, "description") {
+                        r.description = d;
+                    }
+                    if js.get_field_by_name("read_only").and_then(|v| v.as_bool()) == Some(true) {
+                        r.read_only = Some(true);
+                    }
+                }
                 RefOr::Ref(r)
             }
             RefOr::T(Schema::Object(mut object)) => {
@@ -219,6 +244,9 @@ impl<'a> Schemas<'a> {
                 object.write_only = write_only.then_some(true);
                 if deprecated {
                     object.deprecated = Some(Deprecated::True);
+                }
+                if let Some(js) = self.annotations.and_then(|a| a.field(field)) {
+                    super::annotations::json_schema(&js, &mut object);
                 }
                 RefOr::T(Schema::Object(object))
             }
@@ -345,11 +373,19 @@ impl<'a> Schemas<'a> {
                 oneof.name()
             ));
         }
+        let option = self.annotations.and_then(|a| a.schema(message));
+        let named_required = option
+            .as_ref()
+            .map(super::annotations::required)
+            .unwrap_or_default();
         for field in message.fields() {
             let name = self.field_name(&field);
             let schema = self.field(&field);
             object = object.property(name.clone(), schema);
-            if self.is_required(&field) {
+            let named = named_required
+                .iter()
+                .any(|n| n == field.name() || *n == name);
+            if self.is_required(&field) || named {
                 object = object.required(name);
             }
         }
@@ -357,6 +393,9 @@ impl<'a> Schemas<'a> {
             oneof_notes.extend(rules.message_notes(message));
         }
         let mut schema = object.build();
+        if let Some(option) = &option {
+            super::annotations::schema(option, &mut schema);
+        }
         if !oneof_notes.is_empty() {
             let mut text = schema.description.take().unwrap_or_default();
             for note in oneof_notes {

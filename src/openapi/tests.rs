@@ -163,10 +163,10 @@ fn operations_follow_the_bindings() {
     let other = &d["paths"]["/v1/forests/{name_1}/nodes/{name_3}"]["get"];
     assert_eq!(other["operationId"], "Nodes_Other", "{}", d["paths"]);
     assert_eq!(d["paths"]["/v1/{name}"]["delete"]["deprecated"], true);
-    assert_eq!(
-        d["paths"]["/v1/{name}"]["delete"]["responses"]["200"]["content"]["application/json"]["schema"],
-        json!({"type": "object"})
-    );
+    // An Empty reply: 204, no content.
+    let delete = &d["paths"]["/v1/{name}"]["delete"]["responses"];
+    assert!(delete.get("200").is_none(), "{delete}");
+    assert!(delete["204"].get("content").is_none(), "{delete}");
     let touch = &d["paths"]["/v1/nodes/{name}:touch"]["patch"];
     let body = &touch["requestBody"]["content"]["application/json"]["schema"];
     assert!(
@@ -344,4 +344,126 @@ fn security_schemes_and_requirements_follow_auth() {
     assert_eq!(touch["security"], json!([{"idp": ["nodes.write"]}]));
     let get = &d["paths"]["/v1/nodes/{name}"]["get"];
     assert!(get.get("security").is_none(), "public: {get}");
+}
+
+const ANNOTATED: &str = r#"
+syntax = "proto3";
+package t.v1;
+import "google/api/annotations.proto";
+import "protoc-gen-openapiv2/options/annotations.proto";
+
+option (grpc.gateway.protoc_gen_openapiv2.options.openapiv2_swagger) = {
+  info: {
+    title: "Annotated"
+    version: "2.1"
+    description: "From the proto."
+    contact: {name: "API team" email: "api@example.com"}
+    license: {name: "Apache-2.0"}
+  }
+  schemes: HTTPS
+  host: "api.example.com"
+  base_path: "/base"
+  tags: {name: "Things" description: "Things, from the file."}
+  external_docs: {url: "https://docs.example.com" description: "More"}
+};
+
+message Thing {
+  option (grpc.gateway.protoc_gen_openapiv2.options.openapiv2_schema) = {
+    json_schema: {title: "A thing" required: ["label"]}
+    example: "{\"label\": \"lamp\", \"size\": 3}"
+  };
+  string label = 1 [(grpc.gateway.protoc_gen_openapiv2.options.openapiv2_field) = {
+    description: "What it is called."
+    example: "\"lamp\""
+    pattern: "^[a-z]+$"
+    max_length: 20
+  }];
+  int32 size = 2 [(grpc.gateway.protoc_gen_openapiv2.options.openapiv2_field) = {
+    minimum: 1 maximum: 10 exclusive_maximum: true format: "int32" read_only: true
+  }];
+  repeated string tags = 3 [(grpc.gateway.protoc_gen_openapiv2.options.openapiv2_field) = {
+    max_items: 4 unique_items: true
+  }];
+}
+
+service Things {
+  option (grpc.gateway.protoc_gen_openapiv2.options.openapiv2_tag) = {
+    description: "Things, from the service."
+    external_docs: {url: "https://docs.example.com/things"}
+  };
+  rpc Make(Thing) returns (Thing) {
+    option (google.api.http) = { post: "/v1/things" body: "*" };
+    option (grpc.gateway.protoc_gen_openapiv2.options.openapiv2_operation) = {
+      summary: "Make a thing"
+      description: "Makes one."
+      tags: "Things"
+      operation_id: "MakeThing"
+      deprecated: true
+      external_docs: {url: "https://docs.example.com/make"}
+      responses: {key: "200" value: {description: "The thing made."}}
+      responses: {key: "409" value: {description: "It exists."}}
+      security: {security_requirement: {key: "api_key" value: {}}}
+    };
+  }
+}
+"#;
+
+#[test]
+fn grpc_gateway_openapi_options_are_honoured() {
+    let pool = pool_from_source(ANNOTATED);
+    let config = config::for_test("t.v1.Things", "");
+    let routes = RouteTable::build(&pool, &config).unwrap();
+    let auth = auth_for(&config, &routes);
+    let d = serde_json::to_value(document(&routes, &pool, &config, &auth)).unwrap();
+    assert_eq!(d["info"]["title"], "Annotated");
+    assert_eq!(d["info"]["version"], "2.1");
+    assert_eq!(d["info"]["description"], "From the proto.");
+    assert_eq!(d["info"]["contact"]["email"], "api@example.com");
+    assert_eq!(d["info"]["license"]["name"], "Apache-2.0");
+    assert_eq!(
+        d["servers"],
+        json!([{"url": "https://api.example.com/base"}])
+    );
+    assert_eq!(d["externalDocs"]["url"], "https://docs.example.com");
+    let tags = d["tags"].as_array().unwrap();
+    let tag = |name: &str| tags.iter().find(|t| t["name"] == name).cloned().unwrap();
+    assert_eq!(tag("Things")["description"], "Things, from the file.");
+    let op = &d["paths"]["/v1/things"]["post"];
+    assert_eq!(op["summary"], "Make a thing");
+    assert_eq!(op["description"], "Makes one.");
+    assert_eq!(op["operationId"], "MakeThing");
+    assert_eq!(op["tags"], json!(["Things"]));
+    assert_eq!(op["deprecated"], true);
+    assert_eq!(op["externalDocs"]["url"], "https://docs.example.com/make");
+    assert_eq!(op["responses"]["200"]["description"], "The thing made.");
+    assert_eq!(op["responses"]["409"]["description"], "It exists.");
+    assert_eq!(op["security"], json!([{"api_key": []}]));
+    let thing = &d["components"]["schemas"]["t.v1.Thing"];
+    assert_eq!(thing["title"], "A thing");
+    assert_eq!(thing["required"], json!(["label"]));
+    assert_eq!(thing["examples"], json!([{"label": "lamp", "size": 3}]));
+    let p = &thing["properties"];
+    assert_eq!(p["label"]["description"], "What it is called.");
+    assert_eq!(p["label"]["examples"], json!(["lamp"]));
+    assert_eq!(p["label"]["pattern"], "^[a-z]+$");
+    assert_eq!(p["label"]["maxLength"], 20);
+    // Swagger 2.0's boolean exclusive bound is 3.1's numeric one.
+    assert_eq!(p["size"]["exclusiveMaximum"], 10.0);
+    assert_eq!(p["size"]["minimum"], 1.0);
+    assert!(p["size"].get("maximum").is_none());
+    assert_eq!(p["size"]["readOnly"], true);
+    assert_eq!(p["tags"]["maxItems"], 4);
+    assert_eq!(p["tags"]["uniqueItems"], true);
+    // The service's own tag option, on its generated tag.
+    let service = tags.iter().find(|t| t["name"] != "Things").cloned();
+    if let Some(service) = service {
+        assert_eq!(service["description"], "Things, from the service.");
+    }
+}
+
+#[test]
+fn a_proto_without_options_documents_as_before() {
+    let plain = doc("");
+    assert!(plain.get("externalDocs").is_none());
+    assert_eq!(plain["info"]["title"], "protogate");
 }
