@@ -21,10 +21,15 @@ export SCHEMATHESIS_HOOKS=schemathesis_hooks
 
 # filter_too_much: resource-name patterns (users/[^/]+/orders/[^/]+) reject
 # most random strings; that is the point of the pattern, not a schema fault.
+# WatchOrder is left out: on an order that exists (the documented example
+# names one, and created orders link to it) it streams until the client
+# leaves, which a request timeout can only count as a failure; its tests
+# are tests/integration/streaming.rs.
 scripts/with-quickstart.sh schemathesis run http://127.0.0.1:8080/openapi.json \
   --checks not_a_server_error,response_schema_conformance,content_type_conformance \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" \
   --suppress-health-check filter_too_much \
+  --exclude-path-regex ':watch$' \
   --header "Authorization: Bearer $token" \
   --header "x-api-key: dev-inventory-key" \
   --workers 2 \

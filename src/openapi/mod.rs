@@ -795,10 +795,22 @@ fn path_parameters(
                         "{}\n\nA resource name of the form `{shape}`.",
                         description.unwrap_or_default()
                     );
-                    let schema = ObjectBuilder::new()
+                    // One name of the form, so clients and test generators
+                    // have a value the pattern accepts.
+                    let example = segments
+                        .iter()
+                        .map(|s| match s {
+                            Segment::Literal(l) => l.as_str(),
+                            Segment::Wildcard => "1",
+                            Segment::DeepWildcard => "a/b",
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    let mut schema = ObjectBuilder::new()
                         .schema_type(Type::String)
                         .pattern(Some(pattern))
                         .build();
+                    schema.examples = vec![serde_json::Value::String(example)];
                     out.push(param(
                         name,
                         ParameterIn::Path,

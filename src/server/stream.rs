@@ -416,7 +416,9 @@ fn framed(
             }
         };
         Some((Ok::<_, std::convert::Infallible>(chunk), s))
-    });
+    })
+    // A body layer (compression) may poll again after the end.
+    .fuse();
     headers.insert(CONTENT_TYPE, framing.content_type());
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer (nginx) would hold messages back.
@@ -478,7 +480,10 @@ fn download(
             *failed = true;
         }
         std::future::ready(out)
-    });
+    })
+    // A body layer (compression) may poll again after the end: an unfold
+    // polled past its end panics.
+    .fuse();
     Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
 }
 
