@@ -211,6 +211,12 @@ pub(super) async fn call(
             limit: limits.max_body_bytes,
             scan: Scan::default(),
             reframe: json.then(to_proto),
+            check: plan.validation.clone().map(|rules| Checker {
+                rules,
+                pending: bytes::BytesMut::new(),
+                coding: coding(parts).map(str::to_owned),
+                limit: limits.max_body_bytes,
+            }),
             activity: activity.clone(),
             failure: failure.clone().unwrap_or_default(),
         })
@@ -239,7 +245,7 @@ pub(super) async fn call(
         } else {
             one_message(&whole)?;
             Outbound::Whole(match &plan.validation {
-                Some(rules) => validated(rules, whole, parts, json, limits.max_body_bytes)?,
+                Some(rules) => validated(rules, whole, coding(parts), json, limits.max_body_bytes)?,
                 None => whole,
             })
         }
@@ -390,14 +396,14 @@ fn status_response(
 fn validated(
     rules: &crate::validate::MethodRules,
     whole: Bytes,
-    parts: &Parts,
+    coding: Option<&str>,
     json: bool,
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
     let compressed = whole.first() == Some(&1);
     let opened;
     let message = if compressed && !json {
-        opened = open(parts, &whole[PREFIX..], limit)?;
+        opened = open(coding, &whole[PREFIX..], limit)?;
         &opened[..]
     } else {
         &whole[PREFIX..]
@@ -422,14 +428,19 @@ fn validated(
     })
 }
 
-/// A compressed request message opened by its `grpc-encoding`, at most `limit` bytes.
-fn open(parts: &Parts, message: &[u8], limit: usize) -> Result<Vec<u8>, GatewayError> {
-    use std::io::Read;
-    let coding = parts
-        .headers
-        .get("grpc-encoding")
+/// The coding of the request's compressed messages: `grpc-encoding`, or a
+/// Connect stream's `connect-content-encoding`.
+fn coding(parts: &Parts) -> Option<&str> {
+    ["grpc-encoding", "connect-content-encoding"]
+        .iter()
+        .find_map(|name| parts.headers.get(*name))
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("identity");
+}
+
+/// A compressed request message opened by its `grpc-encoding`, at most `limit` bytes.
+fn open(coding: Option<&str>, message: &[u8], limit: usize) -> Result<Vec<u8>, GatewayError> {
+    use std::io::Read;
+    let coding = coding.unwrap_or("identity");
     let mut out = Vec::new();
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let read = match coding {
@@ -541,8 +552,45 @@ struct Uplink {
     scan: Scan,
     /// JSON messages to the backend's protobuf.
     reframe: Option<super::reframe::Reframer>,
+    /// The method's validation rules: each message is held until it is
+    /// whole and checked before it goes on.
+    check: Option<Checker>,
     activity: Option<Arc<Activity>>,
     failure: Failure,
+}
+
+/// The messages of a client stream checked one by one: bytes are held
+/// until a message is whole (at most `limit`), then it is validated and
+/// passed on, re-framed when fields were cleared.
+struct Checker {
+    rules: Arc<crate::validate::MethodRules>,
+    pending: bytes::BytesMut,
+    coding: Option<String>,
+    limit: usize,
+}
+
+impl Checker {
+    /// The whole, checked messages `data` completes.
+    ///
+    /// # Errors
+    /// A message over the limit, one that breaks the rules.
+    fn push(&mut self, data: &[u8], json: bool) -> Result<Bytes, GatewayError> {
+        self.pending.extend_from_slice(data);
+        let mut out = bytes::BytesMut::new();
+        while let Some(prefix) = self.pending.get(..PREFIX) {
+            let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+            if len > self.limit {
+                return Err(GatewayError::BodyTooLarge { limit: self.limit });
+            }
+            if self.pending.len() < PREFIX + len {
+                break;
+            }
+            let whole = self.pending.split_to(PREFIX + len).freeze();
+            let checked = validated(&self.rules, whole, self.coding.as_deref(), json, self.limit)?;
+            out.extend_from_slice(&checked);
+        }
+        Ok(out.freeze())
+    }
 }
 
 /// Why the gateway cut a client's stream, for the answer.
@@ -592,11 +640,23 @@ impl hyper::body::Body for Uplink {
                 let Some(data) = frame.data_ref() else {
                     return Poll::Ready(Some(Ok(frame)));
                 };
-                if let Some(reframe) = this.reframe.as_mut() {
-                    return match reframe.push(data) {
-                        Ok(converted) => Poll::Ready(Some(Ok(Frame::data(converted)))),
+                let converted = match this.reframe.as_mut() {
+                    Some(reframe) => match reframe.push(data) {
+                        Ok(converted) => Some(converted),
+                        Err(e) => return cut(this, e),
+                    },
+                    None => None,
+                };
+                if let Some(check) = this.check.as_mut() {
+                    let json = this.reframe.is_some();
+                    let data = converted.as_deref().unwrap_or(data);
+                    return match check.push(data, json) {
+                        Ok(checked) => Poll::Ready(Some(Ok(Frame::data(checked)))),
                         Err(e) => cut(this, e),
                     };
+                }
+                if let Some(converted) = converted {
+                    return Poll::Ready(Some(Ok(Frame::data(converted))));
                 }
                 if this.scan.feed(data, this.limit).is_err() {
                     let limit = this.limit;
@@ -607,7 +667,10 @@ impl hyper::body::Body for Uplink {
             Poll::Ready(Some(Err(e))) => {
                 Poll::Ready(Some(Err(GatewayError::BodyRead(e.to_string()))))
             }
-            Poll::Ready(None) if this.reframe.as_ref().is_some_and(|r| r.unfinished()) => {
+            Poll::Ready(None)
+                if this.reframe.as_ref().is_some_and(|r| r.unfinished())
+                    || this.check.as_ref().is_some_and(|c| !c.pending.is_empty()) =>
+            {
                 let error = GatewayError::BadGrpcRequest("request message cut short");
                 let answer = GatewayError::BodyRead(error.to_string());
                 *this

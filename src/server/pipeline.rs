@@ -377,6 +377,38 @@ pub(super) fn message(
     Ok(rules.check(&input, &written)?.unwrap_or(input))
 }
 
+/// One message of a client stream (an NDJSON line, a WebSocket text frame)
+/// checked against the route's rules; a violation is the line's error.
+///
+/// # Errors
+/// [`GatewayError::BadLine`] naming the line and every violation.
+pub(super) fn checked_line(
+    plan: &RoutePlan,
+    line: usize,
+    json: &[u8],
+    values_query: Option<&str>,
+    message: Vec<u8>,
+) -> Result<Vec<u8>, GatewayError> {
+    let Some(rules) = &plan.validation else {
+        return Ok(message);
+    };
+    let route = &plan.route;
+    let written = crate::validate::Written {
+        body: Some((json, route.body.field().map(|f| f.dotted()))),
+        path_fields: &route.path_fields,
+        query: values_query,
+        proto_names: false,
+    };
+    match rules.check(&message, &written) {
+        Ok(cleared) => Ok(cleared.unwrap_or(message)),
+        Err(invalid) => Err(GatewayError::BadLine {
+            line,
+            message: invalid.to_string(),
+            cause: None,
+        }),
+    }
+}
+
 /// [`message`] before validation.
 fn build_message(call: &Call<'_>, parts: &Parts, body: Bytes) -> Result<Vec<u8>, GatewayError> {
     let codec = &call.plan.codec;

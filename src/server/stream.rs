@@ -41,6 +41,7 @@ use crate::config::Framing;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::Route;
+use crate::plan::RoutePlan;
 use crate::transcode::{RouteCodec, http_body};
 use crate::upstream::Lease;
 use crate::upstream::metadata::response_headers;
@@ -101,7 +102,7 @@ pub(super) async fn call(
         } else {
             ndjson_messages(
                 reader,
-                plan.codec.clone(),
+                plan.clone(),
                 call.values.clone(),
                 call.query.clone(),
                 plan.limits.max_body_bytes,
@@ -543,7 +544,7 @@ fn abort<S>() -> Option<(Outgoing, Option<S>)> {
 /// NDJSON request lines as messages, each as soon as its line is complete.
 fn ndjson_messages(
     reader: Reader,
-    codec: RouteCodec,
+    plan: RoutePlan,
     values: Vec<String>,
     query: Option<String>,
     max_line: usize,
@@ -555,7 +556,7 @@ fn ndjson_messages(
         scanned: usize,
         line: usize,
         ended: bool,
-        codec: RouteCodec,
+        plan: RoutePlan,
         values: Vec<String>,
         query: Option<String>,
         max_line: usize,
@@ -566,7 +567,7 @@ fn ndjson_messages(
         scanned: 0,
         line: 0,
         ended: false,
-        codec,
+        plan,
         values,
         query,
         max_line,
@@ -620,11 +621,18 @@ fn ndjson_messages(
             if content.trim_ascii().is_empty() {
                 continue;
             }
-            match s.codec.request(&s.values, s.query.as_deref(), content) {
+            let built = s
+                .plan
+                .codec
+                .request(&s.values, s.query.as_deref(), content)
+                .map_err(|e| GatewayError::bad_line(s.line, e))
+                .and_then(|message| {
+                    pipeline::checked_line(&s.plan, s.line, content, s.query.as_deref(), message)
+                });
+            match built {
                 Ok(message) => return Some((Outgoing::Message(Bytes::from(message)), Some(s))),
                 Err(e) => {
-                    let line = s.line;
-                    s.reader.fail(GatewayError::bad_line(line, e));
+                    s.reader.fail(e);
                     return abort();
                 }
             }

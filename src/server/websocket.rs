@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 use tonic::metadata::MetadataMap;
 
-use super::pipeline::{Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, ended};
+use super::pipeline::{self, Admitted, Call, MAX_UPLOAD_CHUNK, UpstreamCall, call_error, ended};
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::http_rule::{BodyRule, Route};
@@ -119,6 +119,7 @@ pub(super) async fn websocket(
         cut,
         gw: gw.clone(),
         route: call.plan.route.clone(),
+        plan: call.plan.clone(),
         codec: call.plan.codec.clone(),
         limits: call.plan.limits,
         values: call.values,
@@ -138,6 +139,8 @@ struct Session {
     cut: Option<CancellationToken>,
     gw: Gateway,
     route: Arc<Route>,
+    /// The route's plan, for its validation rules.
+    plan: crate::plan::RoutePlan,
     codec: RouteCodec,
     limits: Limits,
     values: Vec<String>,
@@ -352,8 +355,17 @@ impl Session {
         match frame {
             Message::Text(text) if !self.route.raw_request => codec
                 .request(&self.values, self.query.as_deref(), text.as_bytes())
-                .map(|m| vec![Queued::Message(Bytes::from(m))])
-                .map_err(|e| GatewayError::bad_line(line, e)),
+                .map_err(|e| GatewayError::bad_line(line, e))
+                .and_then(|m| {
+                    pipeline::checked_line(
+                        &self.plan,
+                        line,
+                        text.as_bytes(),
+                        self.query.as_deref(),
+                        m,
+                    )
+                })
+                .map(|m| vec![Queued::Message(Bytes::from(m))]),
             Message::Binary(data) if self.route.raw_request => {
                 // The path and query fields, encoded once for the session.
                 let prefix = match &self.upload_prefix {

@@ -795,3 +795,63 @@ async fn connect_and_mcp_calls_are_validated() {
     assert!(text.contains("book.title"), "{text}");
     assert_eq!(calls(&probe), 0);
 }
+
+/// Each message of a client stream is checked as it comes, on every
+/// surface that carries one: REST NDJSON lines and native gRPC frames.
+#[tokio::test]
+async fn client_stream_messages_are_validated_one_by_one() {
+    use shop::pb::shop::inventory::v1::ReserveStockRequest;
+    use shop::pb::shop::inventory::v1::inventory_service_client::InventoryServiceClient;
+    let stack = crate::support::start().await;
+    let key = crate::support::API_KEY;
+    // NDJSON: the second line has no quantity, which is REQUIRED.
+    let reply = stack
+        .client()
+        .post(format!("http://{}/v1/inventory:bulkReserve", stack.addr()))
+        .header("x-api-key", key)
+        .header("content-type", "application/x-ndjson")
+        .body("{\"sku\":\"sku-espresso\",\"quantity\":1}\n{\"sku\":\"sku-grinder\"}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 400);
+    let body: Value = serde_json::from_slice(&reply.bytes().await.unwrap()).unwrap();
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("line 2: invalid shop.inventory.v1.ReserveStockRequest: quantity"),
+        "{message}"
+    );
+    // Native gRPC: the same, with the violation in the status details.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", stack.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut inventory = InventoryServiceClient::new(channel);
+    let reserve = |quantity| ReserveStockRequest {
+        sku: "sku-espresso".into(),
+        quantity,
+        ..Default::default()
+    };
+    let mut request = tonic::Request::new(tokio_stream::iter([reserve(1), reserve(0)]));
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let error = inventory.bulk_reserve(request).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+    // The gateway's refusal, not the backend's ("message 2: ...").
+    assert!(
+        error
+            .message()
+            .starts_with("invalid shop.inventory.v1.ReserveStockRequest"),
+        "{error:?}"
+    );
+    assert_eq!(detail_fields(error.details()), ["quantity"]);
+    // Valid streams pass on both.
+    let mut request = tonic::Request::new(tokio_stream::iter([reserve(1), reserve(2)]));
+    request
+        .metadata_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    let bulk = inventory.bulk_reserve(request).await.unwrap().into_inner();
+    assert_eq!(bulk.count, 2);
+}
