@@ -120,6 +120,13 @@ fn flag(message: &DynamicMessage, name: &str) -> bool {
             .is_some_and(|f| message.has_field(&f))
 }
 
+/// A set count rule (`min_items`, `max_len`, ...) of `rules`.
+fn size(rules: &DynamicMessage, name: &str) -> Option<usize> {
+    set(rules, name)
+        .and_then(|v| v.as_u64())
+        .and_then(|n| usize::try_from(n).ok())
+}
+
 /// The set rule `name` of `rules`, if any.
 fn set<'a>(rules: &'a DynamicMessage, name: &str) -> Option<std::borrow::Cow<'a, Value>> {
     let field = rules.descriptor().get_field_by_name(name)?;
@@ -233,19 +240,14 @@ pub fn scalar(rules: &DynamicMessage, object: &mut Object, notes: &mut Vec<Strin
 }
 
 fn string(rules: &DynamicMessage, object: &mut Object, notes: &mut Vec<String>) {
-    let size = |name: &str| {
-        set(rules, name)
-            .and_then(|v| v.as_u64())
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    if let Some(n) = size("len") {
+    if let Some(n) = size(rules, "len") {
         object.min_length = Some(n);
         object.max_length = Some(n);
     }
-    if let Some(n) = size("min_len") {
+    if let Some(n) = size(rules, "min_len") {
         object.min_length = Some(n);
     }
-    if let Some(n) = size("max_len") {
+    if let Some(n) = size(rules, "max_len") {
         object.max_length = Some(n);
     }
     for (name, words) in [
@@ -253,7 +255,7 @@ fn string(rules: &DynamicMessage, object: &mut Object, notes: &mut Vec<String>) 
         ("max_bytes", "at most"),
         ("len_bytes", "exactly"),
     ] {
-        if let Some(n) = size(name) {
+        if let Some(n) = size(rules, name) {
             notes.push(format!("UTF-8 encoded, {words} {n} bytes."));
         }
     }
@@ -383,13 +385,8 @@ pub fn array(
 ) -> Option<DynamicMessage> {
     let repeated = set(rules, "repeated")?;
     let repeated = repeated.as_message()?;
-    let size = |name: &str| {
-        set(repeated, name)
-            .and_then(|v| v.as_u64())
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    array.min_items = size("min_items");
-    array.max_items = size("max_items");
+    array.min_items = size(repeated, "min_items");
+    array.max_items = size(repeated, "max_items");
     array.unique_items = flag(repeated, "unique");
     let items = set(repeated, "items").and_then(|v| v.as_message().cloned());
     if let Some(items) = &items {
@@ -407,13 +404,8 @@ pub fn map(
 ) -> Option<DynamicMessage> {
     let map = set(rules, "map")?;
     let map = map.as_message()?;
-    let size = |name: &str| {
-        set(map, name)
-            .and_then(|v| v.as_u64())
-            .and_then(|n| usize::try_from(n).ok())
-    };
-    object.min_properties = size("min_pairs");
-    object.max_properties = size("max_pairs");
+    object.min_properties = size(map, "min_pairs");
+    object.max_properties = size(map, "max_pairs");
     if set(map, "keys").is_some() {
         notes.push("Keys have rules of their own.".to_owned());
     }

@@ -690,11 +690,10 @@ impl Validation {
                     .insert((Arc::as_ptr(variant), input.full_name().to_owned()), ())
                     .is_none()
             {
-                // Validating the empty message compiles every rule it reaches.
-                if let Err(
-                    e @ (prost_protovalidate::Error::Compilation(_)
-                    | prost_protovalidate::Error::Runtime(_)),
-                ) = variant
+                // Validating the empty message compiles every rule it reaches;
+                // an expression that fails only on some values is a request's
+                // problem, not the schema's.
+                if let Err(e @ prost_protovalidate::Error::Compilation(_)) = variant
                     .validator
                     .validate(&DynamicMessage::new(input.clone()))
                 {
