@@ -22,5 +22,7 @@ def ndjson_response(ctx, response):
     # The schema describes one message: check the first. (A stream that
     # fails after it ends with an error line of the google.rpc.Status shape.)
     text = response.content.decode(response.encoding or "utf-8")
-    lines = [line for line in text.splitlines() if line.strip()]
+    # NDJSON lines end at "\n" only: str.splitlines() would also split
+    # inside strings at U+0085, U+2028 and the like, which JSON carries raw.
+    lines = [line for line in text.split("\n") if line.strip()]
     return json.loads(lines[0]) if lines else {}
