@@ -344,32 +344,20 @@ pub(super) fn message(
     parts: &Parts,
     body: Bytes,
 ) -> Result<Vec<u8>, GatewayError> {
-    let conditional = call
-        .plan
-        .codec
-        .etag()
-        .request
-        .as_ref()
-        .and_then(|at| Some((at, super::conditional::if_match(parts)?)));
+    // `Bytes` clones share the buffer: the body stays readable for naming violations.
+    let mut input = build_message(call, parts, body.clone())?;
+    if let Some(at) = &call.plan.codec.etag().request
+        && let Some(etag) = super::conditional::if_match(parts)
+    {
+        transcode::etag::write(at, &etag, &mut input);
+    }
     let Some(rules) = &call.plan.validation else {
-        let mut input = build_message(call, parts, body)?;
-        if let Some((at, etag)) = conditional {
-            transcode::etag::write(at, &etag, &mut input);
-        }
         return Ok(input);
     };
     let route = &call.plan.route;
     let json = !route.raw_request && !is_protobuf(essence(content_type(parts)));
-    let mut input = build_message(call, parts, body.clone())?;
-    if let Some((at, etag)) = conditional {
-        transcode::etag::write(at, &etag, &mut input);
-    }
-    let body_field = match &route.body {
-        BodyRule::Field(path) => Some(path.dotted()),
-        _ => None,
-    };
     let written = crate::validate::Written {
-        body: json.then_some((&body[..], body_field)),
+        body: json.then_some((&body[..], route.body.field().map(|f| f.dotted()))),
         path_fields: &route.path_fields,
         query: call.query.as_deref(),
         proto_names: !json,
