@@ -8,24 +8,30 @@ cd "$(dirname "$0")/.."
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31,<2'
 fi
-# The kustomization is not a Kubernetes API object.
+# The kustomizations are not Kubernetes API objects. The scale-out overlay's
+# patches are partial objects; its Secret and Redis are whole ones.
 manifests=$(ls deploy/kubernetes/*.yaml | grep -v kustomization.yaml)
-kubernetes-validate --strict --kubernetes-version 1.31.0 $manifests
+kubernetes-validate --strict --kubernetes-version 1.31.0 $manifests \
+  deploy/kubernetes/scale-out/secret.yaml deploy/kubernetes/scale-out/redis.yaml
 
 # The embedded gateway.yaml must be a config protogate accepts. Its backends'
 # cluster host names do not resolve here; that is a warning, not an error.
 config=$(mktemp -d)
 trap 'rm -rf "$config"' EXIT
-python3 - "$config/gateway.yaml" "$PWD/protos" <<'PY'
+cargo build --quiet --bin protogate
+for map in deploy/kubernetes/configmap.yaml deploy/kubernetes/scale-out/configmap.yaml; do
+  python3 - "$config/gateway.yaml" "$PWD/protos" "$map" <<'PY'
 import sys
 import yaml  # installed with kubernetes-validate
 
-out, protos = sys.argv[1], sys.argv[2]
-with open("deploy/kubernetes/configmap.yaml") as f:
+out, protos, source = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(source) as f:
     text = yaml.safe_load(f)["data"]["gateway.yaml"]
 with open(out, "w") as f:
     f.write(text.replace("/etc/protogate/protos", protos))
 PY
-cargo build --quiet --bin protogate
-"${CARGO_TARGET_DIR:-target}"/debug/protogate check --config "$config/gateway.yaml" >/dev/null
-echo "deploy/kubernetes: manifests valid, gateway.yaml accepted"
+  # The scale-out config names its passwords by environment variable.
+  ETCD_PASSWORD=x REDIS_PASSWORD=x "${CARGO_TARGET_DIR:-target}"/debug/protogate check \
+    --config "$config/gateway.yaml" >/dev/null
+done
+echo "deploy/kubernetes: manifests valid, both gateway.yaml accepted"

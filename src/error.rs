@@ -89,6 +89,10 @@ pub enum GatewayError {
     /// Too many requests in flight; this one is refused at once.
     #[error("the gateway is overloaded; retry shortly")]
     Overloaded,
+    /// The shared rate-limit store did not answer and `on_store_error` is
+    /// `deny`.
+    #[error("the rate limit cannot be checked; retry shortly")]
+    LimitStoreDown,
     /// The request target is too long.
     #[error("request target exceeds the limit of {limit} bytes")]
     UriTooLong {
@@ -256,7 +260,7 @@ impl GatewayError {
             Self::StreamTimeout { .. } => Code::DeadlineExceeded,
             Self::ShuttingDown => Code::Unavailable,
             Self::CrossOrigin { .. } => Code::PermissionDenied,
-            Self::Overloaded => Code::Unavailable,
+            Self::Overloaded | Self::LimitStoreDown => Code::Unavailable,
             Self::RateLimited(_) => Code::ResourceExhausted,
             Self::UriTooLong { .. } | Self::HeadersTooLarge { .. } => Code::InvalidArgument,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
@@ -433,7 +437,7 @@ impl GatewayError {
                 }
                 None
             }
-            Self::Overloaded => {
+            Self::Overloaded | Self::LimitStoreDown => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 None
             }
@@ -521,6 +525,15 @@ impl IntoResponse for GatewayError {
         let status = self.status();
         let (headers, body) = self.rendered();
         (status, headers, body).into_response()
+    }
+}
+
+impl From<crate::rate_limit::Refused> for GatewayError {
+    fn from(refused: crate::rate_limit::Refused) -> Self {
+        match refused {
+            crate::rate_limit::Refused::Limited(limited) => Self::RateLimited(limited),
+            crate::rate_limit::Refused::StoreDown => Self::LimitStoreDown,
+        }
     }
 }
 

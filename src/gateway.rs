@@ -203,6 +203,15 @@ impl Gateway {
         } else {
             OpenApiDocs::empty()
         };
+        // Counters keep counting across reloads.
+        let metrics = previous
+            .map(|p| p.inner.metrics.clone())
+            .unwrap_or_default();
+        let rate_limits = RateLimits::build(
+            &config.rate_limit,
+            previous.and_then(|p| p.inner.rate_limits.as_ref()),
+            metrics.rate_limit_store(),
+        )?;
         // Last: nothing above can fail after health checks and DNS tasks start.
         let upstreams = Upstreams::connect(&config, previous.map(|p| &p.inner.upstreams)).await;
         let locations = Locations::build(&routes);
@@ -218,7 +227,6 @@ impl Gateway {
             )
         })?;
         let methods = MethodTable::build(routes.routes(), &config);
-        let rate_limits = RateLimits::build(&config.rate_limit);
         // Kept across a reload that leaves the limit alone: requests in
         // flight on the old gateway still hold their slots.
         let limit = config
@@ -234,10 +242,6 @@ impl Gateway {
             }
             _ => Arc::new(tokio::sync::Semaphore::new(limit)),
         };
-        // Counters keep counting across reloads.
-        let metrics = previous
-            .map(|p| p.inner.metrics.clone())
-            .unwrap_or_default();
         // Reported once nothing can fail: this table is the one to be served.
         report(routes.problems());
         metrics.route_problems(routes.problems());
@@ -537,7 +541,12 @@ pub async fn fetch(
     backend: &crate::config::BackendConfig,
 ) -> Result<reflection::Reflected, String> {
     let mut failures = Vec::new();
-    for endpoint in &backend.endpoints {
+    // A discovered backend is asked at the instances etcd lists now.
+    let endpoints = crate::upstream::discovery::addresses(backend).await?;
+    if endpoints.is_empty() {
+        return Err("no instance is registered".to_owned());
+    }
+    for endpoint in &endpoints {
         let connection = crate::upstream::connection(endpoint.clone(), endpoint, backend);
         match reflection::fetch(connection, backend.timeout).await {
             Ok(found) => return Ok(found),

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::http_rule::{ProblemKind, RouteProblem};
+use crate::rate_limit::StoreMetrics;
 use crate::upstream::{BackendStatus, EndpointState};
 
 /// Labels of an HTTP request. Label values are shared or static, so
@@ -86,6 +87,7 @@ struct Inner {
     upstream_seconds: Histograms<UpstreamLabels>,
     endpoints: Family<EndpointLabels, Gauge>,
     retries: Family<BackendLabels, Gauge>,
+    discovery_connected: Family<BackendLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     route_problems: Family<ProblemLabels, Gauge>,
     reflection_pending: Family<BackendLabels, Gauge>,
@@ -93,6 +95,7 @@ struct Inner {
     schema_changes: Family<SchemaChangeLabels, Counter>,
     reflection_refreshes: Family<RefreshLabels, Counter>,
     rate_limited: Counter,
+    rate_limit_store: StoreMetrics,
     tls_handshake_failures: Counter,
 }
 
@@ -173,6 +176,12 @@ impl Metrics {
             "Retries of idempotent calls made by each backend since it was configured",
             retries.clone(),
         );
+        let discovery_connected = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "discovery_connected",
+            "Whether the registry (etcd) of a discovered backend answers and is watched (1) or not (0)",
+            discovery_connected.clone(),
+        );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "config_reloads",
@@ -217,6 +226,22 @@ impl Metrics {
             "Requests refused with 429 by a rate limit",
             rate_limited.clone(),
         );
+        let rate_limit_store = StoreMetrics::default();
+        registry.register(
+            "rate_limit_store_up",
+            "Whether the shared rate-limit store (Redis) answers checks (1) or on_store_error decides (0)",
+            rate_limit_store.up.clone(),
+        );
+        registry.register(
+            "rate_limit_store_errors",
+            "Rate-limit checks the shared store failed or did not answer in time",
+            rate_limit_store.errors.clone(),
+        );
+        registry.register(
+            "rate_limit_store_fallbacks",
+            "Rate-limit checks decided by on_store_error while the store was down, by policy",
+            rate_limit_store.fallbacks.clone(),
+        );
         let tls_handshake_failures = Counter::default();
         registry.register(
             "tls_handshake_failures",
@@ -234,6 +259,7 @@ impl Metrics {
                 upstream_seconds,
                 endpoints,
                 retries,
+                discovery_connected,
                 reloads,
                 route_problems,
                 reflection_pending,
@@ -241,6 +267,7 @@ impl Metrics {
                 schema_changes,
                 reflection_refreshes,
                 rate_limited,
+                rate_limit_store,
             }),
         }
     }
@@ -295,6 +322,11 @@ impl Metrics {
     /// Counts a request refused by a rate limit.
     pub fn rate_limited(&self) {
         self.inner.rate_limited.inc();
+    }
+
+    /// The shared rate-limit store's metrics, handed to the limiter.
+    pub fn rate_limit_store(&self) -> &StoreMetrics {
+        &self.inner.rate_limit_store
     }
 
     /// Counts a failed TLS handshake.
@@ -383,7 +415,18 @@ impl Metrics {
     pub fn render(&self, backends: &[BackendStatus]) -> String {
         self.inner.endpoints.clear();
         self.inner.retries.clear();
+        self.inner.discovery_connected.clear();
         for backend in backends {
+            if let Some(discovery) = &backend.discovery {
+                self.inner
+                    .discovery_connected
+                    .get_or_create(&BackendLabels {
+                        backend: backend.name.clone(),
+                    })
+                    .set(i64::from(
+                        discovery.state == crate::upstream::DiscoveryState::Connected,
+                    ));
+            }
             self.inner
                 .retries
                 .get_or_create(&BackendLabels {

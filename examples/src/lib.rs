@@ -47,6 +47,7 @@ pub mod inventory;
 pub mod orders;
 mod pagination;
 mod reflection;
+pub mod registry;
 mod status;
 pub mod users;
 pub mod users_v2;

@@ -10,6 +10,7 @@ use http::Uri;
 use serde::Deserialize;
 
 use super::backend_tls::{BackendTls, BackendTlsSection};
+use super::discovery::{DiscoverySection, EtcdDiscovery};
 use super::service_pattern::{ServicePattern, service_patterns};
 use super::value::{Between, NonZeroDuration, Positive, Ratio, Weight};
 
@@ -33,6 +34,8 @@ pub struct BackendSection {
     /// Several `http://host:port` instances of it.
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// Instances read from a registry (etcd) instead of `address`/`endpoints`.
+    pub discovery: Option<DiscoverySection>,
     /// Full service names, or `package.*` for every service of a package.
     #[serde(default)]
     pub services: Vec<String>,
@@ -158,7 +161,11 @@ pub struct BackendConfig {
     pub name: String,
     /// `http://host:port` of each instance; a host name stands for every
     /// address it resolves to.
+    /// Empty with `discovery`.
     pub endpoints: Vec<Uri>,
+    /// Endpoints read from etcd and kept up to date by a watch. Default
+    /// none: `endpoints` are the instances.
+    pub discovery: Option<EtcdDiscovery>,
     /// Which services it serves. Empty with `reflection`: every service the
     /// backend lists.
     pub services: Vec<ServicePattern>,
@@ -205,6 +212,7 @@ impl BackendConfig {
     pub fn same_endpoints(&self, other: &Self) -> bool {
         self.name == other.name
             && self.endpoints == other.endpoints
+            && self.discovery == other.discovery
             && self.connect_timeout == other.connect_timeout
             && self.balance == other.balance
             && self.dns_refresh == other.dns_refresh
@@ -387,6 +395,10 @@ impl BackendSection {
     ) -> anyhow::Result<BackendConfig> {
         let key = format!("backends.{name}");
         let endpoints = self.endpoints(&key, err)?;
+        let discovery = self
+            .discovery
+            .map(|d| d.validate(&key, anchor, err))
+            .transpose()?;
         if self.services.is_empty() && !self.reflection {
             bail!(err(
                 &format!("{key}.services"),
@@ -409,7 +421,9 @@ impl BackendSection {
         };
         let tls = match (self.tls, endpoints.first()) {
             (Some(raw), first) => {
-                let host = first.and_then(Uri::host).unwrap_or_default();
+                // Discovered instances are checked against their own host
+                // (or `server_name`); any name will do for the check at load.
+                let host = first.and_then(Uri::host).unwrap_or("localhost");
                 Some(raw.validate(&key, host, anchor, err)?)
             }
             (None, Some(first)) if first.scheme_str() == Some("https") => {
@@ -439,21 +453,35 @@ impl BackendSection {
                 .map_or(DEFAULT_MAX_RESPONSE_BYTES, Positive::get),
             tls,
             endpoints,
+            discovery,
             name,
         })
     }
 
-    /// `address` or `endpoints`, one scheme for all, none twice.
+    /// `address` or `endpoints`, one scheme for all, none twice; none
+    /// with `discovery`.
     fn endpoints(
         &self,
         key: &str,
         err: &impl Fn(&str, String) -> anyhow::Error,
     ) -> anyhow::Result<Vec<Uri>> {
+        let listed = self.address.is_some() || !self.endpoints.is_empty();
+        match (self.discovery.is_some(), listed) {
+            (true, true) => bail!(err(
+                key,
+                "give `discovery` or `address`/`endpoints`, not both".into()
+            )),
+            (true, false) => return Ok(Vec::new()),
+            (false, _) => {}
+        }
         let (field, addresses) = match (&self.address, self.endpoints.is_empty()) {
             (Some(a), true) => (format!("{key}.address"), std::slice::from_ref(a)),
             (None, false) => (format!("{key}.endpoints"), self.endpoints.as_slice()),
             (Some(_), false) => bail!(err(key, "give `address` or `endpoints`, not both".into())),
-            (None, true) => bail!(err(key, "give an `address` or `endpoints`".into())),
+            (None, true) => bail!(err(
+                key,
+                "give an `address`, `endpoints` or `discovery`".into()
+            )),
         };
         let mut endpoints: Vec<Uri> = Vec::new();
         for text in addresses {

@@ -19,6 +19,7 @@ pub mod backend_tls;
 pub mod backends;
 pub mod cors;
 pub mod descriptors;
+pub mod discovery;
 pub mod effective;
 pub mod http_rules;
 pub mod mcp;
@@ -58,12 +59,13 @@ pub use backends::{
 };
 pub use cors::CorsOptions;
 pub use descriptors::{DESCRIPTOR_CACHE_ENV, DescriptorSources};
+pub use discovery::EtcdDiscovery;
 pub use http_rules::HttpRuleSection;
 pub use metadata::{MetadataOptions, is_reserved};
 pub use methods::MethodOverrides;
 pub use openapi::OpenApiOptions;
 pub use pem::{PemFile, parse_certs, parse_key, read_certs_pem, read_key_pem};
-pub use rate_limit::{RateLimitOptions, RateOptions};
+pub use rate_limit::{OnStoreError, RateLimitOptions, RateOptions, RedisStore};
 pub use reload::{DEFAULT_RELOAD_DEBOUNCE, ReloadOptions};
 pub use server::{
     DEFAULT_LISTEN, DEFAULT_MAX_GRPC_TIMEOUT, DEFAULT_SHUTDOWN_GRACE, EdgeOptions, ServerTls,
@@ -345,7 +347,7 @@ fn validate(raw: FileConfig, path: &Path) -> anyhow::Result<Config> {
         protocols: raw.protocols.into(),
         mcp: raw.mcp.validate(&err)?,
         validation: validation::ValidationOptions::default().with(&raw.validation),
-        rate_limit: raw.rate_limit.into(),
+        rate_limit: raw.rate_limit.validate(&err)?,
         streaming: raw.streaming.into(),
         reload: raw.reload.into(),
     })

@@ -136,6 +136,28 @@ fn readme_defaults_are_the_defaults_of_the_code() {
             "rate_limit.by_address",
             Some(none(c.rate_limit.by_address.is_none())),
         ),
+        (
+            "rate_limit.store.redis",
+            off_then(c.rate_limit.store.is_none(), || {
+                let store = parse(
+                    "descriptors:\n  protos: [a.proto]\nbackends:\n  b:\n    address: http://127.0.0.1:1\n    services: [a.B]\nrate_limit:\n  store: { redis: { url: \"redis://127.0.0.1:6379\" } }\n",
+                    Path::new("gateway.yaml"),
+                )
+                .unwrap()
+                .rate_limit
+                .store
+                .unwrap();
+                vec![store.key_prefix, d(store.timeout)]
+            }),
+        ),
+        (
+            "rate_limit.on_store_error",
+            Some(vec![s(match c.rate_limit.on_store_error {
+                super::OnStoreError::Allow => "allow",
+                super::OnStoreError::Deny => "deny",
+                super::OnStoreError::Local => "local",
+            })]),
+        ),
         ("cors.allowed_origins", Some(none(c.cors.is_none()))),
         (
             "cors.allowed_methods",
@@ -177,6 +199,21 @@ fn readme_defaults_are_the_defaults_of_the_code() {
         ),
         ("backends.<name>.address", None),
         ("backends.<name>.endpoints", None),
+        (
+            "backends.<name>.discovery.etcd",
+            off_then(b.discovery.is_none(), || {
+                let etcd = parse(
+                    "descriptors:\n  protos: [a.proto]\nbackends:\n  b:\n    discovery: { etcd: { endpoints: [\"http://127.0.0.1:2379\"], prefix: /s/ } }\n    services: [a.B]\n",
+                    Path::new("gateway.yaml"),
+                )
+                .unwrap()
+                .backends
+                .remove(0)
+                .discovery
+                .unwrap();
+                vec![d(etcd.timeout)]
+            }),
+        ),
         ("backends.<name>.services", None),
         (
             "backends.<name>.reflection",

@@ -183,7 +183,12 @@ impl<'g> Call<'g> {
         let rate = match gw.rate_limits() {
             Some(limits) => limits
                 .check(principal.as_ref(), peer.map(|p| p.addr.ip()))
-                .inspect_err(|_| gw.metrics().rate_limited())?,
+                .await
+                .inspect_err(|refused| {
+                    if matches!(refused, crate::rate_limit::Refused::Limited(_)) {
+                        gw.metrics().rate_limited();
+                    }
+                })?,
             None => None,
         };
         let target = plan.backends.select(&parts.headers)?;

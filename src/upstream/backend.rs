@@ -4,8 +4,9 @@
 //! ejection at a time; with `fail_open` never the last endpoint taking
 //! traffic), whether it takes calls, and its `/readyz` view.
 //!
-//! Health checking and DNS refresh run in background tasks ([`super::health`],
-//! [`super::resolve`]) that only update the state kept here. How an endpoint
+//! Health checking, DNS refresh and etcd discovery run in background tasks
+//! ([`super::health`], [`super::resolve`], [`super::discovery`]) that only
+//! update the state kept here. How an endpoint
 //! is chosen is [`super::pick`]'s, how one endpoint's breaker counts
 //! [`super::breaker`]'s; the weighted choice between the backends of a
 //! split route is [`super::split`]'s.
@@ -22,7 +23,7 @@ use tower::retry::budget::{Budget, TpsBudget};
 use super::breaker::Outcome;
 use super::endpoint::{Endpoint, Lease};
 use super::pick::Picker;
-use super::status::{BackendStatus, EndpointStatus};
+use super::status::{BackendStatus, DiscoveryState, DiscoveryStatus, EndpointStatus};
 use crate::config::BackendConfig;
 
 /// A backend: its endpoints (replaced whole when DNS answers change) and
@@ -40,6 +41,8 @@ pub struct Backend {
     budget: TpsBudget,
     /// Retries made, for `/metrics` and `/readyz`.
     retries: AtomicU64,
+    /// The registry's state, for a backend discovered in etcd.
+    discovery: Mutex<Option<DiscoveryStatus>>,
 }
 
 impl Backend {
@@ -55,7 +58,37 @@ impl Backend {
             tasks: Mutex::new(Vec::new()),
             budget,
             retries: AtomicU64::new(0),
+            discovery: Mutex::new(None),
         })
+    }
+
+    /// Sets the registry's state (discovered backends).
+    pub(super) fn set_discovery(&self, status: DiscoveryStatus) {
+        *self
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(status);
+    }
+
+    /// Changes the registry's state, once set.
+    pub(super) fn update_discovery(&self, change: impl FnOnce(&mut DiscoveryStatus)) {
+        if let Some(status) = self
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            change(status);
+        }
+    }
+
+    /// Whether the registry answers, for a discovered backend.
+    pub fn discovery_state(&self) -> Option<DiscoveryState> {
+        self.discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|s| s.state)
     }
 
     /// Counts a call toward the retry budget.
@@ -204,6 +237,11 @@ impl Backend {
             required: self.config.required,
             available: self.is_available(),
             endpoints,
+            discovery: self
+                .discovery
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 }

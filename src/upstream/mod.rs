@@ -1,6 +1,7 @@
 //! Calls to backends. Each backend is a set of endpoints ([`backend`]),
 //! each a long-lived HTTP/2 channel built at startup, watched by active
-//! health checks ([`health`]) and DNS refresh ([`resolve`]).
+//! health checks ([`health`]) and DNS refresh ([`resolve`]), or listed and
+//! watched in etcd ([`discovery`]).
 //!
 //! Channels connect lazily and reconnect by themselves, so a backend that is
 //! down at startup or restarts later only fails the requests made meanwhile.
@@ -10,6 +11,7 @@
 pub mod backend;
 pub mod breaker;
 pub mod connection;
+pub mod discovery;
 pub mod endpoint;
 pub mod health;
 pub mod http2;
@@ -39,7 +41,7 @@ pub use breaker::Outcome;
 pub use connection::connection;
 pub use endpoint::{Endpoint, Lease};
 pub use split::{Split, Target, UnknownBackend};
-pub use status::{BackendStatus, EndpointState, EndpointStatus};
+pub use status::{BackendStatus, DiscoveryState, DiscoveryStatus, EndpointState, EndpointStatus};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -167,6 +169,8 @@ impl Upstreams {
         let health_check = config.health_check.clone();
         let host_names = resolve::has_host_names(&config);
         let backend = Backend::new(config, endpoints);
+        // Listed before the first health checks, which then check what etcd lists.
+        discovery::start(&backend).await;
         if let Some(options) = health_check {
             health::start(&backend, options).await;
         }

@@ -47,4 +47,52 @@ pub struct BackendStatus {
     pub endpoints: Vec<EndpointStatus>,
     /// Retries made so far.
     pub retries: u64,
+    /// Where its endpoints come from, when a registry (etcd) lists them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryStatus>,
+}
+
+/// Whether the registry a backend's endpoints come from answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryState {
+    /// Not listed yet.
+    Connecting,
+    /// Listed and watched: changes arrive as they happen.
+    Connected,
+    /// Lost or never reached: the last known endpoints stay, and the
+    /// gateway keeps trying.
+    Unreachable,
+}
+
+/// A discovered backend's registry, in `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiscoveryStatus {
+    /// The registry: `etcd`.
+    pub registry: &'static str,
+    /// The key prefix watched.
+    pub prefix: String,
+    /// Whether it answers.
+    pub state: DiscoveryState,
+    /// Instances registered under the prefix (before the metadata filter).
+    pub instances: usize,
+    /// The etcd revision the endpoints are as of.
+    pub revision: i64,
+    /// Why it is unreachable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DiscoveryStatus {
+    /// The state before the first listing.
+    pub fn new(etcd: &crate::config::EtcdDiscovery) -> Self {
+        Self {
+            registry: "etcd",
+            prefix: etcd.prefix.clone(),
+            state: DiscoveryState::Connecting,
+            instances: 0,
+            revision: 0,
+            error: None,
+        }
+    }
 }

@@ -37,7 +37,7 @@ enum Expect {
 }
 
 /// The fenced blocks of `text`, as (language, body).
-fn blocks(text: &str) -> Vec<(String, String)> {
+pub(crate) fn blocks(text: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
@@ -53,7 +53,7 @@ fn blocks(text: &str) -> Vec<(String, String)> {
 }
 
 /// The README's section under `heading`, up to the next `## ` heading.
-fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
+pub(crate) fn section<'a>(readme: &'a str, heading: &str) -> &'a str {
     let start = readme
         .find(&format!("\n{heading}\n"))
         .unwrap_or_else(|| panic!("README has no `{heading}`"));
@@ -144,7 +144,7 @@ fn is_timestamp(s: &str) -> bool {
 /// JSON equality, except that a README timestamp with fractional seconds
 /// (the clock time of a record created by an earlier call; seed data uses
 /// whole seconds) matches any timestamp.
-fn same(want: &Value, got: &Value) -> bool {
+pub(crate) fn same(want: &Value, got: &Value) -> bool {
     match (want, got) {
         (Value::String(w), Value::String(g)) if is_timestamp(w) && w.contains('.') => {
             is_timestamp(g)

@@ -336,7 +336,7 @@ impl Stack {
 
     /// Sends one request with exactly `headers` (and, with a body, its
     /// `Content-Length`, as an HTTP client sets it) and reads the whole answer.
-    async fn send(
+    pub async fn send(
         &self,
         method: Method,
         path: &str,

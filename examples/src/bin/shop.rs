@@ -8,6 +8,12 @@
 //! Each also serves `grpc.health.v1.Health` and gRPC server reflection, so
 //! `grpcurl -plaintext 127.0.0.1:50054 list` works. Log verbosity follows
 //! `RUST_LOG` (default `info`).
+//!
+//! With `--etcd http://127.0.0.1:2379`, each backend registers itself under
+//! `<--etcd-prefix><backend>/<address>` (`/services/orders/127.0.0.1:50052`)
+//! with a lease, in the Go endpoints JSON format, `--version-tag` as its
+//! `version` metadata; Ctrl-C revokes the lease. Port 0 picks free ports, so
+//! several instances run side by side.
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -31,6 +37,18 @@ struct Args {
     /// Address of shop.user.v2.UserService.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50054")]
     users_v2: SocketAddr,
+    /// etcd client URL to register in (repeat for a cluster).
+    #[arg(long, value_name = "URL")]
+    etcd: Vec<String>,
+    /// Key prefix of the registrations; each backend's name follows it.
+    #[arg(long, value_name = "PREFIX", default_value = "/services/")]
+    etcd_prefix: String,
+    /// `version` metadata of the registrations (a canary registers `v2`).
+    #[arg(long, value_name = "TAG", default_value = "v1")]
+    version_tag: String,
+    /// Lease TTL: how long the entries outlive a dead process.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    ttl: u64,
 }
 
 #[tokio::main]
@@ -70,8 +88,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "shop.user.v2.UserService           on {}",
         backends.users_v2
     );
+    let registration = if args.etcd.is_empty() {
+        None
+    } else {
+        let entries = shop::registry::shop_entries(&args.etcd_prefix, &backends, &args.version_tag);
+        let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+        let registration = shop::registry::Registration::register(
+            &args.etcd,
+            entries,
+            std::time::Duration::from_secs(args.ttl),
+        )
+        .await?;
+        println!(
+            "registered in etcd under lease {:x}: {}",
+            registration.lease(),
+            keys.join(", ")
+        );
+        Some(registration)
+    };
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
+    if let Some(registration) = registration
+        && let Err(e) = registration.revoke().await
+    {
+        eprintln!("warning: {e:#}");
+    }
     backends.shutdown().await
 }
