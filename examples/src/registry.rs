@@ -40,8 +40,14 @@ impl Entry {
 
 /// The entries of the four shop backends of `backends` under `prefix`
 /// (`<prefix>users/<addr>`, `orders`, `inventory`, `users-v2`), each with
-/// `version` metadata.
-pub fn shop_entries(prefix: &str, backends: &crate::Backends, version: &str) -> Vec<Entry> {
+/// `version` metadata; `advertise` replaces the listening IP (a pod
+/// listening on 0.0.0.0 registers its pod IP).
+pub fn shop_entries(
+    prefix: &str,
+    backends: &crate::Backends,
+    version: &str,
+    advertise: Option<std::net::IpAddr>,
+) -> Vec<Entry> {
     let mut metadata = serde_json::Map::new();
     metadata.insert("version".into(), version.into());
     [
@@ -51,7 +57,10 @@ pub fn shop_entries(prefix: &str, backends: &crate::Backends, version: &str) -> 
         ("users-v2", backends.users_v2),
     ]
     .into_iter()
-    .map(|(name, addr)| Entry::new(prefix, name, addr, &metadata))
+    .map(|(name, addr)| {
+        let addr = advertise.map_or(addr, |ip| SocketAddr::new(ip, addr.port()));
+        Entry::new(prefix, name, addr, &metadata)
+    })
     .collect()
 }
 

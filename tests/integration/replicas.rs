@@ -151,7 +151,7 @@ async fn the_readme_multi_replica_example_is_true() {
     let mut instances = Vec::new();
     for _ in 0..2 {
         let backends = shop::spawn_ephemeral().await.unwrap();
-        let entries = shop::registry::shop_entries("/services/", &backends, "v1");
+        let entries = shop::registry::shop_entries("/services/", &backends, "v1", None);
         let lease = shop::registry::Registration::register(
             &[etcd.url()],
             entries,

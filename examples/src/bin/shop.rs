@@ -12,13 +12,13 @@
 //! With `--etcd http://127.0.0.1:2379`, each backend registers itself under
 //! `<--etcd-prefix><backend>/<address>` (`/services/orders/127.0.0.1:50052`)
 //! with a lease, in the Go endpoints JSON format, `--version-tag` as its
-//! `version` metadata; Ctrl-C revokes the lease. Port 0 picks free ports, so
+//! `version` metadata; Ctrl-C or SIGTERM revokes the lease. Port 0 picks free ports, so
 //! several instances run side by side.
 
-use anyhow::Context as _;
 use clap::Parser;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// Example gRPC backends (users v1 and v2, orders, inventory) for protogate.
@@ -46,6 +46,10 @@ struct Args {
     /// `version` metadata of the registrations (a canary registers `v2`).
     #[arg(long, value_name = "TAG", default_value = "v1")]
     version_tag: String,
+    /// IP to register instead of the listening one (needed when listening
+    /// on 0.0.0.0: a pod registers its pod IP).
+    #[arg(long, value_name = "IP")]
+    advertise_ip: Option<std::net::IpAddr>,
     /// Lease TTL: how long the entries outlive a dead process.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     ttl: u64,
@@ -71,6 +75,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Listening from the start, so a signal that comes right after the
+    // registration is not missed (nor fatal), and SIGTERM (a stopping pod)
+    // revokes the lease as Ctrl-C does.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let backends = shop::spawn(shop::Addresses {
         users: args.users,
         orders: args.orders,
@@ -91,7 +100,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let registration = if args.etcd.is_empty() {
         None
     } else {
-        let entries = shop::registry::shop_entries(&args.etcd_prefix, &backends, &args.version_tag);
+        let unspecified = [
+            backends.users,
+            backends.orders,
+            backends.inventory,
+            backends.users_v2,
+        ]
+        .iter()
+        .any(|a| a.ip().is_unspecified());
+        if unspecified && args.advertise_ip.is_none() {
+            anyhow::bail!("listening on an unspecified address: give --advertise-ip to register");
+        }
+        let entries = shop::registry::shop_entries(
+            &args.etcd_prefix,
+            &backends,
+            &args.version_tag,
+            args.advertise_ip,
+        );
         let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
         let registration = shop::registry::Registration::register(
             &args.etcd,
@@ -106,9 +131,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
         Some(registration)
     };
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     if let Some(registration) = registration
         && let Err(e) = registration.revoke().await
     {
