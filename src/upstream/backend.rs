@@ -12,7 +12,7 @@
 //! split route is [`super::split`]'s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -244,6 +244,41 @@ impl Backend {
                 .clone(),
         }
     }
+}
+
+/// Makes `fresh` the endpoints of `backend` (whose endpoints were
+/// `current`) when they differ: endpoints new to it are health-checked
+/// first, and the change is logged as `why`. False when the backend is gone.
+pub(super) async fn swap_in(
+    backend: &Weak<Backend>,
+    current: &[Arc<Endpoint>],
+    fresh: Vec<Arc<Endpoint>>,
+    why: &str,
+) -> bool {
+    let added: Vec<Arc<Endpoint>> = fresh
+        .iter()
+        .filter(|f| !current.iter().any(|c| Arc::ptr_eq(c, f)))
+        .cloned()
+        .collect();
+    if added.is_empty() && fresh.len() == current.len() {
+        return backend.strong_count() > 0;
+    }
+    let Some(health_check) = backend.upgrade().map(|b| b.config.health_check.clone()) else {
+        return false;
+    };
+    if let Some(options) = &health_check {
+        super::health::check_all(&added, options, true).await;
+    }
+    let Some(backend) = backend.upgrade() else {
+        return false;
+    };
+    tracing::info!(
+        backend = %backend.config.name,
+        endpoints = ?fresh.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+        "{why}"
+    );
+    backend.set_endpoints(fresh);
+    true
 }
 
 impl Drop for Backend {

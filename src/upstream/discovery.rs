@@ -22,9 +22,8 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use http::Uri;
 use serde_json::Value;
 
-use super::backend::Backend;
+use super::backend::{Backend, swap_in};
 use super::endpoint::Endpoint;
-use super::health;
 use super::status::{DiscoveryState, DiscoveryStatus};
 use crate::config::{BackendConfig, EtcdDiscovery};
 
@@ -357,46 +356,23 @@ async fn apply(
     etcd: &EtcdDiscovery,
     registered: &Registered,
 ) -> bool {
-    let Some(current) = backend.upgrade().map(|b| b.endpoints()) else {
-        return false;
-    };
-    let fresh: Vec<Arc<Endpoint>> = selected(registered, etcd)
-        .into_iter()
-        .map(|uri| {
-            let address = uri.to_string().trim_end_matches('/').to_owned();
-            current
-                .iter()
-                .find(|c| c.address == address)
-                .cloned()
-                .unwrap_or_else(|| Endpoint::new(uri.clone(), &uri, config))
-        })
-        .collect();
-    let added: Vec<Arc<Endpoint>> = fresh
-        .iter()
-        .filter(|f| !current.iter().any(|c| Arc::ptr_eq(c, f)))
-        .cloned()
-        .collect();
     let Some(alive) = backend.upgrade() else {
         return false;
     };
     alive.update_discovery(|s| s.instances = registered.len());
-    if added.is_empty() && fresh.len() == current.len() {
-        return true;
-    }
+    let current = alive.endpoints();
     drop(alive);
-    if let Some(options) = &config.health_check {
-        health::check_all(&added, options, true).await;
-    }
-    let Some(alive) = backend.upgrade() else {
-        return false;
-    };
-    tracing::info!(
-        backend = %config.name,
-        endpoints = ?fresh.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
-        "backend instances changed in etcd"
-    );
-    alive.set_endpoints(fresh);
-    true
+    let fresh: Vec<Arc<Endpoint>> = selected(registered, etcd)
+        .into_iter()
+        .map(|uri| Endpoint::reuse_or_new(&current, uri.clone(), &uri, config))
+        .collect();
+    swap_in(
+        backend,
+        &current,
+        fresh,
+        "backend instances changed in etcd",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -58,6 +58,23 @@ impl Endpoint {
         })
     }
 
+    /// The endpoint of `current` at `uri`'s address, with its connection
+    /// and health state, else a new one.
+    pub(super) fn reuse_or_new(
+        current: &[Arc<Self>],
+        uri: Uri,
+        origin: &Uri,
+        config: &BackendConfig,
+    ) -> Arc<Self> {
+        let address = uri.to_string();
+        let address = address.trim_end_matches('/');
+        current
+            .iter()
+            .find(|c| c.address == address)
+            .cloned()
+            .unwrap_or_else(|| Self::new(uri, origin, config))
+    }
+
     /// The channel to this endpoint, for streams, health checks and reflection.
     pub fn channel(&self) -> &Channel {
         &self.channel

@@ -12,7 +12,6 @@ use http::Uri;
 
 use super::backend::Backend;
 use super::endpoint::Endpoint;
-use super::health;
 use crate::config::BackendConfig;
 
 /// Whether some configured address is a host name.
@@ -70,16 +69,14 @@ where
                 Ok(uri) => uri,
                 Err(_) => continue,
             };
-            let address = uri.to_string().trim_end_matches('/').to_owned();
-            if out.iter().any(|e| e.address == address) {
+            let address = uri.to_string();
+            if out
+                .iter()
+                .any(|e| e.address == address.trim_end_matches('/'))
+            {
                 continue;
             }
-            let endpoint = current
-                .iter()
-                .find(|c| c.address == address)
-                .cloned()
-                .unwrap_or_else(|| Endpoint::new(uri, origin, config));
-            out.push(endpoint);
+            out.push(Endpoint::reuse_or_new(current, uri, origin, config));
         }
     }
     out
@@ -99,26 +96,9 @@ async fn run(backend: Weak<Backend>, config: BackendConfig) {
             return;
         };
         let fresh = endpoints(&config, &current).await;
-        let added: Vec<Arc<Endpoint>> = fresh
-            .iter()
-            .filter(|f| !current.iter().any(|c| Arc::ptr_eq(c, f)))
-            .cloned()
-            .collect();
-        if added.is_empty() && fresh.len() == current.len() {
-            continue;
-        }
-        if let Some(options) = &config.health_check {
-            health::check_all(&added, options, true).await;
-        }
-        let Some(backend) = backend.upgrade() else {
+        if !super::backend::swap_in(&backend, &current, fresh, "backend addresses changed").await {
             return;
-        };
-        tracing::info!(
-            backend = %config.name,
-            endpoints = ?fresh.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
-            "backend addresses changed"
-        );
-        backend.set_endpoints(fresh);
+        }
     }
 }
 
